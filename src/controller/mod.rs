@@ -1,0 +1,162 @@
+//! The controllers, one per kind, and the loop that runs them until shutdown.
+//!
+//! Today every controller is an *observer*: it watches its kind, counts each reconcile in the
+//! metrics and logs objects that fail to deserialize, but changes nothing. The per-kind
+//! reconcilers (issuance, validation, discovery, alerting) replace [`observe`] kind by kind;
+//! the wiring here (watch scope, readiness after cache sync, graceful shutdown, error isolation
+//! with `DeserializeGuard`) stays.
+
+use std::{fmt::Debug, sync::Arc, time::Instant};
+
+use futures::{FutureExt, StreamExt, future::BoxFuture};
+use kube::{
+    Api, Client, Resource,
+    core::DeserializeGuard,
+    runtime::{
+        Controller,
+        controller::Action,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::{admin::Readiness, crd::v1alpha1, metrics::Metrics};
+
+/// State shared by every reconcile run.
+pub struct Context {
+    /// Client for the apiserver.
+    pub client: Client,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Why a reconcile run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object does not match the schema this operator version understands (for example a
+    /// field of the wrong type written around the CRD's validation).
+    #[error("{object} cannot be read by this operator version: {message}")]
+    InvalidObject {
+        /// `Kind namespace/name` of the object.
+        object: String,
+        /// The deserialisation error.
+        message: String,
+    },
+}
+
+impl Error {
+    /// A bounded, PascalCase label for metrics, event reasons and condition reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::InvalidObject { .. } => "InvalidObject",
+        }
+    }
+}
+
+/// Which objects the namespaced controllers watch.
+#[derive(Clone, Debug, Default)]
+pub struct WatchScope {
+    /// `Some(ns)`: only this namespace; `None`: all namespaces.
+    pub namespace: Option<String>,
+}
+
+impl WatchScope {
+    fn namespaced<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+}
+
+/// One controller ready to run: its cache (to await sync) and its event loop.
+struct Runner {
+    name: &'static str,
+    synced: BoxFuture<'static, ()>,
+    run: BoxFuture<'static, ()>,
+}
+
+/// Runs every controller until `shutdown` is cancelled. Marks `readiness` once every cache has
+/// synced.
+pub async fn run(ctx: Arc<Context>, scope: &WatchScope, readiness: Readiness, shutdown: CancellationToken) {
+    let client = ctx.client.clone();
+    let runners = vec![
+        runner::<v1alpha1::Certificate>("certificate", scope.namespaced(&client), &ctx, &shutdown),
+        runner::<v1alpha1::Issuer>("issuer", scope.namespaced(&client), &ctx, &shutdown),
+        runner::<v1alpha1::ClusterIssuer>("cluster_issuer", Api::all(client.clone()), &ctx, &shutdown),
+        runner::<v1alpha1::DomainValidation>("domain_validation", Api::all(client.clone()), &ctx, &shutdown),
+        runner::<v1alpha1::DiscoveryTask>("discovery_task", scope.namespaced(&client), &ctx, &shutdown),
+        runner::<v1alpha1::AlertConfig>("alert_config", Api::all(client.clone()), &ctx, &shutdown),
+    ];
+    let names: Vec<_> = runners.iter().map(|r| r.name).collect();
+    let (synced, loops): (Vec<_>, Vec<_>) = runners.into_iter().map(|r| (r.synced, r.run)).unzip();
+    let metrics = ctx.metrics.clone();
+    let mark_ready = async move {
+        futures::future::join_all(synced).await;
+        tracing::info!(controllers = ?names, "caches synced; ready");
+        readiness.set(true);
+        metrics.set_ready(true);
+    };
+    tokio::join!(mark_ready, futures::future::join_all(loops));
+}
+
+fn runner<K>(
+    name: &'static str,
+    api: Api<DeserializeGuard<K>>,
+    ctx: &Arc<Context>,
+    shutdown: &CancellationToken,
+) -> Runner
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned());
+    let store: Store<DeserializeGuard<K>> = controller.store();
+    let synced = async move {
+        // Only fails if the controller stopped before syncing; shutdown then follows anyway.
+        let _ = store.wait_until_ready().await;
+    }
+    .boxed();
+    let run = controller
+        .run(move |obj, ctx| observe(name, obj, ctx), move |obj, err, ctx| error_policy(name, &obj, err, &ctx), ctx.clone())
+        .for_each(move |result| async move {
+            if let Err(error) = result {
+                tracing::debug!(controller = name, error = %crate::leader::error_chain(&error), "reconcile loop event");
+            }
+        })
+        .boxed();
+    Runner { name, synced, run }
+}
+
+/// The observer reconcile: records that the controller saw the object.
+async fn observe<K>(name: &'static str, obj: Arc<DeserializeGuard<K>>, ctx: Arc<Context>) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
+{
+    let started = Instant::now();
+    match &obj.0 {
+        Ok(object) => {
+            let reference = ObjectRef::from_obj(object);
+            tracing::debug!(controller = name, object = %reference, "observed");
+            ctx.metrics.reconciled(name, "success", started.elapsed().as_secs_f64());
+            Ok(Action::await_change())
+        }
+        Err(invalid) => Err(Error::InvalidObject {
+            object: format!("{}/{}", invalid.metadata.namespace.as_deref().unwrap_or(""), invalid.metadata.name.as_deref().unwrap_or("")),
+            message: invalid.error.clone(),
+        }),
+    }
+}
+
+fn error_policy<K>(name: &'static str, _obj: &Arc<DeserializeGuard<K>>, error: &Error, ctx: &Arc<Context>) -> Action {
+    ctx.metrics.reconciled(name, error.category(), 0.0);
+    tracing::warn!(controller = name, category = error.category(), error = %error, "reconcile failed");
+    // An unreadable object only becomes readable when someone edits it.
+    Action::await_change()
+}

@@ -1,0 +1,270 @@
+//! `Issuer` (namespaced) and `ClusterIssuer` (cluster-scoped): how to reach one certificate
+//! authority. Both kinds share the backend types; they differ only in scope and in where their
+//! Secret references resolve (an Issuer's own namespace; for a ClusterIssuer the operator's
+//! cluster resource namespace, `--cluster-resource-namespace`).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{NameValue, conditions_schema, duration_schema};
+
+const EXACTLY_ONE_BACKEND: &str = "[has(self.scm), has(self.nexus), has(self.ca)].filter(x, x).size() == 1";
+const EXACTLY_ONE_BACKEND_MESSAGE: &str = "exactly one of scm, nexus or ca must be set";
+
+/// Desired state of an Issuer: exactly one backend.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[kube(
+    group = "pki-operator.io",
+    version = "v1alpha1",
+    kind = "Issuer",
+    namespaced,
+    status = "IssuerStatus",
+    shortname = "pkiissuer",
+    category = "pki",
+    doc = "An Issuer tells the operator how to reach one certificate authority for Certificates in its namespace.",
+    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#, priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = kube::core::Rule::new(EXACTLY_ONE_BACKEND).message(EXACTLY_ONE_BACKEND_MESSAGE))]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerSpec {
+    /// Sectigo Certificate Manager (SCM) or InCommon Certificate Manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scm: Option<ScmIssuer>,
+    /// Nexus Certificate Manager through its Protocol Gateway REST API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nexus: Option<NexusIssuer>,
+    /// A local CA whose key pair is stored in a Secret; certificates are signed in the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CaIssuer>,
+}
+
+/// Desired state of a ClusterIssuer: exactly one backend. Secret references resolve in the
+/// operator's cluster resource namespace.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[kube(
+    group = "pki-operator.io",
+    version = "v1alpha1",
+    kind = "ClusterIssuer",
+    status = "IssuerStatus",
+    shortname = "pkiclusterissuer",
+    category = "pki",
+    doc = "A ClusterIssuer tells the operator how to reach one certificate authority for Certificates in any namespace.",
+    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#, priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = kube::core::Rule::new(EXACTLY_ONE_BACKEND).message(EXACTLY_ONE_BACKEND_MESSAGE))]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterIssuerSpec {
+    /// Sectigo Certificate Manager (SCM) or InCommon Certificate Manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scm: Option<ScmIssuer>,
+    /// Nexus Certificate Manager through its Protocol Gateway REST API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nexus: Option<NexusIssuer>,
+    /// A local CA whose key pair is stored in a Secret; certificates are signed in the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CaIssuer>,
+}
+
+/// Which product answers at `url`. They share one API; InCommon differs in a few paths and fields.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ScmFlavor {
+    /// Sectigo Certificate Manager.
+    #[default]
+    Sectigo,
+    /// InCommon Certificate Manager (the SCM variant sold to research and education).
+    InCommon,
+}
+
+/// Connection to Sectigo Certificate Manager or InCommon Certificate Manager.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScmIssuer {
+    /// Base URL of the instance without the API path, e.g. `https://cert-manager.com` or
+    /// `https://hard.cert-manager.com`. Must use HTTPS.
+    #[x_kube(validation = kube::core::Rule::new("self.startsWith('https://')").message("url must start with https://"))]
+    #[schemars(length(min = 9, max = 2048))]
+    pub url: String,
+    /// `Sectigo` (default) or `InCommon`.
+    #[serde(default)]
+    pub flavor: ScmFlavor,
+    /// The customer URI part sent in the `customerUri` header, e.g. `InCommon` or `cst255`.
+    #[schemars(length(min = 1, max = 256))]
+    pub customer_uri: String,
+    /// How the operator authenticates as an SCM administrator.
+    pub auth: ScmAuth,
+    /// Organization (or department) id certificates are requested for.
+    #[schemars(range(min = 1))]
+    pub org_id: i64,
+    /// Default certificate profile id (SCM `certType`); a Certificate may override it with
+    /// `spec.scm.profileId`.
+    #[schemars(range(min = 1))]
+    pub cert_type: i64,
+    /// Default term in days. When unset, the shortest term of the profile that covers the
+    /// Certificate's `duration` is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub term: Option<i32>,
+    /// Email address(es) notified by SCM about the request, comma separated (SCM
+    /// `externalRequester`, at most 512 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub external_requester: Option<String>,
+    /// Comment recorded with every request (at most 1024 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub comments: Option<String>,
+    /// Custom fields sent with every request; mandatory fields of the profile must be listed here
+    /// or on the Certificate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub custom_fields: Vec<NameValue>,
+    /// PEM bundle of CAs trusted for the SCM API endpoint, in addition to the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub ca_bundle: Option<String>,
+    /// How often a pending order is polled (default `30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "duration_schema")]
+    pub poll_interval: Option<String>,
+}
+
+/// SCM administrator authentication: exactly one method.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("has(self.password) != has(self.clientCertificate)")
+    .message("exactly one of password or clientCertificate must be set"))]
+pub struct ScmAuth {
+    /// Login and password in a Secret (keys `login` and `password` unless overridden).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<ScmPasswordAuth>,
+    /// Client certificate login: a `kubernetes.io/tls` Secret issued by the SCM instance; requests
+    /// go to the `/private` API prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<ScmClientCertificateAuth>,
+}
+
+/// Login/password authentication.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScmPasswordAuth {
+    /// Name of the Secret holding the credentials.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// Key of the login name in the Secret (default `login`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub login_key: Option<String>,
+    /// Key of the password in the Secret (default `password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub password_key: Option<String>,
+}
+
+/// Client certificate authentication.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScmClientCertificateAuth {
+    /// The administrator's login name, sent in the `login` header.
+    #[schemars(length(min = 1, max = 256))]
+    pub login: String,
+    /// Name of a `kubernetes.io/tls` Secret with the client certificate and key.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+}
+
+/// Who signs write requests to Nexus CM.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum NexusSigningMode {
+    /// The caller signs: the operator answers error `-19` by signing `dataToSign` as CMS
+    /// SignedData with the officer key. This is Nexus' default configuration.
+    #[default]
+    Caller,
+    /// The Protocol Gateway signs as a Virtual Registration Officer (VRO).
+    Server,
+}
+
+/// Connection to Nexus Certificate Manager's Protocol Gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NexusIssuer {
+    /// Base URL including the base path, e.g. `https://pgwy.example.com:8444/pgwy/api`.
+    #[x_kube(validation = kube::core::Rule::new("self.startsWith('https://')").message("url must start with https://"))]
+    #[schemars(length(min = 9, max = 2048))]
+    pub url: String,
+    /// Name of a `kubernetes.io/tls` Secret with the CM officer's client certificate and key (mTLS).
+    #[schemars(length(min = 1, max = 253))]
+    pub client_certificate_secret_name: String,
+    /// `Caller` (default) or `Server` (VRO).
+    #[serde(default)]
+    pub signing_mode: NexusSigningMode,
+    /// Secret with the officer key that signs requests in `Caller` mode, when it differs from the
+    /// client certificate's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub signing_secret_name: Option<String>,
+    /// Token procedure (`procname`) used for issuance unless a Certificate overrides it. When unset,
+    /// the gateway's configured default applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub token_procedure: Option<String>,
+    /// PEM bundle of CAs trusted for the gateway's TLS certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub ca_bundle: Option<String>,
+}
+
+/// A CA key pair kept in a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaIssuer {
+    /// Name of a `kubernetes.io/tls` Secret whose `tls.crt` is a CA certificate (optionally
+    /// followed by its chain) and whose `tls.key` is the matching private key.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+}
+
+/// Observed state of an Issuer or ClusterIssuer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerStatus {
+    /// `Ready` is True after a cheap authenticated call to the CA succeeded (SCM: list profiles;
+    /// Nexus: list procedures; ca: the key pair parses and is a CA).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When the CA was last checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check_time: Option<Time>,
+    /// The issuer's trust anchors and intermediates with their validation result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub trust_anchors: Vec<TrustAnchor>,
+}
+
+/// A CA certificate of the issuer and the result of validating it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustAnchor {
+    /// Subject distinguished name.
+    pub subject: String,
+    /// Subject key identifier, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_key_id: Option<String>,
+    /// End of validity (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<Time>,
+    /// Validation code from the CA certificate taxonomy: 0 valid, 2003 expired, 2004 not yet
+    /// valid, 2012 key usage mismatch, 2013 chain invalid, 2014 invalid self-signed, ...
+    pub validation: i32,
+    /// Human-readable meaning of `validation`.
+    pub validation_message: String,
+}

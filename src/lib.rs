@@ -1,0 +1,23 @@
+//! pki-operator: a Kubernetes operator that issues, renews, revokes, discovers and watches
+//! certificates from enterprise CAs (Sectigo / InCommon Certificate Manager, Nexus Certificate
+//! Manager) and a local CA.
+//!
+//! The binary in `main.rs` only wires these modules together:
+//! - [`crd`]: the API types and generated CRD manifests;
+//! - [`controller`]: one controller per kind, started by [`controller::run`];
+//! - [`startup`]: checks made before any controller starts (CRDs installed);
+//! - [`leader`]: Lease-based leader election for HA deployments;
+//! - [`admin`], [`metrics`], [`telemetry`]: health endpoints, Prometheus metrics and logging;
+//! - [`config`]: flags and environment.
+
+pub mod admin;
+pub mod config;
+pub mod controller;
+pub mod crd;
+pub mod leader;
+pub mod metrics;
+pub mod startup;
+pub mod telemetry;
+
+/// The field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "pki-operator";

@@ -1,0 +1,118 @@
+//! The `pki-operator` binary: parse configuration, start logging, the admin server, leader
+//! election and the controllers, and shut down cleanly on SIGTERM. All logic lives in the library.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client, config::KubeConfigOptions};
+use pki_operator::{
+    admin::{self, Readiness},
+    config::Config,
+    controller::{self, Context, WatchScope},
+    leader::{LeaderElector, LeaseSettings},
+    metrics::Metrics,
+    startup, telemetry,
+};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    telemetry::init(config.log_format, &config.log_level)?;
+    if let Err(error) = run(config).await {
+        tracing::error!(error = format!("{error:#}"), "pki-operator stopped");
+        return Err(error);
+    }
+    Ok(())
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let client = kube_client(&config).await?;
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Readiness::default();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+
+    let admin = admin::serve(config.admin_address, readiness.clone(), metrics.clone(), shutdown.clone().cancelled_owned())
+        .await?;
+    let admin = tokio::spawn(admin);
+
+    startup::check_crds_installed(&client).await?;
+
+    let mut elector = None;
+    if config.leader_election {
+        let settings = LeaseSettings::new(config.leader_election_lease.clone(), config.lease_identity(), config.lease_duration);
+        tracing::info!(lease = %settings.name, identity = %settings.identity, "waiting for leadership");
+        let mut e = LeaderElector::new(Api::<Lease>::namespaced(client.clone(), &config.lease_namespace()), settings);
+        if !e.acquire(&shutdown).await {
+            tracing::info!("shut down while standing by");
+            return Ok(());
+        }
+        elector = Some(e);
+    }
+    metrics.set_leader(true);
+
+    let ctx = Arc::new(Context { client, metrics: metrics.clone() });
+    let scope = WatchScope { namespace: config.namespace.clone() };
+    let controllers = controller::run(ctx, &scope, readiness.clone(), shutdown.clone());
+
+    let result = match elector.as_mut() {
+        Some(elector) => {
+            let hold = elector.hold(&shutdown);
+            tokio::pin!(hold);
+            tokio::select! {
+                () = controllers => hold.await.map_err(anyhow::Error::from),
+                lost = &mut hold => {
+                    // Exit instead of continuing as a possible second leader.
+                    readiness.set(false);
+                    shutdown.cancel();
+                    lost.map_err(anyhow::Error::from)
+                }
+            }
+        }
+        None => {
+            controllers.await;
+            Ok(())
+        }
+    };
+    readiness.set(false);
+    metrics.set_leader(false);
+    shutdown.cancel();
+    admin.await.context("admin server task")?.context("admin server")?;
+    tracing::info!("shut down");
+    result
+}
+
+async fn kube_client(config: &Config) -> anyhow::Result<Client> {
+    let kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await.context("no kubeconfig and not running in a cluster")?,
+    };
+    Ok(Client::try_from(kube_config)?)
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown signal received");
+    shutdown.cancel();
+}
