@@ -52,7 +52,9 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<impl Future<Output = std::io::Result<()>>, BindAdmin> {
-    let listener = TcpListener::bind(address).await.map_err(|source| BindAdmin { address, source })?;
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|source| BindAdmin { address, source })?;
     let local = listener.local_addr().unwrap_or(address);
     tracing::info!(address = %local, "admin server listening");
     let app = router(AdminState { readiness, metrics });
@@ -79,7 +81,10 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     match state.metrics.encode() {
         Ok(body) => (
             StatusCode::OK,
-            [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             body,
         )
             .into_response(),

@@ -16,7 +16,11 @@ pub enum LogFormat {
 
 /// Command-line configuration of the operator.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "pki-operator", version, about = "Certificates from enterprise CAs, the Kubernetes way")]
+#[command(
+    name = "pki-operator",
+    version,
+    about = "Certificates from enterprise CAs, the Kubernetes way"
+)]
 #[allow(clippy::struct_excessive_bools)] // independent on/off switches, not a state machine
 pub struct Config {
     /// Kubeconfig file. Without it: `$KUBECONFIG`, `~/.kube/config`, then the in-cluster
@@ -55,7 +59,11 @@ pub struct Config {
     pub leader_election_namespace: Option<String>,
 
     /// Name of the leader Lease.
-    #[arg(long, env = "PKI_OPERATOR_LEADER_ELECTION_LEASE", default_value = "pki-operator-leader")]
+    #[arg(
+        long,
+        env = "PKI_OPERATOR_LEADER_ELECTION_LEASE",
+        default_value = "pki-operator-leader"
+    )]
     pub leader_election_lease: String,
 
     /// How long a leader's Lease stays valid without renewal; a standby takes over after that.
@@ -76,7 +84,9 @@ pub struct Config {
 }
 
 fn parse_seconds(value: &str) -> Result<Duration, String> {
-    let seconds: u64 = value.parse().map_err(|e| format!("{value:?} is not a number of seconds: {e}"))?;
+    let seconds: u64 = value
+        .parse()
+        .map_err(|e| format!("{value:?} is not a number of seconds: {e}"))?;
     if seconds < 2 {
         return Err("must be at least 2 seconds".into());
     }

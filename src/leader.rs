@@ -38,7 +38,12 @@ impl LeaseSettings {
     /// one second), so a standby notices expiry promptly without hammering the apiserver.
     pub fn new(name: String, identity: String, lease_duration: Duration) -> Self {
         let retry_period = (lease_duration / 5).max(Duration::from_secs(1));
-        Self { name, identity, lease_duration, retry_period }
+        Self {
+            name,
+            identity,
+            lease_duration,
+            retry_period,
+        }
     }
 }
 
@@ -90,7 +95,11 @@ pub struct LeaderElector {
 impl LeaderElector {
     /// An elector for the Lease in `api`'s namespace.
     pub fn new(api: Api<Lease>, settings: LeaseSettings) -> Self {
-        Self { api, settings, observed: None }
+        Self {
+            api,
+            settings,
+            observed: None,
+        }
     }
 
     /// Waits until this replica holds the Lease. Returns `false` if `cancel` fired first.
@@ -134,11 +143,18 @@ impl LeaderElector {
                 Err(error) => {
                     // Stop acting as leader before the Lease can expire for the others: keep a
                     // margin of one retry period.
-                    let deadline = self.settings.lease_duration.saturating_sub(self.settings.retry_period);
+                    let deadline = self
+                        .settings
+                        .lease_duration
+                        .saturating_sub(self.settings.retry_period);
                     if last_renewal.elapsed() >= deadline {
                         return Err(LeaseError::Lost {
                             name: self.settings.name.clone(),
-                            reason: format!("could not renew for {:?}: {}", last_renewal.elapsed(), error_chain(&error)),
+                            reason: format!(
+                                "could not renew for {:?}: {}",
+                                last_renewal.elapsed(),
+                                error_chain(&error)
+                            ),
                         });
                     }
                     tracing::warn!(error = %error_chain(&error), "renewing the Lease failed; retrying");
@@ -152,14 +168,16 @@ impl LeaderElector {
         let name = &name;
         let now = MicroTime(jiff::Timestamp::now());
         let lease_seconds = i32::try_from(self.settings.lease_duration.as_secs()).unwrap_or(i32::MAX);
-        let existing = self
-            .api
-            .get_opt(name)
-            .await
-            .map_err(|source| LeaseError::Get { name: name.clone(), source })?;
+        let existing = self.api.get_opt(name).await.map_err(|source| LeaseError::Get {
+            name: name.clone(),
+            source,
+        })?;
         let Some(mut lease) = existing else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(name.clone()), ..ObjectMeta::default() },
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    ..ObjectMeta::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(self.settings.identity.clone()),
                     lease_duration_seconds: Some(lease_seconds),
@@ -172,7 +190,10 @@ impl LeaderElector {
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(Attempt::Leading),
                 Err(e) if is_conflict(&e) => Ok(Attempt::Standby),
-                Err(source) => Err(LeaseError::Write { name: name.clone(), source }),
+                Err(source) => Err(LeaseError::Write {
+                    name: name.clone(),
+                    source,
+                }),
             };
         };
 
@@ -193,7 +214,10 @@ impl LeaderElector {
         match self.api.replace(name, &PostParams::default(), &lease).await {
             Ok(_) => Ok(Attempt::Leading),
             Err(e) if is_conflict(&e) => Ok(Attempt::Standby),
-            Err(source) => Err(LeaseError::Write { name: name.clone(), source }),
+            Err(source) => Err(LeaseError::Write {
+                name: name.clone(),
+                source,
+            }),
         }
     }
 
@@ -211,7 +235,9 @@ impl LeaderElector {
     /// Gives the Lease up so a standby can take over without waiting for expiry.
     async fn release(&mut self) {
         let name = &self.settings.name;
-        let Ok(Some(mut lease)) = self.api.get_opt(name).await else { return };
+        let Ok(Some(mut lease)) = self.api.get_opt(name).await else {
+            return;
+        };
         let Some(spec) = lease.spec.as_mut() else { return };
         if spec.holder_identity.as_deref() != Some(self.settings.identity.as_str()) {
             return;
@@ -221,7 +247,9 @@ impl LeaderElector {
         spec.renew_time = Some(MicroTime(jiff::Timestamp::now()));
         match self.api.replace(name, &PostParams::default(), &lease).await {
             Ok(_) => tracing::info!(lease = %name, "released leadership"),
-            Err(error) => tracing::warn!(error = %error, "could not release the Lease; standbys take over when it expires"),
+            Err(error) => {
+                tracing::warn!(error = %error, "could not release the Lease; standbys take over when it expires");
+            }
         }
     }
 }
@@ -266,7 +294,10 @@ mod tests {
 
     #[test]
     fn record_changes_with_renewals() {
-        let mut spec = LeaseSpec { holder_identity: Some("a".into()), ..LeaseSpec::default() };
+        let mut spec = LeaseSpec {
+            holder_identity: Some("a".into()),
+            ..LeaseSpec::default()
+        };
         let before = lease_record(&spec);
         spec.renew_time = Some(MicroTime(jiff::Timestamp::now()));
         assert_ne!(before, lease_record(&spec));

@@ -1,7 +1,7 @@
 //! The `pki-operator` binary: parse configuration, start logging, the admin server, leader
 //! election and the controllers, and shut down cleanly on SIGTERM. All logic lives in the library.
 
-use std::sync::Arc;
+use std::{process::ExitCode, sync::Arc};
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -18,14 +18,21 @@ use pki_operator::{
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let config = Config::parse();
-    telemetry::init(config.log_format, &config.log_level)?;
-    if let Err(error) = run(config).await {
-        tracing::error!(error = format!("{error:#}"), "pki-operator stopped");
-        return Err(error);
+    if let Err(error) = telemetry::init(config.log_format, &config.log_level) {
+        eprintln!("pki-operator: {:#}", anyhow::Error::from(error));
+        return ExitCode::FAILURE;
     }
-    Ok(())
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line with the whole cause chain; no backtrace, nothing but the message.
+            tracing::error!(error = format!("{error:#}"), "pki-operator stopped");
+            eprintln!("pki-operator: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
@@ -35,17 +42,29 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
-    let admin = admin::serve(config.admin_address, readiness.clone(), metrics.clone(), shutdown.clone().cancelled_owned())
-        .await?;
+    let admin = admin::serve(
+        config.admin_address,
+        readiness.clone(),
+        metrics.clone(),
+        shutdown.clone().cancelled_owned(),
+    )
+    .await?;
     let admin = tokio::spawn(admin);
 
     startup::check_crds_installed(&client).await?;
 
     let mut elector = None;
     if config.leader_election {
-        let settings = LeaseSettings::new(config.leader_election_lease.clone(), config.lease_identity(), config.lease_duration);
+        let settings = LeaseSettings::new(
+            config.leader_election_lease.clone(),
+            config.lease_identity(),
+            config.lease_duration,
+        );
         tracing::info!(lease = %settings.name, identity = %settings.identity, "waiting for leadership");
-        let mut e = LeaderElector::new(Api::<Lease>::namespaced(client.clone(), &config.lease_namespace()), settings);
+        let mut e = LeaderElector::new(
+            Api::<Lease>::namespaced(client.clone(), &config.lease_namespace()),
+            settings,
+        );
         if !e.acquire(&shutdown).await {
             tracing::info!("shut down while standing by");
             return Ok(());
@@ -54,33 +73,38 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     metrics.set_leader(true);
 
-    let ctx = Arc::new(Context { client, metrics: metrics.clone() });
-    let scope = WatchScope { namespace: config.namespace.clone() };
+    let ctx = Arc::new(Context {
+        client,
+        metrics: metrics.clone(),
+    });
+    let scope = WatchScope {
+        namespace: config.namespace.clone(),
+    };
     let controllers = controller::run(ctx, &scope, readiness.clone(), shutdown.clone());
 
-    let result = match elector.as_mut() {
-        Some(elector) => {
-            let hold = elector.hold(&shutdown);
-            tokio::pin!(hold);
-            tokio::select! {
-                () = controllers => hold.await.map_err(anyhow::Error::from),
-                lost = &mut hold => {
-                    // Exit instead of continuing as a possible second leader.
-                    readiness.set(false);
-                    shutdown.cancel();
-                    lost.map_err(anyhow::Error::from)
-                }
+    let result = if let Some(elector) = elector.as_mut() {
+        let hold = elector.hold(&shutdown);
+        tokio::pin!(hold);
+        tokio::select! {
+            () = controllers => hold.await.map_err(anyhow::Error::from),
+            lost = &mut hold => {
+                // Exit instead of continuing as a possible second leader.
+                readiness.set(false);
+                shutdown.cancel();
+                lost.map_err(anyhow::Error::from)
             }
         }
-        None => {
-            controllers.await;
-            Ok(())
-        }
+    } else {
+        controllers.await;
+        Ok(())
     };
     readiness.set(false);
     metrics.set_leader(false);
     shutdown.cancel();
-    admin.await.context("admin server task")?.context("admin server")?;
+    admin
+        .await
+        .context("admin server task")?
+        .context("admin server")?;
     tracing::info!("shut down");
     result
 }
@@ -92,7 +116,9 @@ async fn kube_client(config: &Config) -> anyhow::Result<Client> {
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
         }
-        None => kube::Config::infer().await.context("no kubeconfig and not running in a cluster")?,
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig and not running in a cluster")?,
     };
     Ok(Client::try_from(kube_config)?)
 }

@@ -49,7 +49,11 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("pki_operator");
         let reconciliations = Family::<ReconcileLabels, Counter>::default();
-        registry.register("reconciliations", "Reconcile runs by controller and outcome", reconciliations.clone());
+        registry.register(
+            "reconciliations",
+            "Reconcile runs by controller and outcome",
+            reconciliations.clone(),
+        );
         let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0])
         });
@@ -59,19 +63,35 @@ impl Metrics {
             reconcile_duration.clone(),
         );
         let leader = Gauge::default();
-        registry.register("leader", "1 while this replica holds the leader Lease (or runs without election)", leader.clone());
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease (or runs without election)",
+            leader.clone(),
+        );
         let ready = Gauge::default();
         registry.register("ready", "1 while /readyz answers 200", ready.clone());
         let build_info = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
-        build_info.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))]).set(1);
+        build_info
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
         registry.register("build_info", "Build information", build_info);
-        Self { registry, reconciliations, reconcile_duration, leader, ready }
+        Self {
+            registry,
+            reconciliations,
+            reconcile_duration,
+            leader,
+            ready,
+        }
     }
 
     /// Records one reconcile run.
     pub fn reconciled(&self, controller: &'static str, outcome: &'static str, seconds: f64) {
-        self.reconciliations.get_or_create(&ReconcileLabels { controller, outcome }).inc();
-        self.reconcile_duration.get_or_create(&ControllerLabels { controller }).observe(seconds);
+        self.reconciliations
+            .get_or_create(&ReconcileLabels { controller, outcome })
+            .inc();
+        self.reconcile_duration
+            .get_or_create(&ControllerLabels { controller })
+            .observe(seconds);
     }
 
     /// Sets the leader gauge.
@@ -104,7 +124,9 @@ mod tests {
         metrics.set_leader(true);
         let text = metrics.encode().unwrap();
         assert!(
-            text.contains(r#"pki_operator_reconciliations_total{controller="certificate",outcome="success"} 2"#),
+            text.contains(
+                r#"pki_operator_reconciliations_total{controller="certificate",outcome="success"} 2"#
+            ),
             "{text}"
         );
         assert!(text.contains("pki_operator_leader 1"), "{text}");

@@ -10,8 +10,8 @@ use crate::crd::{GROUP, v1alpha1};
 pub enum StartupError {
     /// Some CRDs are not installed (or not yet established).
     #[error(
-        "CustomResourceDefinition {} not installed in the cluster; install the CRDs with \
-         `kubectl apply -f crds/` (or the Helm chart with crds.enabled=true) and restart the operator",
+        "missing CustomResourceDefinition(s) {}: install the CRDs with `kubectl apply -f crds/` \
+         (or the Helm chart with crds.enabled=true) and restart the operator",
         missing.join(", ")
     )]
     MissingCrds {
@@ -33,7 +33,11 @@ pub async fn check_crds_installed(client: &Client) -> Result<(), StartupError> {
         Err(e) => return Err(StartupError::Discovery(e)),
     };
     let missing = missing_crds(&served);
-    if missing.is_empty() { Ok(()) } else { Err(StartupError::MissingCrds { missing }) }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StartupError::MissingCrds { missing })
+    }
 }
 
 /// CRD names of [`crate::crd::all`] whose plural is not among `served` resource names.
@@ -45,14 +49,17 @@ fn missing_crds(served: &[String]) -> Vec<String> {
         .collect()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn names_each_missing_crd() {
-        let served = vec!["certificates".to_string(), "certificates/status".to_string(), "issuers".to_string()];
+        let served = vec![
+            "certificates".to_string(),
+            "certificates/status".to_string(),
+            "issuers".to_string(),
+        ];
         let missing = missing_crds(&served);
         assert!(missing.contains(&"clusterissuers.pki-operator.io".to_string()));
         assert!(!missing.contains(&"certificates.pki-operator.io".to_string()));

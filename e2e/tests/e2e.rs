@@ -1,1 +1,714 @@
-fn main() {}
+//! End-to-end tests against a real kube-apiserver. One control plane is started for the whole
+//! run (and stopped afterwards, also when tests fail); tests run in parallel, each in its own
+//! namespace or with its own Lease, and wait for conditions instead of sleeping.
+//!
+//! `cargo test -p pki-operator-e2e -- <filter>` runs a subset, like any libtest binary.
+
+// This is a test binary with its own harness (`harness = false`), so clippy does not see it as
+// test code: here a panic is a test failure, and a table of cases is long by nature.
+#![allow(clippy::expect_used, clippy::too_many_lines)]
+
+use std::{
+    sync::{LazyLock, OnceLock},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{
+    Api, Client,
+    api::{DynamicObject, Patch, PatchParams, PostParams},
+    core::GroupVersionKind,
+    discovery::ApiResource,
+};
+use libtest_mimic::{Arguments, Failed, Trial};
+use pki_operator_e2e::{
+    ControlPlane, Operator, TestNamespace, metric_value, random_suffix, repo_root, wait_for, work_dir,
+};
+
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+});
+static PLANE: OnceLock<ControlPlane> = OnceLock::new();
+
+fn plane() -> &'static ControlPlane {
+    PLANE.get().expect("control plane started in main")
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Arguments::from_args();
+    let trials = vec![
+        trial("crds_and_examples_apply", crds_and_examples_apply),
+        trial(
+            "invalid_objects_are_rejected_naming_the_field",
+            invalid_objects_are_rejected_naming_the_field,
+        ),
+        trial(
+            "operator_becomes_ready_serves_metrics_and_watches_every_kind",
+            operator_becomes_ready,
+        ),
+        trial(
+            "standby_takes_over_when_the_leader_is_killed",
+            standby_takes_over_when_the_leader_is_killed,
+        ),
+        trial(
+            "operator_without_crds_exits_naming_the_missing_crd",
+            operator_without_crds_exits,
+        ),
+    ];
+    let listing = args.list;
+    if !listing {
+        let started = Instant::now();
+        let setup = RUNTIME.block_on(async {
+            let plane = ControlPlane::start(&work_dir("cluster")?).await?;
+            install_crds(&plane)?;
+            Ok::<_, anyhow::Error>(plane)
+        });
+        match setup {
+            Ok(plane) => {
+                let _ = PLANE.set(plane);
+            }
+            Err(error) => {
+                eprintln!("e2e setup failed: {error:#}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+        eprintln!("e2e setup took {:?}", started.elapsed());
+    }
+    let conclusion = libtest_mimic::run(&args, trials);
+    // Stop the control plane before exiting: statics are never dropped.
+    if let Some(plane) = PLANE.get() {
+        plane.stop();
+    }
+    conclusion.exit_code()
+}
+
+fn trial(name: &'static str, test: fn() -> Result<()>) -> Trial {
+    Trial::test(name, move || test().map_err(|e| Failed::from(format!("{e:#}"))))
+}
+
+fn install_crds(plane: &ControlPlane) -> Result<()> {
+    let crds = repo_root().join("crds");
+    let out = plane.kubectl(&["apply", "--server-side", "-f", &crds.to_string_lossy()], None)?;
+    ensure!(
+        out.status.success(),
+        "kubectl apply -f crds/ failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = plane.kubectl(
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "-f",
+            &crds.to_string_lossy(),
+        ],
+        None,
+    )?;
+    ensure!(
+        out.status.success(),
+        "CRDs not established: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+fn block_on<F: Future<Output = Result<()>>>(future: F) -> Result<()> {
+    RUNTIME.block_on(future)
+}
+
+/// `kubectl apply -f crds/` succeeds (again, idempotently) and every example applies cleanly and
+/// is stored by the apiserver.
+fn crds_and_examples_apply() -> Result<()> {
+    block_on(async {
+        install_crds(plane())?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "examples").await?;
+        let examples = repo_root().join("examples");
+        let out = plane().kubectl(
+            &["apply", "-n", &ns.name, "-f", &examples.to_string_lossy()],
+            None,
+        )?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success(),
+            "kubectl apply -f examples/ failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut documents = 0;
+        for entry in std::fs::read_dir(&examples)? {
+            let text = std::fs::read_to_string(entry?.path())?;
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let value = serde_json::to_value(serde_yaml::Value::deserialize(doc)?)?;
+                if value.is_null() {
+                    continue;
+                }
+                documents += 1;
+                let object: DynamicObject = serde_json::from_value(value)?;
+                let types = object.types.clone().context("example without apiVersion/kind")?;
+                let (group, version) = types
+                    .api_version
+                    .split_once('/')
+                    .unwrap_or(("", &types.api_version));
+                let gvk = GroupVersionKind::gvk(group, version, &types.kind);
+                let resource = ApiResource::from_gvk(&gvk);
+                let name = object.metadata.name.clone().context("example without a name")?;
+                let cluster_scoped = matches!(
+                    types.kind.as_str(),
+                    "ClusterIssuer" | "DomainValidation" | "AlertConfig"
+                );
+                let api: Api<DynamicObject> = if cluster_scoped {
+                    Api::all_with(client.clone(), &resource)
+                } else {
+                    Api::namespaced_with(client.clone(), &ns.name, &resource)
+                };
+                api.get(&name)
+                    .await
+                    .with_context(|| format!("{} {name} was not stored", types.kind))?;
+            }
+        }
+        let kinds = [
+            "Issuer",
+            "ClusterIssuer",
+            "Certificate",
+            "DomainValidation",
+            "DiscoveryTask",
+            "AlertConfig",
+        ];
+        for kind in kinds {
+            ensure!(
+                stdout.contains(&format!("{}.pki-operator.io/", kind.to_lowercase())),
+                "no example of {kind}"
+            );
+        }
+        ensure!(
+            documents >= 12,
+            "expected a minimal and a full example per kind, found {documents} documents"
+        );
+        // The category lists every kind at once.
+        let out = plane().kubectl(&["get", "pki", "-n", &ns.name, "-o", "name"], None)?;
+        ensure!(
+            out.status.success(),
+            "kubectl get pki failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let listed = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            listed.contains("certificate.pki-operator.io/web"),
+            "kubectl get pki missed Certificates:\n{listed}"
+        );
+        cleanup_cluster_scoped_examples(&client).await
+    })
+}
+
+use serde::Deserialize as _;
+
+async fn cleanup_cluster_scoped_examples(client: &Client) -> Result<()> {
+    for (kind, plural) in [
+        ("ClusterIssuer", "clusterissuers"),
+        ("DomainValidation", "domainvalidations"),
+        ("AlertConfig", "alertconfigs"),
+    ] {
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("pki-operator.io", "v1alpha1", kind),
+            plural,
+        );
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        api.delete_collection(
+            &kube::api::DeleteParams::default(),
+            &kube::api::ListParams::default(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// One invalid object and what the apiserver must say about it.
+struct InvalidCase {
+    name: &'static str,
+    object: serde_json::Value,
+    /// Substrings of the rejection message: the field path and the rule's message.
+    expect: &'static [&'static str],
+}
+
+fn pki(kind: &str, name: &str, spec: serde_json::Value) -> serde_json::Value {
+    let mut object = serde_json::json!({"apiVersion": "pki-operator.io/v1alpha1", "kind": kind, "metadata": {"name": name}});
+    object["spec"] = spec;
+    object
+}
+
+fn invalid_cases() -> Vec<InvalidCase> {
+    use serde_json::json;
+    let schedule = json!({"interval": "1h"});
+    vec![
+        InvalidCase {
+            name: "issuer with two backends",
+            object: pki(
+                "Issuer",
+                "two-backends",
+                json!({"ca": {"secretName": "a"}, "nexus": {"url": "https://pgwy", "clientCertificateSecretName": "b"}}),
+            ),
+            expect: &["spec", "exactly one of scm, nexus or ca must be set"],
+        },
+        InvalidCase {
+            name: "cluster issuer without a backend",
+            object: pki("ClusterIssuer", "no-backend", json!({})),
+            expect: &["spec", "exactly one of scm, nexus or ca must be set"],
+        },
+        InvalidCase {
+            name: "certificate without any name",
+            object: pki(
+                "Certificate",
+                "no-names",
+                json!({"secretName": "s", "issuerRef": {"name": "ca"}}),
+            ),
+            expect: &[
+                "spec",
+                "at least one of commonName, dnsNames, ipAddresses, uris or emailAddresses must be set",
+            ],
+        },
+        InvalidCase {
+            name: "certificate with both renewBefore fields",
+            object: pki(
+                "Certificate",
+                "both-renew",
+                json!({"secretName": "s", "issuerRef": {"name": "ca"}, "dnsNames": ["a.example.com"], "renewBefore": "24h", "renewBeforePercentage": 30}),
+            ),
+            expect: &[
+                "spec",
+                "renewBefore and renewBeforePercentage are mutually exclusive",
+            ],
+        },
+        InvalidCase {
+            name: "certificate with an ECDSA key of RSA size",
+            object: pki(
+                "Certificate",
+                "bad-key",
+                json!({"secretName": "s", "issuerRef": {"name": "ca"}, "dnsNames": ["a.example.com"], "privateKey": {"algorithm": "ECDSA", "size": 2048}}),
+            ),
+            expect: &[
+                "spec.privateKey",
+                "size must be 2048, 3072 or 4096 for RSA, 256 or 384 for ECDSA",
+            ],
+        },
+        InvalidCase {
+            name: "certificate with a malformed duration",
+            object: pki(
+                "Certificate",
+                "bad-duration",
+                json!({"secretName": "s", "issuerRef": {"name": "ca"}, "dnsNames": ["a.example.com"], "duration": "90 days"}),
+            ),
+            expect: &["spec.duration", "must be a duration such as 2160h"],
+        },
+        InvalidCase {
+            name: "domain validation EMAIL without email",
+            object: pki(
+                "DomainValidation",
+                "email-without-address",
+                json!({"domain": "example.com", "issuerRef": {"name": "sectigo"}, "method": "EMAIL"}),
+            ),
+            expect: &["spec", "email is required when method is EMAIL"],
+        },
+        InvalidCase {
+            name: "domain validation with an unknown method",
+            object: pki(
+                "DomainValidation",
+                "bad-method",
+                json!({"domain": "example.com", "issuerRef": {"name": "sectigo"}, "method": "FAX"}),
+            ),
+            expect: &["spec.method", "Unsupported value: \"FAX\""],
+        },
+        InvalidCase {
+            name: "alert config with a duplicate level",
+            object: pki(
+                "AlertConfig",
+                "duplicate-level",
+                json!({"levels": [{"level": "WARN", "remainingDays": 30}, {"level": "WARN", "remainingDays": 10}]}),
+            ),
+            expect: &[
+                "spec.levels",
+                "each level (INFO, WARN, HIGH, ERROR) may appear at most once",
+            ],
+        },
+        InvalidCase {
+            name: "alert config with an unknown level",
+            object: pki(
+                "AlertConfig",
+                "unknown-level",
+                json!({"levels": [{"level": "CRITICAL", "remainingDays": 1}]}),
+            ),
+            expect: &[
+                "spec.levels[0].level",
+                "Unsupported value: \"CRITICAL\"",
+                "\"INFO\", \"WARN\", \"HIGH\", \"ERROR\"",
+            ],
+        },
+        InvalidCase {
+            name: "discovery task with an invalid CIDR",
+            object: pki(
+                "DiscoveryTask",
+                "bad-cidr",
+                json!({"schedule": schedule, "cluster": {"endpoints": {"ranges": [{"cidr": "10.0.0.300/24", "ports": [443]}]}}}),
+            ),
+            expect: &[
+                "spec.cluster.endpoints.ranges[0].cidr",
+                "cidr must be a CIDR such as 10.0.0.0/24",
+            ],
+        },
+        InvalidCase {
+            name: "discovery task with port 0",
+            object: pki(
+                "DiscoveryTask",
+                "port-zero",
+                json!({"schedule": schedule, "cluster": {"endpoints": {"ports": [0]}}}),
+            ),
+            expect: &[
+                "spec.cluster.endpoints.ports[0]",
+                "should be greater than or equal to 1",
+            ],
+        },
+        InvalidCase {
+            name: "discovery task with port 70000",
+            object: pki(
+                "DiscoveryTask",
+                "port-70000",
+                json!({"schedule": schedule, "scm": {"issuerRef": {"name": "s"}, "agent": "a", "bucketId": "b", "ranges": [{"cidr": "10.0.0.0/24", "ports": [70000]}]}}),
+            ),
+            expect: &[
+                "spec.scm.ranges[0].ports[0]",
+                "should be less than or equal to 65535",
+            ],
+        },
+        InvalidCase {
+            name: "discovery task with a malformed cron schedule",
+            object: pki(
+                "DiscoveryTask",
+                "bad-cron",
+                json!({"schedule": {"cron": "every night"}, "cluster": {"secrets": true}}),
+            ),
+            expect: &["spec.schedule.cron", "cron must have five fields"],
+        },
+        InvalidCase {
+            name: "discovery task with both cron and interval",
+            object: pki(
+                "DiscoveryTask",
+                "two-schedules",
+                json!({"schedule": {"cron": "0 3 * * *", "interval": "1h"}, "cluster": {"secrets": true}}),
+            ),
+            expect: &["spec.schedule", "exactly one of cron or interval must be set"],
+        },
+        InvalidCase {
+            name: "discovery task with a too short interval",
+            object: pki(
+                "DiscoveryTask",
+                "short-interval",
+                json!({"schedule": {"interval": "10s"}, "cluster": {"secrets": true}}),
+            ),
+            expect: &[
+                "spec.schedule.interval",
+                "interval must be a duration of at least 1m",
+            ],
+        },
+    ]
+}
+
+async fn create_dynamic(
+    client: &Client,
+    namespace: &str,
+    object: &serde_json::Value,
+) -> Result<(), kube::Error> {
+    let object: DynamicObject = serde_json::from_value(object.clone()).expect("test object is well-formed");
+    let types = object.types.clone().expect("test object has a kind");
+    let gvk = GroupVersionKind::gvk("pki-operator.io", "v1alpha1", &types.kind);
+    let resource = ApiResource::from_gvk(&gvk);
+    let api: Api<DynamicObject> = if matches!(
+        types.kind.as_str(),
+        "ClusterIssuer" | "DomainValidation" | "AlertConfig"
+    ) {
+        Api::all_with(client.clone(), &resource)
+    } else {
+        Api::namespaced_with(client.clone(), namespace, &resource)
+    };
+    api.create(&PostParams::default(), &object).await.map(|_| ())
+}
+
+/// Each invalid object is refused by the apiserver with a 422 naming the field and the rule.
+fn invalid_objects_are_rejected_naming_the_field() -> Result<()> {
+    block_on(async {
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "invalid").await?;
+        let mut failures = Vec::new();
+        for case in invalid_cases() {
+            match create_dynamic(&client, &ns.name, &case.object).await {
+                Ok(()) => failures.push(format!("{}: was accepted", case.name)),
+                Err(kube::Error::Api(status)) => {
+                    let missing: Vec<_> = case
+                        .expect
+                        .iter()
+                        .filter(|e| !status.message.contains(*e))
+                        .collect();
+                    if status.code != 422 || !missing.is_empty() {
+                        failures.push(format!(
+                            "{}: code {} message {:?} lacks {missing:?}",
+                            case.name, status.code, status.message
+                        ));
+                    }
+                }
+                Err(other) => failures.push(format!("{}: unexpected error {other}", case.name)),
+            }
+        }
+
+        // secretName is immutable: create a valid Certificate, then try to change it.
+        let valid = pki(
+            "Certificate",
+            "immutable",
+            serde_json::json!({"secretName": "first", "issuerRef": {"name": "ca"}, "dnsNames": ["a.example.com"]}),
+        );
+        create_dynamic(&client, &ns.name, &valid).await?;
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "pki-operator.io",
+            "v1alpha1",
+            "Certificate",
+        ));
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name, &resource);
+        let patch = serde_json::json!({"spec": {"secretName": "second"}});
+        match api
+            .patch("immutable", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => failures.push("changing secretName: was accepted".into()),
+            Err(kube::Error::Api(status))
+                if status.code == 422
+                    && status.message.contains("spec.secretName")
+                    && status.message.contains("secretName is immutable") => {}
+            Err(other) => failures.push(format!("changing secretName: unexpected error {other}")),
+        }
+        // Other fields stay mutable.
+        let patch = serde_json::json!({"spec": {"dnsNames": ["b.example.com"]}});
+        api.patch("immutable", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .context("changing dnsNames must be allowed")?;
+
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            bail!("{} case(s) failed:\n{}", failures.len(), failures.join("\n"))
+        }
+    })
+}
+
+/// The operator starts, `/readyz` turns 200 after the caches synced, `/metrics` serves, logs are
+/// JSON when asked, and every controller reconciles objects of its kind.
+fn operator_becomes_ready() -> Result<()> {
+    block_on(async {
+        let dir = work_dir("ready")?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "ready").await?;
+        let operator = Operator::start(plane(), &dir, "operator", &["--log-format", "json"])?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        let (status, body) = operator.get("/livez").await.context("/livez does not answer")?;
+        ensure!(status == 200 && body == "ok", "/livez answered {status} {body:?}");
+
+        // Objects of every kind, created after startup, reach their controller.
+        let examples = repo_root().join("examples");
+        for file in [
+            "certificate-minimal.yaml",
+            "issuer-ca.yaml",
+            "clusterissuer-incommon.yaml",
+            "domainvalidation-email.yaml",
+            "discoverytask-minimal.yaml",
+            "alertconfig-minimal.yaml",
+        ] {
+            let text = std::fs::read_to_string(examples.join(file))?;
+            let suffix = random_suffix();
+            // Unique names for the cluster-scoped ones, so parallel tests do not collide.
+            let text = text
+                .replace("name: incommon\n", &format!("name: incommon-{suffix}\n"))
+                .replace("name: shop-example-com\n", &format!("name: shop-{suffix}\n"))
+                .replace("name: default\n", &format!("name: default-{suffix}\n"));
+            let out = plane().kubectl(&["apply", "-n", &ns.name, "-f", "-"], Some(&text))?;
+            ensure!(
+                out.status.success(),
+                "applying {file}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let controllers = [
+            "certificate",
+            "issuer",
+            "cluster_issuer",
+            "domain_validation",
+            "discovery_task",
+            "alert_config",
+        ];
+        let metrics = wait_for(
+            "every controller to reconcile its kind",
+            Duration::from_secs(30),
+            || async {
+                let (status, body) = operator.get("/metrics").await?;
+                let all = status == 200
+                    && controllers.iter().all(|c| {
+                        let sample = format!(
+                            r#"pki_operator_reconciliations_total{{controller="{c}",outcome="success"}}"#
+                        );
+                        metric_value(&body, &sample).is_some_and(|v| v >= 1.0)
+                    });
+                all.then_some(body)
+            },
+        )
+        .await
+        .with_context(|| format!("operator log:\n{}", operator.log_text()))?;
+        ensure!(
+            metric_value(&metrics, "pki_operator_ready").is_some_and(|v| (v - 1.0).abs() < f64::EPSILON),
+            "ready gauge not 1:\n{metrics}"
+        );
+        ensure!(
+            metrics.contains("# TYPE pki_operator_reconcile_duration_seconds histogram"),
+            "no histogram:\n{metrics}"
+        );
+
+        let log = operator.log_text();
+        let first = log.lines().next().context("operator logged nothing")?;
+        let line: serde_json::Value =
+            serde_json::from_str(first).with_context(|| format!("log line is not JSON: {first}"))?;
+        ensure!(
+            line.get("level").is_some() && line.get("message").is_some() || line.get("fields").is_some(),
+            "unexpected JSON log shape: {first}"
+        );
+        Ok(())
+    })
+}
+
+/// Two replicas with leader election: exactly one is ready; SIGKILL the leader and the standby
+/// takes the Lease and becomes ready; SIGTERM the new leader and it exits 0, releasing the Lease
+/// to a third replica at once.
+fn standby_takes_over_when_the_leader_is_killed() -> Result<()> {
+    block_on(async {
+        let dir = work_dir("leader")?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "leader").await?;
+        let lease_name = format!("pki-operator-e2e-{}", random_suffix());
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+        let start = |id: &str| {
+            Operator::start(
+                plane(),
+                &dir,
+                id,
+                &[
+                    "--leader-election=true",
+                    "--leader-election-namespace",
+                    &ns.name,
+                    "--leader-election-lease",
+                    &lease_name,
+                    "--lease-duration",
+                    "10",
+                    "--identity",
+                    id,
+                ],
+            )
+        };
+        let holder = |leases: Api<Lease>, lease_name: String| async move {
+            leases
+                .get_opt(&lease_name)
+                .await
+                .ok()
+                .flatten()?
+                .spec?
+                .holder_identity
+        };
+
+        let mut a = start("replica-a")?;
+        a.wait_ready(Duration::from_secs(60)).await?;
+        let mut b = start("replica-b")?;
+        let first = wait_for("replica-a to hold the Lease", Duration::from_secs(20), || {
+            holder(leases.clone(), lease_name.clone())
+        })
+        .await?;
+        ensure!(first == "replica-a", "Lease held by {first}, expected replica-a");
+        // The standby is alive but not ready while the leader holds the Lease.
+        wait_for("replica-b admin server", Duration::from_secs(30), || async {
+            b.get("/livez").await.map(|_| ())
+        })
+        .await?;
+        let (status, _) = b.get("/readyz").await.context("standby /readyz")?;
+        ensure!(status == 503, "standby answered /readyz {status}, expected 503");
+
+        let killed = Instant::now();
+        a.kill();
+        let second = wait_for("replica-b to take the Lease", Duration::from_secs(30), || {
+            let get = holder(leases.clone(), lease_name.clone());
+            async move { get.await.filter(|h| h == "replica-b") }
+        })
+        .await?;
+        b.wait_ready(Duration::from_secs(30)).await?;
+        let takeover = killed.elapsed();
+        eprintln!("takeover after SIGKILL: {takeover:?} (lease duration 10s)");
+        ensure!(second == "replica-b");
+        ensure!(takeover < Duration::from_secs(20), "takeover took {takeover:?}");
+        let lease = leases.get(&lease_name).await?;
+        ensure!(
+            lease.spec.and_then(|s| s.lease_transitions) >= Some(1),
+            "leaseTransitions not incremented"
+        );
+
+        // Graceful shutdown: SIGTERM releases the Lease; a new standby takes it without waiting
+        // for expiry.
+        let c = start("replica-c")?;
+        wait_for("replica-c admin server", Duration::from_secs(30), || async {
+            c.get("/livez").await.map(|_| ())
+        })
+        .await?;
+        let terminated = Instant::now();
+        pki_operator_e2e::signal(b.pid(), "TERM");
+        let status = b.wait_exit(Duration::from_secs(20)).await?;
+        ensure!(
+            status.success(),
+            "replica-b exited with {status} after SIGTERM:\n{}",
+            b.log_text()
+        );
+        ensure!(
+            b.log_text().contains("released leadership"),
+            "replica-b did not release the Lease:\n{}",
+            b.log_text()
+        );
+        wait_for(
+            "replica-c to take the released Lease",
+            Duration::from_secs(20),
+            || {
+                let get = holder(leases.clone(), lease_name.clone());
+                async move { get.await.filter(|h| h == "replica-c") }
+            },
+        )
+        .await?;
+        c.wait_ready(Duration::from_secs(30)).await?;
+        eprintln!("takeover after SIGTERM: {:?}", terminated.elapsed());
+        Ok(())
+    })
+}
+
+/// Against a control plane without our CRDs the operator exits non-zero naming the CRD.
+fn operator_without_crds_exits() -> Result<()> {
+    block_on(async {
+        let dir = work_dir("no-crds")?;
+        let bare = ControlPlane::start(&dir.join("cluster")).await?;
+        let mut operator = Operator::start(&bare, &dir, "operator", &[])?;
+        let status = operator.wait_exit(Duration::from_secs(60)).await?;
+        let log = operator.log_text();
+        ensure!(
+            !status.success(),
+            "operator exited successfully without CRDs:\n{log}"
+        );
+        ensure!(
+            log.contains("certificates.pki-operator.io"),
+            "exit message does not name the CRD:\n{log}"
+        );
+        ensure!(
+            log.contains("kubectl apply -f crds/"),
+            "exit message does not say how to install:\n{log}"
+        );
+        Ok(())
+    })
+}

@@ -134,8 +134,14 @@ where
     Runner { name, synced, run }
 }
 
-/// The observer reconcile: records that the controller saw the object.
-async fn observe<K>(name: &'static str, obj: Arc<DeserializeGuard<K>>, ctx: Arc<Context>) -> Result<Action, Error>
+/// The observer reconcile: records that the controller saw the object. `async` because the
+/// controller runtime expects a future; the real reconcilers await the apiserver and CAs.
+#[allow(clippy::unused_async)]
+async fn observe<K>(
+    name: &'static str,
+    obj: Arc<DeserializeGuard<K>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
 {
@@ -144,17 +150,27 @@ where
         Ok(object) => {
             let reference = ObjectRef::from_obj(object);
             tracing::debug!(controller = name, object = %reference, "observed");
-            ctx.metrics.reconciled(name, "success", started.elapsed().as_secs_f64());
+            ctx.metrics
+                .reconciled(name, "success", started.elapsed().as_secs_f64());
             Ok(Action::await_change())
         }
         Err(invalid) => Err(Error::InvalidObject {
-            object: format!("{}/{}", invalid.metadata.namespace.as_deref().unwrap_or(""), invalid.metadata.name.as_deref().unwrap_or("")),
+            object: format!(
+                "{}/{}",
+                invalid.metadata.namespace.as_deref().unwrap_or(""),
+                invalid.metadata.name.as_deref().unwrap_or("")
+            ),
             message: invalid.error.clone(),
         }),
     }
 }
 
-fn error_policy<K>(name: &'static str, _obj: &Arc<DeserializeGuard<K>>, error: &Error, ctx: &Arc<Context>) -> Action {
+fn error_policy<K>(
+    name: &'static str,
+    _obj: &Arc<DeserializeGuard<K>>,
+    error: &Error,
+    ctx: &Arc<Context>,
+) -> Action {
     ctx.metrics.reconciled(name, error.category(), 0.0);
     tracing::warn!(controller = name, category = error.category(), error = %error, "reconcile failed");
     // An unreadable object only becomes readable when someone edits it.

@@ -8,7 +8,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{ClusterScopedIssuerRef, NamespacedSecretKeySelector, conditions_schema, duration_schema};
+use super::common::{
+    ClusterScopedIssuerRef, NamespacedSecretKeySelector, conditions_schema, duration_schema,
+};
 
 /// Desired state of an AlertConfig.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
@@ -20,7 +22,11 @@ use super::common::{ClusterScopedIssuerRef, NamespacedSecretKeySelector, conditi
     shortname = "alertcfg",
     category = "pki",
     doc = "An AlertConfig raises expiry alerts for certificates at INFO/WARN/HIGH/ERROR levels and delivers them by Event, email and webhook.",
-    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
     printcolumn(name = "Warn", type_ = "integer", json_path = ".status.counts.warn"),
     printcolumn(name = "High", type_ = "integer", json_path = ".status.counts.high"),
     printcolumn(name = "Error", type_ = "integer", json_path = ".status.counts.error"),

@@ -27,11 +27,20 @@ const AT_LEAST_ONE_NAME: &str = "has(self.commonName) || (has(self.dnsNames) && 
     shortname = "pkicerts",
     category = "pki",
     doc = "A Certificate asks the operator to obtain an X.509 certificate from an issuer, keep it renewed and store it in a Secret.",
-    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
     printcolumn(name = "Secret", type_ = "string", json_path = ".spec.secretName"),
     printcolumn(name = "Issuer", type_ = "string", json_path = ".spec.issuerRef.name"),
     printcolumn(name = "Expiration", type_ = "date", json_path = ".status.notAfter"),
-    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#, priority = 1),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#,
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(

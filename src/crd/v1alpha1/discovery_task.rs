@@ -12,7 +12,8 @@ use super::common::{DURATION_PATTERN, IssuerRef, SecretKeySelector, conditions_s
 
 /// A standard five-field cron expression (minute hour day-of-month month day-of-week, with `*`,
 /// lists, ranges, steps and three-letter names) or one of the `@hourly`-style macros.
-const CRON_FIELD: &str = r"(\\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?(,(\\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?)*";
+const CRON_FIELD: &str =
+    r"(\\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?(,(\\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?)*";
 
 /// Desired state of a DiscoveryTask.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
@@ -26,9 +27,17 @@ const CRON_FIELD: &str = r"(\\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?(,(\\*|[0
     shortname = "discovery",
     category = "pki",
     doc = "A DiscoveryTask periodically finds certificates in the CA, the cluster and on the network, and summarises their health.",
-    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
     printcolumn(name = "Found", type_ = "integer", json_path = ".status.summary.total"),
-    printcolumn(name = "Expiring", type_ = "integer", json_path = ".status.summary.expiringWithin30Days"),
+    printcolumn(
+        name = "Expiring",
+        type_ = "integer",
+        json_path = ".status.summary.expiringWithin30Days"
+    ),
     printcolumn(name = "Last Run", type_ = "date", json_path = ".status.lastRunTime"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]

@@ -7,7 +7,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{ClusterScopedIssuerRef, NamespacedSecretKeySelector, conditions_schema, duration_schema};
+use super::common::{
+    ClusterScopedIssuerRef, NamespacedSecretKeySelector, conditions_schema, duration_schema,
+};
 
 /// Desired state of a DomainValidation.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
@@ -22,7 +24,11 @@ use super::common::{ClusterScopedIssuerRef, NamespacedSecretKeySelector, conditi
     doc = "A DomainValidation proves control of a domain to a CA (SCM domain control validation) and keeps it valid.",
     printcolumn(name = "Domain", type_ = "string", json_path = ".spec.domain"),
     printcolumn(name = "Method", type_ = "string", json_path = ".spec.method"),
-    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
     printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]

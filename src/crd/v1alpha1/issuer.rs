@@ -24,8 +24,17 @@ const EXACTLY_ONE_BACKEND_MESSAGE: &str = "exactly one of scm, nexus or ca must 
     shortname = "pkiissuer",
     category = "pki",
     doc = "An Issuer tells the operator how to reach one certificate authority for Certificates in its namespace.",
-    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
-    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#, priority = 1),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#,
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = kube::core::Rule::new(EXACTLY_ONE_BACKEND).message(EXACTLY_ONE_BACKEND_MESSAGE))]
@@ -53,8 +62,17 @@ pub struct IssuerSpec {
     shortname = "pkiclusterissuer",
     category = "pki",
     doc = "A ClusterIssuer tells the operator how to reach one certificate authority for Certificates in any namespace.",
-    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
-    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#, priority = 1),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#,
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = kube::core::Rule::new(EXACTLY_ONE_BACKEND).message(EXACTLY_ONE_BACKEND_MESSAGE))]

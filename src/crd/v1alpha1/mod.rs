@@ -1,5 +1,9 @@
 //! API version `pki-operator.io/v1alpha1`: every kind the operator serves, one file per kind.
 
+// kube's `printcolumn(...)` repeats `type_ = ...` once per column, which this lint mistakes
+// for the same attribute given twice.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod alert_config;
 pub mod certificate;
 pub mod common;
