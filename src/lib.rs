@@ -4,6 +4,7 @@
 //!
 //! The binary in `main.rs` only wires these modules together:
 //! - [`crd`]: the API types and generated CRD manifests;
+//! - [`backend`]: the certificate authorities (SCM/InCommon today), free of Kubernetes types;
 //! - [`controller`]: one controller per kind, started by [`controller::run`];
 //! - [`startup`]: checks made before any controller starts (CRDs installed);
 //! - [`leader`]: Lease-based leader election for HA deployments;
@@ -11,6 +12,7 @@
 //! - [`config`]: flags and environment.
 
 pub mod admin;
+pub mod backend;
 pub mod config;
 pub mod controller;
 pub mod crd;

@@ -11,7 +11,7 @@ pub enum StartupError {
     /// Some CRDs are not installed (or not yet established).
     #[error(
         "missing CustomResourceDefinition(s) {}: install the CRDs with `kubectl apply -f crds/` \
-         (or the Helm chart with crds.enabled=true) and restart the operator",
+         (the Helm chart installs them unless run with --skip-crds) and restart the operator",
         missing.join(", ")
     )]
     MissingCrds {

@@ -1,12 +1,19 @@
-//! Writes `crds/<plural>.<group>.yaml` from the Rust types; `--check` only reports drift.
+//! Writes `<plural>.<group>.yaml` for every CRD into each of `crd::OUTPUT_DIRS`, from the Rust
+//! types; `--check` only reports drift.
 
 use std::{fs, path::PathBuf, process::ExitCode};
 
 fn main() -> ExitCode {
     let check = std::env::args().any(|a| a == "--check");
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut stale = Vec::new();
-    for crd in pki_operator::crd::all() {
+    let outputs = pki_operator::crd::OUTPUT_DIRS.iter().flat_map(|dir| {
+        let dir = root.join(dir);
+        pki_operator::crd::all()
+            .into_iter()
+            .map(move |crd| (dir.clone(), crd))
+    });
+    for (dir, crd) in outputs {
         let path = dir.join(pki_operator::crd::file_name(&crd));
         let rendered = match pki_operator::crd::render(&crd) {
             Ok(r) => r,

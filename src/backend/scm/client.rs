@@ -1,0 +1,313 @@
+//! The HTTP layer of the SCM client: one `reqwest` client (rustls, timeouts, optional client
+//! certificate and CA bundle), the authentication headers, retries of idempotent requests, and
+//! decoding of SCM's `{code, description}` error bodies. It logs endpoint names and statuses,
+//! never headers or bodies.
+
+use std::time::Duration;
+
+use reqwest::{
+    Method, StatusCode,
+    header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER},
+};
+use serde::Serialize;
+
+use super::{ScmAuth, ScmConfig, ScmFlavor, model::ErrorBody};
+use crate::backend::{
+    BackendError, BackendKind,
+    retry::{Backoff, Idempotency, RetryPolicy},
+};
+
+const KIND: BackendKind = BackendKind::Scm;
+
+/// A failed call: either SCM answered with an error body, or the call failed for a reason that
+/// is already classified.
+#[derive(Debug)]
+pub enum CallError {
+    /// SCM answered `status` with `{code, description}`.
+    Api {
+        /// HTTP status.
+        status: StatusCode,
+        /// SCM error code.
+        code: i64,
+        /// SCM message.
+        description: String,
+    },
+    /// Classified already (transport, rate limit, server error, ...).
+    Backend(BackendError),
+}
+
+/// A successful response.
+#[derive(Debug)]
+pub struct Reply {
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: bytes::Bytes,
+}
+
+/// The SCM HTTP client.
+#[derive(Clone, Debug)]
+pub struct ScmHttp {
+    http: reqwest::Client,
+    /// `https://host[/private]/api/ssl/v1` (InCommon client-certificate login: `/private/ssl/v1`).
+    ssl_base: String,
+    auth_headers: HeaderMap,
+    retry: RetryPolicy,
+}
+
+impl ScmHttp {
+    /// Builds the client for `config`.
+    pub fn new(config: &ScmConfig) -> Result<Self, BackendError> {
+        // rustls needs a process-wide crypto provider; kube uses ring too. Installing twice is
+        // harmless (the second attempt reports the first one is already there).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let invalid = |message: String| BackendError::Configuration {
+            backend: KIND,
+            message,
+        };
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .user_agent(concat!("pki-operator/", env!("CARGO_PKG_VERSION")))
+            .https_only(true);
+        if let Some(bundle) = &config.ca_bundle_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(bundle.as_bytes())
+                .map_err(|e| invalid(format!("caBundle is not a PEM certificate bundle: {e}")))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let base = config.base_url.trim_end_matches('/');
+        if !base.starts_with("https://") {
+            return Err(invalid(format!("url {base:?} must start with https://")));
+        }
+        let mut auth_headers = HeaderMap::new();
+        let header = |value: &str, sensitive: bool| {
+            let mut value = HeaderValue::from_str(value)
+                .map_err(|_| invalid("credentials contain characters not allowed in HTTP headers".into()))?;
+            value.set_sensitive(sensitive);
+            Ok::<_, BackendError>(value)
+        };
+        auth_headers.insert(
+            HeaderName::from_static("customeruri"),
+            header(&config.customer_uri, false)?,
+        );
+        let ssl_base = match &config.auth {
+            ScmAuth::Password { login, password } => {
+                auth_headers.insert(HeaderName::from_static("login"), header(login, true)?);
+                auth_headers.insert(
+                    HeaderName::from_static("password"),
+                    header(password.expose(), true)?,
+                );
+                format!("{base}/api/ssl/v1")
+            }
+            ScmAuth::ClientCertificate { login, identity_pem } => {
+                let identity =
+                    reqwest::Identity::from_pem(identity_pem.expose().as_bytes()).map_err(|_| {
+                        invalid(
+                            "the client certificate Secret does not hold a PEM certificate and key".into(),
+                        )
+                    })?;
+                builder = builder.identity(identity);
+                auth_headers.insert(HeaderName::from_static("login"), header(login, true)?);
+                // Spec §1.1/§5: certificate login uses the `/private` prefix; InCommon's
+                // document writes it without `/api`.
+                match config.flavor {
+                    ScmFlavor::Sectigo => format!("{base}/private/api/ssl/v1"),
+                    ScmFlavor::InCommon => format!("{base}/private/ssl/v1"),
+                }
+            }
+        };
+        let http = builder
+            .build()
+            .map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            ssl_base,
+            auth_headers,
+            retry: config.retry,
+        })
+    }
+
+    /// Sends one API call to `path` (relative to the SSL base, e.g. `/enroll`), repeating it only
+    /// if it is idempotent. `endpoint` names the call in logs.
+    pub async fn call(
+        &self,
+        endpoint: &'static str,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&(impl Serialize + Sync)>,
+        idempotency: Idempotency,
+    ) -> Result<Reply, CallError> {
+        let url = format!("{}{path}", self.ssl_base);
+        let mut backoff = Backoff::new(self.retry);
+        loop {
+            let attempt = backoff.attempt();
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .headers(self.auth_headers.clone())
+                .query(query);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let outcome = request.send().await;
+            let retryable = idempotency == Idempotency::Idempotent && backoff.can_retry();
+            let (error, retry_after) = match outcome {
+                Err(error) => {
+                    let message = if error.is_timeout() {
+                        "request timed out".to_owned()
+                    } else if error.is_connect() {
+                        "cannot connect".to_owned()
+                    } else {
+                        // The connection broke before a full response arrived: for a POST the
+                        // CA may or may not have acted on it.
+                        "the connection failed before a response arrived".to_owned()
+                    };
+                    tracing::debug!(backend = "scm", endpoint, attempt, error = %error.without_url(), "request failed");
+                    (
+                        BackendError::Unavailable {
+                            backend: KIND,
+                            message: format!("{endpoint}: {message}"),
+                        },
+                        None,
+                    )
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    tracing::debug!(
+                        backend = "scm",
+                        endpoint,
+                        attempt,
+                        status = status.as_u16(),
+                        "response"
+                    );
+                    let headers = response.headers().clone();
+                    let body = response.bytes().await.map_err(|_| {
+                        CallError::Backend(BackendError::Unavailable {
+                            backend: KIND,
+                            message: format!("{endpoint}: the response body was cut off"),
+                        })
+                    })?;
+                    if status.is_success() {
+                        return Ok(Reply { headers, body });
+                    }
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        let retry_after = parse_retry_after(&headers);
+                        if retryable && retry_after.is_none_or(|wait| backoff.may_wait(wait)) {
+                            (
+                                BackendError::RateLimited {
+                                    backend: KIND,
+                                    retry_after,
+                                },
+                                retry_after,
+                            )
+                        } else {
+                            return Err(CallError::Backend(BackendError::RateLimited {
+                                backend: KIND,
+                                retry_after,
+                            }));
+                        }
+                    } else if status.is_server_error() {
+                        let message = format!("{endpoint} answered HTTP {}", status.as_u16());
+                        (
+                            BackendError::Unavailable {
+                                backend: KIND,
+                                message,
+                            },
+                            None,
+                        )
+                    } else {
+                        return Err(decode_error(status, &body));
+                    }
+                }
+            };
+            if !retryable {
+                return Err(CallError::Backend(error));
+            }
+            let wait = backoff.next_wait(retry_after);
+            tracing::debug!(
+                backend = "scm",
+                endpoint,
+                attempt,
+                wait_ms = wait.as_millis(),
+                "retrying"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    // Seconds form only; SCM is not documented to rate limit at all (see BackendError docs), so
+    // we accept what proxies and gateways commonly send.
+    headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// Decodes a 4xx error body; a body that is not SCM's JSON still yields a classified error.
+fn decode_error(status: StatusCode, body: &[u8]) -> CallError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(error) => CallError::Api {
+            status,
+            code: error.code,
+            description: error.description.unwrap_or_default().trim().to_owned(),
+        },
+        Err(_) if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN => CallError::Api {
+            status,
+            code: 0,
+            description: format!("HTTP {}", status.as_u16()),
+        },
+        Err(_) => CallError::Backend(BackendError::MalformedResponse {
+            backend: KIND,
+            operation: "error decoding",
+            message: format!("HTTP {} without an SCM error body", status.as_u16()),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_are_parsed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static(" 7 "));
+        assert_eq!(parse_retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(parse_retry_after(&headers), None);
+    }
+
+    #[test]
+    fn error_bodies_are_decoded_or_classified() {
+        match decode_error(
+            StatusCode::BAD_REQUEST,
+            br#"{"code":-1400,"description":"The request is being processed by Sectigo."}"#,
+        ) {
+            CallError::Api {
+                code, description, ..
+            } => {
+                assert_eq!(code, -1400);
+                assert_eq!(description, "The request is being processed by Sectigo.");
+            }
+            other @ CallError::Backend(_) => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode_error(StatusCode::BAD_REQUEST, b"<html>oops</html>"),
+            CallError::Backend(BackendError::MalformedResponse { .. })
+        ));
+        assert!(matches!(
+            decode_error(StatusCode::UNAUTHORIZED, b""),
+            CallError::Api { .. }
+        ));
+    }
+}

@@ -1,0 +1,725 @@
+//! Sectigo Certificate Manager (and InCommon Certificate Manager) behind [`CaBackend`].
+//!
+//! Choices the spec (`shared/spec/scm-ssl.md`) leaves open, and what we do:
+//! - **Renewal uses `renewById`** (spec §3.20): it returns the new `sslId`, so the new order is
+//!   persisted at once. `renew/{renewId}` answers 204 without an id and would need a search.
+//! - **Collect asks for `x509`** (PEM chain) but accepts any encoding (spec §3.11, §7 item 5);
+//!   the leaf is the certificate carrying the CSR's key, whatever the order.
+//! - **Pending** is HTTP 400 with code 0, -1400, -183 or -109 (spec §3.11 recommendation); we then
+//!   read the order's status so declined/rejected orders stop polling instead of spinning.
+//! - **Crash recovery** lists orders by common name (or first SAN) and organisation, newest
+//!   first, and compares each one's `csrDetails.sha256Hash` with our CSR (spec §6.4).
+//! - **InCommon** differs in the certificate-login prefix (`/private/ssl/v1`), collect's path
+//!   style (`collect/{id}/{format}`), the enroll fields `numberServers`/`serverType`, and revoke
+//!   bodies with only `reason` (spec §5).
+
+mod client;
+mod model;
+
+use std::{sync::Arc, time::Duration};
+
+use reqwest::{Method, StatusCode};
+use tokio::sync::OnceCell;
+
+use self::{
+    client::{CallError, ScmHttp},
+    model::{
+        CustomField, Details, EnrollBody, EnrollResponse, ListItem, ProfileDto, RenewByIdBody,
+        RenewByIdResponse, ReplaceBody, RevokeBody,
+    },
+};
+use super::{
+    BackendError, BackendKind, CaBackend, Collected, EnrollRequest, OrderHandle, Profile, RevocationReason,
+    RevokeTarget, chain,
+    credentials::SecretString,
+    retry::{Idempotency, RetryPolicy},
+};
+
+const KIND: BackendKind = BackendKind::Scm;
+/// Orders examined at most when recovering an order after a crash.
+const MAX_RECOVERY_CANDIDATES: usize = 500;
+const LIST_PAGE_SIZE: usize = 50;
+
+/// Which product the URL points at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ScmFlavor {
+    /// Sectigo Certificate Manager.
+    #[default]
+    Sectigo,
+    /// InCommon Certificate Manager.
+    InCommon,
+}
+
+/// How the client authenticates.
+#[derive(Clone, Debug)]
+pub enum ScmAuth {
+    /// `login` + `password` headers.
+    Password {
+        /// Administrator login.
+        login: String,
+        /// Password.
+        password: SecretString,
+    },
+    /// TLS client certificate + `login` header on the `/private` prefix.
+    ClientCertificate {
+        /// Administrator login.
+        login: String,
+        /// PEM certificate followed by its PEM private key.
+        identity_pem: SecretString,
+    },
+}
+
+/// Everything the SCM backend needs; built from an issuer's spec and Secrets by the controller.
+#[derive(Clone, Debug)]
+pub struct ScmConfig {
+    /// `https://host` without the API path.
+    pub base_url: String,
+    /// Sectigo or InCommon.
+    pub flavor: ScmFlavor,
+    /// `customerUri` header value.
+    pub customer_uri: String,
+    /// Credentials.
+    pub auth: ScmAuth,
+    /// Organization id.
+    pub org_id: i64,
+    /// Default profile (`certType`).
+    pub cert_type: i64,
+    /// Default term in days.
+    pub term_days: Option<u32>,
+    /// `externalRequester`.
+    pub external_requester: Option<String>,
+    /// Default comment.
+    pub comments: Option<String>,
+    /// Default custom fields.
+    pub custom_fields: Vec<(String, String)>,
+    /// Extra trusted CAs for the API endpoint (PEM).
+    pub ca_bundle_pem: Option<String>,
+    /// TCP/TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+    /// Retry limits for idempotent calls.
+    pub retry: RetryPolicy,
+}
+
+impl ScmConfig {
+    /// A configuration with default timeouts and retries.
+    pub fn new(
+        base_url: impl Into<String>,
+        customer_uri: impl Into<String>,
+        auth: ScmAuth,
+        org_id: i64,
+        cert_type: i64,
+    ) -> Self {
+        Self {
+            base_url: base_url.into(),
+            flavor: ScmFlavor::Sectigo,
+            customer_uri: customer_uri.into(),
+            auth,
+            org_id,
+            cert_type,
+            term_days: None,
+            external_requester: None,
+            comments: None,
+            custom_fields: Vec::new(),
+            ca_bundle_pem: None,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// The SCM backend.
+#[derive(Clone, Debug)]
+pub struct ScmBackend {
+    config: Arc<ScmConfig>,
+    http: ScmHttp,
+    profiles: Arc<OnceCell<Vec<Profile>>>,
+}
+
+impl ScmBackend {
+    /// Builds the backend; fails only on configuration errors (bad URL, CA bundle or client key).
+    pub fn new(config: ScmConfig) -> Result<Self, BackendError> {
+        let http = ScmHttp::new(&config)?;
+        Ok(Self {
+            config: Arc::new(config),
+            http,
+            profiles: Arc::new(OnceCell::new()),
+        })
+    }
+
+    async fn profiles(&self) -> Result<Vec<Profile>, BackendError> {
+        let reply = self
+            .http
+            .call(
+                "types",
+                Method::GET,
+                "/types",
+                &[],
+                None::<&()>,
+                Idempotency::Idempotent,
+            )
+            .await
+            .map_err(|e| classify(e, "types"))?;
+        let dtos: Vec<ProfileDto> = parse_json(&reply.body, "list profiles")?;
+        Ok(dtos
+            .into_iter()
+            .map(|p| Profile {
+                id: p.id,
+                name: p.name,
+                terms: p.terms,
+            })
+            .collect())
+    }
+
+    /// The term for a request: explicit override, the issuer default, or the shortest profile
+    /// term covering the requested lifetime (the longest one if none covers it).
+    async fn term_for(&self, request: &EnrollRequest, profile_id: i64) -> Result<u32, BackendError> {
+        if let Some(term) = request.options.term_days.or(self.config.term_days) {
+            return Ok(term);
+        }
+        let profiles = self.profiles.get_or_try_init(|| self.profiles()).await?;
+        let profile = profiles
+            .iter()
+            .find(|p| p.id == profile_id.to_string())
+            .ok_or_else(|| BackendError::InvalidRequest {
+                backend: KIND,
+                code: Some(-39),
+                message: format!("certificate profile {profile_id} is not available to this account"),
+            })?;
+        let mut terms = profile.terms.clone();
+        terms.sort_unstable();
+        let wanted = request.lifetime.map_or(0, |d| d.as_secs().div_ceil(86_400));
+        terms
+            .iter()
+            .copied()
+            .find(|t| u64::from(*t) >= wanted)
+            .or_else(|| terms.last().copied())
+            .ok_or_else(|| BackendError::InvalidRequest {
+                backend: KIND,
+                code: Some(-36),
+                message: format!("certificate profile {profile_id} lists no terms"),
+            })
+    }
+
+    fn custom_fields(&self, request: &EnrollRequest) -> Vec<CustomField> {
+        let mut fields: Vec<CustomField> = self
+            .config
+            .custom_fields
+            .iter()
+            .map(|(name, value)| CustomField {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect();
+        for (name, value) in &request.options.custom_fields {
+            match fields.iter_mut().find(|f| &f.name == name) {
+                Some(field) => field.value.clone_from(value),
+                None => fields.push(CustomField {
+                    name: name.clone(),
+                    value: value.clone(),
+                }),
+            }
+        }
+        fields
+    }
+
+    async fn details(&self, ssl_id: &str) -> Result<Details, BackendError> {
+        let reply = self
+            .http
+            .call(
+                "details",
+                Method::GET,
+                &format!("/{ssl_id}"),
+                &[],
+                None::<&()>,
+                Idempotency::Idempotent,
+            )
+            .await
+            .map_err(|e| classify(e, "details"))?;
+        parse_json(&reply.body, "certificate details")
+    }
+
+    /// One page of order ids matching `filters`, and the total count SCM reports.
+    async fn list_page(
+        &self,
+        filters: &[(&str, String)],
+        position: usize,
+    ) -> Result<(Vec<i64>, usize), BackendError> {
+        let mut query = filters.to_vec();
+        query.push(("size", LIST_PAGE_SIZE.to_string()));
+        query.push(("position", position.to_string()));
+        let reply = self
+            .http
+            .call(
+                "list",
+                Method::GET,
+                "",
+                &query,
+                None::<&()>,
+                Idempotency::Idempotent,
+            )
+            .await
+            .map_err(|e| classify(e, "list"))?;
+        let items: Vec<ListItem> = parse_json(&reply.body, "list certificates")?;
+        let total = reply
+            .headers
+            .get("X-Total-Count")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(position + items.len());
+        Ok((items.into_iter().map(|i| i.ssl_id).collect(), total))
+    }
+}
+
+fn pem_csr(csr_der: &[u8]) -> Result<String, BackendError> {
+    pem_rfc7468::encode_string("CERTIFICATE REQUEST", pem_rfc7468::LineEnding::LF, csr_der).map_err(|e| {
+        BackendError::InvalidRequest {
+            backend: KIND,
+            code: None,
+            message: format!("cannot PEM-encode the CSR: {e}"),
+        }
+    })
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    operation: &'static str,
+) -> Result<T, BackendError> {
+    serde_json::from_slice(body).map_err(|e| BackendError::MalformedResponse {
+        backend: KIND,
+        operation,
+        // serde's message names the field and position, never echoes the body.
+        message: e.to_string(),
+    })
+}
+
+/// Error codes meaning "the certificate is not ready yet" on collect (spec §3.11).
+fn is_pending_code(code: i64, description: &str) -> bool {
+    matches!(code, -1400 | -183 | -109)
+        || (code == 0 && description.to_ascii_lowercase().contains("being processed"))
+}
+
+/// Maps a failed call to our error kinds (spec §1.5's grouping).
+fn classify(error: CallError, operation: &'static str) -> BackendError {
+    let (status, code, description) = match error {
+        CallError::Backend(e) => return e,
+        CallError::Api {
+            status,
+            code,
+            description,
+        } => (status, code, description),
+    };
+    let message = if description.is_empty() {
+        format!("{operation} failed with HTTP {} (code {code})", status.as_u16())
+    } else {
+        format!("{description} (code {code})")
+    };
+    if status == StatusCode::UNAUTHORIZED || matches!(code, -16 | -970) {
+        return BackendError::Unauthorized {
+            backend: KIND,
+            message,
+        };
+    }
+    if status == StatusCode::FORBIDDEN || matches!(code, -3 | -25 | -37 | -226) {
+        return BackendError::Unauthorized {
+            backend: KIND,
+            message: format!("missing privilege: {message}"),
+        };
+    }
+    if is_pending_code(code, &description) {
+        return BackendError::Pending {
+            backend: KIND,
+            message,
+        };
+    }
+    match code {
+        -107 | -737 | -1137 => BackendError::DomainNotValidated {
+            backend: KIND,
+            message,
+        },
+        -124 | -5101 => BackendError::NotFound {
+            backend: KIND,
+            what: format!("certificate for {operation}: {message}"),
+        },
+        // Internal errors and "try again later" (spec §1.5 "Transient").
+        -2 | -65 | -129 | -140 | -195 => BackendError::Unavailable {
+            backend: KIND,
+            message,
+        },
+        _ if status == StatusCode::NOT_FOUND => BackendError::NotFound {
+            backend: KIND,
+            what: format!("resource for {operation}: {message}"),
+        },
+        _ => BackendError::InvalidRequest {
+            backend: KIND,
+            code: Some(code),
+            message,
+        },
+    }
+}
+
+/// Statuses after which an order will never be issued (spec §1.8).
+fn is_terminal_failure(status: &str) -> bool {
+    matches!(
+        status,
+        "Declined" | "Rejected" | "Invalid" | "Revoked" | "Expired" | "Replaced"
+    )
+}
+
+impl CaBackend for ScmBackend {
+    fn kind(&self) -> BackendKind {
+        KIND
+    }
+
+    async fn check(&self) -> Result<Vec<Profile>, BackendError> {
+        let profiles = self.profiles().await?;
+        let _ = self.profiles.set(profiles.clone());
+        Ok(profiles)
+    }
+
+    async fn enroll(&self, request: &EnrollRequest) -> Result<OrderHandle, BackendError> {
+        let profile_id = request.options.profile_id.unwrap_or(self.config.cert_type);
+        let term = self.term_for(request, profile_id).await?;
+        let incommon = self.config.flavor == ScmFlavor::InCommon;
+        let body = EnrollBody {
+            org_id: self.config.org_id,
+            csr: pem_csr(&request.csr_der)?,
+            subj_alt_names: request.all_sans().join(","),
+            cert_type: profile_id,
+            term,
+            comments: request
+                .options
+                .comments
+                .clone()
+                .or_else(|| self.config.comments.clone()),
+            custom_fields: self.custom_fields(request),
+            external_requester: self.config.external_requester.clone(),
+            // InCommon (spec §5): licences must be positive; -1 is server type OTHER.
+            number_servers: incommon.then_some(1),
+            server_type: incommon.then_some(-1),
+        };
+        // Never retried: a lost response is resolved by find_existing_order.
+        let reply = self
+            .http
+            .call(
+                "enroll",
+                Method::POST,
+                "/enroll",
+                &[],
+                Some(&body),
+                Idempotency::Once,
+            )
+            .await
+            .map_err(|e| classify(e, "enroll"))?;
+        let created: EnrollResponse = parse_json(&reply.body, "enroll")?;
+        Ok(OrderHandle {
+            backend: KIND,
+            id: created.ssl_id.to_string(),
+            renew_id: created.renew_id,
+        })
+    }
+
+    async fn collect(&self, order: &OrderHandle, csr_der: &[u8]) -> Result<Collected, BackendError> {
+        let (path, query) = match self.config.flavor {
+            ScmFlavor::Sectigo => (
+                format!("/collect/{}", order.id),
+                vec![("format", "x509".to_owned())],
+            ),
+            ScmFlavor::InCommon => (format!("/collect/{}/x509", order.id), vec![]),
+        };
+        let reply = match self
+            .http
+            .call(
+                "collect",
+                Method::GET,
+                &path,
+                &query,
+                None::<&()>,
+                Idempotency::Idempotent,
+            )
+            .await
+        {
+            Ok(reply) => reply,
+            Err(CallError::Api {
+                code: -110,
+                description,
+                ..
+            }) => {
+                return Ok(Collected::Failed {
+                    reason: format!("{description} (code -110)"),
+                });
+            }
+            Err(error) => {
+                return match classify(error, "collect") {
+                    BackendError::Pending { message, .. } => {
+                        // "Not collectable" also describes declined orders: ask for the status.
+                        let details = self.details(&order.id).await?;
+                        let status = details.status.unwrap_or_default();
+                        if is_terminal_failure(&status) {
+                            Ok(Collected::Failed {
+                                reason: format!("order {} is {status}", order.id),
+                            })
+                        } else {
+                            Ok(Collected::Pending { detail: message })
+                        }
+                    }
+                    other => Err(other),
+                };
+            }
+        };
+        let malformed = |e: chain::ChainError| BackendError::MalformedResponse {
+            backend: KIND,
+            operation: "collect",
+            message: e.to_string(),
+        };
+        let certificates = chain::parse_certificates(&reply.body).map_err(malformed)?;
+        let key = chain::csr_public_key(csr_der).map_err(|e| BackendError::InvalidRequest {
+            backend: KIND,
+            code: None,
+            message: e.to_string(),
+        })?;
+        Ok(Collected::Issued(
+            chain::assemble(certificates, &key).map_err(malformed)?,
+        ))
+    }
+
+    async fn renew(&self, order: &OrderHandle, request: &EnrollRequest) -> Result<OrderHandle, BackendError> {
+        let body = RenewByIdBody {
+            csr: pem_csr(&request.csr_der)?,
+        };
+        let reply = self
+            .http
+            .call(
+                "renewById",
+                Method::POST,
+                &format!("/renewById/{}", order.id),
+                &[],
+                Some(&body),
+                Idempotency::Once,
+            )
+            .await
+            .map_err(|e| classify(e, "renew"))?;
+        let renewed: RenewByIdResponse = parse_json(&reply.body, "renew")?;
+        Ok(OrderHandle {
+            backend: KIND,
+            id: renewed.ssl_id.to_string(),
+            renew_id: None,
+        })
+    }
+
+    async fn replace(
+        &self,
+        order: &OrderHandle,
+        request: &EnrollRequest,
+        reason: &str,
+    ) -> Result<OrderHandle, BackendError> {
+        let body = ReplaceBody {
+            csr: pem_csr(&request.csr_der)?,
+            reason: reason.chars().take(512).collect(),
+            common_name: request.common_name.clone(),
+            subject_alternative_names: request.all_sans(),
+        };
+        self.http
+            .call(
+                "replace",
+                Method::POST,
+                &format!("/replace/{}", order.id),
+                &[],
+                Some(&body),
+                Idempotency::Once,
+            )
+            .await
+            .map_err(|e| classify(e, "replace"))?;
+        // Spec §3.22: 204 and the same sslId re-enters issuance with the new CSR.
+        Ok(order.clone())
+    }
+
+    async fn revoke(&self, target: &RevokeTarget, reason: RevocationReason) -> Result<(), BackendError> {
+        let body = RevokeBody {
+            // InCommon documents only `reason` (spec §5).
+            reason_code: (self.config.flavor == ScmFlavor::Sectigo).then_some(reason.code()),
+            reason: format!("revoked by pki-operator: {}", reason.name()),
+        };
+        let (endpoint, path) = match target {
+            RevokeTarget::Order(order) => ("revoke", format!("/revoke/{}", order.id)),
+            RevokeTarget::Serial(serial) => (
+                "revokeBySerial",
+                format!("/revoke/serial/{}", colon_serial(serial)),
+            ),
+        };
+        // Revocation is idempotent at the CA (a second call answers -159), so it may be retried.
+        match self
+            .http
+            .call(
+                endpoint,
+                Method::POST,
+                &path,
+                &[],
+                Some(&body),
+                Idempotency::Idempotent,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(CallError::Api {
+                code: -159,
+                description,
+                ..
+            }) if description.to_ascii_lowercase().contains("revoked") => Ok(()),
+            Err(error) => Err(classify(error, "revoke")),
+        }
+    }
+
+    async fn find_existing_order(
+        &self,
+        request: &EnrollRequest,
+    ) -> Result<Option<OrderHandle>, BackendError> {
+        let wanted = request.csr_sha256_hex();
+        let mut filters = vec![("orgId", self.config.org_id.to_string())];
+        match (&request.common_name, request.dns_names.first()) {
+            (Some(cn), _) => filters.push(("commonName", cn.clone())),
+            (None, Some(san)) => filters.push(("subjectAlternativeName", san.clone())),
+            (None, None) => {}
+        }
+        let mut candidates = Vec::new();
+        let mut position = 0;
+        loop {
+            let (ids, total) = self.list_page(&filters, position).await?;
+            if ids.is_empty() {
+                break;
+            }
+            position += ids.len();
+            candidates.extend(ids);
+            if position >= total || candidates.len() >= MAX_RECOVERY_CANDIDATES {
+                break;
+            }
+        }
+        // Newest orders have the highest ids and are the likeliest match.
+        candidates.sort_unstable_by(|a, b| b.cmp(a));
+        candidates.dedup();
+        for id in candidates.into_iter().take(MAX_RECOVERY_CANDIDATES) {
+            let details = self.details(&id.to_string()).await?;
+            let hash = details
+                .csr_details
+                .and_then(|c| c.sha256_hash)
+                .unwrap_or_default();
+            if hash.eq_ignore_ascii_case(&wanted) {
+                return Ok(Some(OrderHandle {
+                    backend: KIND,
+                    id: id.to_string(),
+                    renew_id: None,
+                }));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// SCM writes serials as colon-separated upper-case hex (spec §3.17).
+fn colon_serial(serial: &str) -> String {
+    let hex: String = serial
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    let padded = if hex.len() % 2 == 1 {
+        format!("0{hex}")
+    } else {
+        hex
+    };
+    padded
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| String::from_utf8_lossy(pair).into_owned())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, code: i64, description: &str) -> CallError {
+        CallError::Api {
+            status: StatusCode::from_u16(status).unwrap(),
+            code,
+            description: description.into(),
+        }
+    }
+
+    #[test]
+    fn documented_codes_map_to_kinds() {
+        let cases: &[(u16, i64, &str, &str)] = &[
+            (401, -16, "Unknown user", "Unauthorized"),
+            (400, -970, "Incorrect login credentials.", "Unauthorized"),
+            (
+                400,
+                -1400,
+                "The request is being processed by Sectigo.",
+                "Pending",
+            ),
+            (400, 0, "Being processed by Sectigo", "Pending"),
+            (400, -183, "Certificate is not collectable.", "Pending"),
+            (
+                400,
+                -109,
+                "Certificate is not available now, please try again later.",
+                "Pending",
+            ),
+            (
+                400,
+                -107,
+                "Domain Control Validation is either incomplete or expired for a.example.com.",
+                "DomainNotValidated",
+            ),
+            (
+                400,
+                -1137,
+                "The domain(s) a.example.com have not been validated under the DCV procedure.",
+                "DomainNotValidated",
+            ),
+            (
+                400,
+                -11,
+                "The CSR uses an unsupported algorithm!",
+                "InvalidRequest",
+            ),
+            (
+                400,
+                -36,
+                "The validity period (term) is invalid for this certificate profile.",
+                "InvalidRequest",
+            ),
+            (400, -124, "Wrong SSL certificate id 5.", "NotFound"),
+            (
+                400,
+                -195,
+                "CA is not available now. Please try again later.",
+                "Unavailable",
+            ),
+        ];
+        for (status, code, description, kind) in cases {
+            let error = classify(api(*status, *code, description), "enroll");
+            assert_eq!(error.category(), *kind, "{code}");
+            assert!(
+                error.to_string().contains(description),
+                "message {error} must name the cause"
+            );
+        }
+    }
+
+    #[test]
+    fn only_waiting_kinds_are_transient() {
+        assert!(classify(api(400, -1400, "x"), "collect").is_transient());
+        assert!(!classify(api(401, -16, "Unknown user"), "types").is_transient());
+        assert!(!classify(api(400, -11, "bad"), "enroll").is_transient());
+    }
+
+    #[test]
+    fn serials_are_written_the_scm_way() {
+        assert_eq!(colon_serial("a93ec061"), "A9:3E:C0:61");
+        assert_eq!(colon_serial("A9:3e:C0:6"), "0A:93:EC:06");
+    }
+}
