@@ -150,24 +150,30 @@ impl ControlPlane {
 
     /// Runs kubectl (the same Kubernetes version as the control plane) as the admin user.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<Output> {
-        let mut command = Command::new(devcluster_binary());
-        command
-            .arg("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args);
-        command.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-        command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = command.spawn().context("starting kubectl")?;
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            use std::io::Write as _;
-            pipe.write_all(input.as_bytes())?;
-        }
-        Ok(child.wait_with_output()?)
+        let kubeconfig = self.kubeconfig.to_string_lossy();
+        let mut all = vec!["--kubeconfig", &kubeconfig];
+        all.extend_from_slice(args);
+        run_kubectl(&all, stdin)
+    }
+
+    /// Runs kubectl authenticated only by a bearer `token` (no client certificate).
+    pub fn kubectl_with_token(&self, token: &str, args: &[&str]) -> Result<Output> {
+        let server = fs::read_to_string(&self.kubeconfig)?
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: ").map(str::to_owned))
+            .context("no server in kubeconfig")?;
+        let ca = self.dir.join("pki/ca.crt").to_string_lossy().into_owned();
+        let mut all = vec![
+            "--kubeconfig",
+            "/dev/null",
+            "--server",
+            &server,
+            "--certificate-authority",
+            &ca,
+        ];
+        all.extend(["--token", token]);
+        all.extend_from_slice(args);
+        run_kubectl(&all, None)
     }
 
     fn try_wait(&self) -> Option<ExitStatus> {
@@ -209,6 +215,23 @@ impl Drop for ControlPlane {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn run_kubectl(args: &[&str], stdin: Option<&str>) -> Result<Output> {
+    let mut command = Command::new(devcluster_binary());
+    command.arg("kubectl").args(args);
+    command.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command.spawn().context("starting kubectl")?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        use std::io::Write as _;
+        pipe.write_all(input.as_bytes())?;
+    }
+    Ok(child.wait_with_output()?)
 }
 
 /// Sends a signal with the system `kill` command (the crate forbids `unsafe`, so no libc).

@@ -25,6 +25,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use pki_operator_e2e::{
     ControlPlane, Operator, TestNamespace, metric_value, random_suffix, repo_root, wait_for, work_dir,
 };
+use serde::Deserialize as _;
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_multi_thread()
@@ -41,6 +42,10 @@ fn plane() -> &'static ControlPlane {
 fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();
     let trials = vec![
+        trial(
+            "control_plane_collects_garbage_signs_tokens_and_enforces_rbac",
+            control_plane_works,
+        ),
         trial("crds_and_examples_apply", crds_and_examples_apply),
         trial(
             "invalid_objects_are_rejected_naming_the_field",
@@ -92,7 +97,7 @@ fn trial(name: &'static str, test: fn() -> Result<()>) -> Trial {
 
 fn install_crds(plane: &ControlPlane) -> Result<()> {
     let crds = repo_root().join("crds");
-    let out = plane.kubectl(&["apply", "--server-side", "-f", &crds.to_string_lossy()], None)?;
+    let out = plane.kubectl(&["apply", "-f", &crds.to_string_lossy()], None)?;
     ensure!(
         out.status.success(),
         "kubectl apply -f crds/ failed: {}",
@@ -120,6 +125,86 @@ fn block_on<F: Future<Output = Result<()>>>(future: F) -> Result<()> {
     RUNTIME.block_on(future)
 }
 
+/// The control plane is a real one: owner-referenced objects are garbage-collected, namespaces
+/// finish deleting, service-account tokens are signed and authenticate, and RBAC denies what the
+/// account was not granted.
+fn control_plane_works() -> Result<()> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+    block_on(async {
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "plane").await?;
+        let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+        let owner: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": "owner"}}))?;
+        let owner = config_maps.create(&PostParams::default(), &owner).await?;
+        let child: Secret = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "child", "ownerReferences": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}
+            ]}}),
+        )?;
+        secrets.create(&PostParams::default(), &child).await?;
+        config_maps
+            .delete("owner", &kube::api::DeleteParams::default())
+            .await?;
+        wait_for(
+            "the garbage collector to delete the owned Secret",
+            Duration::from_secs(60),
+            || async {
+                secrets
+                    .get_opt("child")
+                    .await
+                    .ok()
+                    .and_then(|s| s.is_none().then_some(()))
+            },
+        )
+        .await?;
+
+        // A token for the namespace's default service account (created by the service-account
+        // controller) authenticates, and RBAC forbids reading Secrets with it.
+        let token = wait_for(
+            "a signed service-account token",
+            Duration::from_secs(30),
+            || async {
+                let out = plane()
+                    .kubectl(&["create", "token", "default", "-n", &ns.name], None)
+                    .ok()?;
+                out.status
+                    .success()
+                    .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            },
+        )
+        .await?;
+        let as_sa = |args: &[&str]| plane().kubectl_with_token(&token, args);
+        let whoami = as_sa(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"])?;
+        let user = String::from_utf8_lossy(&whoami.stdout);
+        ensure!(
+            user == format!("system:serviceaccount:{}:default", ns.name),
+            "token authenticated as {user:?}: {}",
+            String::from_utf8_lossy(&whoami.stderr)
+        );
+        let denied = as_sa(&["get", "secrets", "-n", &ns.name])?;
+        let stderr = String::from_utf8_lossy(&denied.stderr);
+        ensure!(
+            !denied.status.success() && stderr.contains("Forbidden"),
+            "RBAC did not deny: {stderr}"
+        );
+
+        // Namespaces finish deleting (the namespace controller empties them).
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        namespaces
+            .delete(&ns.name, &kube::api::DeleteParams::default())
+            .await?;
+        wait_for("the namespace to be deleted", Duration::from_secs(60), || async {
+            namespaces
+                .get_opt(&ns.name)
+                .await
+                .ok()
+                .and_then(|n| n.is_none().then_some(()))
+        })
+        .await
+    })
+}
+
 /// `kubectl apply -f crds/` succeeds (again, idempotently) and every example applies cleanly and
 /// is stored by the apiserver.
 fn crds_and_examples_apply() -> Result<()> {
@@ -139,6 +224,7 @@ fn crds_and_examples_apply() -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
         let mut documents = 0;
+        let mut cluster_scoped_created = Vec::new();
         for entry in std::fs::read_dir(&examples)? {
             let text = std::fs::read_to_string(entry?.path())?;
             for doc in serde_yaml::Deserializer::from_str(&text) {
@@ -168,6 +254,9 @@ fn crds_and_examples_apply() -> Result<()> {
                 api.get(&name)
                     .await
                     .with_context(|| format!("{} {name} was not stored", types.kind))?;
+                if cluster_scoped {
+                    cluster_scoped_created.push((api, name));
+                }
             }
         }
         let kinds = [
@@ -200,30 +289,29 @@ fn crds_and_examples_apply() -> Result<()> {
             listed.contains("certificate.pki-operator.io/web"),
             "kubectl get pki missed Certificates:\n{listed}"
         );
-        cleanup_cluster_scoped_examples(&client).await
-    })
-}
-
-use serde::Deserialize as _;
-
-async fn cleanup_cluster_scoped_examples(client: &Client) -> Result<()> {
-    for (kind, plural) in [
-        ("ClusterIssuer", "clusterissuers"),
-        ("DomainValidation", "domainvalidations"),
-        ("AlertConfig", "alertconfigs"),
-    ] {
-        let resource = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("pki-operator.io", "v1alpha1", kind),
-            plural,
+        // Printer columns: the Certificate table shows readiness, Secret, issuer and expiry.
+        let out = plane().kubectl(&["get", "pkicert", "-n", &ns.name], None)?;
+        let table = String::from_utf8_lossy(&out.stdout);
+        let header = table.lines().next().unwrap_or_default();
+        for column in ["NAME", "READY", "SECRET", "ISSUER", "EXPIRATION", "AGE"] {
+            ensure!(
+                header.split_whitespace().any(|c| c == column),
+                "no {column} column in:\n{table}"
+            );
+        }
+        ensure!(
+            table
+                .lines()
+                .any(|l| l.starts_with("web ") && l.contains("web-tls") && l.contains("demo-ca")),
+            "row for web missing:\n{table}"
         );
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        api.delete_collection(
-            &kube::api::DeleteParams::default(),
-            &kube::api::ListParams::default(),
-        )
-        .await?;
-    }
-    Ok(())
+
+        // Cluster-scoped objects outlive the namespace; remove the ones this test made.
+        for (api, name) in cluster_scoped_created {
+            api.delete(&name, &kube::api::DeleteParams::default()).await?;
+        }
+        Ok(())
+    })
 }
 
 /// One invalid object and what the apiserver must say about it.
