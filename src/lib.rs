@@ -5,6 +5,7 @@
 //! The binary in `main.rs` only wires these modules together:
 //! - [`crd`]: the API types and generated CRD manifests;
 //! - [`backend`]: the certificate authorities (SCM/InCommon today), free of Kubernetes types;
+//! - [`pki`]: keys, CSRs and certificate checks;
 //! - [`controller`]: one controller per kind, started by [`controller::run`];
 //! - [`startup`]: checks made before any controller starts (CRDs installed);
 //! - [`leader`]: Lease-based leader election for HA deployments;
@@ -18,6 +19,7 @@ pub mod controller;
 pub mod crd;
 pub mod leader;
 pub mod metrics;
+pub mod pki;
 pub mod startup;
 pub mod telemetry;
 

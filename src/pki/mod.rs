@@ -1,0 +1,5 @@
+//! Key and certificate handling that needs no Kubernetes and no network: private keys, CSRs,
+//! and checks of issued certificates before they are written anywhere.
+
+pub mod csr;
+pub mod key;
