@@ -10,6 +10,7 @@
 //! `enroll` is never retried automatically by any backend: an order at a paid CA is money, and
 //! a lost response is resolved with [`CaBackend::find_existing_order`], not with a second POST.
 
+pub mod ca;
 pub mod chain;
 pub mod credentials;
 pub mod retry;
