@@ -20,6 +20,7 @@ pub mod crd;
 pub mod leader;
 pub mod metrics;
 pub mod pki;
+pub mod secret;
 pub mod startup;
 pub mod telemetry;
 

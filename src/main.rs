@@ -6,7 +6,11 @@ use std::{process::ExitCode, sync::Arc};
 use anyhow::Context as _;
 use clap::Parser;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::{Api, Client, config::KubeConfigOptions};
+use kube::{
+    Api, Client,
+    config::KubeConfigOptions,
+    runtime::events::{Recorder, Reporter},
+};
 use pki_operator::{
     admin::{self, Readiness},
     config::Config,
@@ -73,10 +77,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     metrics.set_leader(true);
 
-    let ctx = Arc::new(Context {
-        client,
-        metrics: metrics.clone(),
-    });
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter { controller: "pki-operator".into(), instance: Some(config.lease_identity()) },
+    );
+    let cluster_resource_namespace = config
+        .cluster_resource_namespace
+        .clone()
+        .or_else(|| config.pod_namespace.clone())
+        .unwrap_or_else(|| "default".into());
+    let ctx = Arc::new(Context { client, metrics: metrics.clone(), recorder, cluster_resource_namespace });
     let scope = WatchScope {
         namespace: config.namespace.clone(),
     };

@@ -112,6 +112,13 @@ impl CaIssuerBackend {
         Self { ca }
     }
 
+    /// The CA certificate followed by its own chain, DER.
+    pub fn chain_der(&self) -> Vec<Vec<u8>> {
+        let mut chain = vec![self.ca.ca_der.clone()];
+        chain.extend(self.ca.chain_der.iter().cloned());
+        chain
+    }
+
     fn order_for(request: &EnrollRequest) -> OrderHandle {
         let lifetime = request.lifetime.unwrap_or(DEFAULT_LIFETIME).as_secs();
         OrderHandle { backend: KIND, id: format!("{}-{lifetime}", request.csr_sha256_hex()), renew_id: None }

@@ -384,3 +384,70 @@ pub trait CaBackend: Send + Sync {
         request: &EnrollRequest,
     ) -> impl Future<Output = Result<Option<OrderHandle>, BackendError>> + Send;
 }
+
+/// The backend an issuer resolves to: one enum, so callers need no trait objects.
+#[derive(Debug)]
+pub enum Backend {
+    /// Sectigo / InCommon Certificate Manager.
+    Scm(scm::ScmBackend),
+    /// The local CA.
+    Ca(ca::CaIssuerBackend),
+}
+
+impl CaBackend for Backend {
+    fn kind(&self) -> BackendKind {
+        match self {
+            Self::Scm(b) => b.kind(),
+            Self::Ca(b) => b.kind(),
+        }
+    }
+
+    async fn check(&self) -> Result<Vec<Profile>, BackendError> {
+        match self {
+            Self::Scm(b) => b.check().await,
+            Self::Ca(b) => b.check().await,
+        }
+    }
+
+    async fn enroll(&self, request: &EnrollRequest) -> Result<OrderHandle, BackendError> {
+        match self {
+            Self::Scm(b) => b.enroll(request).await,
+            Self::Ca(b) => b.enroll(request).await,
+        }
+    }
+
+    async fn collect(&self, order: &OrderHandle, csr_der: &[u8]) -> Result<Collected, BackendError> {
+        match self {
+            Self::Scm(b) => b.collect(order, csr_der).await,
+            Self::Ca(b) => b.collect(order, csr_der).await,
+        }
+    }
+
+    async fn renew(&self, order: &OrderHandle, request: &EnrollRequest) -> Result<OrderHandle, BackendError> {
+        match self {
+            Self::Scm(b) => b.renew(order, request).await,
+            Self::Ca(b) => b.renew(order, request).await,
+        }
+    }
+
+    async fn replace(&self, order: &OrderHandle, request: &EnrollRequest, reason: &str) -> Result<OrderHandle, BackendError> {
+        match self {
+            Self::Scm(b) => b.replace(order, request, reason).await,
+            Self::Ca(b) => b.replace(order, request, reason).await,
+        }
+    }
+
+    async fn revoke(&self, target: &RevokeTarget, reason: RevocationReason) -> Result<(), BackendError> {
+        match self {
+            Self::Scm(b) => b.revoke(target, reason).await,
+            Self::Ca(b) => b.revoke(target, reason).await,
+        }
+    }
+
+    async fn find_existing_order(&self, request: &EnrollRequest) -> Result<Option<OrderHandle>, BackendError> {
+        match self {
+            Self::Scm(b) => b.find_existing_order(request).await,
+            Self::Ca(b) => b.find_existing_order(request).await,
+        }
+    }
+}

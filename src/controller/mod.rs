@@ -1,10 +1,14 @@
 //! The controllers, one per kind, and the loop that runs them until shutdown.
 //!
-//! Today every controller is an *observer*: it watches its kind, counts each reconcile in the
-//! metrics and logs objects that fail to deserialize, but changes nothing. The per-kind
-//! reconcilers (issuance, validation, discovery, alerting) replace [`observe`] kind by kind;
-//! the wiring here (watch scope, readiness after cache sync, graceful shutdown, error isolation
-//! with `DeserializeGuard`) stays.
+//! Certificate, Issuer and ClusterIssuer have their reconcilers ([`certificate`], [`issuer`]).
+//! DomainValidation, DiscoveryTask and AlertConfig are still *observers*: they watch their kind
+//! and count reconciles but change nothing until their reconcilers land. The wiring here (watch
+//! scope, readiness after cache sync, graceful shutdown, error isolation with
+//! `DeserializeGuard`, metadata-only Secret watches) is shared.
+
+pub mod certificate;
+pub mod conditions;
+pub mod issuer;
 
 use std::{fmt::Debug, sync::Arc, time::Instant};
 
@@ -22,7 +26,10 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::{admin::Readiness, crd::v1alpha1, metrics::Metrics};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{core::PartialObjectMeta, runtime::events::Recorder};
+
+use crate::{admin::Readiness, crd::v1alpha1, metrics::Metrics, secret};
 
 /// State shared by every reconcile run.
 pub struct Context {
@@ -30,6 +37,10 @@ pub struct Context {
     pub client: Client,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
+    /// Event publisher.
+    pub recorder: Recorder,
+    /// Namespace of the Secrets ClusterIssuers reference.
+    pub cluster_resource_namespace: String,
 }
 
 /// Why a reconcile run failed.
@@ -44,6 +55,12 @@ pub enum Error {
         /// The deserialisation error.
         message: String,
     },
+    /// The Certificate reconciler failed.
+    #[error(transparent)]
+    Certificate(#[from] certificate::Error),
+    /// The Issuer reconciler failed.
+    #[error(transparent)]
+    Issuer(#[from] issuer::IssuerError),
 }
 
 impl Error {
@@ -51,6 +68,8 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Self::InvalidObject { .. } => "InvalidObject",
+            Self::Certificate(e) => e.category(),
+            Self::Issuer(e) => e.reason(),
         }
     }
 }
@@ -86,10 +105,34 @@ struct Runner {
 /// synced.
 pub async fn run(ctx: Arc<Context>, scope: &WatchScope, readiness: Readiness, shutdown: CancellationToken) {
     let client = ctx.client.clone();
+    // Metadata only (`PartialObjectMeta`), and only Secrets we label: never cache Secret data.
+    let owned_secrets: Api<PartialObjectMeta<Secret>> = match &scope.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let secret_watch = watcher::Config::default().labels(secret::CERTIFICATE_NAME_LABEL);
     let runners = vec![
-        runner::<v1alpha1::Certificate>("certificate", scope.namespaced(&client), &ctx, &shutdown),
-        runner::<v1alpha1::Issuer>("issuer", scope.namespaced(&client), &ctx, &shutdown),
-        runner::<v1alpha1::ClusterIssuer>("cluster_issuer", Api::all(client.clone()), &ctx, &shutdown),
+        runner_with::<v1alpha1::Certificate, _, _>(
+            "certificate",
+            Controller::new(scope.namespaced(&client), watcher::Config::default().any_semantic()).owns(owned_secrets, secret_watch),
+            &ctx,
+            &shutdown,
+            certificate::reconcile,
+        ),
+        runner_with::<v1alpha1::Issuer, _, _>(
+            "issuer",
+            Controller::new(scope.namespaced(&client), watcher::Config::default().any_semantic()),
+            &ctx,
+            &shutdown,
+            issuer::reconcile_issuer,
+        ),
+        runner_with::<v1alpha1::ClusterIssuer, _, _>(
+            "cluster_issuer",
+            Controller::new(Api::all(client.clone()), watcher::Config::default().any_semantic()),
+            &ctx,
+            &shutdown,
+            issuer::reconcile_cluster_issuer,
+        ),
         runner::<v1alpha1::DomainValidation>("domain_validation", Api::all(client.clone()), &ctx, &shutdown),
         runner::<v1alpha1::DiscoveryTask>("discovery_task", scope.namespaced(&client), &ctx, &shutdown),
         runner::<v1alpha1::AlertConfig>("alert_config", Api::all(client.clone()), &ctx, &shutdown),
@@ -104,6 +147,58 @@ pub async fn run(ctx: Arc<Context>, scope: &WatchScope, readiness: Readiness, sh
         metrics.set_ready(true);
     };
     tokio::join!(mark_ready, futures::future::join_all(loops));
+}
+
+/// A controller running a real reconciler over the typed object; objects that fail to
+/// deserialize are reported instead of stalling the stream.
+fn runner_with<K, F, E>(
+    name: &'static str,
+    controller: Controller<DeserializeGuard<K>>,
+    ctx: &Arc<Context>,
+    shutdown: &CancellationToken,
+    reconcile: fn(Arc<K>, Arc<Context>) -> F,
+) -> Runner
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    F: Future<Output = Result<Action, E>> + Send + 'static,
+    E: Into<Error> + Send + 'static,
+{
+    let controller = controller.graceful_shutdown_on(shutdown.clone().cancelled_owned());
+    let store: Store<DeserializeGuard<K>> = controller.store();
+    let synced = async move {
+        let _ = store.wait_until_ready().await;
+    }
+    .boxed();
+    let run = controller
+        .run(
+            move |obj: Arc<DeserializeGuard<K>>, ctx: Arc<Context>| async move {
+                let started = Instant::now();
+                let result = match &obj.0 {
+                    Ok(object) => reconcile(Arc::new(object.clone()), ctx.clone()).await.map_err(Into::into),
+                    Err(invalid) => Err(Error::InvalidObject {
+                        object: format!(
+                            "{}/{}",
+                            invalid.metadata.namespace.as_deref().unwrap_or(""),
+                            invalid.metadata.name.as_deref().unwrap_or("")
+                        ),
+                        message: invalid.error.clone(),
+                    }),
+                };
+                if result.is_ok() {
+                    ctx.metrics.reconciled(name, "success", started.elapsed().as_secs_f64());
+                }
+                result
+            },
+            move |obj, err, ctx| error_policy(name, &obj, err, &ctx),
+            ctx.clone(),
+        )
+        .for_each(move |result| async move {
+            if let Err(error) = result {
+                tracing::debug!(controller = name, error = %crate::leader::error_chain(&error), "reconcile loop event");
+            }
+        })
+        .boxed();
+    Runner { name, synced, run }
 }
 
 fn runner<K>(

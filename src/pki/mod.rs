@@ -2,4 +2,5 @@
 //! and checks of issued certificates before they are written anywhere.
 
 pub mod csr;
+pub mod inspect;
 pub mod key;

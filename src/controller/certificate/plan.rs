@@ -1,0 +1,178 @@
+//! Pure planning: from what was observed (the output Secret, the pending key, the order in
+//! status, the clock) decide the one next step. Every branch is unit-tested without a cluster.
+
+use super::validate::ValidatedCertificate;
+use crate::pki::inspect::CertificateInfo;
+
+/// The output Secret as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretState {
+    /// No Secret with that name.
+    Missing,
+    /// A Secret exists that this Certificate does not own.
+    NotOwned,
+    /// Our Secret; `certificate` is its parsed `tls.crt` leaf when readable.
+    Owned {
+        /// The leaf, if `tls.crt` parses.
+        certificate: Option<CertificateInfo>,
+        /// `tls.key` parses and matches the leaf.
+        key_matches: bool,
+        /// The chain in `tls.crt` verifies.
+        chain_verifies: bool,
+    },
+}
+
+/// Why a new certificate is needed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IssueReason {
+    /// There is no usable certificate yet.
+    Missing,
+    /// The renewal time has come.
+    Renewal,
+    /// The spec asks for different names or key.
+    SpecChanged,
+    /// The Secret's content is broken (bad certificate, key mismatch, broken chain).
+    Damaged,
+    /// Someone asked for a renewal (annotation).
+    Manual,
+}
+
+impl IssueReason {
+    /// PascalCase for conditions and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Missing => "DoesNotExist",
+            Self::Renewal => "Renewing",
+            Self::SpecChanged => "SpecChanged",
+            Self::Damaged => "SecretDamaged",
+            Self::Manual => "ManuallyTriggered",
+        }
+    }
+}
+
+/// The next step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Someone else's Secret has our name: touch nothing.
+    SecretConflict,
+    /// The Secret is good; nothing to do until `renewal_time`.
+    UpToDate {
+        /// Unix seconds.
+        renewal_time: i64,
+    },
+    /// Obtain a new certificate.
+    Issue(IssueReason),
+}
+
+/// Everything `plan` looks at.
+#[derive(Clone, Debug)]
+pub struct Observed<'a> {
+    /// Now, Unix seconds.
+    pub now: i64,
+    /// The validated spec.
+    pub spec: &'a ValidatedCertificate,
+    /// The output Secret.
+    pub secret: SecretState,
+    /// The key algorithm of `tls.key`, if readable, matches the spec.
+    pub key_algorithm_matches: bool,
+    /// A renewal was requested and not served yet.
+    pub manual_renewal: bool,
+}
+
+/// Decides the next step.
+pub fn plan(observed: &Observed<'_>) -> Plan {
+    let (certificate, key_matches, chain_verifies) = match &observed.secret {
+        SecretState::NotOwned => return Plan::SecretConflict,
+        SecretState::Missing => return Plan::Issue(IssueReason::Missing),
+        SecretState::Owned { certificate: None, .. } => return Plan::Issue(IssueReason::Damaged),
+        SecretState::Owned { certificate: Some(c), key_matches, chain_verifies } => (c, *key_matches, *chain_verifies),
+    };
+    if !key_matches || !chain_verifies {
+        return Plan::Issue(IssueReason::Damaged);
+    }
+    if !certificate.names_match(&observed.spec.subject) || !observed.key_algorithm_matches {
+        return Plan::Issue(IssueReason::SpecChanged);
+    }
+    if observed.manual_renewal {
+        return Plan::Issue(IssueReason::Manual);
+    }
+    let renewal_time = observed.spec.renewal_time(certificate.not_before, certificate.not_after);
+    if observed.now >= renewal_time {
+        return Plan::Issue(IssueReason::Renewal);
+    }
+    Plan::UpToDate { renewal_time }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        controller::certificate::validate::validate,
+        crd::v1alpha1::{certificate::CertificateSpec, common::IssuerRef},
+    };
+
+    fn spec() -> ValidatedCertificate {
+        validate(&CertificateSpec {
+            secret_name: "s".into(),
+            issuer_ref: IssuerRef { name: "ca".into(), ..IssuerRef::default() },
+            dns_names: vec!["a.example.com".into()],
+            duration: Some("90h".into()),
+            ..CertificateSpec::default()
+        })
+        .unwrap()
+    }
+
+    fn cert(names: &[&str]) -> CertificateInfo {
+        CertificateInfo {
+            not_before: 0,
+            not_after: 90 * 3600,
+            serial_hex: "01".into(),
+            common_name: None,
+            dns_names: names.iter().map(|s| (*s).to_owned()).collect(),
+            ip_addresses: vec![],
+            email_addresses: vec![],
+            uris: vec![],
+            public_key_der: vec![],
+            issuer: "CN=ca".into(),
+        }
+    }
+
+    fn observed(spec: &ValidatedCertificate, secret: SecretState, now: i64) -> Observed<'_> {
+        Observed { now, spec, secret, key_algorithm_matches: true, manual_renewal: false }
+    }
+
+    fn good(names: &[&str]) -> SecretState {
+        SecretState::Owned { certificate: Some(cert(names)), key_matches: true, chain_verifies: true }
+    }
+
+    #[test]
+    fn missing_secret_is_issued_and_foreign_secret_is_a_conflict() {
+        let spec = spec();
+        assert_eq!(plan(&observed(&spec, SecretState::Missing, 0)), Plan::Issue(IssueReason::Missing));
+        assert_eq!(plan(&observed(&spec, SecretState::NotOwned, 0)), Plan::SecretConflict);
+    }
+
+    #[test]
+    fn good_secret_is_up_to_date_until_two_thirds_of_its_life() {
+        let spec = spec();
+        let renewal = 90 * 3600 - 90 * 3600 * 33 / 100;
+        assert_eq!(plan(&observed(&spec, good(&["a.example.com"]), 10)), Plan::UpToDate { renewal_time: renewal });
+        assert_eq!(plan(&observed(&spec, good(&["a.example.com"]), renewal)), Plan::Issue(IssueReason::Renewal));
+    }
+
+    #[test]
+    fn damaged_or_changed_secrets_are_reissued() {
+        let spec = spec();
+        let mismatched = SecretState::Owned { certificate: Some(cert(&["a.example.com"])), key_matches: false, chain_verifies: true };
+        assert_eq!(plan(&observed(&spec, mismatched, 0)), Plan::Issue(IssueReason::Damaged));
+        let unreadable = SecretState::Owned { certificate: None, key_matches: false, chain_verifies: false };
+        assert_eq!(plan(&observed(&spec, unreadable, 0)), Plan::Issue(IssueReason::Damaged));
+        assert_eq!(plan(&observed(&spec, good(&["b.example.com"]), 0)), Plan::Issue(IssueReason::SpecChanged));
+        let mut o = observed(&spec, good(&["a.example.com"]), 0);
+        o.key_algorithm_matches = false;
+        assert_eq!(plan(&o), Plan::Issue(IssueReason::SpecChanged));
+        let mut o = observed(&spec, good(&["a.example.com"]), 0);
+        o.manual_renewal = true;
+        assert_eq!(plan(&o), Plan::Issue(IssueReason::Manual));
+    }
+}

@@ -1,0 +1,319 @@
+//! Issuer and ClusterIssuer: build the backend from the spec and its Secrets, prove it works with
+//! a cheap authenticated call, list the trust anchors with the CA-certificate validation codes,
+//! and report `Ready`. Re-checked periodically, so a fixed Secret recovers without manual steps.
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::{
+    api::core::v1::Secret,
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::controller::Action,
+};
+use x509_parser::{certificate::X509Certificate, prelude::FromDer as _};
+
+use super::{Context, conditions};
+use crate::{
+    FIELD_MANAGER,
+    backend::{
+        Backend, BackendError, CaBackend,
+        ca::{CaIssuerBackend, LocalCa},
+        credentials::SecretString,
+        scm::{ScmAuth, ScmBackend, ScmConfig, ScmFlavor},
+    },
+    crd::v1alpha1::{
+        ClusterIssuer, Issuer,
+        issuer::{CaIssuer, IssuerStatus, NexusIssuer, ScmFlavor as SpecFlavor, ScmIssuer, TrustAnchor},
+    },
+};
+
+/// How often a Ready issuer is re-checked.
+const RECHECK: Duration = Duration::from_secs(300);
+/// How soon a failing issuer is re-checked.
+const RETRY: Duration = Duration::from_secs(15);
+
+/// Why an issuer cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IssuerError {
+    /// A referenced Secret does not exist.
+    #[error("Secret {namespace}/{name} not found")]
+    SecretNotFound {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// A referenced Secret lacks a key.
+    #[error("Secret {namespace}/{name} has no key {key:?}")]
+    SecretKeyMissing {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// Key.
+        key: String,
+    },
+    /// Reading a Secret failed.
+    #[error("cannot read Secret {namespace}/{name}")]
+    ReadSecret {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// The backend rejected the configuration or the check call failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The spec names no backend this version implements.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Writing status failed.
+    #[error("cannot update status")]
+    UpdateStatus(#[source] kube::Error),
+}
+
+impl IssuerError {
+    /// Condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::SecretNotFound { .. } | Self::SecretKeyMissing { .. } => "SecretNotFound",
+            Self::ReadSecret { .. } | Self::UpdateStatus(_) => "KubernetesError",
+            Self::Backend(BackendError::Unauthorized { .. }) => "InvalidCredentials",
+            Self::Backend(BackendError::Unavailable { .. } | BackendError::RateLimited { .. }) => "Unreachable",
+            Self::Backend(BackendError::Configuration { .. }) => "InvalidConfiguration",
+            Self::Backend(_) => "CheckFailed",
+            Self::Unsupported(_) => "Unsupported",
+        }
+    }
+}
+
+/// The parts of Issuer and ClusterIssuer specs the backend builder needs.
+pub struct IssuerParts<'a> {
+    /// SCM settings.
+    pub scm: Option<&'a ScmIssuer>,
+    /// Nexus settings.
+    pub nexus: Option<&'a NexusIssuer>,
+    /// Local CA settings.
+    pub ca: Option<&'a CaIssuer>,
+    /// Where referenced Secrets live.
+    pub secret_namespace: String,
+}
+
+async fn read_secret(secrets: &Api<Secret>, namespace: &str, name: &str) -> Result<Secret, IssuerError> {
+    secrets
+        .get_opt(name)
+        .await
+        .map_err(|source| IssuerError::ReadSecret { namespace: namespace.into(), name: name.into(), source })?
+        .ok_or_else(|| IssuerError::SecretNotFound { namespace: namespace.into(), name: name.into() })
+}
+
+fn secret_text(secret: &Secret, namespace: &str, key: &str) -> Result<String, IssuerError> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+        .ok_or_else(|| IssuerError::SecretKeyMissing {
+            namespace: namespace.into(),
+            name: secret.name_any(),
+            key: key.into(),
+        })
+}
+
+/// Builds the backend an issuer describes, reading its Secrets.
+pub async fn build_backend(ctx: &Context, parts: &IssuerParts<'_>) -> Result<Backend, IssuerError> {
+    let ns = parts.secret_namespace.as_str();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    if let Some(ca) = parts.ca {
+        let secret = read_secret(&secrets, ns, &ca.secret_name).await?;
+        let local = LocalCa::from_pem(&secret_text(&secret, ns, "tls.crt")?, &secret_text(&secret, ns, "tls.key")?)?;
+        return Ok(Backend::Ca(CaIssuerBackend::new(local)));
+    }
+    if let Some(scm) = parts.scm {
+        let auth = if let Some(password) = &scm.auth.password {
+            let secret = read_secret(&secrets, ns, &password.secret_name).await?;
+            ScmAuth::Password {
+                login: secret_text(&secret, ns, password.login_key.as_deref().unwrap_or("login"))?,
+                password: SecretString::new(secret_text(&secret, ns, password.password_key.as_deref().unwrap_or("password"))?),
+            }
+        } else if let Some(cert) = &scm.auth.client_certificate {
+            let secret = read_secret(&secrets, ns, &cert.secret_name).await?;
+            let identity = format!("{}\n{}\n", secret_text(&secret, ns, "tls.crt")?, secret_text(&secret, ns, "tls.key")?);
+            ScmAuth::ClientCertificate { login: cert.login.clone(), identity_pem: SecretString::new(identity) }
+        } else {
+            return Err(IssuerError::Unsupported("scm.auth needs password or clientCertificate".into()));
+        };
+        let mut config = ScmConfig::new(scm.url.clone(), scm.customer_uri.clone(), auth, scm.org_id, scm.cert_type);
+        config.flavor = match scm.flavor {
+            SpecFlavor::Sectigo => ScmFlavor::Sectigo,
+            SpecFlavor::InCommon => ScmFlavor::InCommon,
+        };
+        config.term_days = scm.term.and_then(|t| u32::try_from(t).ok());
+        config.external_requester.clone_from(&scm.external_requester);
+        config.comments.clone_from(&scm.comments);
+        config.custom_fields = scm.custom_fields.iter().map(|f| (f.name.clone(), f.value.clone())).collect();
+        config.ca_bundle_pem.clone_from(&scm.ca_bundle);
+        return Ok(Backend::Scm(ScmBackend::new(config)?));
+    }
+    if parts.nexus.is_some() {
+        return Err(IssuerError::Unsupported("the nexus backend is not available in this version yet".into()));
+    }
+    Err(IssuerError::Unsupported("exactly one of scm, nexus or ca must be set".into()))
+}
+
+/// Poll interval of an issuer's pending orders.
+pub fn poll_interval(scm: Option<&ScmIssuer>) -> Duration {
+    scm.and_then(|s| s.poll_interval.as_deref())
+        .and_then(|p| super::certificate::validate::parse_duration(p).ok())
+        .unwrap_or(Duration::from_secs(30))
+        .max(Duration::from_secs(1))
+}
+
+/// Validation codes of the CA certificate taxonomy for each certificate of a CA chain.
+pub fn trust_anchors(chain_der: &[Vec<u8>]) -> Vec<TrustAnchor> {
+    let now = jiff::Timestamp::now().as_second();
+    chain_der
+        .iter()
+        .enumerate()
+        .map(|(i, der)| {
+            let Ok((_, cert)) = X509Certificate::from_der(der) else {
+                return TrustAnchor {
+                    subject: String::new(),
+                    subject_key_id: None,
+                    not_after: None,
+                    validation: 2001,
+                    validation_message: "Error parsing a certificate.".into(),
+                };
+            };
+            let key_cert_sign = cert.key_usage().ok().flatten().is_none_or(|ku| ku.value.key_cert_sign());
+            let self_signed = cert.subject() == cert.issuer();
+            let issuer = chain_der.get(i + 1).and_then(|d| X509Certificate::from_der(d).ok()).map(|(_, c)| c);
+            let (validation, message) = if cert.validity().not_after.timestamp() < now {
+                (2003, "The certificate is expired.")
+            } else if cert.validity().not_before.timestamp() > now {
+                (2004, "The certificate is not yet valid.")
+            } else if !cert.is_ca() || !key_cert_sign {
+                (2012, "The certificate's key usage or extended key usage does not match its purpose.")
+            } else if self_signed && cert.verify_signature(None).is_err() {
+                (2014, "The certificate is an invalid self-signed certificate.")
+            } else if let Some(issuer) = issuer.filter(|_| !self_signed) {
+                if cert.verify_signature(Some(issuer.public_key())).is_ok() {
+                    (0, "Certificate is valid.")
+                } else {
+                    (2013, "Error validating the full chain of the certificate.")
+                }
+            } else {
+                (0, "Certificate is valid.")
+            };
+            let not_after = jiff::Timestamp::from_second(cert.validity().not_after.timestamp()).ok().map(Time);
+            TrustAnchor {
+                subject: cert.subject().to_string(),
+                subject_key_id: cert
+                    .extensions()
+                    .iter()
+                    .find_map(|e| match e.parsed_extension() {
+                        x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(id) => {
+                            Some(crate::backend::chain::hex(id.0))
+                        }
+                        _ => None,
+                    }),
+                not_after,
+                validation,
+                validation_message: message.into(),
+            }
+        })
+        .collect()
+}
+
+/// Checks one issuer and returns its new status.
+async fn check(ctx: &Context, parts: &IssuerParts<'_>, old: Option<&IssuerStatus>, generation: Option<i64>) -> (IssuerStatus, bool) {
+    let mut status = old.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    status.last_check_time = Some(Time(jiff::Timestamp::now()));
+    let outcome = match build_backend(ctx, parts).await {
+        Ok(backend) => backend.check().await.map(|profiles| (backend, profiles)).map_err(IssuerError::from),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok((backend, profiles)) => {
+            let message = match &backend {
+                Backend::Ca(ca) => {
+                    status.trust_anchors = trust_anchors(&ca.chain_der());
+                    "the CA key pair is valid".to_owned()
+                }
+                Backend::Scm(_) => {
+                    status.trust_anchors = Vec::new();
+                    format!("authenticated; {} certificate profile(s) available", profiles.len())
+                }
+            };
+            conditions::set(&mut status.conditions, "Ready", true, "Checked", message, generation);
+            (status, true)
+        }
+        Err(error) => {
+            let message = crate::leader::error_chain(&error);
+            conditions::set(&mut status.conditions, "Ready", false, error.reason(), message, generation);
+            (status, false)
+        }
+    }
+}
+
+fn status_changed(old: Option<&IssuerStatus>, new: &IssuerStatus) -> bool {
+    // lastCheckTime alone does not justify a write; everything else does.
+    let strip = |s: &IssuerStatus| IssuerStatus { last_check_time: None, ..s.clone() };
+    old.is_none_or(|old| strip(old) != strip(new))
+}
+
+/// Reconciles a namespaced Issuer.
+pub async fn reconcile_issuer(issuer: Arc<Issuer>, ctx: Arc<Context>) -> Result<Action, IssuerError> {
+    let namespace = issuer.namespace().unwrap_or_default();
+    let parts = IssuerParts {
+        scm: issuer.spec.scm.as_ref(),
+        nexus: issuer.spec.nexus.as_ref(),
+        ca: issuer.spec.ca.as_ref(),
+        secret_namespace: namespace.clone(),
+    };
+    let (status, ready) = check(&ctx, &parts, issuer.status.as_ref(), issuer.meta().generation).await;
+    if status_changed(issuer.status.as_ref(), &status) {
+        let api: Api<Issuer> = Api::namespaced(ctx.client.clone(), &namespace);
+        patch_status(&api, &issuer.name_any(), "Issuer", &status).await?;
+    }
+    Ok(Action::requeue(if ready { RECHECK } else { RETRY }))
+}
+
+/// Reconciles a ClusterIssuer (Secrets in the cluster resource namespace).
+pub async fn reconcile_cluster_issuer(issuer: Arc<ClusterIssuer>, ctx: Arc<Context>) -> Result<Action, IssuerError> {
+    let parts = IssuerParts {
+        scm: issuer.spec.scm.as_ref(),
+        nexus: issuer.spec.nexus.as_ref(),
+        ca: issuer.spec.ca.as_ref(),
+        secret_namespace: ctx.cluster_resource_namespace.clone(),
+    };
+    let (status, ready) = check(&ctx, &parts, issuer.status.as_ref(), issuer.meta().generation).await;
+    if status_changed(issuer.status.as_ref(), &status) {
+        let api: Api<ClusterIssuer> = Api::all(ctx.client.clone());
+        patch_status(&api, &issuer.name_any(), "ClusterIssuer", &status).await?;
+    }
+    Ok(Action::requeue(if ready { RECHECK } else { RETRY }))
+}
+
+async fn patch_status<K>(api: &Api<K>, name: &str, kind: &str, status: &IssuerStatus) -> Result<(), IssuerError>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let body = serde_json::json!({
+        "apiVersion": "pki-operator.io/v1alpha1",
+        "kind": kind,
+        "status": status,
+    });
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await
+        .map_err(IssuerError::UpdateStatus)?;
+    Ok(())
+}
