@@ -79,14 +79,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let recorder = Recorder::new(
         client.clone(),
-        Reporter { controller: "pki-operator".into(), instance: Some(config.lease_identity()) },
+        Reporter {
+            controller: "pki-operator".into(),
+            instance: Some(config.lease_identity()),
+        },
     );
     let cluster_resource_namespace = config
         .cluster_resource_namespace
         .clone()
         .or_else(|| config.pod_namespace.clone())
         .unwrap_or_else(|| "default".into());
-    let ctx = Arc::new(Context { client, metrics: metrics.clone(), recorder, cluster_resource_namespace });
+    let ctx = Arc::new(Context {
+        client,
+        metrics: metrics.clone(),
+        recorder,
+        cluster_resource_namespace,
+    });
     let scope = WatchScope {
         namespace: config.namespace.clone(),
     };

@@ -48,7 +48,9 @@ fn pem(label: &str, der: &[u8]) -> String {
 
 /// Whether `meta` names `uid` as its controlling owner.
 pub fn is_controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
-    meta.owner_references.as_ref().is_some_and(|refs| refs.iter().any(|r| r.uid == uid && r.controller == Some(true)))
+    meta.owner_references
+        .as_ref()
+        .is_some_and(|refs| refs.iter().any(|r| r.uid == uid && r.controller == Some(true)))
 }
 
 /// The controller ownerReference to a Certificate.
@@ -85,11 +87,17 @@ pub fn build(
         tls_crt.push_str(&pem("CERTIFICATE", der));
     }
     // ca.crt: the root when the CA sent it, else the top of the chain we have.
-    let ca = root.or(material.chain_der.last()).map(|d| pem("CERTIFICATE", d)).unwrap_or_default();
+    let ca = root
+        .or(material.chain_der.last())
+        .map(|d| pem("CERTIFICATE", d))
+        .unwrap_or_default();
     let key_pem = material.key.to_pem(spec.key_encoding)?;
     let mut data = BTreeMap::new();
     data.insert("tls.crt".to_owned(), ByteString(tls_crt.clone().into_bytes()));
-    data.insert("tls.key".to_owned(), ByteString(key_pem.expose().as_bytes().to_vec()));
+    data.insert(
+        "tls.key".to_owned(),
+        ByteString(key_pem.expose().as_bytes().to_vec()),
+    );
     data.insert("ca.crt".to_owned(), ByteString(ca.into_bytes()));
     for format in formats {
         match format {
@@ -98,7 +106,10 @@ pub fn build(
                 data.insert("tls-combined.pem".to_owned(), ByteString(combined.into_bytes()));
             }
             OutputFormatType::DER => {
-                data.insert("key.der".to_owned(), ByteString(material.key.pkcs8_der().to_vec()));
+                data.insert(
+                    "key.der".to_owned(),
+                    ByteString(material.key.pkcs8_der().to_vec()),
+                );
             }
         }
     }
@@ -130,7 +141,9 @@ fn is_self_signed(der: &[u8]) -> bool {
 /// Reads an existing Secret: ownership, the leaf, whether key and chain are intact. Returns the
 /// key too, so a renewal with `rotationPolicy: Never` can reuse it.
 pub fn observe(secret: Option<&Secret>, owner_uid: &str) -> (SecretState, Option<PrivateKey>) {
-    let Some(secret) = secret else { return (SecretState::Missing, None) };
+    let Some(secret) = secret else {
+        return (SecretState::Missing, None);
+    };
     if !is_controlled_by(&secret.metadata, owner_uid) {
         return (SecretState::NotOwned, None);
     }
@@ -139,18 +152,54 @@ pub fn observe(secret: Option<&Secret>, owner_uid: &str) -> (SecretState, Option
     let key = text("tls.key").and_then(|pem| PrivateKey::from_pem(&pem).ok());
     let certificates = text("tls.crt")
         .and_then(|pem| crate::backend::chain::parse_certificates(pem.as_bytes()).ok())
-        .and_then(|certs| certs.iter().map(der::Encode::to_der).collect::<Result<Vec<_>, _>>().ok());
+        .and_then(|certs| {
+            certs
+                .iter()
+                .map(der::Encode::to_der)
+                .collect::<Result<Vec<_>, _>>()
+                .ok()
+        });
     let Some((leaf, chain)) = certificates.as_deref().and_then(<[Vec<u8>]>::split_first) else {
-        return (SecretState::Owned { certificate: None, key_matches: false, chain_verifies: false }, key);
+        return (
+            SecretState::Owned {
+                certificate: None,
+                key_matches: false,
+                chain_verifies: false,
+            },
+            key,
+        );
     };
     let Ok(info) = inspect::inspect(leaf) else {
-        return (SecretState::Owned { certificate: None, key_matches: false, chain_verifies: false }, key);
+        return (
+            SecretState::Owned {
+                certificate: None,
+                key_matches: false,
+                chain_verifies: false,
+            },
+            key,
+        );
     };
-    let key_matches = key.as_ref().and_then(|k| k.public_key_der().ok()).is_some_and(|pk| pk == info.public_key_der);
+    let key_matches = key
+        .as_ref()
+        .and_then(|k| k.public_key_der().ok())
+        .is_some_and(|pk| pk == info.public_key_der);
     let mut full_chain = chain.to_vec();
-    if let Some(ca) = text("ca.crt").and_then(|pem| crate::backend::chain::parse_certificates(pem.as_bytes()).ok()) {
-        full_chain.extend(ca.iter().filter_map(|c| der::Encode::to_der(c).ok()).filter(|d| !chain.contains(d)));
+    if let Some(ca) =
+        text("ca.crt").and_then(|pem| crate::backend::chain::parse_certificates(pem.as_bytes()).ok())
+    {
+        full_chain.extend(
+            ca.iter()
+                .filter_map(|c| der::Encode::to_der(c).ok())
+                .filter(|d| !chain.contains(d)),
+        );
     }
     let chain_verifies = inspect::verify_chain(leaf, &full_chain).is_ok();
-    (SecretState::Owned { certificate: Some(info), key_matches, chain_verifies }, key)
+    (
+        SecretState::Owned {
+            certificate: Some(info),
+            key_matches,
+            chain_verifies,
+        },
+        key,
+    )
 }

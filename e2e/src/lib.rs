@@ -3,6 +3,9 @@
 //! namespaces and condition waits. Tests never sleep for a fixed time: they poll for the state
 //! they expect, with a deadline.
 
+pub mod conformance;
+pub mod sim;
+
 use std::{
     fs,
     path::{Path, PathBuf},

@@ -22,6 +22,7 @@ use kube::{
     discovery::ApiResource,
 };
 use libtest_mimic::{Arguments, Failed, Trial};
+use pki_operator::crd::v1alpha1::Certificate;
 use pki_operator_e2e::{
     ControlPlane, Operator, TestNamespace, metric_value, random_suffix, repo_root, wait_for, work_dir,
 };
@@ -63,6 +64,15 @@ fn main() -> std::process::ExitCode {
             "operator_without_crds_exits_naming_the_missing_crd",
             operator_without_crds_exits,
         ),
+        trial(
+            "ca_certificate_becomes_ready_with_a_verified_secret",
+            ca_certificate_becomes_ready,
+        ),
+        trial(
+            "foreign_secret_is_never_modified",
+            foreign_secret_is_never_modified,
+        ),
+        trial("steady_state_makes_no_writes", steady_state_makes_no_writes),
     ];
     let listing = args.list;
     if !listing {
@@ -595,7 +605,12 @@ fn operator_becomes_ready() -> Result<()> {
         let dir = work_dir("ready")?;
         let client = plane().client().await?;
         let ns = TestNamespace::create(&client, "ready").await?;
-        let operator = Operator::start(plane(), &dir, "operator", &["--log-format", "json"])?;
+        let operator = Operator::start(
+            plane(),
+            &dir,
+            "operator",
+            &["--log-format", "json", "--namespace", &ns.name],
+        )?;
         operator.wait_ready(Duration::from_secs(60)).await?;
         let (status, body) = operator.get("/livez").await.context("/livez does not answer")?;
         ensure!(status == 200 && body == "ok", "/livez answered {status} {body:?}");
@@ -686,6 +701,8 @@ fn standby_takes_over_when_the_leader_is_killed() -> Result<()> {
                 &dir,
                 id,
                 &[
+                    "--namespace",
+                    &ns.name,
                     "--leader-election=true",
                     "--leader-election-namespace",
                     &ns.name,
@@ -796,6 +813,352 @@ fn operator_without_crds_exits() -> Result<()> {
         ensure!(
             log.contains("kubectl apply -f crds/"),
             "exit message does not say how to install:\n{log}"
+        );
+        Ok(())
+    })
+}
+
+// ---- Certificates ------------------------------------------------------------------------
+
+/// A self-signed P-256 CA: `(cert PEM, key PEM)`.
+fn make_ca(name: &str) -> Result<(String, String)> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn apply(namespace: &str, yaml: &str) -> Result<()> {
+    let out = plane().kubectl(&["apply", "-n", namespace, "-f", "-"], Some(yaml))?;
+    ensure!(
+        out.status.success(),
+        "kubectl apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Creates the CA Secret and a `ca` Issuer named `name` in `namespace`; returns the CA PEM.
+fn ca_issuer(namespace: &str, name: &str) -> Result<String> {
+    let (cert, key) = make_ca(&format!("{name} test CA"))?;
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": name},
+        "stringData": {"tls.crt": cert, "tls.key": key},
+    });
+    apply(namespace, &serde_json::to_string(&secret)?)?;
+    apply(
+        namespace,
+        &format!(
+            "apiVersion: pki-operator.io/v1alpha1\nkind: Issuer\nmetadata: {{name: {name}}}\nspec: {{ca: {{secretName: {name}}}}}\n"
+        ),
+    )?;
+    Ok(cert)
+}
+
+async fn wait_certificate(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&Certificate) -> bool,
+) -> Result<Certificate> {
+    let api: Api<Certificate> = Api::namespaced(client.clone(), namespace);
+    wait_for(what, timeout, || async {
+        api.get_opt(name).await.ok().flatten().filter(|c| check(c))
+    })
+    .await
+}
+
+fn condition(cert: &Certificate, type_: &str) -> Option<(String, String, String)> {
+    cert.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+fn is_ready(cert: &Certificate) -> bool {
+    condition(cert, "Ready").is_some_and(|(status, ..)| status == "True")
+}
+
+fn secret_text(secret: &k8s_openapi::api::core::v1::Secret, key: &str) -> Result<String> {
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .with_context(|| format!("Secret has no {key}"))?;
+    Ok(String::from_utf8(bytes.0.clone())?)
+}
+
+/// Checks a TLS Secret: key matches the leaf, the chain verifies to `root_pem`, names equal `dns`.
+fn verify_tls_secret(
+    secret: &k8s_openapi::api::core::v1::Secret,
+    root_pem: &str,
+    dns: &[&str],
+) -> Result<()> {
+    use pki_operator::pki::{inspect, key::PrivateKey};
+    ensure!(
+        secret.type_.as_deref() == Some("kubernetes.io/tls"),
+        "Secret type {:?}",
+        secret.type_
+    );
+    let chain = pki_operator::backend::chain::parse_certificates(secret_text(secret, "tls.crt")?.as_bytes())?;
+    let ders: Vec<Vec<u8>> = chain.iter().map(der::Encode::to_der).collect::<Result<_, _>>()?;
+    let (leaf, intermediates) = ders.split_first().context("empty tls.crt")?;
+    let info = inspect::inspect(leaf)?;
+    let key = PrivateKey::from_pem(&secret_text(secret, "tls.key")?)?;
+    ensure!(
+        key.public_key_der()? == info.public_key_der,
+        "tls.key does not match the certificate"
+    );
+    let root = pki_operator::backend::chain::parse_certificates(root_pem.as_bytes())?;
+    let mut full = intermediates.to_vec();
+    full.push(der::Encode::to_der(&root[0])?);
+    inspect::verify_chain(leaf, &full)?;
+    let ca = secret_text(secret, "ca.crt")?;
+    ensure!(ca.trim() == root_pem.trim(), "ca.crt is not the issuer's root");
+    let mut names = info.dns_names.clone();
+    names.sort();
+    let mut wanted: Vec<String> = dns.iter().map(|s| (*s).to_owned()).collect();
+    wanted.sort();
+    ensure!(names == wanted, "certificate names {names:?}, spec {wanted:?}");
+    Ok(())
+}
+
+/// A `ca` Issuer and Certificates with different keys and formats become Ready; each Secret's
+/// key matches its leaf, the chain verifies to the CA, the names equal the spec, and the printer
+/// columns show it.
+fn ca_certificate_becomes_ready() -> Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    block_on(async {
+        let dir = work_dir("ca-ready")?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "ca-ready").await?;
+        let root = ca_issuer(&ns.name, "local-ca")?;
+        let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        apply(
+            &ns.name,
+            r"
+apiVersion: pki-operator.io/v1alpha1
+kind: Certificate
+metadata: {name: ecdsa}
+spec:
+  secretName: ecdsa-tls
+  issuerRef: {name: local-ca}
+  commonName: ecdsa.example.com
+  dnsNames: [ecdsa.example.com, www.ecdsa.example.com]
+---
+apiVersion: pki-operator.io/v1alpha1
+kind: Certificate
+metadata: {name: rsa}
+spec:
+  secretName: rsa-tls
+  issuerRef: {name: local-ca}
+  dnsNames: [rsa.example.com]
+  privateKey: {algorithm: RSA, size: 2048, encoding: PKCS8}
+  additionalOutputFormats: [{type: CombinedPEM}, {type: DER}]
+  secretTemplate: {labels: {team: payments}, annotations: {owner: payments}}
+",
+        )?;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+        for (name, secret_name, dns) in [
+            (
+                "ecdsa",
+                "ecdsa-tls",
+                vec!["ecdsa.example.com", "www.ecdsa.example.com"],
+            ),
+            ("rsa", "rsa-tls", vec!["rsa.example.com"]),
+        ] {
+            let cert = wait_certificate(
+                &client,
+                &ns.name,
+                name,
+                "Certificate Ready",
+                Duration::from_secs(60),
+                is_ready,
+            )
+            .await
+            .with_context(|| operator.log_text())?;
+            let status = cert.status.clone().unwrap_or_default();
+            ensure!(
+                status.not_after.is_some() && status.serial_number.is_some() && status.revision == Some(1),
+                "status {status:?}"
+            );
+            let secret = secrets.get(secret_name).await?;
+            verify_tls_secret(&secret, &root, &dns)?;
+            let annotations = secret.metadata.annotations.clone().unwrap_or_default();
+            ensure!(
+                annotations.get("pki-operator.io/serial-number") == status.serial_number.as_ref(),
+                "serial annotation"
+            );
+        }
+        let rsa = secrets.get("rsa-tls").await?;
+        ensure!(
+            secret_text(&rsa, "tls.key")?.starts_with("-----BEGIN PRIVATE KEY-----"),
+            "PKCS#8 requested"
+        );
+        ensure!(
+            secret_text(&rsa, "tls-combined.pem")?.contains("PRIVATE KEY-----"),
+            "CombinedPEM missing"
+        );
+        ensure!(
+            rsa.data.as_ref().is_some_and(|d| d.contains_key("key.der")),
+            "DER output missing"
+        );
+        ensure!(
+            rsa.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("team"))
+                .map(String::as_str)
+                == Some("payments"),
+            "template labels"
+        );
+        let ecdsa = secrets.get("ecdsa-tls").await?;
+        ensure!(
+            secret_text(&ecdsa, "tls.key")?.starts_with("-----BEGIN EC PRIVATE KEY-----"),
+            "PKCS#1/SEC1 by default"
+        );
+        let out = plane().kubectl(&["get", "pkicert", "-n", &ns.name], None)?;
+        let table = String::from_utf8_lossy(&out.stdout);
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("ecdsa "))
+            .context("no row")?;
+        ensure!(
+            row.contains("True") && row.contains("ecdsa-tls") && row.contains("local-ca"),
+            "printer columns: {table}"
+        );
+        Ok(())
+    })
+}
+
+/// A Secret the Certificate does not own is left byte-for-byte untouched, and the condition
+/// says why.
+fn foreign_secret_is_never_modified() -> Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    block_on(async {
+        let dir = work_dir("conflict")?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "conflict").await?;
+        ca_issuer(&ns.name, "local-ca")?;
+        apply(
+            &ns.name,
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: taken}\nstringData: {tls.crt: precious, note: do-not-touch}\n",
+        )?;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+        let before = secrets.get("taken").await?;
+        let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        apply(
+            &ns.name,
+            "apiVersion: pki-operator.io/v1alpha1\nkind: Certificate\nmetadata: {name: grabby}\nspec: {secretName: taken, issuerRef: {name: local-ca}, dnsNames: [grabby.example.com]}\n",
+        )?;
+        let cert = wait_certificate(
+            &client,
+            &ns.name,
+            "grabby",
+            "Ready=False SecretConflict",
+            Duration::from_secs(60),
+            |c| condition(c, "Ready").is_some_and(|(s, r, _)| s == "False" && r == "SecretConflict"),
+        )
+        .await
+        .with_context(|| operator.log_text())?;
+        let (_, _, message) = condition(&cert, "Ready").context("no Ready condition")?;
+        ensure!(
+            message.contains("taken") && message.contains("not owned"),
+            "message {message:?}"
+        );
+        let after = secrets.get("taken").await?;
+        ensure!(after.data == before.data, "the Secret's data changed");
+        ensure!(
+            after.metadata.resource_version == before.metadata.resource_version,
+            "the Secret was written to"
+        );
+        ensure!(
+            after.metadata.owner_references.is_none(),
+            "the Secret gained an owner"
+        );
+        Ok(())
+    })
+}
+
+/// Writes to the apiserver in `namespace` recorded in the audit log at or after `since`
+/// (RFC 3339), excluding the test's own kubectl.
+fn audited_writes(namespace: &str, since: &str) -> Result<Vec<String>> {
+    let log = std::fs::read_to_string(plane().dir().join("audit.log"))?;
+    let mut writes = Vec::new();
+    for line in log.lines() {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let ns = event["objectRef"]["namespace"].as_str().unwrap_or_default();
+        let at = event["requestReceivedTimestamp"].as_str().unwrap_or_default();
+        let agent = event["userAgent"].as_str().unwrap_or_default();
+        if ns == namespace && at >= since && !agent.starts_with("kubectl") {
+            writes.push(format!(
+                "{} {} {}",
+                event["verb"], event["objectRef"]["resource"], event["objectRef"]["name"]
+            ));
+        }
+    }
+    Ok(writes)
+}
+
+/// Once Ready, the operator writes nothing more for the Certificate for two minutes.
+fn steady_state_makes_no_writes() -> Result<()> {
+    block_on(async {
+        let dir = work_dir("steady")?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "steady").await?;
+        ca_issuer(&ns.name, "local-ca")?;
+        let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        apply(
+            &ns.name,
+            "apiVersion: pki-operator.io/v1alpha1\nkind: Certificate\nmetadata: {name: calm}\nspec: {secretName: calm-tls, issuerRef: {name: local-ca}, dnsNames: [calm.example.com]}\n",
+        )?;
+        wait_certificate(
+            &client,
+            &ns.name,
+            "calm",
+            "Ready",
+            Duration::from_secs(60),
+            is_ready,
+        )
+        .await?;
+        // Let the write that made it Ready and its watch echo settle, then watch a 2-minute window.
+        let settle_until = Instant::now() + Duration::from_secs(5);
+        wait_for("settle", Duration::from_secs(10), || async {
+            (Instant::now() >= settle_until).then_some(())
+        })
+        .await?;
+        let since = jiff::Timestamp::now().to_string();
+        let window_end = Instant::now() + Duration::from_secs(120);
+        wait_for("the 2-minute window", Duration::from_secs(130), || async {
+            (Instant::now() >= window_end).then_some(())
+        })
+        .await?;
+        let writes = audited_writes(&ns.name, &since)?;
+        ensure!(
+            writes.is_empty(),
+            "the operator wrote {} time(s) in steady state: {writes:?}",
+            writes.len()
+        );
+        let (status, metrics) = operator.get("/metrics").await.context("metrics")?;
+        ensure!(
+            status == 200 && metrics.contains("pki_operator_reconciliations_total"),
+            "metrics unavailable"
         );
         Ok(())
     })

@@ -34,7 +34,9 @@ pub struct LocalCa {
 
 impl std::fmt::Debug for LocalCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalCa").field("chain_len", &self.chain_der.len()).finish_non_exhaustive()
+        f.debug_struct("LocalCa")
+            .field("chain_len", &self.chain_der.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -42,23 +44,43 @@ impl LocalCa {
     /// Loads the CA from a `tls.crt` (CA certificate, optionally followed by its own chain) and a
     /// `tls.key`, checking that the certificate is a CA and that the key matches it.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, BackendError> {
-        let invalid = |message: String| BackendError::Configuration { backend: KIND, message };
+        let invalid = |message: String| BackendError::Configuration {
+            backend: KIND,
+            message,
+        };
         let certificates = super::chain::parse_certificates(cert_pem.as_bytes())
             .map_err(|e| invalid(format!("tls.crt: {e}")))?;
         let mut ders = certificates.iter().map(der::Encode::to_der);
-        let ca_der = ders.next().transpose().ok().flatten().ok_or_else(|| invalid("tls.crt holds no certificate".into()))?;
-        let chain_der: Vec<Vec<u8>> = ders.collect::<Result<_, _>>().map_err(|e| invalid(format!("tls.crt: {e}")))?;
+        let ca_der = ders
+            .next()
+            .transpose()
+            .ok()
+            .flatten()
+            .ok_or_else(|| invalid("tls.crt holds no certificate".into()))?;
+        let chain_der: Vec<Vec<u8>> = ders
+            .collect::<Result<_, _>>()
+            .map_err(|e| invalid(format!("tls.crt: {e}")))?;
         let private = PrivateKey::from_pem(key_pem).map_err(|e| invalid(format!("tls.key: {e}")))?;
         let (_, parsed) = X509Certificate::from_der(&ca_der).map_err(|e| invalid(format!("tls.crt: {e}")))?;
         if !parsed.is_ca() {
-            return Err(invalid("tls.crt is not a CA certificate (basicConstraints CA:FALSE)".into()));
+            return Err(invalid(
+                "tls.crt is not a CA certificate (basicConstraints CA:FALSE)".into(),
+            ));
         }
-        let public = private.public_key_der().map_err(|e| invalid(format!("tls.key: {e}")))?;
+        let public = private
+            .public_key_der()
+            .map_err(|e| invalid(format!("tls.key: {e}")))?;
         if parsed.public_key().raw != public.as_slice() {
-            return Err(invalid("tls.key does not match the certificate in tls.crt".into()));
+            return Err(invalid(
+                "tls.key does not match the certificate in tls.crt".into(),
+            ));
         }
         let key = signer(&private).map_err(|e| invalid(format!("tls.key: {e}")))?;
-        Ok(Self { ca_der, chain_der, key })
+        Ok(Self {
+            ca_der,
+            chain_der,
+            key,
+        })
     }
 
     /// The CA certificate, DER.
@@ -67,11 +89,19 @@ impl LocalCa {
     }
 
     fn sign(&self, csr_der: &[u8], lifetime: Duration) -> Result<IssuedCertificate, BackendError> {
-        let invalid = |message: String| BackendError::InvalidRequest { backend: KIND, code: None, message };
+        let invalid = |message: String| BackendError::InvalidRequest {
+            backend: KIND,
+            code: None,
+            message,
+        };
         let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(self.ca_der.as_slice()), &self.key)
-            .map_err(|e| BackendError::Configuration { backend: KIND, message: format!("CA certificate: {e}") })?;
-        let mut request = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
-            .map_err(|e| invalid(format!("the CSR is invalid: {e}")))?;
+            .map_err(|e| BackendError::Configuration {
+                backend: KIND,
+                message: format!("CA certificate: {e}"),
+            })?;
+        let mut request =
+            CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+                .map_err(|e| invalid(format!("the CSR is invalid: {e}")))?;
         let now = time::OffsetDateTime::now_utc();
         request.params.not_before = now - BACKDATE;
         request.params.not_after = now + lifetime;
@@ -79,16 +109,23 @@ impl LocalCa {
         request.params.is_ca = rcgen::IsCa::ExplicitNoCa;
         request.params.use_authority_key_identifier_extension = true;
         if request.params.key_usages.is_empty() {
-            request.params.key_usages =
-                vec![rcgen::KeyUsagePurpose::DigitalSignature, rcgen::KeyUsagePurpose::KeyEncipherment];
+            request.params.key_usages = vec![
+                rcgen::KeyUsagePurpose::DigitalSignature,
+                rcgen::KeyUsagePurpose::KeyEncipherment,
+            ];
         }
         if request.params.extended_key_usages.is_empty() {
             request.params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         }
-        let certificate = request.signed_by(&issuer).map_err(|e| invalid(format!("cannot sign the CSR: {e}")))?;
+        let certificate = request
+            .signed_by(&issuer)
+            .map_err(|e| invalid(format!("cannot sign the CSR: {e}")))?;
         let mut chain = vec![self.ca_der.clone()];
         chain.extend(self.chain_der.iter().cloned());
-        Ok(IssuedCertificate { leaf_der: certificate.der().to_vec(), chain_der: chain })
+        Ok(IssuedCertificate {
+            leaf_der: certificate.der().to_vec(),
+            chain_der: chain,
+        })
     }
 }
 
@@ -121,7 +158,11 @@ impl CaIssuerBackend {
 
     fn order_for(request: &EnrollRequest) -> OrderHandle {
         let lifetime = request.lifetime.unwrap_or(DEFAULT_LIFETIME).as_secs();
-        OrderHandle { backend: KIND, id: format!("{}-{lifetime}", request.csr_sha256_hex()), renew_id: None }
+        OrderHandle {
+            backend: KIND,
+            id: format!("{}-{lifetime}", request.csr_sha256_hex()),
+            renew_id: None,
+        }
     }
 }
 
@@ -144,15 +185,25 @@ impl CaBackend for CaIssuerBackend {
             what: format!("order {}", order.id),
         })?;
         if hash != super::chain::sha256_hex(csr_der) {
-            return Err(BackendError::NotFound { backend: KIND, what: format!("order {} for this CSR", order.id) });
+            return Err(BackendError::NotFound {
+                backend: KIND,
+                what: format!("order {} for this CSR", order.id),
+            });
         }
-        let seconds: u64 = lifetime
-            .parse()
-            .map_err(|_| BackendError::NotFound { backend: KIND, what: format!("order {}", order.id) })?;
-        Ok(Collected::Issued(self.ca.sign(csr_der, Duration::from_secs(seconds))?))
+        let seconds: u64 = lifetime.parse().map_err(|_| BackendError::NotFound {
+            backend: KIND,
+            what: format!("order {}", order.id),
+        })?;
+        Ok(Collected::Issued(
+            self.ca.sign(csr_der, Duration::from_secs(seconds))?,
+        ))
     }
 
-    async fn renew(&self, _order: &OrderHandle, request: &EnrollRequest) -> Result<OrderHandle, BackendError> {
+    async fn renew(
+        &self,
+        _order: &OrderHandle,
+        request: &EnrollRequest,
+    ) -> Result<OrderHandle, BackendError> {
         Ok(Self::order_for(request))
     }
 
@@ -160,7 +211,10 @@ impl CaBackend for CaIssuerBackend {
         Ok(())
     }
 
-    async fn find_existing_order(&self, request: &EnrollRequest) -> Result<Option<OrderHandle>, BackendError> {
+    async fn find_existing_order(
+        &self,
+        request: &EnrollRequest,
+    ) -> Result<Option<OrderHandle>, BackendError> {
         Ok(Some(Self::order_for(request)))
     }
 }
@@ -184,7 +238,10 @@ mod tests {
             params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         }
         let cert = params.self_signed(&signer(&key).unwrap()).unwrap();
-        (cert.pem(), key.to_pem(KeyEncoding::Pkcs8).unwrap().expose().to_owned())
+        (
+            cert.pem(),
+            key.to_pem(KeyEncoding::Pkcs8).unwrap().expose().to_owned(),
+        )
     }
 
     #[tokio::test]
@@ -192,7 +249,10 @@ mod tests {
         let (cert, key) = test_ca(true);
         let backend = CaIssuerBackend::new(LocalCa::from_pem(&cert, &key).unwrap());
         let leaf_key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
-        let subject = CsrSubject { dns_names: vec!["a.example.com".into()], ..CsrSubject::default() };
+        let subject = CsrSubject {
+            dns_names: vec!["a.example.com".into()],
+            ..CsrSubject::default()
+        };
         let request = EnrollRequest {
             csr_der: build_csr(&leaf_key, &subject).unwrap(),
             dns_names: subject.dns_names.clone(),
@@ -200,17 +260,28 @@ mod tests {
             ..EnrollRequest::default()
         };
         let order = backend.enroll(&request).await.unwrap();
-        assert_eq!(backend.find_existing_order(&request).await.unwrap(), Some(order.clone()));
-        let Collected::Issued(issued) = backend.collect(&order, &request.csr_der).await.unwrap() else { panic!() };
+        assert_eq!(
+            backend.find_existing_order(&request).await.unwrap(),
+            Some(order.clone())
+        );
+        let Collected::Issued(issued) = backend.collect(&order, &request.csr_der).await.unwrap() else {
+            panic!()
+        };
         let (_, leaf) = X509Certificate::from_der(&issued.leaf_der).unwrap();
         let (_, ca) = X509Certificate::from_der(&issued.chain_der[0]).unwrap();
         leaf.verify_signature(Some(ca.public_key())).unwrap();
-        assert_eq!(leaf.public_key().raw, leaf_key.public_key_der().unwrap().as_slice());
+        assert_eq!(
+            leaf.public_key().raw,
+            leaf_key.public_key_der().unwrap().as_slice()
+        );
         let lifetime = leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp();
         assert_eq!(lifetime, 3600 + 60);
         // Another CSR does not match the order.
         let other = build_csr(&PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap(), &subject).unwrap();
-        assert!(matches!(backend.collect(&order, &other).await, Err(BackendError::NotFound { .. })));
+        assert!(matches!(
+            backend.collect(&order, &other).await,
+            Err(BackendError::NotFound { .. })
+        ));
     }
 
     #[test]

@@ -430,7 +430,12 @@ impl CaBackend for Backend {
         }
     }
 
-    async fn replace(&self, order: &OrderHandle, request: &EnrollRequest, reason: &str) -> Result<OrderHandle, BackendError> {
+    async fn replace(
+        &self,
+        order: &OrderHandle,
+        request: &EnrollRequest,
+        reason: &str,
+    ) -> Result<OrderHandle, BackendError> {
         match self {
             Self::Scm(b) => b.replace(order, request, reason).await,
             Self::Ca(b) => b.replace(order, request, reason).await,
@@ -444,7 +449,10 @@ impl CaBackend for Backend {
         }
     }
 
-    async fn find_existing_order(&self, request: &EnrollRequest) -> Result<Option<OrderHandle>, BackendError> {
+    async fn find_existing_order(
+        &self,
+        request: &EnrollRequest,
+    ) -> Result<Option<OrderHandle>, BackendError> {
         match self {
             Self::Scm(b) => b.find_existing_order(request).await,
             Self::Ca(b) => b.find_existing_order(request).await,

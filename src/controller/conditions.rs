@@ -65,7 +65,14 @@ mod tests {
         set(&mut conditions, "Ready", false, "Pending", "waiting", Some(1));
         let first = conditions[0].last_transition_time.clone();
         std::thread::sleep(std::time::Duration::from_millis(5));
-        set(&mut conditions, "Ready", false, "StillPending", "still waiting", Some(2));
+        set(
+            &mut conditions,
+            "Ready",
+            false,
+            "StillPending",
+            "still waiting",
+            Some(2),
+        );
         assert_eq!(conditions[0].last_transition_time, first);
         assert_eq!(conditions[0].reason, "StillPending");
         set(&mut conditions, "Ready", true, "Issued", "done", Some(2));

@@ -4,10 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use k8s_openapi::{
-    api::core::v1::Secret,
-    apimachinery::pkg::apis::meta::v1::Time,
-};
+use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -85,7 +82,9 @@ impl IssuerError {
             Self::SecretNotFound { .. } | Self::SecretKeyMissing { .. } => "SecretNotFound",
             Self::ReadSecret { .. } | Self::UpdateStatus(_) => "KubernetesError",
             Self::Backend(BackendError::Unauthorized { .. }) => "InvalidCredentials",
-            Self::Backend(BackendError::Unavailable { .. } | BackendError::RateLimited { .. }) => "Unreachable",
+            Self::Backend(BackendError::Unavailable { .. } | BackendError::RateLimited { .. }) => {
+                "Unreachable"
+            }
             Self::Backend(BackendError::Configuration { .. }) => "InvalidConfiguration",
             Self::Backend(_) => "CheckFailed",
             Self::Unsupported(_) => "Unsupported",
@@ -109,8 +108,15 @@ async fn read_secret(secrets: &Api<Secret>, namespace: &str, name: &str) -> Resu
     secrets
         .get_opt(name)
         .await
-        .map_err(|source| IssuerError::ReadSecret { namespace: namespace.into(), name: name.into(), source })?
-        .ok_or_else(|| IssuerError::SecretNotFound { namespace: namespace.into(), name: name.into() })
+        .map_err(|source| IssuerError::ReadSecret {
+            namespace: namespace.into(),
+            name: name.into(),
+            source,
+        })?
+        .ok_or_else(|| IssuerError::SecretNotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+        })
 }
 
 fn secret_text(secret: &Secret, namespace: &str, key: &str) -> Result<String, IssuerError> {
@@ -133,7 +139,10 @@ pub async fn build_backend(ctx: &Context, parts: &IssuerParts<'_>) -> Result<Bac
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     if let Some(ca) = parts.ca {
         let secret = read_secret(&secrets, ns, &ca.secret_name).await?;
-        let local = LocalCa::from_pem(&secret_text(&secret, ns, "tls.crt")?, &secret_text(&secret, ns, "tls.key")?)?;
+        let local = LocalCa::from_pem(
+            &secret_text(&secret, ns, "tls.crt")?,
+            &secret_text(&secret, ns, "tls.key")?,
+        )?;
         return Ok(Backend::Ca(CaIssuerBackend::new(local)));
     }
     if let Some(scm) = parts.scm {
@@ -141,16 +150,35 @@ pub async fn build_backend(ctx: &Context, parts: &IssuerParts<'_>) -> Result<Bac
             let secret = read_secret(&secrets, ns, &password.secret_name).await?;
             ScmAuth::Password {
                 login: secret_text(&secret, ns, password.login_key.as_deref().unwrap_or("login"))?,
-                password: SecretString::new(secret_text(&secret, ns, password.password_key.as_deref().unwrap_or("password"))?),
+                password: SecretString::new(secret_text(
+                    &secret,
+                    ns,
+                    password.password_key.as_deref().unwrap_or("password"),
+                )?),
             }
         } else if let Some(cert) = &scm.auth.client_certificate {
             let secret = read_secret(&secrets, ns, &cert.secret_name).await?;
-            let identity = format!("{}\n{}\n", secret_text(&secret, ns, "tls.crt")?, secret_text(&secret, ns, "tls.key")?);
-            ScmAuth::ClientCertificate { login: cert.login.clone(), identity_pem: SecretString::new(identity) }
+            let identity = format!(
+                "{}\n{}\n",
+                secret_text(&secret, ns, "tls.crt")?,
+                secret_text(&secret, ns, "tls.key")?
+            );
+            ScmAuth::ClientCertificate {
+                login: cert.login.clone(),
+                identity_pem: SecretString::new(identity),
+            }
         } else {
-            return Err(IssuerError::Unsupported("scm.auth needs password or clientCertificate".into()));
+            return Err(IssuerError::Unsupported(
+                "scm.auth needs password or clientCertificate".into(),
+            ));
         };
-        let mut config = ScmConfig::new(scm.url.clone(), scm.customer_uri.clone(), auth, scm.org_id, scm.cert_type);
+        let mut config = ScmConfig::new(
+            scm.url.clone(),
+            scm.customer_uri.clone(),
+            auth,
+            scm.org_id,
+            scm.cert_type,
+        );
         config.flavor = match scm.flavor {
             SpecFlavor::Sectigo => ScmFlavor::Sectigo,
             SpecFlavor::InCommon => ScmFlavor::InCommon,
@@ -158,14 +186,22 @@ pub async fn build_backend(ctx: &Context, parts: &IssuerParts<'_>) -> Result<Bac
         config.term_days = scm.term.and_then(|t| u32::try_from(t).ok());
         config.external_requester.clone_from(&scm.external_requester);
         config.comments.clone_from(&scm.comments);
-        config.custom_fields = scm.custom_fields.iter().map(|f| (f.name.clone(), f.value.clone())).collect();
+        config.custom_fields = scm
+            .custom_fields
+            .iter()
+            .map(|f| (f.name.clone(), f.value.clone()))
+            .collect();
         config.ca_bundle_pem.clone_from(&scm.ca_bundle);
         return Ok(Backend::Scm(ScmBackend::new(config)?));
     }
     if parts.nexus.is_some() {
-        return Err(IssuerError::Unsupported("the nexus backend is not available in this version yet".into()));
+        return Err(IssuerError::Unsupported(
+            "the nexus backend is not available in this version yet".into(),
+        ));
     }
-    Err(IssuerError::Unsupported("exactly one of scm, nexus or ca must be set".into()))
+    Err(IssuerError::Unsupported(
+        "exactly one of scm, nexus or ca must be set".into(),
+    ))
 }
 
 /// Poll interval of an issuer's pending orders.
@@ -192,15 +228,25 @@ pub fn trust_anchors(chain_der: &[Vec<u8>]) -> Vec<TrustAnchor> {
                     validation_message: "Error parsing a certificate.".into(),
                 };
             };
-            let key_cert_sign = cert.key_usage().ok().flatten().is_none_or(|ku| ku.value.key_cert_sign());
+            let key_cert_sign = cert
+                .key_usage()
+                .ok()
+                .flatten()
+                .is_none_or(|ku| ku.value.key_cert_sign());
             let self_signed = cert.subject() == cert.issuer();
-            let issuer = chain_der.get(i + 1).and_then(|d| X509Certificate::from_der(d).ok()).map(|(_, c)| c);
+            let issuer = chain_der
+                .get(i + 1)
+                .and_then(|d| X509Certificate::from_der(d).ok())
+                .map(|(_, c)| c);
             let (validation, message) = if cert.validity().not_after.timestamp() < now {
                 (2003, "The certificate is expired.")
             } else if cert.validity().not_before.timestamp() > now {
                 (2004, "The certificate is not yet valid.")
             } else if !cert.is_ca() || !key_cert_sign {
-                (2012, "The certificate's key usage or extended key usage does not match its purpose.")
+                (
+                    2012,
+                    "The certificate's key usage or extended key usage does not match its purpose.",
+                )
             } else if self_signed && cert.verify_signature(None).is_err() {
                 (2014, "The certificate is an invalid self-signed certificate.")
             } else if let Some(issuer) = issuer.filter(|_| !self_signed) {
@@ -212,18 +258,17 @@ pub fn trust_anchors(chain_der: &[Vec<u8>]) -> Vec<TrustAnchor> {
             } else {
                 (0, "Certificate is valid.")
             };
-            let not_after = jiff::Timestamp::from_second(cert.validity().not_after.timestamp()).ok().map(Time);
+            let not_after = jiff::Timestamp::from_second(cert.validity().not_after.timestamp())
+                .ok()
+                .map(Time);
             TrustAnchor {
                 subject: cert.subject().to_string(),
-                subject_key_id: cert
-                    .extensions()
-                    .iter()
-                    .find_map(|e| match e.parsed_extension() {
-                        x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(id) => {
-                            Some(crate::backend::chain::hex(id.0))
-                        }
-                        _ => None,
-                    }),
+                subject_key_id: cert.extensions().iter().find_map(|e| match e.parsed_extension() {
+                    x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(id) => {
+                        Some(crate::backend::chain::hex(id.0))
+                    }
+                    _ => None,
+                }),
                 not_after,
                 validation,
                 validation_message: message.into(),
@@ -233,12 +278,21 @@ pub fn trust_anchors(chain_der: &[Vec<u8>]) -> Vec<TrustAnchor> {
 }
 
 /// Checks one issuer and returns its new status.
-async fn check(ctx: &Context, parts: &IssuerParts<'_>, old: Option<&IssuerStatus>, generation: Option<i64>) -> (IssuerStatus, bool) {
+async fn check(
+    ctx: &Context,
+    parts: &IssuerParts<'_>,
+    old: Option<&IssuerStatus>,
+    generation: Option<i64>,
+) -> (IssuerStatus, bool) {
     let mut status = old.cloned().unwrap_or_default();
     status.observed_generation = generation;
     status.last_check_time = Some(Time(jiff::Timestamp::now()));
     let outcome = match build_backend(ctx, parts).await {
-        Ok(backend) => backend.check().await.map(|profiles| (backend, profiles)).map_err(IssuerError::from),
+        Ok(backend) => backend
+            .check()
+            .await
+            .map(|profiles| (backend, profiles))
+            .map_err(IssuerError::from),
         Err(e) => Err(e),
     };
     match outcome {
@@ -250,15 +304,32 @@ async fn check(ctx: &Context, parts: &IssuerParts<'_>, old: Option<&IssuerStatus
                 }
                 Backend::Scm(_) => {
                     status.trust_anchors = Vec::new();
-                    format!("authenticated; {} certificate profile(s) available", profiles.len())
+                    format!(
+                        "authenticated; {} certificate profile(s) available",
+                        profiles.len()
+                    )
                 }
             };
-            conditions::set(&mut status.conditions, "Ready", true, "Checked", message, generation);
+            conditions::set(
+                &mut status.conditions,
+                "Ready",
+                true,
+                "Checked",
+                message,
+                generation,
+            );
             (status, true)
         }
         Err(error) => {
             let message = crate::leader::error_chain(&error);
-            conditions::set(&mut status.conditions, "Ready", false, error.reason(), message, generation);
+            conditions::set(
+                &mut status.conditions,
+                "Ready",
+                false,
+                error.reason(),
+                message,
+                generation,
+            );
             (status, false)
         }
     }
@@ -266,7 +337,10 @@ async fn check(ctx: &Context, parts: &IssuerParts<'_>, old: Option<&IssuerStatus
 
 fn status_changed(old: Option<&IssuerStatus>, new: &IssuerStatus) -> bool {
     // lastCheckTime alone does not justify a write; everything else does.
-    let strip = |s: &IssuerStatus| IssuerStatus { last_check_time: None, ..s.clone() };
+    let strip = |s: &IssuerStatus| IssuerStatus {
+        last_check_time: None,
+        ..s.clone()
+    };
     old.is_none_or(|old| strip(old) != strip(new))
 }
 
@@ -288,7 +362,10 @@ pub async fn reconcile_issuer(issuer: Arc<Issuer>, ctx: Arc<Context>) -> Result<
 }
 
 /// Reconciles a ClusterIssuer (Secrets in the cluster resource namespace).
-pub async fn reconcile_cluster_issuer(issuer: Arc<ClusterIssuer>, ctx: Arc<Context>) -> Result<Action, IssuerError> {
+pub async fn reconcile_cluster_issuer(
+    issuer: Arc<ClusterIssuer>,
+    ctx: Arc<Context>,
+) -> Result<Action, IssuerError> {
     let parts = IssuerParts {
         scm: issuer.spec.scm.as_ref(),
         nexus: issuer.spec.nexus.as_ref(),
@@ -303,7 +380,12 @@ pub async fn reconcile_cluster_issuer(issuer: Arc<ClusterIssuer>, ctx: Arc<Conte
     Ok(Action::requeue(if ready { RECHECK } else { RETRY }))
 }
 
-async fn patch_status<K>(api: &Api<K>, name: &str, kind: &str, status: &IssuerStatus) -> Result<(), IssuerError>
+async fn patch_status<K>(
+    api: &Api<K>,
+    name: &str,
+    kind: &str,
+    status: &IssuerStatus,
+) -> Result<(), IssuerError>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -312,8 +394,12 @@ where
         "kind": kind,
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await
-        .map_err(IssuerError::UpdateStatus)?;
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(IssuerError::UpdateStatus)?;
     Ok(())
 }

@@ -114,21 +114,27 @@ pub async fn run(ctx: Arc<Context>, scope: &WatchScope, readiness: Readiness, sh
     let runners = vec![
         runner_with::<v1alpha1::Certificate, _, _>(
             "certificate",
-            Controller::new(scope.namespaced(&client), watcher::Config::default().any_semantic()).owns(owned_secrets, secret_watch),
+            certificate_controller(&client, scope).owns(owned_secrets, secret_watch),
             &ctx,
             &shutdown,
             certificate::reconcile,
         ),
         runner_with::<v1alpha1::Issuer, _, _>(
             "issuer",
-            Controller::new(scope.namespaced(&client), watcher::Config::default().any_semantic()),
+            Controller::new(
+                scope.namespaced(&client),
+                watcher::Config::default().any_semantic(),
+            ),
             &ctx,
             &shutdown,
             issuer::reconcile_issuer,
         ),
         runner_with::<v1alpha1::ClusterIssuer, _, _>(
             "cluster_issuer",
-            Controller::new(Api::all(client.clone()), watcher::Config::default().any_semantic()),
+            Controller::new(
+                Api::all(client.clone()),
+                watcher::Config::default().any_semantic(),
+            ),
             &ctx,
             &shutdown,
             issuer::reconcile_cluster_issuer,
@@ -147,6 +153,52 @@ pub async fn run(ctx: Arc<Context>, scope: &WatchScope, readiness: Readiness, sh
         metrics.set_ready(true);
     };
     tokio::join!(mark_ready, futures::future::join_all(loops));
+}
+
+/// The Certificate controller's watches: its kind, plus Issuers and ClusterIssuers, so a
+/// Certificate waiting for its issuer moves on as soon as the issuer turns Ready.
+fn certificate_controller(
+    client: &Client,
+    scope: &WatchScope,
+) -> Controller<DeserializeGuard<v1alpha1::Certificate>> {
+    let controller: Controller<DeserializeGuard<v1alpha1::Certificate>> = Controller::new(
+        scope.namespaced(client),
+        watcher::Config::default().any_semantic(),
+    );
+    let store = controller.store();
+    let referencing = move |kind: v1alpha1::common::IssuerKind, name: String, namespace: Option<String>| {
+        store
+            .state()
+            .into_iter()
+            .filter_map(|guard| guard.0.as_ref().ok().cloned())
+            .filter(|cert| {
+                cert.spec.issuer_ref.kind == kind
+                    && cert.spec.issuer_ref.name == name
+                    && (namespace.is_none() || cert.metadata.namespace == namespace)
+            })
+            .map(|cert| ObjectRef::from_obj(&DeserializeGuard(Ok(cert))))
+            .collect::<Vec<_>>()
+    };
+    let by_issuer = referencing.clone();
+    let issuers: Api<DeserializeGuard<v1alpha1::Issuer>> = scope.namespaced(client);
+    let cluster_issuers: Api<DeserializeGuard<v1alpha1::ClusterIssuer>> = Api::all(client.clone());
+    controller
+        .watches(issuers, watcher::Config::default(), move |issuer| {
+            let meta = &issuer.0.as_ref().map(|i| i.metadata.clone()).unwrap_or_default();
+            by_issuer(
+                v1alpha1::common::IssuerKind::Issuer,
+                meta.name.clone().unwrap_or_default(),
+                meta.namespace.clone(),
+            )
+        })
+        .watches(cluster_issuers, watcher::Config::default(), move |issuer| {
+            let meta = &issuer.0.as_ref().map(|i| i.metadata.clone()).unwrap_or_default();
+            referencing(
+                v1alpha1::common::IssuerKind::ClusterIssuer,
+                meta.name.clone().unwrap_or_default(),
+                None,
+            )
+        })
 }
 
 /// A controller running a real reconciler over the typed object; objects that fail to

@@ -64,7 +64,10 @@ pub(crate) fn signer(key: &PrivateKey) -> Result<KeyPair, CsrError> {
 
 /// Builds and signs a PKCS#10 request; returns its DER.
 pub fn build_csr(key: &PrivateKey, subject: &CsrSubject) -> Result<Vec<u8>, CsrError> {
-    let invalid = |name: &str, reason: &dyn std::fmt::Display| CsrError::InvalidName { name: name.into(), reason: reason.to_string() };
+    let invalid = |name: &str, reason: &dyn std::fmt::Display| CsrError::InvalidName {
+        name: name.into(),
+        reason: reason.to_string(),
+    };
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     if let Some(cn) = &subject.common_name {
@@ -84,20 +87,30 @@ pub fn build_csr(key: &PrivateKey, subject: &CsrSubject) -> Result<Vec<u8>, CsrE
     params.distinguished_name = dn;
     let mut sans = Vec::new();
     for name in &subject.dns_names {
-        sans.push(SanType::DnsName(name.as_str().try_into().map_err(|e| invalid(name, &e))?));
+        sans.push(SanType::DnsName(
+            name.as_str().try_into().map_err(|e| invalid(name, &e))?,
+        ));
     }
     for ip in &subject.ip_addresses {
-        sans.push(SanType::IpAddress(ip.parse::<IpAddr>().map_err(|e| invalid(ip, &e))?));
+        sans.push(SanType::IpAddress(
+            ip.parse::<IpAddr>().map_err(|e| invalid(ip, &e))?,
+        ));
     }
     for uri in &subject.uris {
-        sans.push(SanType::URI(uri.as_str().try_into().map_err(|e| invalid(uri, &e))?));
+        sans.push(SanType::URI(
+            uri.as_str().try_into().map_err(|e| invalid(uri, &e))?,
+        ));
     }
     for email in &subject.email_addresses {
-        sans.push(SanType::Rfc822Name(email.as_str().try_into().map_err(|e| invalid(email, &e))?));
+        sans.push(SanType::Rfc822Name(
+            email.as_str().try_into().map_err(|e| invalid(email, &e))?,
+        ));
     }
     params.subject_alt_names = sans;
     let signer = signer(key)?;
-    let csr = params.serialize_request(&signer).map_err(|e| CsrError::Build(e.to_string()))?;
+    let csr = params
+        .serialize_request(&signer)
+        .map_err(|e| CsrError::Build(e.to_string()))?;
     Ok(csr.der().to_vec())
 }
 
@@ -109,7 +122,12 @@ mod tests {
 
     #[test]
     fn csr_carries_names_and_key_for_every_algorithm() {
-        for algorithm in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Ed25519, KeyAlgorithm::Rsa(2048)] {
+        for algorithm in [
+            KeyAlgorithm::EcdsaP256,
+            KeyAlgorithm::EcdsaP384,
+            KeyAlgorithm::Ed25519,
+            KeyAlgorithm::Rsa(2048),
+        ] {
             let key = PrivateKey::generate(algorithm).unwrap();
             let subject = CsrSubject {
                 common_name: Some("web.example.com".into()),
@@ -123,17 +141,30 @@ mod tests {
             let der = build_csr(&key, &subject).unwrap();
             let (_, csr) = X509CertificationRequest::from_der(&der).unwrap();
             csr.verify_signature().unwrap();
-            assert_eq!(csr.certification_request_info.subject_pki.raw, key.public_key_der().unwrap().as_slice(), "{algorithm}");
+            assert_eq!(
+                csr.certification_request_info.subject_pki.raw,
+                key.public_key_der().unwrap().as_slice(),
+                "{algorithm}"
+            );
             let subject = csr.certification_request_info.subject.to_string();
-            assert!(subject.contains("CN=web.example.com") && subject.contains("O=Example"), "{subject}");
-            assert_eq!(crate::backend::chain::csr_public_key(&der).unwrap(), key.public_key_der().unwrap());
+            assert!(
+                subject.contains("CN=web.example.com") && subject.contains("O=Example"),
+                "{subject}"
+            );
+            assert_eq!(
+                crate::backend::chain::csr_public_key(&der).unwrap(),
+                key.public_key_der().unwrap()
+            );
         }
     }
 
     #[test]
     fn invalid_names_are_reported() {
         let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
-        let subject = CsrSubject { ip_addresses: vec!["not-an-ip".into()], ..CsrSubject::default() };
+        let subject = CsrSubject {
+            ip_addresses: vec!["not-an-ip".into()],
+            ..CsrSubject::default()
+        };
         let error = build_csr(&key, &subject).unwrap_err();
         assert!(error.to_string().contains("not-an-ip"), "{error}");
     }

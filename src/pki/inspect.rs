@@ -50,7 +50,12 @@ pub fn inspect(der: &[u8]) -> Result<CertificateInfo, InspectError> {
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
         serial_hex: hex_serial(cert.raw_serial()),
-        common_name: cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_owned),
+        common_name: cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_owned),
         dns_names: Vec::new(),
         ip_addresses: Vec::new(),
         email_addresses: Vec::new(),
@@ -110,8 +115,13 @@ impl CertificateInfo {
         }
         wanted_dns = sorted(&wanted_dns);
         let ips = |v: &[String]| {
-            let mut v: Vec<String> =
-                v.iter().map(|s| s.parse::<IpAddr>().map_or_else(|_| s.clone(), |ip| ip.to_string())).collect();
+            let mut v: Vec<String> = v
+                .iter()
+                .map(|s| {
+                    s.parse::<IpAddr>()
+                        .map_or_else(|_| s.clone(), |ip| ip.to_string())
+                })
+                .collect();
             v.sort();
             v
         };
@@ -123,7 +133,9 @@ impl CertificateInfo {
 }
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, InspectError> {
-    X509Certificate::from_der(der).map(|(_, c)| c).map_err(|e| InspectError::Parse(e.to_string()))
+    X509Certificate::from_der(der)
+        .map(|(_, c)| c)
+        .map_err(|e| InspectError::Parse(e.to_string()))
 }
 
 /// Verifies that `leaf` is signed by `chain[0]`, each chain element by the next, and that the
@@ -132,9 +144,13 @@ pub fn verify_chain(leaf: &[u8], chain: &[Vec<u8>]) -> Result<(), InspectError> 
     let mut current = parse(leaf)?;
     for der in chain {
         let issuer = parse(der)?;
-        current
-            .verify_signature(Some(issuer.public_key()))
-            .map_err(|_| InspectError::Chain(format!("{} is not signed by {}", current.subject(), issuer.subject())))?;
+        current.verify_signature(Some(issuer.public_key())).map_err(|_| {
+            InspectError::Chain(format!(
+                "{} is not signed by {}",
+                current.subject(),
+                issuer.subject()
+            ))
+        })?;
         current = issuer;
     }
     if current.subject() == current.issuer() {

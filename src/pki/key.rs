@@ -87,7 +87,8 @@ impl PrivateKey {
         let der = match algorithm {
             KeyAlgorithm::Rsa(bits @ (2048 | 3072 | 4096)) => {
                 let bits = usize::try_from(bits).map_err(|_| KeyError::Generate(algorithm))?;
-                let key = rsa::RsaPrivateKey::new(&mut OsRng, bits).map_err(|_| KeyError::Generate(algorithm))?;
+                let key =
+                    rsa::RsaPrivateKey::new(&mut OsRng, bits).map_err(|_| KeyError::Generate(algorithm))?;
                 key.to_pkcs8_der()
             }
             KeyAlgorithm::Rsa(bits) => return Err(KeyError::Unsupported(format!("RSA size {bits}"))),
@@ -96,7 +97,10 @@ impl PrivateKey {
             KeyAlgorithm::Ed25519 => ed25519_dalek::SigningKey::generate(&mut OsRng).to_pkcs8_der(),
         }
         .map_err(|_| KeyError::Generate(algorithm))?;
-        Ok(Self { algorithm, pkcs8: Zeroizing::new(der.as_bytes().to_vec()) })
+        Ok(Self {
+            algorithm,
+            pkcs8: Zeroizing::new(der.as_bytes().to_vec()),
+        })
     }
 
     /// Reads a PEM private key: PKCS#8 (`PRIVATE KEY`), PKCS#1 (`RSA PRIVATE KEY`) or SEC1
@@ -108,43 +112,62 @@ impl PrivateKey {
         match label {
             "PRIVATE KEY" => Self::from_pkcs8_der(&der),
             "RSA PRIVATE KEY" => {
-                let key = rsa::RsaPrivateKey::from_pkcs1_der(&der).map_err(|_| KeyError::Parse("invalid PKCS#1 RSA key".into()))?;
+                let key = rsa::RsaPrivateKey::from_pkcs1_der(&der)
+                    .map_err(|_| KeyError::Parse("invalid PKCS#1 RSA key".into()))?;
                 let pkcs8 = key.to_pkcs8_der().map_err(|e| KeyError::Encode(e.to_string()))?;
                 Self::from_pkcs8_der(pkcs8.as_bytes())
             }
             "EC PRIVATE KEY" => {
                 if let Ok(key) = p256::SecretKey::from_sec1_der(&der) {
                     let pkcs8 = key.to_pkcs8_der().map_err(|e| KeyError::Encode(e.to_string()))?;
-                    return Ok(Self { algorithm: KeyAlgorithm::EcdsaP256, pkcs8: Zeroizing::new(pkcs8.as_bytes().to_vec()) });
+                    return Ok(Self {
+                        algorithm: KeyAlgorithm::EcdsaP256,
+                        pkcs8: Zeroizing::new(pkcs8.as_bytes().to_vec()),
+                    });
                 }
-                let key = p384::SecretKey::from_sec1_der(&der)
-                    .map_err(|_| KeyError::Parse("EC key on an unsupported curve (P-256 and P-384 are supported)".into()))?;
+                let key = p384::SecretKey::from_sec1_der(&der).map_err(|_| {
+                    KeyError::Parse("EC key on an unsupported curve (P-256 and P-384 are supported)".into())
+                })?;
                 let pkcs8 = key.to_pkcs8_der().map_err(|e| KeyError::Encode(e.to_string()))?;
-                Ok(Self { algorithm: KeyAlgorithm::EcdsaP384, pkcs8: Zeroizing::new(pkcs8.as_bytes().to_vec()) })
+                Ok(Self {
+                    algorithm: KeyAlgorithm::EcdsaP384,
+                    pkcs8: Zeroizing::new(pkcs8.as_bytes().to_vec()),
+                })
             }
-            other => Err(KeyError::Parse(format!("PEM label {other:?} is not a private key"))),
+            other => Err(KeyError::Parse(format!(
+                "PEM label {other:?} is not a private key"
+            ))),
         }
     }
 
     /// Reads a PKCS#8 DER private key.
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, KeyError> {
-        let info = PrivateKeyInfo::try_from(der).map_err(|_| KeyError::Parse("invalid PKCS#8 structure".into()))?;
+        let info =
+            PrivateKeyInfo::try_from(der).map_err(|_| KeyError::Parse("invalid PKCS#8 structure".into()))?;
         let oid = info.algorithm.oid.to_string();
         let algorithm = match oid.as_str() {
             OID_RSA => {
-                let key = rsa::RsaPrivateKey::from_pkcs8_der(der).map_err(|_| KeyError::Parse("invalid RSA key".into()))?;
+                let key = rsa::RsaPrivateKey::from_pkcs8_der(der)
+                    .map_err(|_| KeyError::Parse("invalid RSA key".into()))?;
                 let bits = u32::try_from(rsa::traits::PublicKeyParts::size(&key) * 8).unwrap_or(0);
                 KeyAlgorithm::Rsa(bits)
             }
             OID_EC => match info.algorithm.parameters_oid().map(|o| o.to_string()).as_deref() {
                 Ok(OID_P256) => KeyAlgorithm::EcdsaP256,
                 Ok(OID_P384) => KeyAlgorithm::EcdsaP384,
-                _ => return Err(KeyError::Unsupported("EC curve (P-256 and P-384 are supported)".into())),
+                _ => {
+                    return Err(KeyError::Unsupported(
+                        "EC curve (P-256 and P-384 are supported)".into(),
+                    ));
+                }
             },
             OID_ED25519 => KeyAlgorithm::Ed25519,
             other => return Err(KeyError::Unsupported(format!("key algorithm {other}"))),
         };
-        Ok(Self { algorithm, pkcs8: Zeroizing::new(der.to_vec()) })
+        Ok(Self {
+            algorithm,
+            pkcs8: Zeroizing::new(der.to_vec()),
+        })
     }
 
     /// The key's algorithm.
@@ -162,19 +185,26 @@ impl PrivateKey {
         let encode = |e: &dyn fmt::Display| KeyError::Encode(e.to_string());
         let pem = match (encoding, self.algorithm) {
             (KeyEncoding::Pkcs8, _) | (KeyEncoding::Pkcs1, KeyAlgorithm::Ed25519) => {
-                pem_rfc7468::encode_string("PRIVATE KEY", LineEnding::LF, &self.pkcs8).map_err(|e| encode(&e))?
+                pem_rfc7468::encode_string("PRIVATE KEY", LineEnding::LF, &self.pkcs8)
+                    .map_err(|e| encode(&e))?
             }
             (KeyEncoding::Pkcs1, KeyAlgorithm::Rsa(_)) => {
                 let key = rsa::RsaPrivateKey::from_pkcs8_der(&self.pkcs8).map_err(|e| encode(&e))?;
-                key.to_pkcs1_pem(LineEnding::LF).map_err(|e| encode(&e))?.to_string()
+                key.to_pkcs1_pem(LineEnding::LF)
+                    .map_err(|e| encode(&e))?
+                    .to_string()
             }
             (KeyEncoding::Pkcs1, KeyAlgorithm::EcdsaP256) => {
                 let key = p256::SecretKey::from_pkcs8_der(&self.pkcs8).map_err(|e| encode(&e))?;
-                key.to_sec1_pem(LineEnding::LF).map_err(|e| encode(&e))?.to_string()
+                key.to_sec1_pem(LineEnding::LF)
+                    .map_err(|e| encode(&e))?
+                    .to_string()
             }
             (KeyEncoding::Pkcs1, KeyAlgorithm::EcdsaP384) => {
                 let key = p384::SecretKey::from_pkcs8_der(&self.pkcs8).map_err(|e| encode(&e))?;
-                key.to_sec1_pem(LineEnding::LF).map_err(|e| encode(&e))?.to_string()
+                key.to_sec1_pem(LineEnding::LF)
+                    .map_err(|e| encode(&e))?
+                    .to_string()
             }
         };
         Ok(SecretString::new(pem))
@@ -188,12 +218,14 @@ impl PrivateKey {
                 .map_err(|e| encode(&e))?
                 .to_public_key()
                 .to_public_key_der(),
-            KeyAlgorithm::EcdsaP256 => {
-                p256::SecretKey::from_pkcs8_der(&self.pkcs8).map_err(|e| encode(&e))?.public_key().to_public_key_der()
-            }
-            KeyAlgorithm::EcdsaP384 => {
-                p384::SecretKey::from_pkcs8_der(&self.pkcs8).map_err(|e| encode(&e))?.public_key().to_public_key_der()
-            }
+            KeyAlgorithm::EcdsaP256 => p256::SecretKey::from_pkcs8_der(&self.pkcs8)
+                .map_err(|e| encode(&e))?
+                .public_key()
+                .to_public_key_der(),
+            KeyAlgorithm::EcdsaP384 => p384::SecretKey::from_pkcs8_der(&self.pkcs8)
+                .map_err(|e| encode(&e))?
+                .public_key()
+                .to_public_key_der(),
             KeyAlgorithm::Ed25519 => ed25519_dalek::SigningKey::from_pkcs8_der(&self.pkcs8)
                 .map_err(|e| encode(&e))?
                 .verifying_key()
@@ -210,17 +242,28 @@ mod tests {
 
     #[test]
     fn every_algorithm_round_trips_through_both_encodings() {
-        for algorithm in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Ed25519, KeyAlgorithm::Rsa(2048)] {
+        for algorithm in [
+            KeyAlgorithm::EcdsaP256,
+            KeyAlgorithm::EcdsaP384,
+            KeyAlgorithm::Ed25519,
+            KeyAlgorithm::Rsa(2048),
+        ] {
             let key = PrivateKey::generate(algorithm).unwrap();
             let public = key.public_key_der().unwrap();
             for encoding in [KeyEncoding::Pkcs1, KeyEncoding::Pkcs8] {
                 let pem = key.to_pem(encoding).unwrap();
                 let expected_label = match (encoding, algorithm) {
                     (KeyEncoding::Pkcs1, KeyAlgorithm::Rsa(_)) => "RSA PRIVATE KEY",
-                    (KeyEncoding::Pkcs1, KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384) => "EC PRIVATE KEY",
+                    (KeyEncoding::Pkcs1, KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384) => {
+                        "EC PRIVATE KEY"
+                    }
                     _ => "PRIVATE KEY",
                 };
-                assert!(pem.expose().starts_with(&format!("-----BEGIN {expected_label}-----")), "{algorithm} {encoding:?}");
+                assert!(
+                    pem.expose()
+                        .starts_with(&format!("-----BEGIN {expected_label}-----")),
+                    "{algorithm} {encoding:?}"
+                );
                 let back = PrivateKey::from_pem(pem.expose()).unwrap();
                 assert_eq!(back.algorithm(), algorithm);
                 assert_eq!(back.public_key_der().unwrap(), public);
@@ -230,8 +273,13 @@ mod tests {
 
     #[test]
     fn unsupported_sizes_and_garbage_are_rejected_without_echoing_input() {
-        assert!(matches!(PrivateKey::generate(KeyAlgorithm::Rsa(1024)), Err(KeyError::Unsupported(_))));
-        let error = PrivateKey::from_pem("-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n").unwrap_err();
+        assert!(matches!(
+            PrivateKey::generate(KeyAlgorithm::Rsa(1024)),
+            Err(KeyError::Unsupported(_))
+        ));
+        let error =
+            PrivateKey::from_pem("-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n")
+                .unwrap_err();
         assert!(!error.to_string().contains("c2VjcmV0"));
         assert!(matches!(PrivateKey::from_pem("hello"), Err(KeyError::Parse(_))));
     }

@@ -33,8 +33,8 @@ use super::{Context, conditions, issuer};
 use crate::{
     FIELD_MANAGER,
     backend::{
-        Backend, BackendError, BackendKind, CaBackend, Collected, EnrollRequest, OrderHandle, RevocationReason,
-        RevokeTarget,
+        Backend, BackendError, BackendKind, CaBackend, Collected, EnrollRequest, OrderHandle,
+        RevocationReason, RevokeTarget,
     },
     crd::v1alpha1::{
         Certificate, ClusterIssuer, Issuer,
@@ -119,7 +119,9 @@ fn time(seconds: i64) -> Option<Time> {
 /// Backoff after `attempts` consecutive failures: 5 s doubling to 10 min, ±20% jitter.
 pub fn backoff(attempts: i32) -> Duration {
     let exponent = u32::try_from(attempts.clamp(1, 10) - 1).unwrap_or(0);
-    let base = Duration::from_secs(5).saturating_mul(2u32.pow(exponent)).min(Duration::from_secs(600));
+    let base = Duration::from_secs(5)
+        .saturating_mul(2u32.pow(exponent))
+        .min(Duration::from_secs(600));
     base.mul_f64(0.8 + fastrand::f64() * 0.4)
 }
 
@@ -132,6 +134,8 @@ struct ResolvedIssuer {
 }
 
 /// Reconciles one Certificate.
+// The driver reads top to bottom through the phases; each phase's work lives in its own fn.
+#[allow(clippy::too_many_lines)]
 pub async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = cert.namespace().unwrap_or_default();
     let name = cert.name_any();
@@ -148,8 +152,22 @@ pub async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Acti
     let spec = match validate(&cert.spec) {
         Ok(spec) => spec,
         Err(message) => {
-            conditions::set(&mut status.conditions, "Ready", false, "InvalidSpec", message, generation);
-            conditions::set(&mut status.conditions, "Issuing", false, "InvalidSpec", "the spec is invalid", generation);
+            conditions::set(
+                &mut status.conditions,
+                "Ready",
+                false,
+                "InvalidSpec",
+                message,
+                generation,
+            );
+            conditions::set(
+                &mut status.conditions,
+                "Issuing",
+                false,
+                "InvalidSpec",
+                "the spec is invalid",
+                generation,
+            );
             write_status(&certs, &name, &old_status, &status).await?;
             return Ok(Action::await_change());
         }
@@ -161,7 +179,9 @@ pub async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Acti
     if spec_changed {
         status.failed_issuance_attempts = None;
         status.last_failure_time = None;
-    } else if let (Some(attempts), Some(failed_at)) = (old_status.failed_issuance_attempts, &old_status.last_failure_time) {
+    } else if let (Some(attempts), Some(failed_at)) =
+        (old_status.failed_issuance_attempts, &old_status.last_failure_time)
+    {
         let due = failed_at.0.as_second() + i64::try_from(backoff(attempts).as_secs()).unwrap_or(600);
         if attempts > 0 && now() < due {
             return Ok(Action::requeue(Duration::from_secs((due - now()).unsigned_abs())));
@@ -171,14 +191,24 @@ pub async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Acti
     let issuer = match resolve_issuer(&cert, &ctx, &namespace).await {
         Ok(issuer) => issuer,
         Err(message) => {
-            conditions::set(&mut status.conditions, "Ready", false, "IssuerNotReady", message, generation);
+            conditions::set(
+                &mut status.conditions,
+                "Ready",
+                false,
+                "IssuerNotReady",
+                message,
+                generation,
+            );
             write_status(&certs, &name, &old_status, &status).await?;
             return Ok(Action::requeue(ISSUER_WAIT));
         }
     };
 
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let existing = secrets.get_opt(&spec.secret_name).await.map_err(kube_error("read the output Secret"))?;
+    let existing = secrets
+        .get_opt(&spec.secret_name)
+        .await
+        .map_err(kube_error("read the output Secret"))?;
     let uid = cert.uid().unwrap_or_default();
     let (secret_state, existing_key) = secret::observe(existing.as_ref(), &uid);
     let renew_request = cert.annotations().get(RENEW_ANNOTATION).cloned();
@@ -188,66 +218,48 @@ pub async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Acti
     let observed = Observed {
         now: now(),
         spec: &spec,
-        key_algorithm_matches: existing_key.as_ref().is_none_or(|k| k.algorithm() == spec.key_algorithm),
+        key_algorithm_matches: existing_key
+            .as_ref()
+            .is_none_or(|k| k.algorithm() == spec.key_algorithm),
         manual_renewal: renew_request.is_some() && renew_request != served,
         secret: secret_state.clone(),
     };
     match plan::plan(&observed) {
         Plan::SecretConflict => {
-            let message = format!(
-                "Secret {} exists and is not owned by this Certificate; delete or rename it, or change spec.secretName",
-                spec.secret_name
-            );
-            conditions::set(&mut status.conditions, "Ready", false, "SecretConflict", message, generation);
-            conditions::set(&mut status.conditions, "Issuing", false, "SecretConflict", "waiting for the Secret name to be free", generation);
+            mark_conflict(&mut status, &spec.secret_name, generation);
             if write_status(&certs, &name, &old_status, &status).await? {
-                publish(&ctx, &cert, EventType::Warning, "SecretConflict", "the output Secret belongs to someone else").await;
+                let note = "the output Secret belongs to someone else";
+                publish(&ctx, &cert, EventType::Warning, "SecretConflict", note).await;
             }
             Ok(Action::requeue(Duration::from_secs(60)))
         }
         Plan::UpToDate { renewal_time } => {
-            if let SecretState::Owned { certificate: Some(info), .. } = &secret_state {
-                status.not_before = time(info.not_before);
-                status.not_after = time(info.not_after);
-                status.serial_number = Some(info.serial_hex.clone());
-            }
-            status.renewal_time = time(renewal_time);
-            status.failed_issuance_attempts = None;
-            status.last_failure_time = None;
-            status.last_failure_message = None;
-            conditions::set(&mut status.conditions, "Ready", true, "Ready", "the certificate is up to date", generation);
-            conditions::set(&mut status.conditions, "Issuing", false, "UpToDate", "no issuance in progress", generation);
+            mark_up_to_date(&mut status, &secret_state, renewal_time, generation);
             write_status(&certs, &name, &old_status, &status).await?;
             let wait = Duration::from_secs((renewal_time - now()).max(1).unsigned_abs()).min(MAX_RESYNC);
             Ok(Action::requeue(wait))
         }
         Plan::Issue(reason) => {
-            let result = issue(&cert, &ctx, &spec, &issuer, reason, existing_key, renew_request, &mut status).await;
+            let result = issue(
+                &cert,
+                &ctx,
+                &spec,
+                &issuer,
+                reason,
+                existing_key,
+                renew_request,
+                &mut status,
+            )
+            .await;
             match result {
                 Ok(action) => {
                     write_status(&certs, &name, &old_status, &status).await?;
                     Ok(action)
                 }
                 Err(error) => {
-                    let attempts = status.failed_issuance_attempts.unwrap_or(0) + 1;
-                    let message = crate::leader::error_chain(&error);
-                    status.failed_issuance_attempts = Some(attempts);
-                    status.last_failure_time = Some(Time(jiff::Timestamp::now()));
-                    status.last_failure_message = Some(message.clone());
-                    conditions::set(&mut status.conditions, "Ready", secret_ready(&secret_state), error.category(), message.clone(), generation);
+                    let (message, wait) = record_failure(&mut status, &error, &secret_state, generation);
                     write_status(&certs, &name, &old_status, &status).await?;
                     publish(&ctx, &cert, EventType::Warning, error.category(), &message).await;
-                    if let Error::Backend { source, .. } = &error {
-                        if !source.is_transient() {
-                            // Permanent CA errors wait for the backoff too, then retry once more:
-                            // issuers get fixed (credentials, domain validation) without a spec change.
-                            tracing::info!(certificate = %name, category = error.category(), "issuance failed permanently for now");
-                        }
-                    }
-                    let wait = match &error {
-                        Error::Backend { source, .. } => source.retry_after().unwrap_or_else(|| backoff(attempts)).max(backoff(attempts)),
-                        _ => backoff(attempts),
-                    };
                     Ok(Action::requeue(wait))
                 }
             }
@@ -255,38 +267,177 @@ pub async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Acti
     }
 }
 
-fn secret_ready(state: &SecretState) -> bool {
-    matches!(state, SecretState::Owned { certificate: Some(_), key_matches: true, chain_verifies: true })
+fn mark_conflict(status: &mut CertificateStatus, secret_name: &str, generation: Option<i64>) {
+    let message = format!(
+        "Secret {secret_name} exists and is not owned by this Certificate; delete or rename it, or change spec.secretName"
+    );
+    conditions::set(
+        &mut status.conditions,
+        "Ready",
+        false,
+        "SecretConflict",
+        message,
+        generation,
+    );
+    let waiting = "waiting for the Secret name to be free";
+    conditions::set(
+        &mut status.conditions,
+        "Issuing",
+        false,
+        "SecretConflict",
+        waiting,
+        generation,
+    );
 }
 
-async fn resolve_issuer(cert: &Certificate, ctx: &Context, namespace: &str) -> Result<ResolvedIssuer, String> {
+fn mark_up_to_date(
+    status: &mut CertificateStatus,
+    secret: &SecretState,
+    renewal_time: i64,
+    generation: Option<i64>,
+) {
+    if let SecretState::Owned {
+        certificate: Some(info),
+        ..
+    } = secret
+    {
+        status.not_before = time(info.not_before);
+        status.not_after = time(info.not_after);
+        status.serial_number = Some(info.serial_hex.clone());
+    }
+    status.renewal_time = time(renewal_time);
+    status.failed_issuance_attempts = None;
+    status.last_failure_time = None;
+    status.last_failure_message = None;
+    conditions::set(
+        &mut status.conditions,
+        "Ready",
+        true,
+        "Ready",
+        "the certificate is up to date",
+        generation,
+    );
+    conditions::set(
+        &mut status.conditions,
+        "Issuing",
+        false,
+        "UpToDate",
+        "no issuance in progress",
+        generation,
+    );
+}
+
+/// Records a failed attempt in status (so the backoff survives restarts); returns the message
+/// and how long to wait: the backoff, or the CA's Retry-After when longer.
+fn record_failure(
+    status: &mut CertificateStatus,
+    error: &Error,
+    secret: &SecretState,
+    generation: Option<i64>,
+) -> (String, Duration) {
+    let attempts = status.failed_issuance_attempts.unwrap_or(0) + 1;
+    let message = crate::leader::error_chain(error);
+    status.failed_issuance_attempts = Some(attempts);
+    status.last_failure_time = Some(Time(jiff::Timestamp::now()));
+    status.last_failure_message = Some(message.clone());
+    // Ready stays True while the current Secret is still good (e.g. a failed renewal).
+    conditions::set(
+        &mut status.conditions,
+        "Ready",
+        secret_ready(secret),
+        error.category(),
+        message.clone(),
+        generation,
+    );
+    let retry_after = match error {
+        Error::Backend { source, .. } => source.retry_after(),
+        _ => None,
+    };
+    (
+        message,
+        retry_after.map_or(backoff(attempts), |hint| hint.max(backoff(attempts))),
+    )
+}
+
+fn secret_ready(state: &SecretState) -> bool {
+    matches!(
+        state,
+        SecretState::Owned {
+            certificate: Some(_),
+            key_matches: true,
+            chain_verifies: true
+        }
+    )
+}
+
+async fn resolve_issuer(
+    cert: &Certificate,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<ResolvedIssuer, String> {
     let name = cert.spec.issuer_ref.name.clone();
     let (kind, ready, parts) = match cert.spec.issuer_ref.kind {
         IssuerKind::Issuer => {
             let api: Api<Issuer> = Api::namespaced(ctx.client.clone(), namespace);
-            let issuer = api.get_opt(&name).await.map_err(|e| format!("cannot read Issuer {name}: {e}"))?
+            let issuer = api
+                .get_opt(&name)
+                .await
+                .map_err(|e| format!("cannot read Issuer {name}: {e}"))?
                 .ok_or_else(|| format!("Issuer {name} not found in namespace {namespace}"))?;
             let ready = issuer_ready(issuer.status.as_ref().map(|s| s.conditions.as_slice()));
-            ("Issuer", ready, (issuer.spec.scm.clone(), issuer.spec.nexus.clone(), issuer.spec.ca.clone(), namespace.to_owned()))
+            (
+                "Issuer",
+                ready,
+                (
+                    issuer.spec.scm.clone(),
+                    issuer.spec.nexus.clone(),
+                    issuer.spec.ca.clone(),
+                    namespace.to_owned(),
+                ),
+            )
         }
         IssuerKind::ClusterIssuer => {
             let api: Api<ClusterIssuer> = Api::all(ctx.client.clone());
-            let issuer = api.get_opt(&name).await.map_err(|e| format!("cannot read ClusterIssuer {name}: {e}"))?
+            let issuer = api
+                .get_opt(&name)
+                .await
+                .map_err(|e| format!("cannot read ClusterIssuer {name}: {e}"))?
                 .ok_or_else(|| format!("ClusterIssuer {name} not found"))?;
             let ready = issuer_ready(issuer.status.as_ref().map(|s| s.conditions.as_slice()));
-            ("ClusterIssuer", ready, (issuer.spec.scm.clone(), issuer.spec.nexus.clone(), issuer.spec.ca.clone(), ctx.cluster_resource_namespace.clone()))
+            (
+                "ClusterIssuer",
+                ready,
+                (
+                    issuer.spec.scm.clone(),
+                    issuer.spec.nexus.clone(),
+                    issuer.spec.ca.clone(),
+                    ctx.cluster_resource_namespace.clone(),
+                ),
+            )
         }
     };
     ready.map_err(|why| format!("{kind} {name} is not ready: {why}"))?;
     let (scm, nexus, ca, secret_namespace) = parts;
-    let issuer_parts = issuer::IssuerParts { scm: scm.as_ref(), nexus: nexus.as_ref(), ca: ca.as_ref(), secret_namespace };
+    let issuer_parts = issuer::IssuerParts {
+        scm: scm.as_ref(),
+        nexus: nexus.as_ref(),
+        ca: ca.as_ref(),
+        secret_namespace,
+    };
     let backend = issuer::build_backend(ctx, &issuer_parts)
         .await
         .map_err(|e| format!("{kind} {name}: {}", crate::leader::error_chain(&e)))?;
-    Ok(ResolvedIssuer { kind, name, backend, poll_interval: issuer::poll_interval(scm.as_ref()) })
+    Ok(ResolvedIssuer {
+        kind,
+        name,
+        backend,
+        poll_interval: issuer::poll_interval(scm.as_ref()),
+    })
 }
 
-fn issuer_ready(conditions: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>) -> Result<(), String> {
+fn issuer_ready(
+    conditions: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>,
+) -> Result<(), String> {
     match conditions.and_then(|c| conditions::get(c, "Ready")) {
         Some(c) if c.status == "True" => Ok(()),
         Some(c) => Err(format!("{} ({})", c.message, c.reason)),
@@ -332,32 +483,47 @@ async fn pending_key(
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let uid = cert.uid().unwrap_or_default();
     let fingerprint = csr_fingerprint(spec);
-    if let Some(existing) = secrets.get_opt(&name).await.map_err(kube_error("read the next-key Secret"))? {
+    if let Some(existing) = secrets
+        .get_opt(&name)
+        .await
+        .map_err(kube_error("read the next-key Secret"))?
+    {
         let owned = secret::is_controlled_by(&existing.metadata, &uid);
         let data = existing.data.clone().unwrap_or_default();
-        let key = data.get("tls.key").and_then(|k| String::from_utf8(k.0.clone()).ok()).and_then(|p| PrivateKey::from_pem(&p).ok());
+        let key = data
+            .get("tls.key")
+            .and_then(|k| String::from_utf8(k.0.clone()).ok())
+            .and_then(|p| PrivateKey::from_pem(&p).ok());
         let csr = data.get("csr.der").map(|c| c.0.clone());
         let same_spec = existing.annotations().get("pki-operator.io/csr-fingerprint") == Some(&fingerprint);
         if let (true, true, Some(key), Some(csr)) = (owned, same_spec, key, csr) {
             return Ok((key, csr, false));
         }
         if !owned {
-            return Err(Error::Key(format!("Secret {name} exists and is not owned by this Certificate")));
+            return Err(Error::Key(format!(
+                "Secret {name} exists and is not owned by this Certificate"
+            )));
         }
-        secrets.delete(&name, &DeleteParams::default()).await.map_err(kube_error("replace the stale next-key Secret"))?;
+        secrets
+            .delete(&name, &DeleteParams::default())
+            .await
+            .map_err(kube_error("replace the stale next-key Secret"))?;
     }
-    let key = match reuse.filter(|k| spec.reuse_key && k.algorithm() == spec.key_algorithm) {
-        Some(key) => key,
-        None => {
-            let algorithm = spec.key_algorithm;
-            tokio::task::spawn_blocking(move || PrivateKey::generate(algorithm))
-                .await
-                .map_err(|e| Error::Key(e.to_string()))?
-                .map_err(|e| Error::Key(e.to_string()))?
-        }
+    let reusable = reuse.filter(|k| spec.reuse_key && k.algorithm() == spec.key_algorithm);
+    let key = if let Some(key) = reusable {
+        key
+    } else {
+        let algorithm = spec.key_algorithm;
+        // RSA generation takes a while; keep it off the async workers.
+        tokio::task::spawn_blocking(move || PrivateKey::generate(algorithm))
+            .await
+            .map_err(|e| Error::Key(e.to_string()))?
+            .map_err(|e| Error::Key(e.to_string()))?
     };
     let csr = build_csr(&key, &spec.subject).map_err(|e| Error::Key(e.to_string()))?;
-    let pem = key.to_pem(crate::pki::key::KeyEncoding::Pkcs8).map_err(|e| Error::Key(e.to_string()))?;
+    let pem = key
+        .to_pem(crate::pki::key::KeyEncoding::Pkcs8)
+        .map_err(|e| Error::Key(e.to_string()))?;
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.clone()),
@@ -377,7 +543,10 @@ async fn pending_key(
         ..Secret::default()
     };
     // Create, never apply: if a Secret of that name appeared meanwhile we must not adopt it.
-    secrets.create(&PostParams::default(), &secret).await.map_err(kube_error("persist the next private key"))?;
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .map_err(kube_error("persist the next private key"))?;
     Ok((key, csr, true))
 }
 
@@ -407,26 +576,47 @@ async fn issue(
         .clone()
         .filter(|o| o.csr_sha256 == csr_sha && o.backend == backend.kind().as_str() && o.state != "Failed");
     let order = if let Some(order) = current {
-        OrderHandle { backend: backend.kind(), id: order.id.clone(), renew_id: order.renew_id.clone() }
+        OrderHandle {
+            backend: backend.kind(),
+            id: order.id.clone(),
+            renew_id: order.renew_id.clone(),
+        }
     } else {
         // The key existed before this reconcile: a previous run may have ordered and died
         // before recording it. Look for that order before placing one.
-        let found = if fresh { None } else { backend.find_existing_order(&request).await.map_err(backend_error("find an existing order"))? };
-        let handle = match found {
-            Some(handle) => {
-                tracing::info!(certificate = %name, order = %handle.id, "recovered an order placed before a restart");
-                handle
-            }
-            None => {
-                let previous = status.order.clone().filter(|o| o.state == "Issued" && o.backend == backend.kind().as_str());
-                let renewal = matches!(reason, IssueReason::Renewal | IssueReason::Manual);
-                match previous.filter(|_| renewal && backend.kind() == BackendKind::Scm) {
-                    Some(previous) => {
-                        let previous = OrderHandle { backend: backend.kind(), id: previous.id, renew_id: previous.renew_id };
-                        backend.renew(&previous, &request).await.map_err(backend_error("renew"))?
-                    }
-                    None => backend.enroll(&request).await.map_err(backend_error("enroll"))?,
-                }
+        let found = if fresh {
+            None
+        } else {
+            backend
+                .find_existing_order(&request)
+                .await
+                .map_err(backend_error("find an existing order"))?
+        };
+        let handle = if let Some(handle) = found {
+            tracing::info!(certificate = %name, order = %handle.id, "recovered an order placed before a restart");
+            handle
+        } else {
+            let renewal = matches!(reason, IssueReason::Renewal | IssueReason::Manual);
+            // SCM renews an issued order with renewById (the new sslId comes back at once);
+            // otherwise, and for other backends, a renewal is a new enrollment.
+            let previous = status.order.clone().filter(|o| {
+                renewal
+                    && o.state == "Issued"
+                    && o.backend == backend.kind().as_str()
+                    && backend.kind() == BackendKind::Scm
+            });
+            if let Some(previous) = previous {
+                let previous = OrderHandle {
+                    backend: backend.kind(),
+                    id: previous.id,
+                    renew_id: previous.renew_id,
+                };
+                backend
+                    .renew(&previous, &request)
+                    .await
+                    .map_err(backend_error("renew"))?
+            } else {
+                backend.enroll(&request).await.map_err(backend_error("enroll"))?
             }
         };
         status.order = Some(CertificateOrder {
@@ -437,19 +627,51 @@ async fn issue(
             submitted_at: Some(Time(jiff::Timestamp::now())),
             csr_sha256: csr_sha.clone(),
         });
-        conditions::set(&mut status.conditions, "Issuing", true, reason.as_str(), format!("order {} placed with {} {}", handle.id, issuer.kind, issuer.name), generation);
+        conditions::set(
+            &mut status.conditions,
+            "Issuing",
+            true,
+            reason.as_str(),
+            format!("order {} placed with {} {}", handle.id, issuer.kind, issuer.name),
+            generation,
+        );
         // Persist the order id at once: this write is what prevents a second order.
         let empty = CertificateStatus::default();
         write_status(&certs, &name, &empty, status).await?;
-        publish(ctx, cert, EventType::Normal, "OrderPlaced", &format!("order {} placed ({})", handle.id, reason.as_str())).await;
+        publish(
+            ctx,
+            cert,
+            EventType::Normal,
+            "OrderPlaced",
+            &format!("order {} placed ({})", handle.id, reason.as_str()),
+        )
+        .await;
         handle
     };
 
-    match backend.collect(&order, &csr_der).await.map_err(backend_error("collect"))? {
+    match backend
+        .collect(&order, &csr_der)
+        .await
+        .map_err(backend_error("collect"))?
+    {
         Collected::Pending { detail } => {
-            conditions::set(&mut status.conditions, "Issuing", true, "Pending", format!("order {} is pending: {detail}", order.id), generation);
+            conditions::set(
+                &mut status.conditions,
+                "Issuing",
+                true,
+                "Pending",
+                format!("order {} is pending: {detail}", order.id),
+                generation,
+            );
             if !conditions::is_true(&status.conditions, "Ready") {
-                conditions::set(&mut status.conditions, "Ready", false, "Pending", format!("waiting for order {}", order.id), generation);
+                conditions::set(
+                    &mut status.conditions,
+                    "Ready",
+                    false,
+                    "Pending",
+                    format!("waiting for order {}", order.id),
+                    generation,
+                );
             }
             Ok(Action::requeue(issuer.poll_interval))
         }
@@ -457,13 +679,23 @@ async fn issue(
             if let Some(o) = status.order.as_mut() {
                 o.state = "Failed".into();
             }
-            Err(Error::Backend { operation: "collect", source: BackendError::InvalidRequest { backend: backend.kind(), code: None, message: why } })
+            Err(Error::Backend {
+                operation: "collect",
+                source: BackendError::InvalidRequest {
+                    backend: backend.kind(),
+                    code: None,
+                    message: why,
+                },
+            })
         }
-        Collected::Issued(issued) => {
-            let info = inspect::inspect(&issued.leaf_der).map_err(|e| Error::Verification(e.to_string()))?;
+        Collected::Issued(delivered) => {
+            let info =
+                inspect::inspect(&delivered.leaf_der).map_err(|e| Error::Verification(e.to_string()))?;
             let public = key.public_key_der().map_err(|e| Error::Key(e.to_string()))?;
             if info.public_key_der != public {
-                return Err(Error::Verification("the certificate's public key is not the requested key".into()));
+                return Err(Error::Verification(
+                    "the certificate's public key is not the requested key".into(),
+                ));
             }
             if !info.names_match(&spec.subject) {
                 return Err(Error::Verification(format!(
@@ -471,27 +703,43 @@ async fn issue(
                     info.common_name, info.dns_names, info.ip_addresses
                 )));
             }
-            inspect::verify_chain(&issued.leaf_der, &issued.chain_der).map_err(|e| Error::Verification(e.to_string()))?;
+            inspect::verify_chain(&delivered.leaf_der, &delivered.chain_der)
+                .map_err(|e| Error::Verification(e.to_string()))?;
             let previous_serial = status.serial_number.clone();
             let not_after = time(info.not_after).map(|t| t.0.to_string()).unwrap_or_default();
-            let material = secret::TlsMaterial { leaf_der: &issued.leaf_der, chain_der: &issued.chain_der, key: &key, info: &info };
+            let material = secret::TlsMaterial {
+                leaf_der: &delivered.leaf_der,
+                chain_der: &delivered.chain_der,
+                key: &key,
+                info: &info,
+            };
             let mut desired = secret::build(
                 &name,
                 &cert.uid().unwrap_or_default(),
                 (&issuer.name, issuer.kind),
                 spec,
                 cert.spec.secret_template.as_ref(),
-                &cert.spec.additional_output_formats.iter().map(|f| f.format).collect::<Vec<_>>(),
+                &cert
+                    .spec
+                    .additional_output_formats
+                    .iter()
+                    .map(|f| f.format)
+                    .collect::<Vec<_>>(),
                 &material,
                 &not_after,
             )
             .map_err(|e| Error::Key(e.to_string()))?;
             if let Some(request) = &renew_request {
-                desired.annotations_mut().insert(SERVED_RENEW_ANNOTATION.to_owned(), request.clone());
+                desired
+                    .annotations_mut()
+                    .insert(SERVED_RENEW_ANNOTATION.to_owned(), request.clone());
             }
             write_secret(ctx, &namespace, cert, desired).await?;
             let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-            match secrets.delete(&next_key_secret_name(&name), &DeleteParams::default()).await {
+            match secrets
+                .delete(&next_key_secret_name(&name), &DeleteParams::default())
+                .await
+            {
                 Ok(_) | Err(kube::Error::Api(_)) => {}
                 Err(e) => return Err(kube_error("delete the next-key Secret")(e)),
             }
@@ -507,43 +755,98 @@ async fn issue(
             status.failed_issuance_attempts = None;
             status.last_failure_time = None;
             status.last_failure_message = None;
-            conditions::set(&mut status.conditions, "Ready", true, "Issued", format!("certificate {} issued, valid until {not_after}", info.serial_hex), generation);
-            conditions::set(&mut status.conditions, "Issuing", false, "Issued", "issuance complete", generation);
-            publish(ctx, cert, EventType::Normal, "Issued", &format!("certificate {} written to Secret {}", info.serial_hex, spec.secret_name)).await;
-            if spec.revoke_superseded {
-                if let Some(old) = previous_serial.filter(|s| s != &info.serial_hex) {
-                    match backend.revoke(&RevokeTarget::Serial(old.clone()), RevocationReason::Superseded).await {
-                        Ok(()) => publish(ctx, cert, EventType::Normal, "Revoked", &format!("superseded certificate {old} revoked")).await,
-                        Err(e) => publish(ctx, cert, EventType::Warning, "RevokeFailed", &format!("could not revoke superseded certificate {old}: {e}")).await,
-                    }
-                }
+            conditions::set(
+                &mut status.conditions,
+                "Ready",
+                true,
+                "Issued",
+                format!("certificate {} issued, valid until {not_after}", info.serial_hex),
+                generation,
+            );
+            conditions::set(
+                &mut status.conditions,
+                "Issuing",
+                false,
+                "Issued",
+                "issuance complete",
+                generation,
+            );
+            publish(
+                ctx,
+                cert,
+                EventType::Normal,
+                "Issued",
+                &format!(
+                    "certificate {} written to Secret {}",
+                    info.serial_hex, spec.secret_name
+                ),
+            )
+            .await;
+            if spec.revoke_superseded
+                && let Some(old) = previous_serial.filter(|s| s != &info.serial_hex)
+            {
+                let target = RevokeTarget::Serial(old.clone());
+                let (type_, reason, note) = match backend.revoke(&target, RevocationReason::Superseded).await
+                {
+                    Ok(()) => (
+                        EventType::Normal,
+                        "Revoked",
+                        format!("superseded certificate {old} revoked"),
+                    ),
+                    Err(e) => (
+                        EventType::Warning,
+                        "RevokeFailed",
+                        format!("could not revoke superseded certificate {old}: {e}"),
+                    ),
+                };
+                publish(ctx, cert, type_, reason, &note).await;
             }
             let renewal = spec.renewal_time(info.not_before, info.not_after);
-            Ok(Action::requeue(Duration::from_secs((renewal - now()).max(1).unsigned_abs()).min(MAX_RESYNC)))
+            Ok(Action::requeue(
+                Duration::from_secs((renewal - now()).max(1).unsigned_abs()).min(MAX_RESYNC),
+            ))
         }
     }
 }
 
 /// Writes the TLS Secret: created when missing (fails if someone else created it meanwhile),
 /// server-side applied when we own it.
-async fn write_secret(ctx: &Context, namespace: &str, cert: &Certificate, desired: Secret) -> Result<(), Error> {
+async fn write_secret(
+    ctx: &Context,
+    namespace: &str,
+    cert: &Certificate,
+    desired: Secret,
+) -> Result<(), Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let name = desired.name_any();
-    match secrets.get_opt(&name).await.map_err(kube_error("read the output Secret"))? {
+    match secrets
+        .get_opt(&name)
+        .await
+        .map_err(kube_error("read the output Secret"))?
+    {
         None => {
-            secrets.create(&PostParams::default(), &desired).await.map_err(kube_error(format!("create Secret {name}")))?;
+            secrets
+                .create(&PostParams::default(), &desired)
+                .await
+                .map_err(kube_error(format!("create Secret {name}")))?;
         }
         Some(existing) if secret::is_controlled_by(&existing.metadata, &cert.uid().unwrap_or_default()) => {
             let mut body = serde_json::to_value(&desired).map_err(|e| Error::Key(e.to_string()))?;
             body["apiVersion"] = "v1".into();
             body["kind"] = "Secret".into();
             secrets
-                .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+                .patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&body),
+                )
                 .await
                 .map_err(kube_error(format!("update Secret {name}")))?;
         }
         Some(_) => {
-            return Err(Error::Verification(format!("Secret {name} was created by someone else; not overwriting it")));
+            return Err(Error::Verification(format!(
+                "Secret {name} was created by someone else; not overwriting it"
+            )));
         }
     }
     Ok(())
@@ -564,9 +867,13 @@ async fn write_status(
         "kind": "Certificate",
         "status": new,
     });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await
-        .map_err(kube_error("update status"))?;
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(kube_error("update status"))?;
     Ok(true)
 }
 
@@ -580,7 +887,8 @@ async fn ensure_finalizer(cert: &Certificate, api: &Api<Certificate>, wanted: bo
     if wanted {
         list.push(FINALIZER.to_owned());
     }
-    let patch = serde_json::json!({"metadata": {"finalizers": list, "resourceVersion": cert.resource_version()}});
+    let patch =
+        serde_json::json!({"metadata": {"finalizers": list, "resourceVersion": cert.resource_version()}});
     api.patch(&cert.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(kube_error("update finalizers"))?;
@@ -593,15 +901,26 @@ async fn finalize(cert: &Certificate, ctx: &Context, api: &Api<Certificate>) -> 
     if !cert.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
-    let skip = cert.annotations().get(SKIP_REVOKE_ANNOTATION).is_some_and(|v| v == "true");
+    let skip = cert
+        .annotations()
+        .get(SKIP_REVOKE_ANNOTATION)
+        .is_some_and(|v| v == "true");
     let serial = cert.status.as_ref().and_then(|s| s.serial_number.clone());
-    let reason = validate(&cert.spec).ok().and_then(|s| s.revoke_on_delete).unwrap_or(RevocationReason::CessationOfOperation);
+    let reason = validate(&cert.spec)
+        .ok()
+        .and_then(|s| s.revoke_on_delete)
+        .unwrap_or(RevocationReason::CessationOfOperation);
     if let (false, Some(serial)) = (skip, serial) {
         let namespace = cert.namespace().unwrap_or_default();
-        let issuer = resolve_issuer(cert, ctx, &namespace).await.map_err(|message| Error::Backend {
-            operation: "revoke",
-            source: BackendError::Unavailable { backend: BackendKind::Scm, message },
-        });
+        let issuer = resolve_issuer(cert, ctx, &namespace)
+            .await
+            .map_err(|message| Error::Backend {
+                operation: "revoke",
+                source: BackendError::Unavailable {
+                    backend: BackendKind::Scm,
+                    message,
+                },
+            });
         let result = match issuer {
             Ok(issuer) => {
                 let target = cert
@@ -610,9 +929,17 @@ async fn finalize(cert: &Certificate, ctx: &Context, api: &Api<Certificate>) -> 
                     .and_then(|s| s.order.clone())
                     .filter(|o| o.state == "Issued" && o.backend == issuer.backend.kind().as_str())
                     .map_or(RevokeTarget::Serial(serial.clone()), |o| {
-                        RevokeTarget::Order(OrderHandle { backend: issuer.backend.kind(), id: o.id, renew_id: o.renew_id })
+                        RevokeTarget::Order(OrderHandle {
+                            backend: issuer.backend.kind(),
+                            id: o.id,
+                            renew_id: o.renew_id,
+                        })
                     });
-                issuer.backend.revoke(&target, reason).await.map_err(backend_error("revoke"))
+                issuer
+                    .backend
+                    .revoke(&target, reason)
+                    .await
+                    .map_err(backend_error("revoke"))
             }
             Err(e) => Err(e),
         };
@@ -624,7 +951,14 @@ async fn finalize(cert: &Certificate, ctx: &Context, api: &Api<Certificate>) -> 
             publish(ctx, cert, EventType::Warning, "RevokeFailed", &message).await;
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
-        publish(ctx, cert, EventType::Normal, "Revoked", &format!("certificate {serial} revoked ({})", reason.name())).await;
+        publish(
+            ctx,
+            cert,
+            EventType::Normal,
+            "Revoked",
+            &format!("certificate {serial} revoked ({})", reason.name()),
+        )
+        .await;
     }
     ensure_finalizer(cert, api, false).await?;
     Ok(Action::await_change())

@@ -5,6 +5,8 @@ use super::validate::ValidatedCertificate;
 use crate::pki::inspect::CertificateInfo;
 
 /// The output Secret as observed.
+// One value exists per reconcile; boxing the certificate would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretState {
     /// No Secret with that name.
@@ -84,8 +86,14 @@ pub fn plan(observed: &Observed<'_>) -> Plan {
     let (certificate, key_matches, chain_verifies) = match &observed.secret {
         SecretState::NotOwned => return Plan::SecretConflict,
         SecretState::Missing => return Plan::Issue(IssueReason::Missing),
-        SecretState::Owned { certificate: None, .. } => return Plan::Issue(IssueReason::Damaged),
-        SecretState::Owned { certificate: Some(c), key_matches, chain_verifies } => (c, *key_matches, *chain_verifies),
+        SecretState::Owned {
+            certificate: None, ..
+        } => return Plan::Issue(IssueReason::Damaged),
+        SecretState::Owned {
+            certificate: Some(c),
+            key_matches,
+            chain_verifies,
+        } => (c, *key_matches, *chain_verifies),
     };
     if !key_matches || !chain_verifies {
         return Plan::Issue(IssueReason::Damaged);
@@ -96,7 +104,9 @@ pub fn plan(observed: &Observed<'_>) -> Plan {
     if observed.manual_renewal {
         return Plan::Issue(IssueReason::Manual);
     }
-    let renewal_time = observed.spec.renewal_time(certificate.not_before, certificate.not_after);
+    let renewal_time = observed
+        .spec
+        .renewal_time(certificate.not_before, certificate.not_after);
     if observed.now >= renewal_time {
         return Plan::Issue(IssueReason::Renewal);
     }
@@ -114,7 +124,10 @@ mod tests {
     fn spec() -> ValidatedCertificate {
         validate(&CertificateSpec {
             secret_name: "s".into(),
-            issuer_ref: IssuerRef { name: "ca".into(), ..IssuerRef::default() },
+            issuer_ref: IssuerRef {
+                name: "ca".into(),
+                ..IssuerRef::default()
+            },
             dns_names: vec!["a.example.com".into()],
             duration: Some("90h".into()),
             ..CertificateSpec::default()
@@ -138,36 +151,77 @@ mod tests {
     }
 
     fn observed(spec: &ValidatedCertificate, secret: SecretState, now: i64) -> Observed<'_> {
-        Observed { now, spec, secret, key_algorithm_matches: true, manual_renewal: false }
+        Observed {
+            now,
+            spec,
+            secret,
+            key_algorithm_matches: true,
+            manual_renewal: false,
+        }
     }
 
     fn good(names: &[&str]) -> SecretState {
-        SecretState::Owned { certificate: Some(cert(names)), key_matches: true, chain_verifies: true }
+        SecretState::Owned {
+            certificate: Some(cert(names)),
+            key_matches: true,
+            chain_verifies: true,
+        }
     }
 
     #[test]
     fn missing_secret_is_issued_and_foreign_secret_is_a_conflict() {
         let spec = spec();
-        assert_eq!(plan(&observed(&spec, SecretState::Missing, 0)), Plan::Issue(IssueReason::Missing));
-        assert_eq!(plan(&observed(&spec, SecretState::NotOwned, 0)), Plan::SecretConflict);
+        assert_eq!(
+            plan(&observed(&spec, SecretState::Missing, 0)),
+            Plan::Issue(IssueReason::Missing)
+        );
+        assert_eq!(
+            plan(&observed(&spec, SecretState::NotOwned, 0)),
+            Plan::SecretConflict
+        );
     }
 
     #[test]
     fn good_secret_is_up_to_date_until_two_thirds_of_its_life() {
         let spec = spec();
         let renewal = 90 * 3600 - 90 * 3600 * 33 / 100;
-        assert_eq!(plan(&observed(&spec, good(&["a.example.com"]), 10)), Plan::UpToDate { renewal_time: renewal });
-        assert_eq!(plan(&observed(&spec, good(&["a.example.com"]), renewal)), Plan::Issue(IssueReason::Renewal));
+        assert_eq!(
+            plan(&observed(&spec, good(&["a.example.com"]), 10)),
+            Plan::UpToDate {
+                renewal_time: renewal
+            }
+        );
+        assert_eq!(
+            plan(&observed(&spec, good(&["a.example.com"]), renewal)),
+            Plan::Issue(IssueReason::Renewal)
+        );
     }
 
     #[test]
     fn damaged_or_changed_secrets_are_reissued() {
         let spec = spec();
-        let mismatched = SecretState::Owned { certificate: Some(cert(&["a.example.com"])), key_matches: false, chain_verifies: true };
-        assert_eq!(plan(&observed(&spec, mismatched, 0)), Plan::Issue(IssueReason::Damaged));
-        let unreadable = SecretState::Owned { certificate: None, key_matches: false, chain_verifies: false };
-        assert_eq!(plan(&observed(&spec, unreadable, 0)), Plan::Issue(IssueReason::Damaged));
-        assert_eq!(plan(&observed(&spec, good(&["b.example.com"]), 0)), Plan::Issue(IssueReason::SpecChanged));
+        let mismatched = SecretState::Owned {
+            certificate: Some(cert(&["a.example.com"])),
+            key_matches: false,
+            chain_verifies: true,
+        };
+        assert_eq!(
+            plan(&observed(&spec, mismatched, 0)),
+            Plan::Issue(IssueReason::Damaged)
+        );
+        let unreadable = SecretState::Owned {
+            certificate: None,
+            key_matches: false,
+            chain_verifies: false,
+        };
+        assert_eq!(
+            plan(&observed(&spec, unreadable, 0)),
+            Plan::Issue(IssueReason::Damaged)
+        );
+        assert_eq!(
+            plan(&observed(&spec, good(&["b.example.com"]), 0)),
+            Plan::Issue(IssueReason::SpecChanged)
+        );
         let mut o = observed(&spec, good(&["a.example.com"]), 0);
         o.key_algorithm_matches = false;
         assert_eq!(plan(&o), Plan::Issue(IssueReason::SpecChanged));

@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::{
     backend::{EnrollOptions, RevocationReason},
     crd::v1alpha1::certificate::{
-        CertificateSpec, PrivateKeyAlgorithm, PrivateKeyEncoding, RevocationAction, RevocationReason as SpecReason,
-        RotationPolicy,
+        CertificateSpec, PrivateKeyAlgorithm, PrivateKeyEncoding, RevocationAction,
+        RevocationReason as SpecReason, RotationPolicy,
     },
     pki::{
         csr::CsrSubject,
@@ -63,10 +63,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("empty duration".into());
     }
     while !rest.is_empty() {
-        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let (number, after) = rest.split_at(number_end);
-        let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration such as 2160h or 1h30m"))?;
-        let unit_end = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration such as 2160h or 1h30m"))?;
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_end);
         let seconds = match unit {
             "h" => 3600.0,
@@ -87,6 +93,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Validates a spec.
+// A flat list of field checks reads best in one place.
+#[allow(clippy::too_many_lines)]
 pub fn validate(spec: &CertificateSpec) -> Result<ValidatedCertificate, String> {
     let has_name = spec.common_name.is_some()
         || !spec.dns_names.is_empty()
@@ -94,29 +102,41 @@ pub fn validate(spec: &CertificateSpec) -> Result<ValidatedCertificate, String> 
         || !spec.uris.is_empty()
         || !spec.email_addresses.is_empty();
     if !has_name {
-        return Err("at least one of commonName, dnsNames, ipAddresses, uris or emailAddresses must be set".into());
+        return Err(
+            "at least one of commonName, dnsNames, ipAddresses, uris or emailAddresses must be set".into(),
+        );
     }
     for ip in &spec.ip_addresses {
-        ip.parse::<std::net::IpAddr>().map_err(|_| format!("ipAddresses: {ip:?} is not an IP address"))?;
+        ip.parse::<std::net::IpAddr>()
+            .map_err(|_| format!("ipAddresses: {ip:?} is not an IP address"))?;
     }
     let duration = match &spec.duration {
         Some(text) => parse_duration(text).map_err(|e| format!("duration: {e}"))?,
         None => DEFAULT_DURATION,
     };
     if duration < MIN_DURATION {
-        return Err(format!("duration: {duration:?} is shorter than the minimum of 1m"));
+        return Err(format!(
+            "duration: {duration:?} is shorter than the minimum of 1m"
+        ));
     }
     let renew_before = match (&spec.renew_before, spec.renew_before_percentage) {
-        (Some(_), Some(_)) => return Err("renewBefore and renewBeforePercentage are mutually exclusive".into()),
+        (Some(_), Some(_)) => {
+            return Err("renewBefore and renewBeforePercentage are mutually exclusive".into());
+        }
         (Some(text), None) => {
             let before = parse_duration(text).map_err(|e| format!("renewBefore: {e}"))?;
             if before >= duration {
-                return Err(format!("renewBefore ({text}) must be shorter than the duration ({duration:?})"));
+                return Err(format!(
+                    "renewBefore ({text}) must be shorter than the duration ({duration:?})"
+                ));
             }
             RenewBefore::Duration(before)
         }
         (None, Some(percent)) => RenewBefore::Percentage(
-            u8::try_from(percent).ok().filter(|p| (1..=99).contains(p)).ok_or("renewBeforePercentage must be 1-99")?,
+            u8::try_from(percent)
+                .ok()
+                .filter(|p| (1..=99).contains(p))
+                .ok_or("renewBeforePercentage must be 1-99")?,
         ),
         // Renew after two thirds of the lifetime, as cert-manager does.
         (None, None) => RenewBefore::Percentage(33),
@@ -124,11 +144,15 @@ pub fn validate(spec: &CertificateSpec) -> Result<ValidatedCertificate, String> 
     let key = spec.private_key.clone().unwrap_or_default();
     let key_algorithm = match (key.algorithm, key.size) {
         (PrivateKeyAlgorithm::RSA, None) => KeyAlgorithm::Rsa(2048),
-        (PrivateKeyAlgorithm::RSA, Some(size @ (2048 | 3072 | 4096))) => KeyAlgorithm::Rsa(size.unsigned_abs()),
+        (PrivateKeyAlgorithm::RSA, Some(size @ (2048 | 3072 | 4096))) => {
+            KeyAlgorithm::Rsa(size.unsigned_abs())
+        }
         (PrivateKeyAlgorithm::ECDSA, None | Some(256)) => KeyAlgorithm::EcdsaP256,
         (PrivateKeyAlgorithm::ECDSA, Some(384)) => KeyAlgorithm::EcdsaP384,
         (PrivateKeyAlgorithm::Ed25519, None) => KeyAlgorithm::Ed25519,
-        (algorithm, Some(size)) => return Err(format!("privateKey.size {size} is not valid for {algorithm:?}")),
+        (algorithm, Some(size)) => {
+            return Err(format!("privateKey.size {size} is not valid for {algorithm:?}"));
+        }
     };
     let key_encoding = match key.encoding {
         PrivateKeyEncoding::PKCS1 => KeyEncoding::Pkcs1,
@@ -199,7 +223,10 @@ mod tests {
     fn spec() -> CertificateSpec {
         CertificateSpec {
             secret_name: "s".into(),
-            issuer_ref: IssuerRef { name: "ca".into(), ..IssuerRef::default() },
+            issuer_ref: IssuerRef {
+                name: "ca".into(),
+                ..IssuerRef::default()
+            },
             dns_names: vec!["a.example.com".into()],
             ..CertificateSpec::default()
         }
@@ -243,7 +270,11 @@ mod tests {
         s.dns_names.clear();
         assert!(validate(&s).unwrap_err().contains("at least one of"));
         let mut s = spec();
-        s.private_key = Some(PrivateKeySpec { algorithm: PrivateKeyAlgorithm::ECDSA, size: Some(2048), ..PrivateKeySpec::default() });
+        s.private_key = Some(PrivateKeySpec {
+            algorithm: PrivateKeyAlgorithm::ECDSA,
+            size: Some(2048),
+            ..PrivateKeySpec::default()
+        });
         assert!(validate(&s).unwrap_err().contains("privateKey.size 2048"));
         let mut s = spec();
         s.ip_addresses = vec!["999.1.1.1".into()];

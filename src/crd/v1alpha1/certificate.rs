@@ -34,7 +34,7 @@ const AT_LEAST_ONE_NAME: &str = "has(self.commonName) || (has(self.dnsNames) && 
     ),
     printcolumn(name = "Secret", type_ = "string", json_path = ".spec.secretName"),
     printcolumn(name = "Issuer", type_ = "string", json_path = ".spec.issuerRef.name"),
-    printcolumn(name = "Expiration", type_ = "date", json_path = ".status.notAfter"),
+    printcolumn(name = "Expiration", type_ = "string", json_path = ".status.notAfter"),
     printcolumn(
         name = "Reason",
         type_ = "string",

@@ -1,0 +1,562 @@
+//! A simulator of the Sectigo Certificate Manager SSL REST API and its InCommon flavour, written
+//! from `shared/spec/scm-ssl.md`: same paths, headers, field spellings, status codes, error codes
+//! and asynchronous issuance, signing real certificates with a throw-away CA.
+//!
+//! Tests start it in-process with [`ScmSimulator::start`]; demos run the `scm-simulator` binary.
+//! Besides the API it serves unauthenticated control endpoints on the same server:
+//! `GET /__simulator/stats`, `PUT /__simulator/faults` and `POST /__simulator/reset`.
+
+mod api;
+mod collect;
+mod csr;
+mod error;
+mod orders;
+mod routes;
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::{
+    HeaderMap, Method, Request, Response, StatusCode,
+    body::Incoming,
+    header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER},
+};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use x509_parser::prelude::{FromDer as _, X509Certificate};
+
+use super::{
+    ConnectionControl, FaultInjector, Handler, HttpResponse, InjectedFault, LeafSpec, LeafUsage,
+    PeerCertificates, RequestCounters, TestCa, TlsServer, TlsServerOptions, random_serial,
+};
+pub use super::{Faults, RateLimitFault};
+use error::ScmError;
+use orders::OrderBook;
+use routes::{Endpoint, Login, NoRoute};
+
+/// Which product is simulated; decides the certificate-login path prefix and the vendor name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScmFlavor {
+    /// Sectigo Certificate Manager: certificate login under `/private/api/ssl/v1`.
+    #[default]
+    Sectigo,
+    /// InCommon Certificate Manager: certificate login under `/private/ssl/v1` (004's base).
+    InCommon,
+}
+
+/// Which "not yet issued" error collect answers (spec §3.11).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PendingVariant {
+    /// `-1400 The request is being processed by Sectigo.` (the spec's recommendation).
+    #[default]
+    Code1400,
+    /// `0 Being processed by Sectigo`, as production clients observe it.
+    Code0,
+    /// `-183 Certificate is not collectable.`, as python-cert_manager treats it.
+    Code183,
+}
+
+/// A certificate profile (`certType`) offered by the simulated account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScmProfile {
+    /// Profile id.
+    pub id: i64,
+    /// Display name.
+    pub name: String,
+    /// Allowed terms, days.
+    pub terms: Vec<u32>,
+}
+
+/// How the simulated SCM account behaves.
+#[derive(Clone)]
+pub struct ScmSimulatorConfig {
+    /// Product flavour.
+    pub flavor: ScmFlavor,
+    /// The `customerUri` header value expected.
+    pub customer_uri: String,
+    /// The `login` header value expected.
+    pub login: String,
+    /// The `password` header value expected (password login).
+    pub password: String,
+    /// The only valid `orgId`.
+    pub org_id: i64,
+    /// Profiles listed by `/types` and accepted as `certType`.
+    pub profiles: Vec<ScmProfile>,
+    /// Custom fields every enroll must carry (listed by `/customFields` as mandatory).
+    pub mandatory_custom_fields: Vec<String>,
+    /// Collect answers "pending" this many times per order before the order is issued.
+    pub pending_collects: u32,
+    /// And the order is issued no earlier than this long after it was placed.
+    pub processing_delay: Duration,
+    /// Which pending error collect answers.
+    pub pending_variant: PendingVariant,
+    /// Orders wait in `Requested` until approved.
+    pub require_approval: bool,
+    /// `None`: every domain is validated. `Some(list)`: names not equal to or under one of these
+    /// fail enroll with -107.
+    pub validated_domains: Option<Vec<String>>,
+    /// Accept client-certificate login on the `/private` prefix.
+    pub client_certificate_login: bool,
+}
+
+impl Default for ScmSimulatorConfig {
+    fn default() -> Self {
+        Self {
+            flavor: ScmFlavor::Sectigo,
+            customer_uri: "cst-sim".to_owned(),
+            login: "api-admin".to_owned(),
+            password: "sim-password-123".to_owned(),
+            org_id: 8932,
+            profiles: vec![ScmProfile {
+                id: 5153,
+                name: "InstantSSL Pro".to_owned(),
+                terms: vec![90, 365],
+            }],
+            mandatory_custom_fields: Vec::new(),
+            pending_collects: 2,
+            processing_delay: Duration::ZERO,
+            pending_variant: PendingVariant::Code1400,
+            require_approval: false,
+            validated_domains: None,
+            client_certificate_login: true,
+        }
+    }
+}
+
+impl fmt::Debug for ScmSimulatorConfig {
+    // Hand-written so the password never reaches a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScmSimulatorConfig")
+            .field("flavor", &self.flavor)
+            .field("customer_uri", &self.customer_uri)
+            .field("login", &self.login)
+            .field("password", &"<redacted>")
+            .field("org_id", &self.org_id)
+            .field("profiles", &self.profiles)
+            .field("mandatory_custom_fields", &self.mandatory_custom_fields)
+            .field("pending_collects", &self.pending_collects)
+            .field("processing_delay", &self.processing_delay)
+            .field("pending_variant", &self.pending_variant)
+            .field("require_approval", &self.require_approval)
+            .field("validated_domains", &self.validated_domains)
+            .field("client_certificate_login", &self.client_certificate_login)
+            .finish()
+    }
+}
+
+/// What the simulator saw: requests per endpoint, orders per CSR, and every order.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Stats {
+    /// Endpoint name → requests received (faulted ones included).
+    pub requests: BTreeMap<String, u64>,
+    /// Lower-case hex SHA-256 of the DER CSR → orders created with it (enroll, renew,
+    /// renewById, replace).
+    pub orders_per_csr: BTreeMap<String, u32>,
+    /// Every order, by `sslId`.
+    pub orders: Vec<OrderSummary>,
+}
+
+/// One order as [`Stats`] reports it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OrderSummary {
+    /// `sslId`.
+    pub ssl_id: i64,
+    /// Status, as details shows it.
+    pub status: String,
+    /// Lower-case hex SHA-256 of the DER CSR in force.
+    pub csr_sha256: String,
+    /// `serialNumber` once issued.
+    pub serial_number: Option<String>,
+    /// Subject common name.
+    pub common_name: Option<String>,
+}
+
+/// A running SCM simulator. Dropping it without [`ScmSimulator::shutdown`] leaves the server
+/// tasks running until the runtime ends.
+pub struct ScmSimulator {
+    server: TlsServer,
+    shared: Arc<Shared>,
+    tls_ca_pem: String,
+}
+
+impl fmt::Debug for ScmSimulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScmSimulator")
+            .field("base_url", &self.base_url())
+            .field("flavor", &self.shared.config.flavor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScmSimulator {
+    /// Starts on `127.0.0.1` with a free port.
+    pub async fn start(config: ScmSimulatorConfig) -> anyhow::Result<ScmSimulator> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), config).await
+    }
+
+    /// Starts on `addr`, with fresh TLS and issuing CAs.
+    pub async fn start_on(addr: SocketAddr, config: ScmSimulatorConfig) -> anyhow::Result<ScmSimulator> {
+        let tls_ca = TestCa::generate("PKI Operator Simulator TLS")?;
+        let issuing = TestCa::generate(match config.flavor {
+            ScmFlavor::Sectigo => "Sectigo Simulator",
+            ScmFlavor::InCommon => "InCommon Simulator",
+        })?;
+        let (certificate_chain, private_key) = tls_ca.loopback_server_identity()?;
+        // Inferred (spec §1.2): we chose the issuing hierarchy as the client CA because 004 says
+        // login certificates are "issued through InCommon CM". The intermediate is a trust anchor
+        // too, so a client that presents only its leaf is still accepted.
+        let client_roots = if config.client_certificate_login {
+            vec![issuing.root_der().clone(), issuing.intermediate_der().clone()]
+        } else {
+            Vec::new()
+        };
+        let shutdown = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            config,
+            issuing,
+            book: Mutex::new(OrderBook::default()),
+            counters: RequestCounters::default(),
+            faults: FaultInjector::default(),
+            shutdown: shutdown.clone(),
+        });
+        let options = TlsServerOptions {
+            certificate_chain,
+            private_key,
+            client_roots,
+        };
+        let server = TlsServer::start(addr, options, Arc::clone(&shared), shutdown).await?;
+        tracing::info!(address = %server.local_addr(), flavor = ?shared.config.flavor, "SCM simulator started");
+        Ok(Self {
+            server,
+            shared,
+            tls_ca_pem: tls_ca.root_pem(),
+        })
+    }
+
+    /// `https://127.0.0.1:<port>`: no trailing slash, no `/api`.
+    pub fn base_url(&self) -> String {
+        let mut addr = self.server.local_addr();
+        // Bound to every interface: name loopback, which the TLS certificate covers.
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
+        }
+        format!("https://{addr}")
+    }
+
+    /// The CA that signed the server's TLS certificate (PEM).
+    pub fn tls_ca_pem(&self) -> String {
+        self.tls_ca_pem.clone()
+    }
+
+    /// The root that issued certificates chain to (PEM).
+    pub fn issuing_root_pem(&self) -> String {
+        self.shared.issuing.root_pem()
+    }
+
+    /// A client certificate for `/private` login as `login`: the certificate chain PEM (leaf,
+    /// then intermediate) and its PKCS#8 key PEM.
+    ///
+    /// # Panics
+    ///
+    /// Only if the system's random number generator fails.
+    #[allow(
+        clippy::expect_used,
+        reason = "the signature is fixed by the tests' API; rcgen fails only when the RNG does, and a \
+                  test cannot go on without the certificate it asked for"
+    )]
+    pub fn issue_client_certificate(&self, login: &str) -> (String, String) {
+        let now = time::OffsetDateTime::now_utc();
+        let spec = LeafSpec {
+            common_name: Some(login.to_owned()),
+            names: Vec::new(),
+            not_before: now - time::Duration::hours(1),
+            not_after: now + time::Duration::days(365),
+            serial: random_serial().to_vec(),
+            usage: LeafUsage::Client,
+            key_encipherment: false,
+        };
+        let (certificate, key) = self
+            .shared
+            .issuing
+            .issue_with_new_key(&spec)
+            .expect("issuing a client certificate with a fresh P-256 key");
+        let chain = format!(
+            "{}\n{}\n",
+            csr::pem_string("CERTIFICATE", &certificate),
+            csr::pem_string("CERTIFICATE", self.shared.issuing.intermediate_der())
+        );
+        let key_pem = format!("{}\n", csr::pem_string("PRIVATE KEY", key.secret_pkcs8_der()));
+        (chain, key_pem)
+    }
+
+    /// Replaces the faults in force.
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared.faults.set(faults);
+    }
+
+    /// A snapshot of the counters and orders.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// Forgets the request counters and orders-per-CSR counts (orders themselves stay).
+    pub fn reset_stats(&self) {
+        self.shared.reset_stats();
+    }
+
+    /// Stops the server and drops open connections.
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+    }
+}
+
+/// Largest request body read (a CSR is at most 32 767 characters).
+const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// State shared by every connection.
+struct Shared {
+    config: ScmSimulatorConfig,
+    issuing: TestCa,
+    book: Mutex<OrderBook>,
+    counters: RequestCounters,
+    faults: FaultInjector,
+    shutdown: CancellationToken,
+}
+
+impl Shared {
+    fn book(&self) -> MutexGuard<'_, OrderBook> {
+        // A panic while holding the lock cannot leave an order half-written in a way later
+        // requests could not cope with, so a poisoned lock is used as is.
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn stats(&self) -> Stats {
+        let mut book = self.book();
+        for order in book.orders.values_mut() {
+            order.advance(&self.issuing);
+        }
+        Stats {
+            requests: self.counters.snapshot(),
+            orders_per_csr: book.orders_per_csr.clone(),
+            orders: book
+                .orders
+                .values()
+                .map(|order| OrderSummary {
+                    ssl_id: order.ssl_id,
+                    status: order.status.as_str().to_owned(),
+                    csr_sha256: order.csr.sha256_lower(),
+                    serial_number: order.serial().map(str::to_owned),
+                    common_name: order.common_name.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn reset_stats(&self) {
+        self.counters.reset();
+        self.book().orders_per_csr.clear();
+    }
+
+    fn authenticate(&self, login: Login, request: &Request<Incoming>) -> Result<(), ScmError> {
+        let headers = request.headers();
+        let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+        let config = &self.config;
+        if header("login") != Some(config.login.as_str())
+            || header("customerUri") != Some(config.customer_uri.as_str())
+        {
+            return Err(ScmError::UnknownUser);
+        }
+        match login {
+            Login::Password if header("password") == Some(config.password.as_str()) => Ok(()),
+            Login::Password => Err(ScmError::UnknownUser),
+            Login::Certificate => {
+                if !config.client_certificate_login {
+                    return Err(ScmError::UnknownUser);
+                }
+                // rustls already verified the chain against the client CA; what is left is
+                // binding the certificate to the admin named in `login`.
+                // Inferred (spec §1.2): we chose "subject CN equals the login" as that binding
+                // because the docs tie the certificate to an admin without saying how.
+                let peer = request
+                    .extensions()
+                    .get::<PeerCertificates>()
+                    .ok_or(ScmError::UnknownUser)?;
+                let leaf = peer.0.first().ok_or(ScmError::UnknownUser)?;
+                let (_, certificate) = X509Certificate::from_der(leaf).map_err(|_| ScmError::UnknownUser)?;
+                let common_name = certificate
+                    .subject()
+                    .iter_common_name()
+                    .next()
+                    .and_then(|cn| cn.as_str().ok());
+                if common_name == Some(config.login.as_str()) {
+                    Ok(())
+                } else {
+                    Err(ScmError::UnknownUser)
+                }
+            }
+        }
+    }
+
+    async fn serve_api(&self, request: Request<Incoming>) -> HttpResponse {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let (login, endpoint) = match routes::route(self.config.flavor, &method, &path) {
+            Ok(found) => found,
+            Err(no_route) => {
+                self.counters.count("unknown");
+                tracing::debug!(%method, %path, ?no_route, "no SCM route");
+                let status = match no_route {
+                    NoRoute::NotFound => StatusCode::NOT_FOUND,
+                    NoRoute::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+                    NoRoute::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+                };
+                return error_response(&ScmError::Unknown(status));
+            }
+        };
+        let name = endpoint.name();
+        self.counters.count(name);
+        if let Some(fault) = self.faults.inject(name, &self.shutdown).await {
+            tracing::info!(endpoint = name, ?fault, "injected fault");
+            return fault_response(fault);
+        }
+        if let Err(error) = self.authenticate(login, &request) {
+            tracing::debug!(endpoint = name, "authentication failed");
+            return error_response(&error);
+        }
+        let control = request.extensions().get::<ConnectionControl>().cloned();
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        let body = match Limited::new(request.into_body(), MAX_BODY_BYTES).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => return error_response(&ScmError::Unknown(StatusCode::PAYLOAD_TOO_LARGE)),
+        };
+        let call = api::Call::new(&query, body);
+        let outcome = api::dispatch(self, &endpoint, &call);
+        tracing::debug!(
+            endpoint = name,
+            %method,
+            %path,
+            outcome = ?outcome.as_ref().map(|_| "ok").map_err(ScmError::code),
+            "SCM request"
+        );
+        if outcome.is_ok()
+            && endpoint == Endpoint::Enroll
+            && self.faults.take_drop_after_order(name)
+            && let Some(control) = control
+        {
+            tracing::info!("order recorded; dropping the connection without a response");
+            match control.close_without_response().await {}
+        }
+        match outcome {
+            Ok(reply) => reply.into_response(),
+            Err(error) => error_response(&error),
+        }
+    }
+
+    async fn serve_control(&self, request: Request<Incoming>) -> HttpResponse {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        match (method, path.as_str()) {
+            (Method::GET, "/__simulator/stats") => json_response(StatusCode::OK, &self.stats()),
+            (Method::PUT, "/__simulator/faults") => {
+                let body = match Limited::new(request.into_body(), MAX_BODY_BYTES).collect().await {
+                    Ok(collected) => collected.to_bytes(),
+                    Err(_) => return text_response(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+                };
+                match serde_json::from_slice::<Faults>(&body) {
+                    Ok(faults) => {
+                        tracing::info!(?faults, "faults set");
+                        self.faults.set(faults);
+                        empty_response(StatusCode::NO_CONTENT)
+                    }
+                    Err(error) => text_response(StatusCode::BAD_REQUEST, &format!("invalid faults: {error}")),
+                }
+            }
+            (Method::POST, "/__simulator/reset") => {
+                self.reset_stats();
+                empty_response(StatusCode::NO_CONTENT)
+            }
+            _ => text_response(StatusCode::NOT_FOUND, "unknown control endpoint"),
+        }
+    }
+}
+
+impl Handler for Shared {
+    async fn handle(&self, request: Request<Incoming>) -> HttpResponse {
+        if request.uri().path().starts_with("/__simulator/") {
+            self.serve_control(request).await
+        } else {
+            self.serve_api(request).await
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses
+// ---------------------------------------------------------------------------------------------
+
+/// The content type of JSON success bodies in the docs' examples.
+const JSON_UTF8: &str = "application/json;charset=UTF-8";
+
+fn response(status: StatusCode, headers: HeaderMap, body: Vec<u8>) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+fn empty_response(status: StatusCode) -> HttpResponse {
+    response(status, HeaderMap::new(), Vec::new())
+}
+
+fn text_response(status: StatusCode, text: &str) -> HttpResponse {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response(status, headers, text.as_bytes().to_vec())
+}
+
+fn json_response(status: StatusCode, value: &impl Serialize) -> HttpResponse {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8));
+    response(status, headers, serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// Errors carry `application/json` without charset, as in the docs' 401 example (spec §1.4).
+fn error_response(error: &ScmError) -> HttpResponse {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response(
+        error.status(),
+        headers,
+        serde_json::to_vec(&error.body()).unwrap_or_default(),
+    )
+}
+
+fn fault_response(fault: InjectedFault) -> HttpResponse {
+    match fault {
+        InjectedFault::ServerError(status) => error_response(&ScmError::Internal(status)),
+        InjectedFault::Hung => error_response(&ScmError::Internal(StatusCode::SERVICE_UNAVAILABLE)),
+        InjectedFault::RateLimited { retry_after_secs } => {
+            // Inferred (spec §1.3): we chose 429 with `Retry-After` and the generic -1 body
+            // because SCM documents no 429 at all: this is an operational fault (a gateway
+            // throttling the API), not an API answer with a code of its own.
+            let mut response = error_response(&ScmError::Unknown(StatusCode::TOO_MANY_REQUESTS));
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            response
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

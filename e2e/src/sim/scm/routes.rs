@@ -1,0 +1,264 @@
+//! URL routing of the SCM SSL API: which prefix (password or certificate login) and which
+//! endpoint a request addresses, with literal segments matched before `{sslId}` (spec §2 note).
+
+use hyper::Method;
+use percent_encoding::percent_decode_str;
+
+use super::ScmFlavor;
+
+/// How the caller must authenticate, decided by the path prefix (spec §1.1, §1.2, §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Login {
+    /// `/api/ssl/v1`: `login` + `password` + `customerUri` headers.
+    Password,
+    /// `/private…`: TLS client certificate + `login` + `customerUri` headers.
+    Certificate,
+}
+
+/// An API endpoint with its path parameters (raw text; handlers parse ids).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// 3.1 `GET /types`
+    Types,
+    /// 3.2 `GET /customFields`
+    CustomFields,
+    /// 3.4 `GET /`
+    List,
+    /// 3.5 `HEAD /`
+    Count,
+    /// 3.6 `GET /{sslId}`
+    Details(String),
+    /// 3.7 `GET /{sslId}/dcv`
+    Dcv(String),
+    /// 3.8 `POST /{sslId}/dcv/recheck`
+    DcvRecheck(String),
+    /// 3.9 `POST /enroll`
+    Enroll,
+    /// 3.11 `GET /collect/{sslId}[/{format}]`
+    Collect(String, Option<String>),
+    /// 3.13 `POST /approve/{sslId}`
+    Approve(String),
+    /// 3.14 `POST /decline/{sslId}`
+    Decline(String),
+    /// 3.15 `PUT /`
+    Update,
+    /// 3.16 `POST /revoke/{sslId}`
+    Revoke(String),
+    /// 3.17 `POST /revoke/serial/{serialNumber}`
+    RevokeBySerial(String),
+    /// 3.19 `POST /renew/{renewId}`
+    Renew(String),
+    /// 3.20 `POST /renewById/{sslId}`
+    RenewById(String),
+    /// 3.22 `POST /replace/{sslId}`
+    Replace(String),
+    /// 3.23 `DELETE /{sslId}`
+    Delete(String),
+}
+
+impl Endpoint {
+    /// The name used by request counters and fault filters.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Types => "types",
+            Self::CustomFields => "customFields",
+            Self::List => "list",
+            Self::Count => "count",
+            Self::Details(_) => "details",
+            Self::Dcv(_) => "dcv",
+            Self::DcvRecheck(_) => "dcvRecheck",
+            Self::Enroll => "enroll",
+            Self::Collect(..) => "collect",
+            Self::Approve(_) => "approve",
+            Self::Decline(_) => "decline",
+            Self::Update => "update",
+            Self::Revoke(_) => "revoke",
+            Self::RevokeBySerial(_) => "revokeBySerial",
+            Self::Renew(_) => "renew",
+            Self::RenewById(_) => "renewById",
+            Self::Replace(_) => "replace",
+            Self::Delete(_) => "delete",
+        }
+    }
+}
+
+/// Why a request matched no endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoRoute {
+    /// Not an SSL API path at all.
+    NotFound,
+    /// A documented path the simulator does not implement (locations, keygen, keystore, import,
+    /// manual revoke/renew).
+    NotImplemented,
+    /// A known path with the wrong method.
+    MethodNotAllowed,
+}
+
+/// Documented literal segments whose endpoints the simulator leaves out (spec §2).
+const UNIMPLEMENTED: [&str; 3] = ["enroll-keygen", "keystore", "import"];
+
+/// Resolves `method path` for `flavor`.
+pub fn route(flavor: ScmFlavor, method: &Method, path: &str) -> Result<(Login, Endpoint), NoRoute> {
+    let private_prefix = match flavor {
+        ScmFlavor::Sectigo => "/private/api/ssl/v1",
+        // 004's documented client-auth base has no `/api` (spec §5).
+        ScmFlavor::InCommon => "/private/ssl/v1",
+    };
+    let (login, rest) = if let Some(rest) = strip_prefix(path, "/api/ssl/v1") {
+        (Login::Password, rest)
+    } else if let Some(rest) = strip_prefix(path, private_prefix) {
+        (Login::Certificate, rest)
+    } else {
+        return Err(NoRoute::NotFound);
+    };
+    let mut segments: Vec<String> = rest
+        .split('/')
+        .skip(1)
+        .map(|segment| percent_decode_str(segment).decode_utf8_lossy().into_owned())
+        .collect();
+    // Inferred (spec §5): 004's example calls `/types/`; we chose to accept one trailing slash on
+    // every path because the Spring MVC versions SCM was built on match trailing slashes by
+    // default, so the real server is unlikely to accept it on `/types` alone.
+    if segments.last().is_some_and(String::is_empty) {
+        segments.pop();
+    }
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    endpoint(method, &segments).map(|endpoint| (login, endpoint))
+}
+
+/// `path` without `prefix`, when `prefix` is a whole-segment prefix of it.
+fn strip_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix(prefix)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+fn endpoint(method: &Method, segments: &[&str]) -> Result<Endpoint, NoRoute> {
+    let is = |wanted: &Method| method == wanted;
+    let only = |allowed: bool, endpoint: Endpoint| {
+        if allowed {
+            Ok(endpoint)
+        } else {
+            Err(NoRoute::MethodNotAllowed)
+        }
+    };
+    let id = |s: &str| s.to_owned();
+    match segments {
+        [] if is(&Method::GET) => Ok(Endpoint::List),
+        [] if is(&Method::HEAD) => Ok(Endpoint::Count),
+        [] => only(is(&Method::PUT), Endpoint::Update),
+        ["types"] => only(is(&Method::GET), Endpoint::Types),
+        ["customFields"] => only(is(&Method::GET), Endpoint::CustomFields),
+        ["enroll"] => only(is(&Method::POST), Endpoint::Enroll),
+        // 004 documents collect as POST while its example is a GET (spec §5); accept both.
+        ["collect", ssl_id] => only(
+            is(&Method::GET) || is(&Method::POST),
+            Endpoint::Collect(id(ssl_id), None),
+        ),
+        ["collect", ssl_id, format] => only(
+            is(&Method::GET) || is(&Method::POST),
+            Endpoint::Collect(id(ssl_id), Some(id(format))),
+        ),
+        ["approve", ssl_id] => only(is(&Method::POST), Endpoint::Approve(id(ssl_id))),
+        ["decline", ssl_id] => only(is(&Method::POST), Endpoint::Decline(id(ssl_id))),
+        ["revoke", "manual"] | ["renew", "manual", _] => Err(NoRoute::NotImplemented),
+        ["revoke", "serial", serial] => only(is(&Method::POST), Endpoint::RevokeBySerial(id(serial))),
+        ["revoke", ssl_id] => only(is(&Method::POST), Endpoint::Revoke(id(ssl_id))),
+        ["renew", renew_id] => only(is(&Method::POST), Endpoint::Renew(id(renew_id))),
+        ["renewById", ssl_id] => only(is(&Method::POST), Endpoint::RenewById(id(ssl_id))),
+        ["replace", ssl_id] => only(is(&Method::POST), Endpoint::Replace(id(ssl_id))),
+        [first, ..] if UNIMPLEMENTED.contains(first) => Err(NoRoute::NotImplemented),
+        [_, "location", ..] => Err(NoRoute::NotImplemented),
+        [literal, ..] if is_literal(literal) => Err(NoRoute::NotFound),
+        [ssl_id] if is(&Method::GET) => Ok(Endpoint::Details(id(ssl_id))),
+        [ssl_id] => only(is(&Method::DELETE), Endpoint::Delete(id(ssl_id))),
+        [ssl_id, "dcv"] => only(is(&Method::GET), Endpoint::Dcv(id(ssl_id))),
+        [ssl_id, "dcv", "recheck"] => only(is(&Method::POST), Endpoint::DcvRecheck(id(ssl_id))),
+        _ => Err(NoRoute::NotFound),
+    }
+}
+
+/// Literal first segments: with an unexpected shape they are unknown paths, never ids.
+fn is_literal(segment: &str) -> bool {
+    matches!(
+        segment,
+        "types"
+            | "customFields"
+            | "enroll"
+            | "collect"
+            | "approve"
+            | "decline"
+            | "revoke"
+            | "renew"
+            | "renewById"
+            | "replace"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(flavor: ScmFlavor, path: &str) -> Result<(Login, Endpoint), NoRoute> {
+        route(flavor, &Method::GET, path)
+    }
+
+    #[test]
+    fn prefixes_per_flavor() {
+        assert_eq!(
+            get(ScmFlavor::Sectigo, "/api/ssl/v1/types"),
+            Ok((Login::Password, Endpoint::Types))
+        );
+        assert_eq!(
+            get(ScmFlavor::Sectigo, "/api/ssl/v1/types/"),
+            Ok((Login::Password, Endpoint::Types))
+        );
+        assert_eq!(
+            get(ScmFlavor::Sectigo, "/private/api/ssl/v1/types"),
+            Ok((Login::Certificate, Endpoint::Types))
+        );
+        assert_eq!(
+            get(ScmFlavor::Sectigo, "/private/ssl/v1/types"),
+            Err(NoRoute::NotFound)
+        );
+        assert_eq!(
+            get(ScmFlavor::InCommon, "/private/ssl/v1/types"),
+            Ok((Login::Certificate, Endpoint::Types))
+        );
+        assert_eq!(
+            get(ScmFlavor::InCommon, "/api/ssl/v1"),
+            Ok((Login::Password, Endpoint::List))
+        );
+        assert_eq!(
+            get(ScmFlavor::InCommon, "/api/ssl/v1x/types"),
+            Err(NoRoute::NotFound)
+        );
+    }
+
+    #[test]
+    fn literals_before_ids() {
+        let post = |path| route(ScmFlavor::Sectigo, &Method::POST, path).map(|(_, e)| e);
+        assert_eq!(
+            post("/api/ssl/v1/revoke/serial/A9%3A3E"),
+            Ok(Endpoint::RevokeBySerial("A9:3E".into()))
+        );
+        assert_eq!(post("/api/ssl/v1/revoke/17"), Ok(Endpoint::Revoke("17".into())));
+        assert_eq!(
+            post("/api/ssl/v1/17/dcv/recheck"),
+            Ok(Endpoint::DcvRecheck("17".into()))
+        );
+        assert_eq!(post("/api/ssl/v1/enroll-keygen"), Err(NoRoute::NotImplemented));
+        assert_eq!(post("/api/ssl/v1/types"), Err(NoRoute::MethodNotAllowed));
+        assert_eq!(
+            get(ScmFlavor::Sectigo, "/api/ssl/v1/collect/5/x509CO").map(|(_, e)| e),
+            Ok(Endpoint::Collect("5".into(), Some("x509CO".into())))
+        );
+        assert_eq!(
+            get(ScmFlavor::Sectigo, "/api/ssl/v1/12").map(|(_, e)| e),
+            Ok(Endpoint::Details("12".into()))
+        );
+        assert_eq!(
+            route(ScmFlavor::Sectigo, &Method::HEAD, "/api/ssl/v1").map(|(_, e)| e),
+            Ok(Endpoint::Count)
+        );
+    }
+}

@@ -1,0 +1,659 @@
+//! The backend conformance suite and the SCM client's error, retry and crash-recovery behaviour,
+//! against the SCM simulator (Sectigo and InCommon flavours, password and client-certificate
+//! login). Every trial starts its own simulator, so counters and faults never leak between tests.
+
+// A test binary with its own harness: a panic is a test failure.
+#![allow(clippy::expect_used)]
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, bail, ensure};
+use libtest_mimic::{Arguments, Failed, Trial};
+use pki_operator::backend::{
+    BackendError, CaBackend, Collected,
+    credentials::SecretString,
+    retry::RetryPolicy,
+    scm::{ScmAuth, ScmBackend, ScmConfig, ScmFlavor},
+};
+use pki_operator_e2e::{
+    conformance::{self, new_order},
+    sim::scm::{
+        Faults, PendingVariant, RateLimitFault, ScmFlavor as SimFlavor, ScmSimulator, ScmSimulatorConfig,
+    },
+};
+
+const PASSWORD: &str = "sim-password-123";
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    SectigoPassword,
+    SectigoClientCertificate,
+    InCommonPassword,
+    InCommonClientCertificate,
+}
+
+impl Mode {
+    const ALL: [Mode; 4] = [
+        Mode::SectigoPassword,
+        Mode::SectigoClientCertificate,
+        Mode::InCommonPassword,
+        Mode::InCommonClientCertificate,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::SectigoPassword => "sectigo_password",
+            Mode::SectigoClientCertificate => "sectigo_client_certificate",
+            Mode::InCommonPassword => "incommon_password",
+            Mode::InCommonClientCertificate => "incommon_client_certificate",
+        }
+    }
+
+    fn flavors(self) -> (SimFlavor, ScmFlavor) {
+        match self {
+            Mode::SectigoPassword | Mode::SectigoClientCertificate => {
+                (SimFlavor::Sectigo, ScmFlavor::Sectigo)
+            }
+            Mode::InCommonPassword | Mode::InCommonClientCertificate => {
+                (SimFlavor::InCommon, ScmFlavor::InCommon)
+            }
+        }
+    }
+}
+
+fn sim_config(mode: Mode) -> ScmSimulatorConfig {
+    ScmSimulatorConfig {
+        flavor: mode.flavors().0,
+        pending_collects: 2,
+        ..ScmSimulatorConfig::default()
+    }
+}
+
+fn backend_for(sim: &ScmSimulator, mode: Mode, password: &str) -> Result<ScmBackend> {
+    let auth = match mode {
+        Mode::SectigoPassword | Mode::InCommonPassword => ScmAuth::Password {
+            login: "api-admin".into(),
+            password: SecretString::new(password),
+        },
+        Mode::SectigoClientCertificate | Mode::InCommonClientCertificate => {
+            let (cert, key) = sim.issue_client_certificate("api-admin");
+            ScmAuth::ClientCertificate {
+                login: "api-admin".into(),
+                identity_pem: SecretString::new(format!("{cert}{key}")),
+            }
+        }
+    };
+    let mut config = ScmConfig::new(sim.base_url(), "cst-sim", auth, 8932, 5153);
+    config.flavor = mode.flavors().1;
+    config.ca_bundle_pem = Some(sim.tls_ca_pem());
+    config.request_timeout = Duration::from_secs(3);
+    config.retry = RetryPolicy {
+        max_attempts: 6,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        max_retry_after: Duration::from_secs(10),
+    };
+    Ok(ScmBackend::new(config)?)
+}
+
+fn run<F: Future<Output = Result<()>>>(future: F) -> Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
+}
+
+fn trial(name: String, test: impl FnOnce() -> Result<()> + Send + 'static) -> Trial {
+    Trial::test(name, move || test().map_err(|e| Failed::from(format!("{e:#}"))))
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Arguments::from_args();
+    let mut trials = Vec::new();
+    for mode in Mode::ALL {
+        macro_rules! conformance {
+            ($name:ident $(, $root:tt)?) => {
+                trials.push(trial(format!("{}::{}", mode.name(), stringify!($name)), move || {
+                    run(async move {
+                        let sim = ScmSimulator::start(sim_config(mode)).await?;
+                        let backend = backend_for(&sim, mode, PASSWORD)?;
+                        conformance!(@call $name, backend, sim $(, $root)?)
+                    })
+                }));
+            };
+            (@call $name:ident, $backend:ident, $sim:ident, root) => {
+                conformance::$name(&$backend, &$sim.issuing_root_pem()).await
+            };
+            (@call $name:ident, $backend:ident, $sim:ident) => {
+                conformance::$name(&$backend).await
+            };
+        }
+        conformance!(enroll_then_collect_issues_a_verified_chain, root);
+        conformance!(collect_before_issuance_is_pending);
+        conformance!(collect_unknown_order_is_not_found);
+        conformance!(revoke_is_idempotent);
+        conformance!(renew_issues_a_new_certificate, root);
+        conformance!(find_existing_order_finds_the_order);
+        trials.push(trial(
+            format!("{}::check_lists_profiles", mode.name()),
+            move || run(check_lists_profiles(mode)),
+        ));
+    }
+    trials.extend([
+        trial(
+            "scm::collect_is_pending_exactly_n_times_then_issued".into(),
+            || run(pending_n_times_then_issued()),
+        ),
+        trial("scm::every_pending_variant_is_pending".into(), || {
+            run(every_pending_variant_is_pending())
+        }),
+        trial(
+            "scm::lost_enroll_response_is_recovered_without_a_second_order".into(),
+            || run(lost_enroll_response()),
+        ),
+        trial("scm::error_classes_map_to_kinds_with_the_cause".into(), || {
+            run(error_classes())
+        }),
+        trial("scm::enroll_is_never_retried".into(), || {
+            run(enroll_is_never_retried())
+        }),
+        trial("scm::retry_after_is_waited_out".into(), || {
+            run(retry_after_is_waited_out())
+        }),
+        trial(
+            "scm::idempotent_calls_survive_half_failing_server_with_bounded_requests".into(),
+            || run(half_failing_server()),
+        ),
+        trial(
+            "scm::declined_order_fails_instead_of_polling_forever".into(),
+            || run(declined_order_fails()),
+        ),
+        trial("scm::timeouts_are_transient_unavailable".into(), || {
+            run(timeouts_are_unavailable())
+        }),
+        trial(
+            "scm::logs_and_errors_never_contain_credentials_or_keys".into(),
+            logs_never_contain_secrets,
+        ),
+    ]);
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+async fn check_lists_profiles(mode: Mode) -> Result<()> {
+    let sim = ScmSimulator::start(sim_config(mode)).await?;
+    let profiles = backend_for(&sim, mode, PASSWORD)?.check().await?;
+    ensure!(
+        profiles.iter().any(|p| p.id == "5153" && p.terms.contains(&365)),
+        "profiles: {profiles:?}"
+    );
+    Ok(())
+}
+
+async fn pending_n_times_then_issued() -> Result<()> {
+    let sim = ScmSimulator::start(ScmSimulatorConfig {
+        pending_collects: 3,
+        ..sim_config(Mode::SectigoPassword)
+    })
+    .await?;
+    let backend = backend_for(&sim, Mode::SectigoPassword, PASSWORD)?;
+    let order = new_order(&["pending-n.example.com"])?;
+    let handle = backend.enroll(&order.request).await?;
+    let (issued, pending) =
+        conformance::collect_until_issued(&backend, &handle, &order.request.csr_der, 10).await?;
+    ensure!(
+        pending == 3,
+        "collect was pending {pending} times, the simulator was set to 3"
+    );
+    conformance::verify_issued(&issued, &sim.issuing_root_pem(), &order.key)?;
+    let stats = sim.stats();
+    ensure!(
+        stats.orders_per_csr.get(&order.request.csr_sha256_hex()) == Some(&1),
+        "orders: {:?}",
+        stats.orders_per_csr
+    );
+    ensure!(
+        stats.requests.get("enroll") == Some(&1),
+        "enroll requests: {:?}",
+        stats.requests
+    );
+    Ok(())
+}
+
+async fn every_pending_variant_is_pending() -> Result<()> {
+    for variant in [
+        PendingVariant::Code1400,
+        PendingVariant::Code0,
+        PendingVariant::Code183,
+    ] {
+        let config = ScmSimulatorConfig {
+            pending_variant: variant,
+            ..sim_config(Mode::SectigoPassword)
+        };
+        let sim = ScmSimulator::start(config).await?;
+        conformance::collect_before_issuance_is_pending(&backend_for(&sim, Mode::SectigoPassword, PASSWORD)?)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn lost_enroll_response() -> Result<()> {
+    let sim = ScmSimulator::start(sim_config(Mode::SectigoPassword)).await?;
+    let backend = backend_for(&sim, Mode::SectigoPassword, PASSWORD)?;
+    let order = new_order(&["crash.example.com"])?;
+    sim.set_faults(Faults {
+        drop_after_enroll: 1,
+        ..Faults::default()
+    });
+    let error = match backend.enroll(&order.request).await {
+        Ok(handle) => bail!("enroll succeeded ({handle:?}) although the connection was dropped"),
+        Err(error) => error,
+    };
+    ensure!(
+        error.is_transient(),
+        "a dropped connection must be transient, got {error:?}"
+    );
+    ensure!(matches!(error, BackendError::Unavailable { .. }), "got {error:?}");
+    let found = backend
+        .find_existing_order(&order.request)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("order not found"))?;
+    let (issued, _) = conformance::collect_until_issued(&backend, &found, &order.request.csr_der, 10).await?;
+    conformance::verify_issued(&issued, &sim.issuing_root_pem(), &order.key)?;
+    let stats = sim.stats();
+    ensure!(
+        stats.orders_per_csr.get(&order.request.csr_sha256_hex()) == Some(&1),
+        "expected exactly one order for the CSR, simulator counted {:?}",
+        stats.orders_per_csr
+    );
+    ensure!(
+        stats.requests.get("enroll") == Some(&1),
+        "enroll requests: {:?}",
+        stats.requests
+    );
+    Ok(())
+}
+
+async fn error_classes() -> Result<()> {
+    // Unauthorized: wrong password.
+    let sim = ScmSimulator::start(sim_config(Mode::SectigoPassword)).await?;
+    let error = backend_for(&sim, Mode::SectigoPassword, "wrong-password")?
+        .check()
+        .await
+        .err();
+    ensure!(
+        matches!(&error, Some(BackendError::Unauthorized { message, .. }) if message.contains("Unknown user")),
+        "wrong password gave {error:?}"
+    );
+    let backend = backend_for(&sim, Mode::SectigoPassword, PASSWORD)?;
+
+    // Invalid CSR: bytes that are not a PKCS#10 request.
+    let mut garbage = new_order(&["bad-csr.example.com"])?.request;
+    garbage.csr_der = b"definitely not a CSR".to_vec();
+    match backend.enroll(&garbage).await {
+        Err(BackendError::InvalidRequest {
+            code: Some(code),
+            message,
+            ..
+        }) => {
+            ensure!(matches!(code, -9 | -10 | -138), "bad CSR code {code}");
+            ensure!(
+                message.contains("CSR"),
+                "message {message:?} does not name the CSR"
+            );
+        }
+        other => bail!("garbage CSR gave {other:?}"),
+    }
+
+    // Invalid term for the profile.
+    let mut wrong_term = new_order(&["term.example.com"])?.request;
+    wrong_term.options.term_days = Some(7);
+    match backend.enroll(&wrong_term).await {
+        Err(BackendError::InvalidRequest {
+            code: Some(-36),
+            message,
+            ..
+        }) => {
+            ensure!(
+                message.contains("term"),
+                "message {message:?} does not name the term"
+            );
+        }
+        other => bail!("invalid term gave {other:?}"),
+    }
+
+    // Domain not validated.
+    let dcv = ScmSimulator::start(ScmSimulatorConfig {
+        validated_domains: Some(vec!["example.com".into()]),
+        ..sim_config(Mode::SectigoPassword)
+    })
+    .await?;
+    let dcv_backend = backend_for(&dcv, Mode::SectigoPassword, PASSWORD)?;
+    match dcv_backend
+        .enroll(&new_order(&["shop.unvalidated.test"])?.request)
+        .await
+    {
+        Err(BackendError::DomainNotValidated { message, .. }) => {
+            ensure!(
+                message.contains("unvalidated.test"),
+                "message {message:?} does not name the domain"
+            );
+        }
+        other => bail!("unvalidated domain gave {other:?}"),
+    }
+    dcv_backend
+        .enroll(&new_order(&["www.example.com"])?.request)
+        .await?;
+
+    // Rate limited (enroll is not retried, so the caller sees it with the hint).
+    sim.set_faults(Faults {
+        rate_limit: Some(RateLimitFault {
+            retry_after_secs: 30,
+            count: 1,
+        }),
+        endpoints: Some(vec!["enroll".into()]),
+        ..Faults::default()
+    });
+    match backend
+        .enroll(&new_order(&["limited.example.com"])?.request)
+        .await
+    {
+        Err(error @ BackendError::RateLimited { .. }) => {
+            ensure!(
+                error.retry_after() == Some(Duration::from_secs(30)),
+                "retry hint {:?}",
+                error.retry_after()
+            );
+            ensure!(error.is_transient());
+            ensure!(error.to_string().contains("retry after 30s"), "message {error}");
+        }
+        other => bail!("429 gave {other:?}"),
+    }
+
+    // Server error.
+    sim.set_faults(Faults {
+        server_error_rate: 1.0,
+        endpoints: Some(vec!["enroll".into()]),
+        ..Faults::default()
+    });
+    match backend.enroll(&new_order(&["down.example.com"])?.request).await {
+        Err(error @ BackendError::Unavailable { .. }) => {
+            ensure!(error.is_transient());
+            ensure!(error.to_string().contains("HTTP 5"), "message {error}");
+        }
+        other => bail!("5xx gave {other:?}"),
+    }
+    Ok(())
+}
+
+async fn enroll_is_never_retried() -> Result<()> {
+    let sim = ScmSimulator::start(sim_config(Mode::SectigoPassword)).await?;
+    let backend = backend_for(&sim, Mode::SectigoPassword, PASSWORD)?;
+    let first = new_order(&["once.example.com"])?;
+    let handle = backend.enroll(&first.request).await?;
+    conformance::collect_until_issued(&backend, &handle, &first.request.csr_der, 10).await?;
+    sim.reset_stats();
+    // Every call that places an order fails with a 5xx: each must be sent exactly once.
+    let ordering = ["enroll", "renewById", "replace"];
+    sim.set_faults(Faults {
+        server_error_rate: 1.0,
+        endpoints: Some(ordering.iter().map(|e| (*e).to_owned()).collect()),
+        ..Faults::default()
+    });
+    let next = new_order(&["once.example.com"])?;
+    ensure!(
+        backend.enroll(&next.request).await.is_err(),
+        "enroll succeeded against a failing server"
+    );
+    ensure!(
+        backend.renew(&handle, &next.request).await.is_err(),
+        "renew succeeded against a failing server"
+    );
+    ensure!(
+        backend.replace(&handle, &next.request, "test").await.is_err(),
+        "replace succeeded"
+    );
+    let stats = sim.stats();
+    for endpoint in ordering {
+        ensure!(
+            stats.requests.get(endpoint) == Some(&1),
+            "{endpoint} was sent {:?} times",
+            stats.requests.get(endpoint)
+        );
+    }
+    Ok(())
+}
+
+async fn retry_after_is_waited_out() -> Result<()> {
+    let sim = ScmSimulator::start(sim_config(Mode::SectigoPassword)).await?;
+    let backend = backend_for(&sim, Mode::SectigoPassword, PASSWORD)?;
+    sim.set_faults(Faults {
+        rate_limit: Some(RateLimitFault {
+            retry_after_secs: 2,
+            count: 1,
+        }),
+        ..Faults::default()
+    });
+    let started = Instant::now();
+    backend.check().await?;
+    let waited = started.elapsed();
+    ensure!(
+        waited >= Duration::from_secs(2),
+        "retried after {waited:?}, Retry-After said 2s"
+    );
+    ensure!(
+        sim.stats().requests.get("types") == Some(&2),
+        "types requests: {:?}",
+        sim.stats().requests
+    );
+    Ok(())
+}
+
+async fn half_failing_server() -> Result<()> {
+    const ATTEMPTS: u64 = 10;
+    const CALLS: u64 = 20;
+    let sim = ScmSimulator::start(sim_config(Mode::SectigoPassword)).await?;
+    let mut config = ScmConfig::new(
+        sim.base_url(),
+        "cst-sim",
+        ScmAuth::Password {
+            login: "api-admin".into(),
+            password: SecretString::new(PASSWORD),
+        },
+        8932,
+        5153,
+    );
+    config.ca_bundle_pem = Some(sim.tls_ca_pem());
+    // Ten attempts: a call fails only if ten requests in a row do (1 in 1024 at 50%).
+    config.retry = RetryPolicy {
+        max_attempts: 10,
+        initial_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(50),
+        max_retry_after: Duration::from_secs(10),
+    };
+    let backend = ScmBackend::new(config)?;
+    let order = new_order(&["flaky.example.com"])?;
+    let handle = backend.enroll(&order.request).await?;
+    sim.reset_stats();
+    sim.set_faults(Faults {
+        server_error_rate: 0.5,
+        seed: 7,
+        ..Faults::default()
+    });
+    for _ in 0..CALLS {
+        backend.check().await?;
+    }
+    let mut issued = false;
+    for _ in 0..CALLS {
+        if let Collected::Issued(_) = backend.collect(&handle, &order.request.csr_der).await? {
+            issued = true;
+            break;
+        }
+    }
+    ensure!(issued, "collect never succeeded");
+    let stats = sim.stats();
+    let types = stats.requests.get("types").copied().unwrap_or(0);
+    // At most ATTEMPTS requests per call; with half of them failing, well over CALLS were needed.
+    ensure!(
+        types > CALLS && types <= CALLS * ATTEMPTS,
+        "{types} requests for {CALLS} calls"
+    );
+    let collects = stats.requests.get("collect").copied().unwrap_or(0);
+    ensure!(collects <= CALLS * ATTEMPTS, "{collects} collect requests");
+    eprintln!("half-failing server: {types} types requests for {CALLS} calls, {collects} collect requests");
+    Ok(())
+}
+
+async fn declined_order_fails() -> Result<()> {
+    let sim = ScmSimulator::start(ScmSimulatorConfig {
+        require_approval: true,
+        ..sim_config(Mode::SectigoPassword)
+    })
+    .await?;
+    let backend = backend_for(&sim, Mode::SectigoPassword, PASSWORD)?;
+    let order = new_order(&["declined.example.com"])?;
+    let handle = backend.enroll(&order.request).await?;
+    ensure!(matches!(
+        backend.collect(&handle, &order.request.csr_der).await?,
+        Collected::Pending { .. }
+    ));
+    decline(&sim, &handle.id).await?;
+    match backend.collect(&handle, &order.request.csr_der).await? {
+        Collected::Failed { reason } => ensure!(reason.contains("Declined"), "reason {reason:?}"),
+        other => bail!("declined order gave {other:?}"),
+    }
+    Ok(())
+}
+
+/// Declines an order the way an SCM administrator would, through the API.
+async fn decline(sim: &ScmSimulator, ssl_id: &str) -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(
+            sim.tls_ca_pem().as_bytes(),
+        )?)
+        .build()?;
+    let response = client
+        .post(format!("{}/api/ssl/v1/decline/{ssl_id}", sim.base_url()))
+        .header("login", "api-admin")
+        .header("password", PASSWORD)
+        .header("customerUri", "cst-sim")
+        .json(&serde_json::json!({"message": "not allowed"}))
+        .send()
+        .await?;
+    ensure!(response.status() == 204, "decline answered {}", response.status());
+    Ok(())
+}
+
+async fn timeouts_are_unavailable() -> Result<()> {
+    let sim = ScmSimulator::start(sim_config(Mode::SectigoPassword)).await?;
+    let mut config = ScmConfig::new(
+        sim.base_url(),
+        "cst-sim",
+        ScmAuth::Password {
+            login: "api-admin".into(),
+            password: SecretString::new(PASSWORD),
+        },
+        8932,
+        5153,
+    );
+    config.ca_bundle_pem = Some(sim.tls_ca_pem());
+    config.request_timeout = Duration::from_millis(500);
+    config.retry = RetryPolicy {
+        max_attempts: 2,
+        ..RetryPolicy::default()
+    };
+    let backend = ScmBackend::new(config)?;
+    sim.set_faults(Faults {
+        hang: true,
+        ..Faults::default()
+    });
+    match backend.check().await {
+        Err(error @ BackendError::Unavailable { .. }) => {
+            ensure!(error.to_string().contains("timed out"), "message {error}");
+        }
+        other => bail!("hanging server gave {other:?}"),
+    }
+    ensure!(
+        sim.stats().requests.get("types") == Some(&2),
+        "{:?}",
+        sim.stats().requests
+    );
+    Ok(())
+}
+
+/// A `MakeWriter` appending to a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs enrolments with password and client-certificate login, failures included, with every
+/// log level captured, then greps the logs and error messages for the password and key material.
+fn logs_never_contain_secrets() -> Result<()> {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let mut messages = Vec::new();
+    let mut secrets = vec![PASSWORD.to_owned()];
+    tracing::subscriber::with_default(subscriber, || {
+        run(async {
+            for mode in [Mode::SectigoPassword, Mode::SectigoClientCertificate] {
+                let sim = ScmSimulator::start(sim_config(mode)).await?;
+                let backend = backend_for(&sim, mode, PASSWORD)?;
+                let order = new_order(&["secret.example.com"])?;
+                secrets.push(order.key.serialize_pem());
+                let handle = backend.enroll(&order.request).await?;
+                conformance::collect_until_issued(&backend, &handle, &order.request.csr_der, 10).await?;
+                sim.set_faults(Faults {
+                    server_error_rate: 1.0,
+                    ..Faults::default()
+                });
+                if let Err(e) = backend.check().await {
+                    messages.push(format!("{e} {e:?}"));
+                }
+                messages.push(format!("{:?}", backend_for(&sim, mode, "wrong")?.check().await));
+                messages.push(format!("{backend:?}"));
+            }
+            Ok(())
+        })
+    })?;
+    let logs = String::from_utf8(captured.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())?;
+    ensure!(
+        !logs.is_empty(),
+        "nothing was logged, so the check would prove nothing"
+    );
+    let everything = format!("{logs}\n{}", messages.join("\n"));
+    for secret in &secrets {
+        for line in secret.lines().filter(|l| l.len() > 20 && !l.starts_with("-----")) {
+            ensure!(
+                !everything.contains(line),
+                "key material appeared in logs or errors"
+            );
+        }
+        ensure!(
+            !everything.contains(secret.trim()),
+            "a secret appeared in logs or errors"
+        );
+    }
+    ensure!(
+        !everything.contains("PRIVATE KEY"),
+        "a private key appeared in logs or errors"
+    );
+    Ok(())
+}
