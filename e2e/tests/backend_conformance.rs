@@ -591,7 +591,10 @@ struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -633,7 +636,13 @@ fn logs_never_contain_secrets() -> Result<()> {
             Ok(())
         })
     })?;
-    let logs = String::from_utf8(captured.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())?;
+    let logs = String::from_utf8(
+        captured
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone(),
+    )?;
     ensure!(
         !logs.is_empty(),
         "nothing was logged, so the check would prove nothing"
