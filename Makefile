@@ -20,7 +20,7 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 .PHONY: test
-test: fmt-check clippy crds-check unit e2e ## Everything CI checks: fmt, clippy, CRDs up to date, unit and e2e tests
+test: fmt-check clippy crds-check unit e2e demo ## Everything CI checks: fmt, clippy, CRDs up to date, unit and e2e tests, the demo
 	@echo "make test: all checks passed"
 
 .PHONY: fmt-check
@@ -86,6 +86,6 @@ run: ## Run the operator against $KUBECONFIG (e.g. the one `make cluster` prints
 	$(CARGO) run --locked --bin pki-operator -- --admin-address 127.0.0.1:8080
 
 .PHONY: demo
-demo: ## The main job on embedded defaults (not yet: arrives with the Certificate controller)
-	@echo "make demo: not yet implemented. It arrives with the Certificate controller (issue 4)."
-	@echo "Today: 'make cluster', then 'make run', then 'kubectl apply -f crds/ -f examples/'."
+demo: $(DEVCLUSTER) ## The main job: control plane + SCM simulator + operator, apply examples/demo, wait Ready, summarise, clean up
+	$(CARGO) build --locked --bin pki-operator
+	PKI_E2E_DEVCLUSTER=$(CURDIR)/$(DEVCLUSTER) $(CARGO) run --locked --quiet -p pki-operator-e2e --bin demo

@@ -22,7 +22,8 @@ use kube::{
     discovery::ApiResource,
 };
 use libtest_mimic::{Arguments, Failed, Trial};
-use pki_operator::crd::v1alpha1::Certificate;
+use pki_operator::crd::v1alpha1::{Certificate, Issuer};
+use pki_operator_e2e::sim::scm::{Faults, ScmSimulator, ScmSimulatorConfig};
 use pki_operator_e2e::{
     ControlPlane, Operator, TestNamespace, metric_value, random_suffix, repo_root, wait_for, work_dir,
 };
@@ -73,6 +74,26 @@ fn main() -> std::process::ExitCode {
             foreign_secret_is_never_modified,
         ),
         trial("steady_state_makes_no_writes", steady_state_makes_no_writes),
+        trial(
+            "scm_certificate_is_issued_through_one_pending_order",
+            scm_certificate_issued_once,
+        ),
+        trial(
+            "scm_crash_after_order_accepted_recovers_without_a_second_order",
+            scm_crash_recovery,
+        ),
+        trial(
+            "scm_renewal_rotates_the_key_and_revokes_the_superseded_certificate",
+            scm_renewal,
+        ),
+        trial(
+            "scm_revoke_on_delete_revokes_and_releases_the_finalizer",
+            scm_revoke_on_delete,
+        ),
+        trial(
+            "scm_invalid_credentials_are_reported_and_recover_when_fixed",
+            scm_invalid_credentials,
+        ),
     ];
     let listing = args.list;
     if !listing {
@@ -236,7 +257,11 @@ fn crds_and_examples_apply() -> Result<()> {
         let mut documents = 0;
         let mut cluster_scoped_created = Vec::new();
         for entry in std::fs::read_dir(&examples)? {
-            let text = std::fs::read_to_string(entry?.path())?;
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue; // examples/demo/ holds the demo's templates
+            }
+            let text = std::fs::read_to_string(path)?;
             for doc in serde_yaml::Deserializer::from_str(&text) {
                 let value = serde_json::to_value(serde_yaml::Value::deserialize(doc)?)?;
                 if value.is_null() {
@@ -871,10 +896,15 @@ async fn wait_certificate(
     check: impl Fn(&Certificate) -> bool,
 ) -> Result<Certificate> {
     let api: Api<Certificate> = Api::namespaced(client.clone(), namespace);
-    wait_for(what, timeout, || async {
+    let result = wait_for(what, timeout, || async {
         api.get_opt(name).await.ok().flatten().filter(|c| check(c))
     })
-    .await
+    .await;
+    if result.is_err() {
+        let last = api.get_opt(name).await.ok().flatten().and_then(|c| c.status);
+        return result.with_context(|| format!("last status of {name}: {last:#?}"));
+    }
+    result
 }
 
 fn condition(cert: &Certificate, type_: &str) -> Option<(String, String, String)> {
@@ -1122,28 +1152,32 @@ fn steady_state_makes_no_writes() -> Result<()> {
         let client = plane().client().await?;
         let ns = TestNamespace::create(&client, "steady").await?;
         ca_issuer(&ns.name, "local-ca")?;
+        let sim = ScmSimulator::start(ScmSimulatorConfig::default()).await?;
+        scm_issuer(&ns.name, "sectigo", &sim, SCM_PASSWORD)?;
         let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
         operator.wait_ready(Duration::from_secs(60)).await?;
-        apply(
-            &ns.name,
-            "apiVersion: pki-operator.io/v1alpha1\nkind: Certificate\nmetadata: {name: calm}\nspec: {secretName: calm-tls, issuerRef: {name: local-ca}, dnsNames: [calm.example.com]}\n",
-        )?;
-        wait_certificate(
-            &client,
-            &ns.name,
-            "calm",
-            "Ready",
-            Duration::from_secs(60),
-            is_ready,
-        )
-        .await?;
-        // Let the write that made it Ready and its watch echo settle, then watch a 2-minute window.
+        apply(&ns.name, &certificate_yaml("calm", "local-ca", ""))?;
+        apply(&ns.name, &certificate_yaml("quiet", "sectigo", ""))?;
+        for name in ["calm", "quiet"] {
+            wait_certificate(
+                &client,
+                &ns.name,
+                name,
+                "Ready",
+                Duration::from_secs(60),
+                is_ready,
+            )
+            .await?;
+        }
+        // Let the writes that made them Ready and their watch echoes settle, then watch a
+        // 2-minute window: no API writes in the namespace, no calls to the CA.
         let settle_until = Instant::now() + Duration::from_secs(5);
         wait_for("settle", Duration::from_secs(10), || async {
             (Instant::now() >= settle_until).then_some(())
         })
         .await?;
         let since = jiff::Timestamp::now().to_string();
+        let ca_requests_before: u64 = sim.stats().requests.values().sum();
         let window_end = Instant::now() + Duration::from_secs(120);
         wait_for("the 2-minute window", Duration::from_secs(130), || async {
             (Instant::now() >= window_end).then_some(())
@@ -1155,11 +1189,411 @@ fn steady_state_makes_no_writes() -> Result<()> {
             "the operator wrote {} time(s) in steady state: {writes:?}",
             writes.len()
         );
+        let ca_requests_after: u64 = sim.stats().requests.values().sum();
+        ensure!(
+            ca_requests_after == ca_requests_before,
+            "the operator called the CA {} time(s) in steady state: {:?}",
+            ca_requests_after - ca_requests_before,
+            sim.stats().requests
+        );
         let (status, metrics) = operator.get("/metrics").await.context("metrics")?;
         ensure!(
             status == 200 && metrics.contains("pki_operator_reconciliations_total"),
             "metrics unavailable"
         );
+        Ok(())
+    })
+}
+
+// ---- SCM ---------------------------------------------------------------------------------
+
+const SCM_PASSWORD: &str = "sim-password-123";
+
+/// A password Secret and an SCM Issuer pointing at `sim`, polling every second.
+fn scm_issuer(namespace: &str, name: &str, sim: &ScmSimulator, password: &str) -> Result<()> {
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("{name}-credentials")},
+        "stringData": {"login": "api-admin", "password": password},
+    });
+    apply(namespace, &serde_json::to_string(&secret)?)?;
+    let issuer = serde_json::json!({
+        "apiVersion": "pki-operator.io/v1alpha1", "kind": "Issuer",
+        "metadata": {"name": name},
+        "spec": {"scm": {
+            "url": sim.base_url(), "customerUri": "cst-sim",
+            "auth": {"password": {"secretName": format!("{name}-credentials")}},
+            "orgId": 8932, "certType": 5153, "caBundle": sim.tls_ca_pem(), "pollInterval": "1s",
+        }},
+    });
+    apply(namespace, &serde_json::to_string(&issuer)?)
+}
+
+fn certificate_yaml(name: &str, issuer: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: pki-operator.io/v1alpha1\nkind: Certificate\nmetadata: {{name: {name}}}\nspec:\n  secretName: {name}-tls\n  issuerRef: {{name: {issuer}}}\n  dnsNames: [{name}.example.com]\n{extra}"
+    )
+}
+
+fn total_orders(sim: &ScmSimulator) -> u32 {
+    sim.stats().orders_per_csr.values().sum()
+}
+
+/// SCM with a processing delay: while pending, status shows the order id and `Issuing=True`;
+/// then Ready with a verified Secret, and the simulator counts exactly one order.
+fn scm_certificate_issued_once() -> Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    block_on(async {
+        let dir = work_dir("scm-once")?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "scm-once").await?;
+        let sim = ScmSimulator::start(ScmSimulatorConfig {
+            pending_collects: 4,
+            ..ScmSimulatorConfig::default()
+        })
+        .await?;
+        scm_issuer(&ns.name, "sectigo", &sim, SCM_PASSWORD)?;
+        let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        apply(&ns.name, &certificate_yaml("shop", "sectigo", ""))?;
+        let pending = wait_certificate(
+            &client,
+            &ns.name,
+            "shop",
+            "a pending order in status",
+            Duration::from_secs(60),
+            |c| {
+                c.status
+                    .as_ref()
+                    .and_then(|s| s.order.as_ref())
+                    .is_some_and(|o| o.state == "Pending")
+                    && condition(c, "Issuing").is_some_and(|(s, ..)| s == "True")
+            },
+        )
+        .await
+        .with_context(|| operator.log_text())?;
+        let order = pending.status.and_then(|s| s.order).context("order")?;
+        ensure!(order.backend == "scm" && !order.id.is_empty(), "order {order:?}");
+        let ready = wait_certificate(
+            &client,
+            &ns.name,
+            "shop",
+            "Ready",
+            Duration::from_secs(60),
+            is_ready,
+        )
+        .await
+        .with_context(|| operator.log_text())?;
+        let secret = Api::<Secret>::namespaced(client.clone(), &ns.name)
+            .get("shop-tls")
+            .await?;
+        verify_tls_secret(&secret, &sim.issuing_root_pem(), &["shop.example.com"])?;
+        ensure!(
+            ready
+                .status
+                .and_then(|s| s.order)
+                .is_some_and(|o| o.id == order.id && o.state == "Issued")
+        );
+        let stats = sim.stats();
+        ensure!(
+            total_orders(&sim) == 1,
+            "the simulator counted orders {:?}",
+            stats.orders_per_csr
+        );
+        ensure!(
+            stats.requests.get("enroll") == Some(&1),
+            "enroll requests {:?}",
+            stats.requests
+        );
+        Ok(())
+    })
+}
+
+/// The operator is killed right after the simulator accepted the order (its response never
+/// arrived); after a restart the Certificate becomes Ready and there is still exactly one order.
+fn scm_crash_recovery() -> Result<()> {
+    block_on(async {
+        let dir = work_dir("scm-crash")?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "scm-crash").await?;
+        let sim = ScmSimulator::start(ScmSimulatorConfig::default()).await?;
+        scm_issuer(&ns.name, "sectigo", &sim, SCM_PASSWORD)?;
+        sim.set_faults(Faults {
+            drop_after_enroll: 1,
+            ..Faults::default()
+        });
+        let mut first = Operator::start(plane(), &dir, "operator-1", &["--namespace", &ns.name])?;
+        first.wait_ready(Duration::from_secs(60)).await?;
+        apply(&ns.name, &certificate_yaml("crashy", "sectigo", ""))?;
+        wait_for(
+            "the simulator to accept the order",
+            Duration::from_secs(60),
+            || async { (total_orders(&sim) == 1).then_some(()) },
+        )
+        .await
+        .with_context(|| first.log_text())?;
+        first.kill();
+        sim.set_faults(Faults::default());
+        let second = Operator::start(plane(), &dir, "operator-2", &["--namespace", &ns.name])?;
+        let cert = wait_certificate(
+            &client,
+            &ns.name,
+            "crashy",
+            "Ready after restart",
+            Duration::from_secs(90),
+            is_ready,
+        )
+        .await
+        .with_context(|| second.log_text())?;
+        let stats = sim.stats();
+        ensure!(
+            total_orders(&sim) == 1,
+            "expected exactly one order, the simulator counted {:?}",
+            stats.orders_per_csr
+        );
+        ensure!(
+            stats.requests.get("enroll") == Some(&1),
+            "enroll requests {:?}",
+            stats.requests
+        );
+        let only = stats.orders.first().context("no order")?;
+        let order = cert.status.and_then(|s| s.order).context("no order in status")?;
+        ensure!(
+            order.id == only.ssl_id.to_string(),
+            "status order {} is not the simulator's {}",
+            order.id,
+            only.ssl_id
+        );
+        Ok(())
+    })
+}
+
+/// A 3-minute certificate renewed at two thirds of its life: new key, new serial, new Secret,
+/// and the superseded serial revoked at the simulator.
+fn scm_renewal() -> Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    block_on(async {
+        let dir = work_dir("scm-renew")?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "scm-renew").await?;
+        let sim = ScmSimulator::start(ScmSimulatorConfig {
+            certificate_lifetime: Some(Duration::from_secs(180)),
+            ..ScmSimulatorConfig::default()
+        })
+        .await?;
+        scm_issuer(&ns.name, "sectigo", &sim, SCM_PASSWORD)?;
+        let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        apply(
+            &ns.name,
+            &certificate_yaml(
+                "rotating",
+                "sectigo",
+                "  duration: 3m\n  revocationPolicy: {superseded: Revoke}\n",
+            ),
+        )?;
+        let first = wait_certificate(
+            &client,
+            &ns.name,
+            "rotating",
+            "Ready",
+            Duration::from_secs(60),
+            is_ready,
+        )
+        .await?;
+        let first_serial = first
+            .status
+            .as_ref()
+            .and_then(|s| s.serial_number.clone())
+            .context("serial")?;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+        let first_key = secret_text(&secrets.get("rotating-tls").await?, "tls.key")?;
+        let renewed = wait_certificate(
+            &client,
+            &ns.name,
+            "rotating",
+            "revision 2",
+            Duration::from_secs(200),
+            |c| c.status.as_ref().and_then(|s| s.revision) == Some(2) && is_ready(c),
+        )
+        .await
+        .with_context(|| operator.log_text())?;
+        let second_serial = renewed
+            .status
+            .as_ref()
+            .and_then(|s| s.serial_number.clone())
+            .context("serial")?;
+        ensure!(second_serial != first_serial, "the serial did not change");
+        let secret = secrets.get("rotating-tls").await?;
+        ensure!(
+            secret_text(&secret, "tls.key")? != first_key,
+            "the key was not rotated"
+        );
+        verify_tls_secret(&secret, &sim.issuing_root_pem(), &["rotating.example.com"])?;
+        let revoked = wait_for(
+            "the superseded certificate to be revoked",
+            Duration::from_secs(30),
+            || async {
+                sim.stats()
+                    .orders
+                    .into_iter()
+                    .find(|o| {
+                        o.serial_number
+                            .as_deref()
+                            .map(|s| s.replace(':', "").to_lowercase())
+                            == Some(first_serial.clone())
+                    })
+                    .filter(|o| o.status == "Revoked")
+            },
+        )
+        .await?;
+        ensure!(revoked.status == "Revoked");
+        Ok(())
+    })
+}
+
+/// Deleting a Certificate with revoke-on-delete revokes it at the simulator, removes the
+/// finalizer, and the Secret is garbage-collected.
+fn scm_revoke_on_delete() -> Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    block_on(async {
+        let dir = work_dir("scm-delete")?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "scm-delete").await?;
+        let sim = ScmSimulator::start(ScmSimulatorConfig::default()).await?;
+        scm_issuer(&ns.name, "sectigo", &sim, SCM_PASSWORD)?;
+        let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        apply(
+            &ns.name,
+            &certificate_yaml(
+                "doomed",
+                "sectigo",
+                "  revocationPolicy: {onDelete: Revoke, onDeleteReason: CessationOfOperation}\n",
+            ),
+        )?;
+        let cert = wait_certificate(
+            &client,
+            &ns.name,
+            "doomed",
+            "Ready",
+            Duration::from_secs(60),
+            is_ready,
+        )
+        .await?;
+        ensure!(
+            cert.metadata
+                .finalizers
+                .as_ref()
+                .is_some_and(|f| f.iter().any(|f| f == "pki-operator.io/revoke-on-delete")),
+            "no finalizer"
+        );
+        let order_id = cert.status.and_then(|s| s.order).context("order")?.id;
+        let certs: Api<Certificate> = Api::namespaced(client.clone(), &ns.name);
+        certs
+            .delete("doomed", &kube::api::DeleteParams::default())
+            .await?;
+        wait_for("the Certificate to be gone", Duration::from_secs(60), || async {
+            certs
+                .get_opt("doomed")
+                .await
+                .ok()
+                .and_then(|c| c.is_none().then_some(()))
+        })
+        .await
+        .with_context(|| operator.log_text())?;
+        let order = sim
+            .stats()
+            .orders
+            .into_iter()
+            .find(|o| o.ssl_id.to_string() == order_id)
+            .context("order gone")?;
+        ensure!(order.status == "Revoked", "order status {}", order.status);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+        wait_for(
+            "the Secret to be garbage-collected",
+            Duration::from_secs(60),
+            || async {
+                secrets
+                    .get_opt("doomed-tls")
+                    .await
+                    .ok()
+                    .and_then(|s| s.is_none().then_some(()))
+            },
+        )
+        .await?;
+        Ok(())
+    })
+}
+
+/// A wrong password: the Issuer is Ready=False with an actionable message, the Certificate says
+/// its issuer is not ready and why; fixing the Secret recovers both without manual steps.
+fn scm_invalid_credentials() -> Result<()> {
+    block_on(async {
+        let dir = work_dir("scm-creds")?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "scm-creds").await?;
+        let sim = ScmSimulator::start(ScmSimulatorConfig::default()).await?;
+        scm_issuer(&ns.name, "sectigo", &sim, "wrong-password")?;
+        let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        apply(&ns.name, &certificate_yaml("blocked", "sectigo", ""))?;
+        let issuers: Api<Issuer> = Api::namespaced(client.clone(), &ns.name);
+        let issuer = wait_for(
+            "Issuer Ready=False InvalidCredentials",
+            Duration::from_secs(60),
+            || async {
+                issuers.get_opt("sectigo").await.ok().flatten().filter(|i| {
+                    i.status.as_ref().is_some_and(|s| {
+                        s.conditions.iter().any(|c| {
+                            c.type_ == "Ready" && c.status == "False" && c.reason == "InvalidCredentials"
+                        })
+                    })
+                })
+            },
+        )
+        .await?;
+        let message = issuer
+            .status
+            .map(|s| s.conditions[0].message.clone())
+            .unwrap_or_default();
+        ensure!(
+            message.contains("credentials") && message.contains("Unknown user"),
+            "issuer message {message:?}"
+        );
+        ensure!(
+            !message.contains("wrong-password"),
+            "the password leaked into status"
+        );
+        let cert = wait_certificate(
+            &client,
+            &ns.name,
+            "blocked",
+            "Certificate reports the issuer",
+            Duration::from_secs(60),
+            |c| {
+                condition(c, "Ready").is_some_and(|(s, r, m)| {
+                    s == "False" && r == "IssuerNotReady" && m.contains("Unknown user")
+                })
+            },
+        )
+        .await?;
+        ensure!(
+            cert.status.and_then(|s| s.order).is_none(),
+            "an order was placed with bad credentials"
+        );
+        scm_issuer(&ns.name, "sectigo", &sim, SCM_PASSWORD)?;
+        wait_certificate(
+            &client,
+            &ns.name,
+            "blocked",
+            "Ready after fixing the Secret",
+            Duration::from_secs(90),
+            is_ready,
+        )
+        .await
+        .with_context(|| operator.log_text())?;
+        ensure!(total_orders(&sim) == 1, "orders {:?}", sim.stats().orders_per_csr);
         Ok(())
     })
 }

@@ -136,10 +136,20 @@ struct ResolvedIssuer {
 /// Reconciles one Certificate.
 // The driver reads top to bottom through the phases; each phase's work lives in its own fn.
 #[allow(clippy::too_many_lines)]
-pub async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = cert.namespace().unwrap_or_default();
-    let name = cert.name_any();
+pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = cached.namespace().unwrap_or_default();
+    let name = cached.name_any();
     let certs: Api<Certificate> = Api::namespaced(ctx.client.clone(), &namespace);
+    // Read the object fresh: a reconcile triggered by our own Secret write can run before the
+    // cache has seen our last status write, and a status computed from that stale copy would
+    // undo it (revision, order state). One GET per reconcile is cheap; a lost order id is not.
+    let Some(cert) = certs
+        .get_opt(&name)
+        .await
+        .map_err(kube_error("read the Certificate"))?
+    else {
+        return Ok(Action::await_change());
+    };
     let generation = cert.meta().generation;
     let old_status = cert.status.clone().unwrap_or_default();
     let mut status = old_status.clone();

@@ -440,6 +440,7 @@ fn place_order<'a>(shared: &Shared, book: &'a mut OrderBook, new: NewOrder) -> &
         reason_code: None,
         pending_left: shared.config.pending_collects,
         ready_at: Instant::now() + shared.config.processing_delay,
+        lifetime_override: shared.config.certificate_lifetime,
         issued: None,
         auto_renew: AutoRenew::default(),
         suspend_notifications: false,

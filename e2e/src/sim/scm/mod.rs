@@ -95,6 +95,9 @@ pub struct ScmSimulatorConfig {
     pub pending_collects: u32,
     /// And the order is issued no earlier than this long after it was placed.
     pub processing_delay: Duration,
+    /// Not in SCM: issue certificates valid for this long instead of `term` days, so tests can
+    /// watch renewals happen in minutes (SCM terms are whole days).
+    pub certificate_lifetime: Option<Duration>,
     /// Which pending error collect answers.
     pub pending_variant: PendingVariant,
     /// Orders wait in `Requested` until approved.
@@ -122,6 +125,7 @@ impl Default for ScmSimulatorConfig {
             mandatory_custom_fields: Vec::new(),
             pending_collects: 2,
             processing_delay: Duration::ZERO,
+            certificate_lifetime: None,
             pending_variant: PendingVariant::Code1400,
             require_approval: false,
             validated_domains: None,
@@ -143,6 +147,7 @@ impl fmt::Debug for ScmSimulatorConfig {
             .field("mandatory_custom_fields", &self.mandatory_custom_fields)
             .field("pending_collects", &self.pending_collects)
             .field("processing_delay", &self.processing_delay)
+            .field("certificate_lifetime", &self.certificate_lifetime)
             .field("pending_variant", &self.pending_variant)
             .field("require_approval", &self.require_approval)
             .field("validated_domains", &self.validated_domains)

@@ -140,6 +140,8 @@ pub struct Order {
     pub pending_left: u32,
     /// Earliest issuance time.
     pub ready_at: Instant,
+    /// Test knob: validity of issued certificates instead of `term` days.
+    pub lifetime_override: Option<std::time::Duration>,
     /// The certificate once issued.
     pub issued: Option<IssuedCertificate>,
     /// `autoRenewDetails`.
@@ -191,7 +193,11 @@ impl Order {
             common_name: self.common_name.clone(),
             names: self.names.iter().map(|name| SubjectName::parse(name)).collect(),
             not_before: now,
-            not_after: now + time::Duration::days(i64::from(self.term)),
+            not_after: now
+                + self.lifetime_override.map_or_else(
+                    || time::Duration::days(i64::from(self.term)),
+                    |d| time::Duration::seconds(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+                ),
             serial: serial.to_vec(),
             usage: LeafUsage::Server,
             key_encipherment: self.csr.key.algorithm() == "RSA",

@@ -1,0 +1,246 @@
+//! `make demo`: the main job on embedded defaults. Starts the local control plane and the SCM
+//! simulator, runs the operator, applies `examples/demo/` (a `ca` and an SCM ClusterIssuer and
+//! several Certificates), waits until every Certificate is Ready, prints a summary, cleans up.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::{Context as _, Result, bail};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use pki_operator::crd::v1alpha1::{Certificate, ClusterIssuer};
+use pki_operator_e2e::{
+    ControlPlane, Operator, repo_root,
+    sim::scm::{ScmSimulator, ScmSimulatorConfig},
+    wait_for, work_dir,
+};
+
+const NAMESPACE: &str = "demo";
+const OPERATOR_NAMESPACE: &str = "pki-operator";
+
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("demo: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("demo failed: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn kubectl(plane: &ControlPlane, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let out = plane.kubectl(args, stdin)?;
+    if !out.status.success() {
+        bail!(
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn demo_ca() -> Result<(String, String)> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "pki-operator demo CA");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    Ok((params.self_signed(&key)?.pem(), key.serialize_pem()))
+}
+
+async fn run() -> Result<()> {
+    let dir = work_dir("demo")?;
+    println!("==> starting the local control plane (kube-apiserver 1.36 + etcd)");
+    let plane = ControlPlane::start(&dir.join("cluster")).await?;
+    println!("==> starting the SCM simulator");
+    let sim = ScmSimulator::start(ScmSimulatorConfig {
+        pending_collects: 1,
+        processing_delay: Duration::from_secs(2),
+        ..ScmSimulatorConfig::default()
+    })
+    .await?;
+    let root = repo_root();
+    install_crds_and_secrets(&plane, &root)?;
+
+    println!("==> starting the operator");
+    let operator = Operator::start(
+        &plane,
+        &dir,
+        "operator",
+        &["--cluster-resource-namespace", OPERATOR_NAMESPACE],
+    )?;
+    operator.wait_ready(Duration::from_secs(60)).await?;
+
+    println!("==> applying examples/demo/");
+    let manifests = root.join("examples/demo");
+    let bundle = sim
+        .tls_ca_pem()
+        .lines()
+        .map(|l| format!("      {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    let issuers = std::fs::read_to_string(manifests.join("clusterissuers.yaml"))?
+        .replace("SIMULATOR_URL", &sim.base_url())
+        .replace("SIMULATOR_CA_BUNDLE\n", &bundle);
+    kubectl(&plane, &["apply", "-f", "-"], Some(&issuers))?;
+    kubectl(
+        &plane,
+        &[
+            "apply",
+            "-n",
+            NAMESPACE,
+            "-f",
+            &manifests.join("certificates.yaml").to_string_lossy(),
+        ],
+        None,
+    )?;
+
+    let client = plane.client().await?;
+    let certs: Api<Certificate> = Api::namespaced(client.clone(), NAMESPACE);
+    let names = ["web", "api", "shop", "partner"];
+    wait_for(
+        "every Certificate to be Ready",
+        Duration::from_secs(180),
+        || async {
+            let list = certs.list(&kube::api::ListParams::default()).await.ok()?;
+            let ready = list
+                .items
+                .iter()
+                .filter(|c| {
+                    c.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                    })
+                })
+                .count();
+            (ready == names.len()).then_some(())
+        },
+    )
+    .await
+    .with_context(|| format!("operator log:\n{}", operator.log_text()))?;
+
+    print_summary(&plane, &client, &sim, &names).await?;
+    println!("==> cleaning up");
+    drop(operator);
+    sim.shutdown().await;
+    plane.stop();
+    let _ = std::fs::remove_dir_all(Path::new(&dir));
+    println!("demo complete: every example is Ready");
+    Ok(())
+}
+
+/// The CRDs, the namespaces, the demo CA and the simulator credentials.
+fn install_crds_and_secrets(plane: &ControlPlane, root: &Path) -> Result<()> {
+    kubectl(
+        plane,
+        &["apply", "-f", &root.join("crds").to_string_lossy()],
+        None,
+    )?;
+    kubectl(
+        plane,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "-f",
+            &root.join("crds").to_string_lossy(),
+        ],
+        None,
+    )?;
+    for ns in [OPERATOR_NAMESPACE, NAMESPACE] {
+        kubectl(plane, &["create", "namespace", ns], None)?;
+    }
+    let (ca_cert, ca_key) = demo_ca()?;
+    let secrets = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": {"name": "demo-ca"},
+         "stringData": {"tls.crt": ca_cert, "tls.key": ca_key}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "scm-credentials"},
+         "stringData": {"login": "api-admin", "password": "sim-password-123"}},
+    ]});
+    kubectl(
+        plane,
+        &["apply", "-n", OPERATOR_NAMESPACE, "-f", "-"],
+        Some(&secrets.to_string()),
+    )?;
+
+    Ok(())
+}
+
+async fn print_summary(
+    plane: &ControlPlane,
+    client: &kube::Client,
+    sim: &ScmSimulator,
+    names: &[&str],
+) -> Result<()> {
+    let issuers: Api<ClusterIssuer> = Api::all(client.clone());
+    println!("\n== ClusterIssuers");
+    for issuer in issuers.list(&kube::api::ListParams::default()).await?.items {
+        let ready = issuer
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+        println!(
+            "  {:<10} Ready={:<5} {}",
+            issuer.metadata.name.unwrap_or_default(),
+            ready.map_or("?", |c| c.status.as_str()),
+            ready.map_or("", |c| c.message.as_str())
+        );
+    }
+    let certs: Api<Certificate> = Api::namespaced(client.clone(), NAMESPACE);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+    println!("\n== Certificates in namespace {NAMESPACE}");
+    println!(
+        "  {:<8} {:<8} {:<34} {:<22} {:<12} SECRET KEYS",
+        "NAME", "ISSUER", "SERIAL", "NOT AFTER", "ORDER"
+    );
+    for name in names {
+        let cert = certs.get(name).await?;
+        let status = cert.status.clone().unwrap_or_default();
+        let secret = secrets.get(&cert.spec.secret_name).await?;
+        let keys: Vec<String> = secret.data.unwrap_or_default().into_keys().collect();
+        let order = status
+            .order
+            .map(|o| {
+                if o.backend == "ca" {
+                    "local".to_owned()
+                } else {
+                    format!("{}:{}", o.backend, o.id)
+                }
+            })
+            .unwrap_or_default();
+        println!(
+            "  {:<8} {:<8} {:<34} {:<22} {:<12} {}: {}",
+            name,
+            cert.spec.issuer_ref.name,
+            status.serial_number.unwrap_or_default(),
+            status.not_after.map(|t| t.0.to_string()).unwrap_or_default(),
+            order,
+            cert.spec.secret_name,
+            keys.join(", ")
+        );
+    }
+    let stats = sim.stats();
+    println!(
+        "\n== SCM simulator: {} order(s) for {} CSR(s), {} enroll request(s)",
+        stats.orders_per_csr.values().sum::<u32>(),
+        stats.orders_per_csr.len(),
+        stats.requests.get("enroll").copied().unwrap_or(0)
+    );
+    println!("\n== kubectl get pki -n {NAMESPACE}");
+    print!("{}", kubectl(plane, &["get", "pki", "-n", NAMESPACE], None)?);
+    Ok(())
+}
