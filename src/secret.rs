@@ -65,19 +65,72 @@ pub fn owner_reference(name: &str, uid: &str) -> OwnerReference {
     }
 }
 
+/// What goes into the Secret besides the PEM files.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Outputs<'a> {
+    /// Labels and annotations to copy.
+    pub template: Option<&'a crate::crd::v1alpha1::certificate::SecretTemplate>,
+    /// Extra formats.
+    pub formats: &'a [crate::crd::v1alpha1::certificate::OutputFormatType],
+    /// Password of `keystore.p12` / `truststore.p12`, when PKCS#12 keystores are requested.
+    pub pkcs12_password: Option<&'a str>,
+}
+
+/// Why the Secret could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Encoding the key failed.
+    #[error(transparent)]
+    Key(#[from] crate::pki::key::KeyError),
+    /// Writing a keystore failed.
+    #[error(transparent)]
+    Pkcs12(#[from] crate::pki::pkcs12::Pkcs12Error),
+}
+
+/// The data keys an up-to-date Secret must hold for `outputs`.
+pub fn expected_keys(outputs: &Outputs<'_>) -> Vec<&'static str> {
+    use crate::crd::v1alpha1::certificate::OutputFormatType;
+    let mut keys = vec!["tls.crt", "tls.key", "ca.crt"];
+    for format in outputs.formats {
+        keys.push(match format {
+            OutputFormatType::CombinedPEM => "tls-combined.pem",
+            OutputFormatType::DER => "key.der",
+        });
+    }
+    if outputs.pkcs12_password.is_some() {
+        keys.extend(["keystore.p12", "truststore.p12"]);
+    }
+    keys
+}
+
+/// Whether `secret` holds every data key and template label/annotation `outputs` asks for.
+pub fn has_outputs(secret: &Secret, outputs: &Outputs<'_>) -> bool {
+    let data = secret.data.as_ref();
+    let keys_present = expected_keys(outputs)
+        .iter()
+        .all(|k| data.is_some_and(|d| d.contains_key(*k)));
+    let template_applied = outputs.template.is_none_or(|t| {
+        let labels = secret.metadata.labels.clone().unwrap_or_default();
+        let annotations = secret.metadata.annotations.clone().unwrap_or_default();
+        t.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            && t.annotations.iter().all(|(k, v)| annotations.get(k) == Some(v))
+    });
+    keys_present && template_applied
+}
+
 /// Everything the Secret holds, as data keys.
-#[allow(clippy::too_many_arguments)]
 pub fn build(
     certificate_name: &str,
     certificate_uid: &str,
     issuer: (&str, &str),
     spec: &ValidatedCertificate,
-    template: Option<&crate::crd::v1alpha1::certificate::SecretTemplate>,
-    formats: &[crate::crd::v1alpha1::certificate::OutputFormatType],
+    outputs: &Outputs<'_>,
     material: &TlsMaterial<'_>,
     not_after_rfc3339: &str,
-) -> Result<Secret, crate::pki::key::KeyError> {
+) -> Result<Secret, BuildError> {
     use crate::crd::v1alpha1::certificate::OutputFormatType;
+    let template = outputs.template;
+    let formats = outputs.formats;
     let (intermediates, root) = match material.chain_der.split_last() {
         Some((last, rest)) if is_self_signed(last) => (rest, Some(last)),
         _ => (material.chain_der, None),
@@ -112,6 +165,15 @@ pub fn build(
                 );
             }
         }
+    }
+    if let Some(password) = outputs.pkcs12_password {
+        let mut chain: Vec<Vec<u8>> = intermediates.to_vec();
+        chain.extend(root.cloned());
+        let keystore = crate::pki::pkcs12::keystore(material.key, material.leaf_der, &chain, password)?;
+        let trusted: Vec<Vec<u8>> = root.or(material.chain_der.last()).cloned().into_iter().collect();
+        let truststore = crate::pki::pkcs12::truststore(&trusted, password)?;
+        data.insert("keystore.p12".to_owned(), ByteString(keystore));
+        data.insert("truststore.p12".to_owned(), ByteString(truststore));
     }
     let mut labels = template.map(|t| t.labels.clone()).unwrap_or_default();
     labels.insert(CERTIFICATE_NAME_LABEL.to_owned(), certificate_name.to_owned());

@@ -94,6 +94,10 @@ fn main() -> std::process::ExitCode {
             "scm_invalid_credentials_are_reported_and_recover_when_fixed",
             scm_invalid_credentials,
         ),
+        trial(
+            "scm_tampered_secret_is_repaired_without_a_new_order",
+            scm_tampered_secret_repaired,
+        ),
     ];
     let listing = args.list;
     if !listing {
@@ -998,6 +1002,12 @@ spec:
   privateKey: {algorithm: RSA, size: 2048, encoding: PKCS8}
   additionalOutputFormats: [{type: CombinedPEM}, {type: DER}]
   secretTemplate: {labels: {team: payments}, annotations: {owner: payments}}
+  keystores: {pkcs12: {create: true, passwordSecretRef: {name: keystore-password, key: password}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: keystore-password}
+stringData: {password: changeit}
 ",
         )?;
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
@@ -1044,6 +1054,31 @@ spec:
         ensure!(
             rsa.data.as_ref().is_some_and(|d| d.contains_key("key.der")),
             "DER output missing"
+        );
+        let keystore = rsa
+            .data
+            .as_ref()
+            .and_then(|d| d.get("keystore.p12"))
+            .context("keystore.p12 missing")?;
+        let store = p12_keystore::KeyStore::from_pkcs12(
+            &keystore.0,
+            "changeit",
+            p12_keystore::Pkcs12ImportPolicy::default(),
+        )
+        .context("keystore.p12 does not open with the password")?;
+        let (_, chain) = store
+            .private_key_chain()
+            .context("keystore.p12 has no key entry")?;
+        let tls_key = pki_operator::pki::key::PrivateKey::from_pem(&secret_text(&rsa, "tls.key")?)?;
+        ensure!(
+            chain.key().as_der() == tls_key.pkcs8_der(),
+            "keystore key differs from tls.key"
+        );
+        ensure!(
+            rsa.data
+                .as_ref()
+                .is_some_and(|d| d.contains_key("truststore.p12")),
+            "truststore.p12 missing"
         );
         ensure!(
             rsa.metadata
@@ -1594,6 +1629,90 @@ fn scm_invalid_credentials() -> Result<()> {
         .await
         .with_context(|| operator.log_text())?;
         ensure!(total_orders(&sim) == 1, "orders {:?}", sim.stats().orders_per_csr);
+        Ok(())
+    })
+}
+
+/// Someone overwrites `tls.crt`: the operator rewrites the Secret from the existing order with
+/// the key it still holds, without placing a second order.
+fn scm_tampered_secret_repaired() -> Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    block_on(async {
+        let dir = work_dir("scm-tamper")?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "scm-tamper").await?;
+        let sim = ScmSimulator::start(ScmSimulatorConfig::default()).await?;
+        scm_issuer(&ns.name, "sectigo", &sim, SCM_PASSWORD)?;
+        let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        apply(&ns.name, &certificate_yaml("fragile", "sectigo", ""))?;
+        let cert = wait_certificate(
+            &client,
+            &ns.name,
+            "fragile",
+            "Ready",
+            Duration::from_secs(60),
+            is_ready,
+        )
+        .await?;
+        let serial = cert.status.and_then(|s| s.serial_number).context("serial")?;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+        let key_before = secret_text(&secrets.get("fragile-tls").await?, "tls.key")?;
+        let patch = r#"{"stringData":{"tls.crt":"tampered"}}"#;
+        let out = plane().kubectl(
+            &[
+                "patch",
+                "secret",
+                "fragile-tls",
+                "-n",
+                &ns.name,
+                "--type=merge",
+                "-p",
+                patch,
+            ],
+            None,
+        )?;
+        ensure!(
+            out.status.success(),
+            "patch failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let repaired = wait_for("the Secret to be repaired", Duration::from_secs(60), || async {
+            let secret = secrets.get_opt("fragile-tls").await.ok().flatten()?;
+            secret_text(&secret, "tls.crt")
+                .ok()
+                .filter(|t| t.contains("BEGIN CERTIFICATE"))
+                .map(|_| secret)
+        })
+        .await
+        .with_context(|| operator.log_text())?;
+        verify_tls_secret(&repaired, &sim.issuing_root_pem(), &["fragile.example.com"])?;
+        ensure!(
+            secret_text(&repaired, "tls.key")? == key_before,
+            "the key changed: a new certificate was issued"
+        );
+        let after = wait_certificate(
+            &client,
+            &ns.name,
+            "fragile",
+            "Ready",
+            Duration::from_secs(30),
+            is_ready,
+        )
+        .await?;
+        ensure!(
+            after.status.as_ref().and_then(|s| s.serial_number.clone()) == Some(serial),
+            "serial changed"
+        );
+        ensure!(
+            after.status.and_then(|s| s.revision) == Some(1),
+            "revision changed"
+        );
+        ensure!(
+            total_orders(&sim) == 1,
+            "a second order was placed: {:?}",
+            sim.stats().orders_per_csr
+        );
         Ok(())
     })
 }

@@ -4,3 +4,4 @@
 pub mod csr;
 pub mod inspect;
 pub mod key;
+pub mod pkcs12;

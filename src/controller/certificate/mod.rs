@@ -32,9 +32,10 @@ use self::{
 use super::{Context, conditions, issuer};
 use crate::{
     FIELD_MANAGER,
+    backend::credentials::SecretString,
     backend::{
-        Backend, BackendError, BackendKind, CaBackend, Collected, EnrollRequest, OrderHandle,
-        RevocationReason, RevokeTarget,
+        Backend, BackendError, BackendKind, CaBackend, Collected, EnrollRequest, IssuedCertificate,
+        OrderHandle, RevocationReason, RevokeTarget,
     },
     crd::v1alpha1::{
         Certificate, ClusterIssuer, Issuer,
@@ -225,6 +226,32 @@ pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Ac
     let served = existing
         .as_ref()
         .and_then(|s| s.annotations().get(SERVED_RENEW_ANNOTATION).cloned());
+    let password = match pkcs12_password(&cert, &ctx, &namespace).await {
+        Ok(password) => password,
+        Err(message) => {
+            conditions::set(
+                &mut status.conditions,
+                "Ready",
+                false,
+                "KeystorePasswordMissing",
+                message,
+                generation,
+            );
+            write_status(&certs, &name, &old_status, &status).await?;
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+    };
+    let formats: Vec<_> = cert
+        .spec
+        .additional_output_formats
+        .iter()
+        .map(|f| f.format)
+        .collect();
+    let outputs = secret::Outputs {
+        template: cert.spec.secret_template.as_ref(),
+        formats: &formats,
+        pkcs12_password: password.as_ref().map(SecretString::expose),
+    };
     let observed = Observed {
         now: now(),
         spec: &spec,
@@ -233,8 +260,36 @@ pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Ac
             .is_none_or(|k| k.algorithm() == spec.key_algorithm),
         manual_renewal: renew_request.is_some() && renew_request != served,
         secret: secret_state.clone(),
+        outputs_complete: existing
+            .as_ref()
+            .is_some_and(|s| secret::has_outputs(s, &outputs)),
+        repairable: existing_key.is_some()
+            && old_status
+                .order
+                .as_ref()
+                .is_some_and(|o| o.state == "Issued" && o.backend == issuer.backend.kind().as_str()),
     };
-    match plan::plan(&observed) {
+    let mut plan = plan::plan(&observed);
+    if plan == Plan::Repair {
+        let key = existing_key
+            .as_ref()
+            .ok_or_else(|| Error::Key("no key to repair with".into()))?;
+        match repair(&cert, &ctx, &spec, &issuer, key, &outputs, &mut status).await {
+            Ok(Some(action)) => {
+                write_status(&certs, &name, &old_status, &status).await?;
+                return Ok(action);
+            }
+            // The order cannot give the certificate back: issue a new one.
+            Ok(None) => plan = Plan::Issue(IssueReason::Damaged),
+            Err(error) => {
+                let (message, wait) = record_failure(&mut status, &error, &secret_state, generation);
+                write_status(&certs, &name, &old_status, &status).await?;
+                publish(&ctx, &cert, EventType::Warning, error.category(), &message).await;
+                return Ok(Action::requeue(wait));
+            }
+        }
+    }
+    match plan {
         Plan::SecretConflict => {
             mark_conflict(&mut status, &spec.secret_name, generation);
             if write_status(&certs, &name, &old_status, &status).await? {
@@ -249,7 +304,13 @@ pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Ac
             let wait = Duration::from_secs((renewal_time - now()).max(1).unsigned_abs()).min(MAX_RESYNC);
             Ok(Action::requeue(wait))
         }
-        Plan::Issue(reason) => {
+        Plan::Issue(_) | Plan::Repair => {
+            // A Repair that fell through (the order could not give the certificate back) issues anew.
+            let reason = if let Plan::Issue(reason) = plan {
+                reason
+            } else {
+                IssueReason::Damaged
+            };
             let result = issue(
                 &cert,
                 &ctx,
@@ -258,6 +319,7 @@ pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Ac
                 reason,
                 existing_key,
                 renew_request,
+                &outputs,
                 &mut status,
             )
             .await;
@@ -275,6 +337,46 @@ pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Ac
             }
         }
     }
+}
+
+/// The PKCS#12 password when keystores are requested.
+async fn pkcs12_password(
+    cert: &Certificate,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Option<SecretString>, String> {
+    let Some(pkcs12) = cert
+        .spec
+        .keystores
+        .as_ref()
+        .and_then(|k| k.pkcs12.as_ref())
+        .filter(|p| p.create)
+    else {
+        return Ok(None);
+    };
+    let reference = &pkcs12.password_secret_ref;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret = secrets
+        .get_opt(&reference.name)
+        .await
+        .map_err(|e| format!("cannot read Secret {}: {e}", reference.name))?
+        .ok_or_else(|| {
+            format!(
+                "keystores.pkcs12.passwordSecretRef: Secret {} not found",
+                reference.name
+            )
+        })?;
+    let value = secret
+        .data
+        .and_then(|d| d.get(&reference.key).cloned())
+        .and_then(|v| String::from_utf8(v.0).ok())
+        .ok_or_else(|| {
+            format!(
+                "keystores.pkcs12.passwordSecretRef: Secret {} has no key {:?}",
+                reference.name, reference.key
+            )
+        })?;
+    Ok(Some(SecretString::new(value)))
 }
 
 fn mark_conflict(status: &mut CertificateStatus, secret_name: &str, generation: Option<i64>) {
@@ -569,6 +671,7 @@ async fn issue(
     reason: IssueReason,
     existing_key: Option<PrivateKey>,
     renew_request: Option<String>,
+    outputs: &secret::Outputs<'_>,
     status: &mut CertificateStatus,
 ) -> Result<Action, Error> {
     let generation = cert.meta().generation;
@@ -699,123 +802,212 @@ async fn issue(
             })
         }
         Collected::Issued(delivered) => {
-            let info =
-                inspect::inspect(&delivered.leaf_der).map_err(|e| Error::Verification(e.to_string()))?;
-            let public = key.public_key_der().map_err(|e| Error::Key(e.to_string()))?;
-            if info.public_key_der != public {
-                return Err(Error::Verification(
-                    "the certificate's public key is not the requested key".into(),
-                ));
-            }
-            if !info.names_match(&spec.subject) {
-                return Err(Error::Verification(format!(
-                    "the certificate names (CN {:?}, DNS {:?}, IP {:?}) differ from the spec",
-                    info.common_name, info.dns_names, info.ip_addresses
-                )));
-            }
-            inspect::verify_chain(&delivered.leaf_der, &delivered.chain_der)
-                .map_err(|e| Error::Verification(e.to_string()))?;
-            let previous_serial = status.serial_number.clone();
-            let not_after = time(info.not_after).map(|t| t.0.to_string()).unwrap_or_default();
-            let material = secret::TlsMaterial {
-                leaf_der: &delivered.leaf_der,
-                chain_der: &delivered.chain_der,
+            let delivery = Delivery {
                 key: &key,
-                info: &info,
+                certificate: &delivered,
+                renew_request: renew_request.as_deref(),
+                new_issuance: true,
             };
-            let mut desired = secret::build(
-                &name,
-                &cert.uid().unwrap_or_default(),
-                (&issuer.name, issuer.kind),
-                spec,
-                cert.spec.secret_template.as_ref(),
-                &cert
-                    .spec
-                    .additional_output_formats
-                    .iter()
-                    .map(|f| f.format)
-                    .collect::<Vec<_>>(),
-                &material,
-                &not_after,
-            )
-            .map_err(|e| Error::Key(e.to_string()))?;
-            if let Some(request) = &renew_request {
-                desired
-                    .annotations_mut()
-                    .insert(SERVED_RENEW_ANNOTATION.to_owned(), request.clone());
-            }
-            write_secret(ctx, &namespace, cert, desired).await?;
-            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-            match secrets
-                .delete(&next_key_secret_name(&name), &DeleteParams::default())
-                .await
-            {
-                Ok(_) | Err(kube::Error::Api(_)) => {}
-                Err(e) => return Err(kube_error("delete the next-key Secret")(e)),
-            }
-            status.next_private_key_secret_name = None;
-            status.not_before = time(info.not_before);
-            status.not_after = time(info.not_after);
-            status.renewal_time = time(spec.renewal_time(info.not_before, info.not_after));
-            status.serial_number = Some(info.serial_hex.clone());
-            status.revision = Some(status.revision.unwrap_or(0) + 1);
-            if let Some(o) = status.order.as_mut() {
-                o.state = "Issued".into();
-            }
-            status.failed_issuance_attempts = None;
-            status.last_failure_time = None;
-            status.last_failure_message = None;
-            conditions::set(
-                &mut status.conditions,
-                "Ready",
-                true,
-                "Issued",
-                format!("certificate {} issued, valid until {not_after}", info.serial_hex),
-                generation,
-            );
-            conditions::set(
-                &mut status.conditions,
-                "Issuing",
-                false,
-                "Issued",
-                "issuance complete",
-                generation,
-            );
-            publish(
-                ctx,
-                cert,
-                EventType::Normal,
-                "Issued",
-                &format!(
-                    "certificate {} written to Secret {}",
-                    info.serial_hex, spec.secret_name
-                ),
-            )
-            .await;
-            if spec.revoke_superseded
-                && let Some(old) = previous_serial.filter(|s| s != &info.serial_hex)
-            {
-                let target = RevokeTarget::Serial(old.clone());
-                let (type_, reason, note) = match backend.revoke(&target, RevocationReason::Superseded).await
-                {
-                    Ok(()) => (
-                        EventType::Normal,
-                        "Revoked",
-                        format!("superseded certificate {old} revoked"),
-                    ),
-                    Err(e) => (
-                        EventType::Warning,
-                        "RevokeFailed",
-                        format!("could not revoke superseded certificate {old}: {e}"),
-                    ),
-                };
-                publish(ctx, cert, type_, reason, &note).await;
-            }
-            let renewal = spec.renewal_time(info.not_before, info.not_after);
-            Ok(Action::requeue(
-                Duration::from_secs((renewal - now()).max(1).unsigned_abs()).min(MAX_RESYNC),
-            ))
+            deliver(cert, ctx, spec, issuer, outputs, &delivery, status).await
         }
+    }
+}
+
+/// What `deliver` writes.
+struct Delivery<'a> {
+    key: &'a PrivateKey,
+    certificate: &'a IssuedCertificate,
+    renew_request: Option<&'a str>,
+    /// A new certificate (revision, superseded revocation) rather than a repaired Secret.
+    new_issuance: bool,
+}
+
+/// Verifies an issued certificate against the key and spec, writes the Secret, and records
+/// the result in status.
+// Verify → write → record → revoke-superseded reads best as one sequence.
+#[allow(clippy::too_many_lines)]
+async fn deliver(
+    cert: &Certificate,
+    ctx: &Context,
+    spec: &ValidatedCertificate,
+    issuer: &ResolvedIssuer,
+    outputs: &secret::Outputs<'_>,
+    delivery: &Delivery<'_>,
+    status: &mut CertificateStatus,
+) -> Result<Action, Error> {
+    let generation = cert.meta().generation;
+    let namespace = cert.namespace().unwrap_or_default();
+    let name = cert.name_any();
+    let issued = delivery.certificate;
+    let info = inspect::inspect(&issued.leaf_der).map_err(|e| Error::Verification(e.to_string()))?;
+    let public = delivery
+        .key
+        .public_key_der()
+        .map_err(|e| Error::Key(e.to_string()))?;
+    if info.public_key_der != public {
+        return Err(Error::Verification(
+            "the certificate's public key is not the requested key".into(),
+        ));
+    }
+    if !info.names_match(&spec.subject) {
+        return Err(Error::Verification(format!(
+            "the certificate names (CN {:?}, DNS {:?}, IP {:?}) differ from the spec",
+            info.common_name, info.dns_names, info.ip_addresses
+        )));
+    }
+    inspect::verify_chain(&issued.leaf_der, &issued.chain_der)
+        .map_err(|e| Error::Verification(e.to_string()))?;
+    let previous_serial = status.serial_number.clone();
+    let not_after = time(info.not_after).map(|t| t.0.to_string()).unwrap_or_default();
+    let material = secret::TlsMaterial {
+        leaf_der: &issued.leaf_der,
+        chain_der: &issued.chain_der,
+        key: delivery.key,
+        info: &info,
+    };
+    let mut desired = secret::build(
+        &name,
+        &cert.uid().unwrap_or_default(),
+        (&issuer.name, issuer.kind),
+        spec,
+        outputs,
+        &material,
+        &not_after,
+    )
+    .map_err(|e| Error::Key(e.to_string()))?;
+    if let Some(request) = delivery.renew_request {
+        desired
+            .annotations_mut()
+            .insert(SERVED_RENEW_ANNOTATION.to_owned(), request.to_owned());
+    }
+    write_secret(ctx, &namespace, cert, desired).await?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    match secrets
+        .delete(&next_key_secret_name(&name), &DeleteParams::default())
+        .await
+    {
+        Ok(_) | Err(kube::Error::Api(_)) => {}
+        Err(e) => return Err(kube_error("delete the next-key Secret")(e)),
+    }
+    status.next_private_key_secret_name = None;
+    status.not_before = time(info.not_before);
+    status.not_after = time(info.not_after);
+    status.renewal_time = time(spec.renewal_time(info.not_before, info.not_after));
+    status.serial_number = Some(info.serial_hex.clone());
+    if delivery.new_issuance {
+        status.revision = Some(status.revision.unwrap_or(0) + 1);
+    }
+    if let Some(o) = status.order.as_mut() {
+        o.state = "Issued".into();
+    }
+    status.failed_issuance_attempts = None;
+    status.last_failure_time = None;
+    status.last_failure_message = None;
+    let (reason, message) = if delivery.new_issuance {
+        (
+            "Issued",
+            format!("certificate {} issued, valid until {not_after}", info.serial_hex),
+        )
+    } else {
+        (
+            "Repaired",
+            format!(
+                "Secret {} rewritten from order without a new order",
+                spec.secret_name
+            ),
+        )
+    };
+    conditions::set(
+        &mut status.conditions,
+        "Ready",
+        true,
+        reason,
+        message.clone(),
+        generation,
+    );
+    conditions::set(
+        &mut status.conditions,
+        "Issuing",
+        false,
+        reason,
+        "no issuance in progress",
+        generation,
+    );
+    publish(ctx, cert, EventType::Normal, reason, &message).await;
+    if delivery.new_issuance
+        && spec.revoke_superseded
+        && let Some(old) = previous_serial.filter(|s| s != &info.serial_hex)
+    {
+        let target = RevokeTarget::Serial(old.clone());
+        let (type_, reason, note) = match issuer.backend.revoke(&target, RevocationReason::Superseded).await {
+            Ok(()) => (
+                EventType::Normal,
+                "Revoked",
+                format!("superseded certificate {old} revoked"),
+            ),
+            Err(e) => (
+                EventType::Warning,
+                "RevokeFailed",
+                format!("could not revoke superseded certificate {old}: {e}"),
+            ),
+        };
+        publish(ctx, cert, type_, reason, &note).await;
+    }
+    let renewal = spec.renewal_time(info.not_before, info.not_after);
+    Ok(Action::requeue(
+        Duration::from_secs((renewal - now()).max(1).unsigned_abs()).min(MAX_RESYNC),
+    ))
+}
+
+/// Rewrites a damaged or incomplete Secret from the current order, without ordering again:
+/// collecting an issued order is free, a new order is not. Returns `None` when the order cannot
+/// give back a certificate for the key still in the Secret; the caller then issues anew.
+async fn repair(
+    cert: &Certificate,
+    ctx: &Context,
+    spec: &ValidatedCertificate,
+    issuer: &ResolvedIssuer,
+    key: &PrivateKey,
+    outputs: &secret::Outputs<'_>,
+    status: &mut CertificateStatus,
+) -> Result<Option<Action>, Error> {
+    let backend = &issuer.backend;
+    let Some(order) = status
+        .order
+        .clone()
+        .filter(|o| o.state == "Issued" && o.backend == backend.kind().as_str())
+    else {
+        return Ok(None);
+    };
+    // Collect picks the leaf by public key; a CSR rebuilt from the key carries the same one.
+    let csr = build_csr(key, &spec.subject).map_err(|e| Error::Key(e.to_string()))?;
+    let handle = OrderHandle {
+        backend: backend.kind(),
+        id: order.id,
+        renew_id: order.renew_id,
+    };
+    let delivered = match backend.collect(&handle, &csr).await {
+        Ok(Collected::Issued(delivered)) => delivered,
+        Ok(_) | Err(BackendError::NotFound { .. } | BackendError::MalformedResponse { .. }) => {
+            return Ok(None);
+        }
+        Err(source) => {
+            return Err(Error::Backend {
+                operation: "collect",
+                source,
+            });
+        }
+    };
+    let delivery = Delivery {
+        key,
+        certificate: &delivered,
+        renew_request: None,
+        new_issuance: false,
+    };
+    match deliver(cert, ctx, spec, issuer, outputs, &delivery, status).await {
+        Ok(action) => Ok(Some(action)),
+        Err(Error::Verification(_)) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -64,9 +64,13 @@ pub enum Plan {
     },
     /// Obtain a new certificate.
     Issue(IssueReason),
+    /// Rewrite the Secret from the current order with the key it still holds (no new order).
+    Repair,
 }
 
 /// Everything `plan` looks at.
+// Independent observations, each a yes/no fact about the cluster; not a state machine.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Clone, Debug)]
 pub struct Observed<'a> {
     /// Now, Unix seconds.
@@ -79,24 +83,39 @@ pub struct Observed<'a> {
     pub key_algorithm_matches: bool,
     /// A renewal was requested and not served yet.
     pub manual_renewal: bool,
+    /// The Secret holds every output the spec asks for (extra formats, keystores, labels).
+    pub outputs_complete: bool,
+    /// `tls.key` is readable and status records an issued order it can be collected from again.
+    pub repairable: bool,
 }
 
 /// Decides the next step.
 pub fn plan(observed: &Observed<'_>) -> Plan {
+    let damaged = || {
+        if observed.repairable {
+            Plan::Repair
+        } else {
+            Plan::Issue(IssueReason::Damaged)
+        }
+    };
     let (certificate, key_matches, chain_verifies) = match &observed.secret {
         SecretState::NotOwned => return Plan::SecretConflict,
         SecretState::Missing => return Plan::Issue(IssueReason::Missing),
         SecretState::Owned {
             certificate: None, ..
-        } => return Plan::Issue(IssueReason::Damaged),
+        } => return damaged(),
         SecretState::Owned {
             certificate: Some(c),
             key_matches,
             chain_verifies,
         } => (c, *key_matches, *chain_verifies),
     };
-    if !key_matches || !chain_verifies {
+    if !key_matches {
+        // The key that belongs to the certificate is gone: only a new certificate helps.
         return Plan::Issue(IssueReason::Damaged);
+    }
+    if !chain_verifies {
+        return damaged();
     }
     if !certificate.names_match(&observed.spec.subject) || !observed.key_algorithm_matches {
         return Plan::Issue(IssueReason::SpecChanged);
@@ -109,6 +128,9 @@ pub fn plan(observed: &Observed<'_>) -> Plan {
         .renewal_time(certificate.not_before, certificate.not_after);
     if observed.now >= renewal_time {
         return Plan::Issue(IssueReason::Renewal);
+    }
+    if !observed.outputs_complete {
+        return damaged();
     }
     Plan::UpToDate { renewal_time }
 }
@@ -157,6 +179,8 @@ mod tests {
             secret,
             key_algorithm_matches: true,
             manual_renewal: false,
+            outputs_complete: true,
+            repairable: false,
         }
     }
 
@@ -228,5 +252,33 @@ mod tests {
         let mut o = observed(&spec, good(&["a.example.com"]), 0);
         o.manual_renewal = true;
         assert_eq!(plan(&o), Plan::Issue(IssueReason::Manual));
+    }
+
+    #[test]
+    fn broken_content_with_a_known_order_is_repaired_not_reordered() {
+        let spec = spec();
+        let broken_chain = SecretState::Owned {
+            certificate: Some(cert(&["a.example.com"])),
+            key_matches: true,
+            chain_verifies: false,
+        };
+        let mut o = observed(&spec, broken_chain, 0);
+        o.repairable = true;
+        assert_eq!(plan(&o), Plan::Repair);
+        let mut o = observed(&spec, good(&["a.example.com"]), 0);
+        o.outputs_complete = false;
+        o.repairable = true;
+        assert_eq!(plan(&o), Plan::Repair);
+        o.repairable = false;
+        assert_eq!(plan(&o), Plan::Issue(IssueReason::Damaged));
+        // A replaced key cannot be repaired.
+        let wrong_key = SecretState::Owned {
+            certificate: Some(cert(&["a.example.com"])),
+            key_matches: false,
+            chain_verifies: true,
+        };
+        let mut o = observed(&spec, wrong_key, 0);
+        o.repairable = true;
+        assert_eq!(plan(&o), Plan::Issue(IssueReason::Damaged));
     }
 }
