@@ -74,6 +74,11 @@ fn sim_config(mode: Mode) -> ScmSimulatorConfig {
 }
 
 fn backend_for(sim: &ScmSimulator, mode: Mode, password: &str) -> Result<ScmBackend> {
+    Ok(ScmBackend::new(config_for(sim, mode, password))?)
+}
+
+/// The client configuration for `sim` in `mode`, with test-sized timeouts and retries.
+fn config_for(sim: &ScmSimulator, mode: Mode, password: &str) -> ScmConfig {
     let auth = match mode {
         Mode::SectigoPassword | Mode::InCommonPassword => ScmAuth::Password {
             login: "api-admin".into(),
@@ -97,7 +102,7 @@ fn backend_for(sim: &ScmSimulator, mode: Mode, password: &str) -> Result<ScmBack
         max_backoff: Duration::from_millis(200),
         max_retry_after: Duration::from_secs(10),
     };
-    Ok(ScmBackend::new(config)?)
+    config
 }
 
 fn run<F: Future<Output = Result<()>>>(future: F) -> Result<()> {
@@ -456,17 +461,7 @@ async fn half_failing_server() -> Result<()> {
     const ATTEMPTS: u64 = 10;
     const CALLS: u64 = 20;
     let sim = ScmSimulator::start(sim_config(Mode::SectigoPassword)).await?;
-    let mut config = ScmConfig::new(
-        sim.base_url(),
-        "cst-sim",
-        ScmAuth::Password {
-            login: "api-admin".into(),
-            password: SecretString::new(PASSWORD),
-        },
-        8932,
-        5153,
-    );
-    config.ca_bundle_pem = Some(sim.tls_ca_pem());
+    let mut config = config_for(&sim, Mode::SectigoPassword, PASSWORD);
     // Ten attempts: a call fails only if ten requests in a row do (1 in 1024 at 50%).
     config.retry = RetryPolicy {
         max_attempts: 10,
@@ -550,17 +545,7 @@ async fn decline(sim: &ScmSimulator, ssl_id: &str) -> Result<()> {
 
 async fn timeouts_are_unavailable() -> Result<()> {
     let sim = ScmSimulator::start(sim_config(Mode::SectigoPassword)).await?;
-    let mut config = ScmConfig::new(
-        sim.base_url(),
-        "cst-sim",
-        ScmAuth::Password {
-            login: "api-admin".into(),
-            password: SecretString::new(PASSWORD),
-        },
-        8932,
-        5153,
-    );
-    config.ca_bundle_pem = Some(sim.tls_ca_pem());
+    let mut config = config_for(&sim, Mode::SectigoPassword, PASSWORD);
     config.request_timeout = Duration::from_millis(500);
     config.retry = RetryPolicy {
         max_attempts: 2,

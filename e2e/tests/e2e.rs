@@ -1244,6 +1244,33 @@ fn steady_state_makes_no_writes() -> Result<()> {
 
 const SCM_PASSWORD: &str = "sim-password-123";
 
+/// A namespace with an SCM simulator, an SCM Issuer `sectigo` for it, and a Ready operator
+/// watching the namespace.
+struct ScmScene {
+    client: Client,
+    ns: TestNamespace,
+    sim: ScmSimulator,
+    operator: Operator,
+}
+
+impl ScmScene {
+    async fn start(name: &str, config: ScmSimulatorConfig, password: &str) -> Result<Self> {
+        let dir = work_dir(name)?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, name).await?;
+        let sim = ScmSimulator::start(config).await?;
+        scm_issuer(&ns.name, "sectigo", &sim, password)?;
+        let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        Ok(Self {
+            client,
+            ns,
+            sim,
+            operator,
+        })
+    }
+}
+
 /// A password Secret and an SCM Issuer pointing at `sim`, polling every second.
 fn scm_issuer(namespace: &str, name: &str, sim: &ScmSimulator, password: &str) -> Result<()> {
     let secret = serde_json::json!({
@@ -1279,17 +1306,20 @@ fn total_orders(sim: &ScmSimulator) -> u32 {
 fn scm_certificate_issued_once() -> Result<()> {
     use k8s_openapi::api::core::v1::Secret;
     block_on(async {
-        let dir = work_dir("scm-once")?;
-        let client = plane().client().await?;
-        let ns = TestNamespace::create(&client, "scm-once").await?;
-        let sim = ScmSimulator::start(ScmSimulatorConfig {
-            pending_collects: 4,
-            ..ScmSimulatorConfig::default()
-        })
+        let ScmScene {
+            client,
+            ns,
+            sim,
+            operator,
+        } = ScmScene::start(
+            "scm-once",
+            ScmSimulatorConfig {
+                pending_collects: 4,
+                ..ScmSimulatorConfig::default()
+            },
+            SCM_PASSWORD,
+        )
         .await?;
-        scm_issuer(&ns.name, "sectigo", &sim, SCM_PASSWORD)?;
-        let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
-        operator.wait_ready(Duration::from_secs(60)).await?;
         apply(&ns.name, &certificate_yaml("shop", "sectigo", ""))?;
         let pending = wait_certificate(
             &client,
@@ -1408,17 +1438,20 @@ fn scm_crash_recovery() -> Result<()> {
 fn scm_renewal() -> Result<()> {
     use k8s_openapi::api::core::v1::Secret;
     block_on(async {
-        let dir = work_dir("scm-renew")?;
-        let client = plane().client().await?;
-        let ns = TestNamespace::create(&client, "scm-renew").await?;
-        let sim = ScmSimulator::start(ScmSimulatorConfig {
-            certificate_lifetime: Some(Duration::from_secs(180)),
-            ..ScmSimulatorConfig::default()
-        })
+        let ScmScene {
+            client,
+            ns,
+            sim,
+            operator,
+        } = ScmScene::start(
+            "scm-renew",
+            ScmSimulatorConfig {
+                certificate_lifetime: Some(Duration::from_secs(180)),
+                ..ScmSimulatorConfig::default()
+            },
+            SCM_PASSWORD,
+        )
         .await?;
-        scm_issuer(&ns.name, "sectigo", &sim, SCM_PASSWORD)?;
-        let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
-        operator.wait_ready(Duration::from_secs(60)).await?;
         apply(
             &ns.name,
             &certificate_yaml(
@@ -1492,13 +1525,12 @@ fn scm_renewal() -> Result<()> {
 fn scm_revoke_on_delete() -> Result<()> {
     use k8s_openapi::api::core::v1::Secret;
     block_on(async {
-        let dir = work_dir("scm-delete")?;
-        let client = plane().client().await?;
-        let ns = TestNamespace::create(&client, "scm-delete").await?;
-        let sim = ScmSimulator::start(ScmSimulatorConfig::default()).await?;
-        scm_issuer(&ns.name, "sectigo", &sim, SCM_PASSWORD)?;
-        let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
-        operator.wait_ready(Duration::from_secs(60)).await?;
+        let ScmScene {
+            client,
+            ns,
+            sim,
+            operator,
+        } = ScmScene::start("scm-delete", ScmSimulatorConfig::default(), SCM_PASSWORD).await?;
         apply(
             &ns.name,
             &certificate_yaml(
@@ -1565,13 +1597,12 @@ fn scm_revoke_on_delete() -> Result<()> {
 /// its issuer is not ready and why; fixing the Secret recovers both without manual steps.
 fn scm_invalid_credentials() -> Result<()> {
     block_on(async {
-        let dir = work_dir("scm-creds")?;
-        let client = plane().client().await?;
-        let ns = TestNamespace::create(&client, "scm-creds").await?;
-        let sim = ScmSimulator::start(ScmSimulatorConfig::default()).await?;
-        scm_issuer(&ns.name, "sectigo", &sim, "wrong-password")?;
-        let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
-        operator.wait_ready(Duration::from_secs(60)).await?;
+        let ScmScene {
+            client,
+            ns,
+            sim,
+            operator,
+        } = ScmScene::start("scm-creds", ScmSimulatorConfig::default(), "wrong-password").await?;
         apply(&ns.name, &certificate_yaml("blocked", "sectigo", ""))?;
         let issuers: Api<Issuer> = Api::namespaced(client.clone(), &ns.name);
         let issuer = wait_for(
@@ -1638,13 +1669,12 @@ fn scm_invalid_credentials() -> Result<()> {
 fn scm_tampered_secret_repaired() -> Result<()> {
     use k8s_openapi::api::core::v1::Secret;
     block_on(async {
-        let dir = work_dir("scm-tamper")?;
-        let client = plane().client().await?;
-        let ns = TestNamespace::create(&client, "scm-tamper").await?;
-        let sim = ScmSimulator::start(ScmSimulatorConfig::default()).await?;
-        scm_issuer(&ns.name, "sectigo", &sim, SCM_PASSWORD)?;
-        let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
-        operator.wait_ready(Duration::from_secs(60)).await?;
+        let ScmScene {
+            client,
+            ns,
+            sim,
+            operator,
+        } = ScmScene::start("scm-tamper", ScmSimulatorConfig::default(), SCM_PASSWORD).await?;
         apply(&ns.name, &certificate_yaml("fragile", "sectigo", ""))?;
         let cert = wait_certificate(
             &client,

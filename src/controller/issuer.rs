@@ -403,3 +403,57 @@ where
     .map_err(IssuerError::UpdateStatus)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+
+    use super::*;
+
+    fn ca(
+        name: &str,
+        is_ca: bool,
+        not_after: time::OffsetDateTime,
+        issuer: Option<(&rcgen::Certificate, &KeyPair)>,
+    ) -> (rcgen::Certificate, KeyPair) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+        params.not_after = not_after;
+        if is_ca {
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        }
+        let cert = match issuer {
+            Some((issuer_cert, issuer_key)) => {
+                let issuer = rcgen::Issuer::from_ca_cert_der(issuer_cert.der(), issuer_key).unwrap();
+                params.signed_by(&key, &issuer).unwrap()
+            }
+            None => params.self_signed(&key).unwrap(),
+        };
+        (cert, key)
+    }
+
+    #[test]
+    fn validation_codes_follow_the_ca_certificate_taxonomy() {
+        let later = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+        let earlier = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        let (root, root_key) = ca("root", true, later, None);
+        let (intermediate, _) = ca("intermediate", true, later, Some((&root, &root_key)));
+        let anchors = trust_anchors(&[intermediate.der().to_vec(), root.der().to_vec()]);
+        assert_eq!(anchors.iter().map(|a| a.validation).collect::<Vec<_>>(), [0, 0]);
+        assert!(anchors[0].subject.contains("intermediate"));
+
+        let (expired, _) = ca("expired", true, earlier, None);
+        assert_eq!(trust_anchors(&[expired.der().to_vec()])[0].validation, 2003);
+        let (leaf_like, _) = ca("not a ca", false, later, None);
+        assert_eq!(trust_anchors(&[leaf_like.der().to_vec()])[0].validation, 2012);
+        let (other_root, _) = ca("other root", true, later, None);
+        assert_eq!(
+            trust_anchors(&[intermediate.der().to_vec(), other_root.der().to_vec()])[0].validation,
+            2013
+        );
+        assert_eq!(trust_anchors(&[b"garbage".to_vec()])[0].validation, 2001);
+    }
+}
