@@ -139,9 +139,36 @@ pub async fn run(ctx: Arc<Context>, scope: &WatchScope, readiness: Readiness, sh
             &shutdown,
             issuer::reconcile_cluster_issuer,
         ),
-        runner::<v1alpha1::DomainValidation>("domain_validation", Api::all(client.clone()), &ctx, &shutdown),
-        runner::<v1alpha1::DiscoveryTask>("discovery_task", scope.namespaced(&client), &ctx, &shutdown),
-        runner::<v1alpha1::AlertConfig>("alert_config", Api::all(client.clone()), &ctx, &shutdown),
+        runner_with::<v1alpha1::DomainValidation, _, _>(
+            "domain_validation",
+            Controller::new(
+                Api::all(client.clone()),
+                watcher::Config::default().any_semantic(),
+            ),
+            &ctx,
+            &shutdown,
+            observe,
+        ),
+        runner_with::<v1alpha1::DiscoveryTask, _, _>(
+            "discovery_task",
+            Controller::new(
+                scope.namespaced(&client),
+                watcher::Config::default().any_semantic(),
+            ),
+            &ctx,
+            &shutdown,
+            observe,
+        ),
+        runner_with::<v1alpha1::AlertConfig, _, _>(
+            "alert_config",
+            Controller::new(
+                Api::all(client.clone()),
+                watcher::Config::default().any_semantic(),
+            ),
+            &ctx,
+            &shutdown,
+            observe,
+        ),
     ];
     let names: Vec<_> = runners.iter().map(|r| r.name).collect();
     let (synced, loops): (Vec<_>, Vec<_>) = runners.into_iter().map(|r| (r.synced, r.run)).unzip();
@@ -253,63 +280,15 @@ where
     Runner { name, synced, run }
 }
 
-fn runner<K>(
-    name: &'static str,
-    api: Api<DeserializeGuard<K>>,
-    ctx: &Arc<Context>,
-    shutdown: &CancellationToken,
-) -> Runner
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
-{
-    let controller = Controller::new(api, watcher::Config::default().any_semantic())
-        .graceful_shutdown_on(shutdown.clone().cancelled_owned());
-    let store: Store<DeserializeGuard<K>> = controller.store();
-    let synced = async move {
-        // Only fails if the controller stopped before syncing; shutdown then follows anyway.
-        let _ = store.wait_until_ready().await;
-    }
-    .boxed();
-    let run = controller
-        .run(move |obj, ctx| observe(name, obj, ctx), move |obj, err, ctx| error_policy(name, &obj, err, &ctx), ctx.clone())
-        .for_each(move |result| async move {
-            if let Err(error) = result {
-                tracing::debug!(controller = name, error = %crate::leader::error_chain(&error), "reconcile loop event");
-            }
-        })
-        .boxed();
-    Runner { name, synced, run }
-}
-
-/// The observer reconcile: records that the controller saw the object. `async` because the
-/// controller runtime expects a future; the real reconcilers await the apiserver and CAs.
+/// The observer reconcile of kinds whose controllers have not landed yet: the runner counts the
+/// run in the metrics; nothing is changed. `async` because the runtime expects a future.
 #[allow(clippy::unused_async)]
-async fn observe<K>(
-    name: &'static str,
-    obj: Arc<DeserializeGuard<K>>,
-    ctx: Arc<Context>,
-) -> Result<Action, Error>
+async fn observe<K>(obj: Arc<K>, _ctx: Arc<Context>) -> Result<Action, Error>
 where
-    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>,
 {
-    let started = Instant::now();
-    match &obj.0 {
-        Ok(object) => {
-            let reference = ObjectRef::from_obj(object);
-            tracing::debug!(controller = name, object = %reference, "observed");
-            ctx.metrics
-                .reconciled(name, "success", started.elapsed().as_secs_f64());
-            Ok(Action::await_change())
-        }
-        Err(invalid) => Err(Error::InvalidObject {
-            object: format!(
-                "{}/{}",
-                invalid.metadata.namespace.as_deref().unwrap_or(""),
-                invalid.metadata.name.as_deref().unwrap_or("")
-            ),
-            message: invalid.error.clone(),
-        }),
-    }
+    tracing::debug!(object = %ObjectRef::from_obj(obj.as_ref()), "observed");
+    Ok(Action::await_change())
 }
 
 fn error_policy<K>(
