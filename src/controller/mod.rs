@@ -121,20 +121,14 @@ pub async fn run(ctx: Arc<Context>, scope: &WatchScope, readiness: Readiness, sh
         ),
         runner_with::<v1alpha1::Issuer, _, _>(
             "issuer",
-            Controller::new(
-                scope.namespaced(&client),
-                watcher::Config::default().any_semantic(),
-            ),
+            issuer_controller(&client, scope),
             &ctx,
             &shutdown,
             issuer::reconcile_issuer,
         ),
         runner_with::<v1alpha1::ClusterIssuer, _, _>(
             "cluster_issuer",
-            Controller::new(
-                Api::all(client.clone()),
-                watcher::Config::default().any_semantic(),
-            ),
+            cluster_issuer_controller(&client, &ctx.cluster_resource_namespace),
             &ctx,
             &shutdown,
             issuer::reconcile_cluster_issuer,
@@ -226,6 +220,97 @@ fn certificate_controller(
                 None,
             )
         })
+}
+
+/// Names of the Secrets an issuer spec references.
+fn referenced_secrets(
+    scm: Option<&v1alpha1::issuer::ScmIssuer>,
+    nexus: Option<&v1alpha1::issuer::NexusIssuer>,
+    ca: Option<&v1alpha1::issuer::CaIssuer>,
+) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Some(scm) = scm {
+        names.extend(scm.auth.password.as_ref().map(|p| p.secret_name.clone()));
+        names.extend(
+            scm.auth
+                .client_certificate
+                .as_ref()
+                .map(|c| c.secret_name.clone()),
+        );
+    }
+    if let Some(nexus) = nexus {
+        names.push(nexus.client_certificate_secret_name.clone());
+        names.extend(nexus.signing_secret_name.clone());
+    }
+    names.extend(ca.map(|c| c.secret_name.clone()));
+    names
+}
+
+/// The Issuer controller also watches Secret metadata, so fixing a credentials Secret re-checks
+/// the issuers that reference it at once.
+fn issuer_controller(client: &Client, scope: &WatchScope) -> Controller<DeserializeGuard<v1alpha1::Issuer>> {
+    let controller: Controller<DeserializeGuard<v1alpha1::Issuer>> = Controller::new(
+        scope.namespaced(client),
+        watcher::Config::default().any_semantic(),
+    );
+    let store = controller.store();
+    let secrets: Api<PartialObjectMeta<Secret>> = match &scope.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    controller.watches(secrets, watcher::Config::default(), move |secret| {
+        let (name, namespace) = (
+            secret.metadata.name.clone().unwrap_or_default(),
+            secret.metadata.namespace.clone(),
+        );
+        store
+            .state()
+            .into_iter()
+            .filter(|guard| {
+                guard.0.as_ref().is_ok_and(|issuer| {
+                    issuer.metadata.namespace == namespace
+                        && referenced_secrets(
+                            issuer.spec.scm.as_ref(),
+                            issuer.spec.nexus.as_ref(),
+                            issuer.spec.ca.as_ref(),
+                        )
+                        .contains(&name)
+                })
+            })
+            .map(|guard| ObjectRef::from_obj(guard.as_ref()))
+            .collect::<Vec<_>>()
+    })
+}
+
+/// The ClusterIssuer controller watches Secret metadata in the cluster resource namespace.
+fn cluster_issuer_controller(
+    client: &Client,
+    namespace: &str,
+) -> Controller<DeserializeGuard<v1alpha1::ClusterIssuer>> {
+    let controller: Controller<DeserializeGuard<v1alpha1::ClusterIssuer>> = Controller::new(
+        Api::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    );
+    let store = controller.store();
+    let secrets: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), namespace);
+    controller.watches(secrets, watcher::Config::default(), move |secret| {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        store
+            .state()
+            .into_iter()
+            .filter(|guard| {
+                guard.0.as_ref().is_ok_and(|issuer| {
+                    referenced_secrets(
+                        issuer.spec.scm.as_ref(),
+                        issuer.spec.nexus.as_ref(),
+                        issuer.spec.ca.as_ref(),
+                    )
+                    .contains(&name)
+                })
+            })
+            .map(|guard| ObjectRef::from_obj(guard.as_ref()))
+            .collect::<Vec<_>>()
+    })
 }
 
 /// A controller running a real reconciler over the typed object; objects that fail to
