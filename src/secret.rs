@@ -265,3 +265,144 @@ pub fn observe(secret: Option<&Secret>, owner_uid: &str) -> (SecretState, Option
         key,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose};
+
+    use super::*;
+    use crate::{
+        controller::certificate::validate::validate,
+        crd::v1alpha1::{certificate::CertificateSpec, common::IssuerRef},
+        pki::{csr::signer, key::KeyAlgorithm},
+    };
+
+    struct Fixture {
+        spec: ValidatedCertificate,
+        key: PrivateKey,
+        leaf: Vec<u8>,
+        chain: Vec<Vec<u8>>,
+    }
+
+    /// root → intermediate → leaf for `a.example.com`.
+    fn fixture() -> Fixture {
+        let ca = |name: &str| {
+            let mut p = CertificateParams::default();
+            p.distinguished_name.push(DnType::CommonName, name);
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+            p
+        };
+        let root_key = rcgen::KeyPair::generate().unwrap();
+        let root = ca("root").self_signed(&root_key).unwrap();
+        let root_issuer = rcgen::Issuer::from_ca_cert_der(root.der(), &root_key).unwrap();
+        let mid_key = rcgen::KeyPair::generate().unwrap();
+        let mid = ca("intermediate").signed_by(&mid_key, &root_issuer).unwrap();
+        let mid_issuer = rcgen::Issuer::from_ca_cert_der(mid.der(), &mid_key).unwrap();
+        let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+        let leaf = CertificateParams::new(vec!["a.example.com".to_owned()])
+            .unwrap()
+            .signed_by(&signer(&key).unwrap(), &mid_issuer)
+            .unwrap();
+        let spec = validate(&CertificateSpec {
+            secret_name: "a-tls".into(),
+            issuer_ref: IssuerRef {
+                name: "ca".into(),
+                ..IssuerRef::default()
+            },
+            dns_names: vec!["a.example.com".into()],
+            ..CertificateSpec::default()
+        })
+        .unwrap();
+        Fixture {
+            spec,
+            key,
+            leaf: leaf.der().to_vec(),
+            chain: vec![mid.der().to_vec(), root.der().to_vec()],
+        }
+    }
+
+    fn built(f: &Fixture, outputs: &Outputs<'_>) -> Secret {
+        let info = inspect::inspect(&f.leaf).unwrap();
+        let material = TlsMaterial {
+            leaf_der: &f.leaf,
+            chain_der: &f.chain,
+            key: &f.key,
+            info: &info,
+        };
+        build(
+            "a",
+            "uid-1",
+            ("ca", "Issuer"),
+            &f.spec,
+            outputs,
+            &material,
+            "2030-01-01T00:00:00Z",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn tls_crt_holds_leaf_and_intermediates_and_ca_crt_the_root() {
+        let f = fixture();
+        let secret = built(&f, &Outputs::default());
+        let data = secret.data.clone().unwrap();
+        let tls = crate::backend::chain::parse_certificates(&data["tls.crt"].0).unwrap();
+        assert_eq!(tls.len(), 2, "leaf + intermediate, root excluded");
+        let ca = crate::backend::chain::parse_certificates(&data["ca.crt"].0).unwrap();
+        assert_eq!(der::Encode::to_der(&ca[0]).unwrap(), f.chain[1]);
+        assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+        assert!(is_controlled_by(&secret.metadata, "uid-1"));
+        assert!(has_outputs(&secret, &Outputs::default()));
+        let (state, key) = observe(Some(&secret), "uid-1");
+        assert!(matches!(
+            state,
+            SecretState::Owned {
+                certificate: Some(_),
+                key_matches: true,
+                chain_verifies: true
+            }
+        ));
+        assert!(key.is_some());
+    }
+
+    #[test]
+    fn only_a_controller_reference_with_our_uid_counts_as_ownership() {
+        let f = fixture();
+        let mut secret = built(&f, &Outputs::default());
+        assert_eq!(observe(Some(&secret), "someone-else").0, SecretState::NotOwned);
+        if let Some(refs) = secret.metadata.owner_references.as_mut() {
+            refs[0].controller = Some(false);
+        }
+        assert_eq!(observe(Some(&secret), "uid-1").0, SecretState::NotOwned);
+        assert_eq!(observe(None, "uid-1").0, SecretState::Missing);
+    }
+
+    #[test]
+    fn a_swapped_key_or_missing_output_is_detected() {
+        let f = fixture();
+        let mut secret = built(&f, &Outputs::default());
+        let other = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+        let pem = other.to_pem(crate::pki::key::KeyEncoding::Pkcs8).unwrap();
+        secret
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("tls.key".into(), ByteString(pem.expose().as_bytes().to_vec()));
+        assert!(matches!(
+            observe(Some(&secret), "uid-1").0,
+            SecretState::Owned {
+                key_matches: false,
+                ..
+            }
+        ));
+        let formats = [crate::crd::v1alpha1::certificate::OutputFormatType::DER];
+        assert!(!has_outputs(
+            &secret,
+            &Outputs {
+                formats: &formats,
+                ..Outputs::default()
+            }
+        ));
+    }
+}
