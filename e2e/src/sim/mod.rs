@@ -5,6 +5,7 @@
 //! The vendor-specific APIs live in submodules ([`scm`]); everything here is reusable by any
 //! simulator that speaks HTTPS and issues certificates.
 
+pub mod nexus;
 pub mod scm;
 
 use std::{
