@@ -7,6 +7,8 @@ CARGO ?= cargo
 GO ?= go
 K8S_VERSION := v1.36.3
 DEVCLUSTER := target/devcluster/devcluster
+HELM_VERSION := v3.19.0
+HELM := target/tools/helm
 CLUSTER_DIR ?= $(CURDIR)/target/cluster
 GO_LDFLAGS := -s -w \
 	-X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
@@ -48,9 +50,18 @@ unit: ## Unit tests (no cluster needed)
 	$(CARGO) test --locked --lib --bins
 
 .PHONY: e2e
-e2e: $(DEVCLUSTER) ## End-to-end tests against a real local control plane
+e2e: $(DEVCLUSTER) $(HELM) ## End-to-end tests against a real local control plane
 	$(CARGO) build --locked --bin pki-operator
-	PKI_E2E_DEVCLUSTER=$(CURDIR)/$(DEVCLUSTER) $(CARGO) test --locked -p pki-operator-e2e -- $(E2E_ARGS)
+	PKI_E2E_DEVCLUSTER=$(CURDIR)/$(DEVCLUSTER) PKI_E2E_HELM=$(CURDIR)/$(HELM) \
+		$(CARGO) test --locked -p pki-operator-e2e -- $(E2E_ARGS)
+
+# Helm from the Go module proxy (no release downloads here); the chart is rendered with it in e2e.
+$(HELM):
+	@command -v $(GO) >/dev/null || { echo "Go is required to build helm"; exit 1; }
+	mkdir -p $(dir $(HELM))
+	GOBIN=$(CURDIR)/$(dir $(HELM)) $(GO) install -ldflags "-X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+		-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=36" \
+		helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 .PHONY: devcluster
 devcluster: $(DEVCLUSTER) ## Build the local control plane (kube-apiserver + etcd + controllers, from Go modules)

@@ -306,6 +306,11 @@ pub struct Operator {
 impl Operator {
     /// Starts the operator against `plane` with extra `args`; logs go to `<dir>/<name>.log`.
     pub fn start(plane: &ControlPlane, dir: &Path, name: &str, args: &[&str]) -> Result<Self> {
+        Self::start_with_kubeconfig(plane.kubeconfig(), dir, name, args)
+    }
+
+    /// Starts the operator with its own kubeconfig (e.g. a service-account token).
+    pub fn start_with_kubeconfig(kubeconfig: &Path, dir: &Path, name: &str, args: &[&str]) -> Result<Self> {
         let binary = operator_binary();
         if !binary.exists() {
             bail!(
@@ -318,7 +323,7 @@ impl Operator {
         let file = fs::File::create(&log)?;
         let child = Command::new(binary)
             .arg("--kubeconfig")
-            .arg(plane.kubeconfig())
+            .arg(kubeconfig)
             .args([
                 "--admin-address",
                 &admin,
