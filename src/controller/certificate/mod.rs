@@ -1178,3 +1178,51 @@ async fn publish(ctx: &Context, cert: &Certificate, type_: EventType, reason: &s
         tracing::debug!(%error, "cannot publish event");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_five_seconds_to_ten_minutes_with_jitter() {
+        for (attempts, base) in [(1, 5.0), (2, 10.0), (3, 20.0), (8, 600.0), (50, 600.0)] {
+            for _ in 0..20 {
+                let wait = backoff(attempts).as_secs_f64();
+                assert!(
+                    wait >= base * 0.8 - 1e-9 && wait <= base * 1.2 + 1e-9,
+                    "attempt {attempts}: {wait}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn failures_are_recorded_for_the_backoff_and_keep_ready_while_the_secret_is_good() {
+        let mut status = CertificateStatus::default();
+        let error = Error::Backend {
+            operation: "enroll",
+            source: BackendError::RateLimited {
+                backend: BackendKind::Scm,
+                retry_after: Some(Duration::from_secs(900)),
+            },
+        };
+        let (message, wait) = record_failure(&mut status, &error, &SecretState::Missing, Some(1));
+        assert_eq!(status.failed_issuance_attempts, Some(1));
+        assert!(status.last_failure_time.is_some());
+        assert!(message.contains("rate limiting"), "{message}");
+        assert_eq!(
+            wait,
+            Duration::from_secs(900),
+            "the CA's Retry-After wins over a shorter backoff"
+        );
+        assert!(!conditions::is_true(&status.conditions, "Ready"));
+        let (_, wait) = record_failure(
+            &mut status,
+            &Error::Key("x".into()),
+            &SecretState::Missing,
+            Some(1),
+        );
+        assert_eq!(status.failed_issuance_attempts, Some(2));
+        assert!(wait >= Duration::from_secs(8) && wait <= Duration::from_secs(12));
+    }
+}
