@@ -135,30 +135,21 @@ pub async fn run(ctx: Arc<Context>, scope: &WatchScope, readiness: Readiness, sh
         ),
         runner_with::<v1alpha1::DomainValidation, _, _>(
             "domain_validation",
-            Controller::new(
-                Api::all(client.clone()),
-                watcher::Config::default().any_semantic(),
-            ),
+            controller_for(Api::all(client.clone())),
             &ctx,
             &shutdown,
             observe,
         ),
         runner_with::<v1alpha1::DiscoveryTask, _, _>(
             "discovery_task",
-            Controller::new(
-                scope.namespaced(&client),
-                watcher::Config::default().any_semantic(),
-            ),
+            controller_for(scope.namespaced(&client)),
             &ctx,
             &shutdown,
             observe,
         ),
         runner_with::<v1alpha1::AlertConfig, _, _>(
             "alert_config",
-            Controller::new(
-                Api::all(client.clone()),
-                watcher::Config::default().any_semantic(),
-            ),
+            controller_for(Api::all(client.clone())),
             &ctx,
             &shutdown,
             observe,
@@ -182,10 +173,7 @@ fn certificate_controller(
     client: &Client,
     scope: &WatchScope,
 ) -> Controller<DeserializeGuard<v1alpha1::Certificate>> {
-    let controller: Controller<DeserializeGuard<v1alpha1::Certificate>> = Controller::new(
-        scope.namespaced(client),
-        watcher::Config::default().any_semantic(),
-    );
+    let controller = controller_for::<v1alpha1::Certificate>(scope.namespaced(client));
     let store = controller.store();
     let referencing = move |kind: v1alpha1::common::IssuerKind, name: String, namespace: Option<String>| {
         store
@@ -249,10 +237,7 @@ fn referenced_secrets(
 /// The Issuer controller also watches Secret metadata, so fixing a credentials Secret re-checks
 /// the issuers that reference it at once.
 fn issuer_controller(client: &Client, scope: &WatchScope) -> Controller<DeserializeGuard<v1alpha1::Issuer>> {
-    let controller: Controller<DeserializeGuard<v1alpha1::Issuer>> = Controller::new(
-        scope.namespaced(client),
-        watcher::Config::default().any_semantic(),
-    );
+    let controller = controller_for::<v1alpha1::Issuer>(scope.namespaced(client));
     let store = controller.store();
     let secrets: Api<PartialObjectMeta<Secret>> = match &scope.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -287,10 +272,7 @@ fn cluster_issuer_controller(
     client: &Client,
     namespace: &str,
 ) -> Controller<DeserializeGuard<v1alpha1::ClusterIssuer>> {
-    let controller: Controller<DeserializeGuard<v1alpha1::ClusterIssuer>> = Controller::new(
-        Api::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    );
+    let controller = controller_for::<v1alpha1::ClusterIssuer>(Api::all(client.clone()));
     let store = controller.store();
     let secrets: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), namespace);
     controller.watches(secrets, watcher::Config::default(), move |secret| {
@@ -311,6 +293,16 @@ fn cluster_issuer_controller(
             .map(|guard| ObjectRef::from_obj(guard.as_ref()))
             .collect::<Vec<_>>()
     })
+}
+
+/// A controller for `api` that tolerates objects it cannot deserialize (they are reported, not
+/// fatal). `any_semantic` lets the initial list be served from the apiserver's watch cache
+/// instead of a quorum read of etcd, which is cheaper and enough for a controller that resyncs.
+fn controller_for<K>(api: Api<DeserializeGuard<K>>) -> Controller<DeserializeGuard<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    Controller::new(api, watcher::Config::default().any_semantic())
 }
 
 /// A controller running a real reconciler over the typed object; objects that fail to
