@@ -13,6 +13,7 @@
 pub mod ca;
 pub mod chain;
 pub mod credentials;
+pub mod nexus;
 pub mod retry;
 pub mod scm;
 
@@ -390,6 +391,8 @@ pub trait CaBackend: Send + Sync {
 pub enum Backend {
     /// Sectigo / InCommon Certificate Manager.
     Scm(scm::ScmBackend),
+    /// Nexus Certificate Manager.
+    Nexus(nexus::NexusBackend),
     /// The local CA.
     Ca(ca::CaIssuerBackend),
 }
@@ -398,6 +401,7 @@ impl CaBackend for Backend {
     fn kind(&self) -> BackendKind {
         match self {
             Self::Scm(b) => b.kind(),
+            Self::Nexus(b) => b.kind(),
             Self::Ca(b) => b.kind(),
         }
     }
@@ -405,6 +409,7 @@ impl CaBackend for Backend {
     async fn check(&self) -> Result<Vec<Profile>, BackendError> {
         match self {
             Self::Scm(b) => b.check().await,
+            Self::Nexus(b) => b.check().await,
             Self::Ca(b) => b.check().await,
         }
     }
@@ -412,6 +417,7 @@ impl CaBackend for Backend {
     async fn enroll(&self, request: &EnrollRequest) -> Result<OrderHandle, BackendError> {
         match self {
             Self::Scm(b) => b.enroll(request).await,
+            Self::Nexus(b) => b.enroll(request).await,
             Self::Ca(b) => b.enroll(request).await,
         }
     }
@@ -419,6 +425,7 @@ impl CaBackend for Backend {
     async fn collect(&self, order: &OrderHandle, csr_der: &[u8]) -> Result<Collected, BackendError> {
         match self {
             Self::Scm(b) => b.collect(order, csr_der).await,
+            Self::Nexus(b) => b.collect(order, csr_der).await,
             Self::Ca(b) => b.collect(order, csr_der).await,
         }
     }
@@ -426,6 +433,7 @@ impl CaBackend for Backend {
     async fn renew(&self, order: &OrderHandle, request: &EnrollRequest) -> Result<OrderHandle, BackendError> {
         match self {
             Self::Scm(b) => b.renew(order, request).await,
+            Self::Nexus(b) => b.renew(order, request).await,
             Self::Ca(b) => b.renew(order, request).await,
         }
     }
@@ -438,6 +446,7 @@ impl CaBackend for Backend {
     ) -> Result<OrderHandle, BackendError> {
         match self {
             Self::Scm(b) => b.replace(order, request, reason).await,
+            Self::Nexus(b) => b.replace(order, request, reason).await,
             Self::Ca(b) => b.replace(order, request, reason).await,
         }
     }
@@ -445,6 +454,7 @@ impl CaBackend for Backend {
     async fn revoke(&self, target: &RevokeTarget, reason: RevocationReason) -> Result<(), BackendError> {
         match self {
             Self::Scm(b) => b.revoke(target, reason).await,
+            Self::Nexus(b) => b.revoke(target, reason).await,
             Self::Ca(b) => b.revoke(target, reason).await,
         }
     }
@@ -455,6 +465,7 @@ impl CaBackend for Backend {
     ) -> Result<Option<OrderHandle>, BackendError> {
         match self {
             Self::Scm(b) => b.find_existing_order(request).await,
+            Self::Nexus(b) => b.find_existing_order(request).await,
             Self::Ca(b) => b.find_existing_order(request).await,
         }
     }

@@ -19,11 +19,15 @@ use crate::{
         Backend, BackendError, CaBackend,
         ca::{CaIssuerBackend, LocalCa},
         credentials::SecretString,
+        nexus::{NexusBackend, NexusConfig, NexusSigner},
         scm::{ScmAuth, ScmBackend, ScmConfig, ScmFlavor},
     },
     crd::v1alpha1::{
         ClusterIssuer, Issuer,
-        issuer::{CaIssuer, IssuerStatus, NexusIssuer, ScmFlavor as SpecFlavor, ScmIssuer, TrustAnchor},
+        issuer::{
+            CaIssuer, IssuerStatus, NexusIssuer, NexusSigningMode, ScmFlavor as SpecFlavor, ScmIssuer,
+            TrustAnchor,
+        },
     },
 };
 
@@ -194,14 +198,50 @@ pub async fn build_backend(ctx: &Context, parts: &IssuerParts<'_>) -> Result<Bac
         config.ca_bundle_pem.clone_from(&scm.ca_bundle);
         return Ok(Backend::Scm(ScmBackend::new(config)?));
     }
-    if parts.nexus.is_some() {
-        return Err(IssuerError::Unsupported(
-            "the nexus backend is not available in this version yet".into(),
-        ));
+    if let Some(nexus) = parts.nexus {
+        return Ok(Backend::Nexus(NexusBackend::new(
+            nexus_config(&secrets, ns, nexus).await?,
+        )?));
     }
     Err(IssuerError::Unsupported(
         "exactly one of scm, nexus or ca must be set".into(),
     ))
+}
+
+/// The Nexus client configuration: the officer's TLS identity from `clientCertificateSecretName`,
+/// and in `Caller` mode the signing officer from `signingSecretName` (the TLS officer when unset).
+async fn nexus_config(
+    secrets: &Api<Secret>,
+    ns: &str,
+    nexus: &NexusIssuer,
+) -> Result<NexusConfig, IssuerError> {
+    let client = read_secret(secrets, ns, &nexus.client_certificate_secret_name).await?;
+    let client_certificate = secret_text(&client, ns, "tls.crt")?;
+    let client_key = secret_text(&client, ns, "tls.key")?;
+    let signer = match nexus.signing_mode {
+        NexusSigningMode::Server => None,
+        NexusSigningMode::Caller => Some(match &nexus.signing_secret_name {
+            Some(name) => {
+                let signing = read_secret(secrets, ns, name).await?;
+                NexusSigner {
+                    certificate_chain_pem: secret_text(&signing, ns, "tls.crt")?,
+                    key_pem: SecretString::new(secret_text(&signing, ns, "tls.key")?),
+                }
+            }
+            None => NexusSigner {
+                certificate_chain_pem: client_certificate.clone(),
+                key_pem: SecretString::new(client_key.clone()),
+            },
+        }),
+    };
+    let mut config = NexusConfig::new(
+        nexus.url.clone(),
+        SecretString::new(format!("{client_certificate}\n{client_key}\n")),
+    );
+    config.signer = signer;
+    config.token_procedure.clone_from(&nexus.token_procedure);
+    config.ca_bundle_pem.clone_from(&nexus.ca_bundle);
+    Ok(config)
 }
 
 /// Poll interval of an issuer's pending orders.
@@ -307,6 +347,14 @@ async fn check(
                     format!(
                         "authenticated; {} certificate profile(s) available",
                         profiles.len()
+                    )
+                }
+                Backend::Nexus(_) => {
+                    status.trust_anchors = Vec::new();
+                    let names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
+                    format!(
+                        "authenticated as a CM officer; token procedure(s) available: {}",
+                        names.join(", ")
                     )
                 }
             };
