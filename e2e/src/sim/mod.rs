@@ -427,8 +427,10 @@ pub struct TlsServerOptions {
     /// The server's private key.
     pub private_key: PrivateKeyDer<'static>,
     /// Trust anchors for client certificates. Empty: no client certificate is requested.
-    /// Otherwise one is requested but optional, so password clients still connect.
     pub client_roots: Vec<CertificateDer<'static>>,
+    /// With `client_roots`: refuse a handshake without a client certificate (Nexus' Tomcat
+    /// `clientAuth`), instead of letting password clients connect without one (SCM).
+    pub require_client_certificate: bool,
 }
 
 impl fmt::Debug for TlsServerOptions {
@@ -508,9 +510,12 @@ fn server_config(options: TlsServerOptions) -> Result<ServerConfig, SimError> {
         for root in options.client_roots {
             roots.add(root)?;
         }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-            .allow_unauthenticated()
-            .build()?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+        let verifier = if options.require_client_certificate {
+            verifier.build()?
+        } else {
+            verifier.allow_unauthenticated().build()?
+        };
         builder.with_client_cert_verifier(verifier)
     };
     let mut config = builder.with_single_cert(options.certificate_chain, options.private_key)?;

@@ -4,11 +4,9 @@
 //! revoke, reinstate and procedures, with the documented JSON error envelope.
 //!
 //! Tests start it in-process with [`NexusSimulator::start`]; demos run the `nexus-simulator`
-//! binary. The server asks for a client certificate on every connection: one that does not chain
-//! to the officer CA fails the TLS handshake. The shared TLS layer lets a connection without any
-//! certificate through the handshake (for the SCM password clients), so API requests on such a
-//! connection are answered by dropping it, and only the control endpoints
-//! `GET /__simulator/stats` and `PUT /__simulator/faults` are served without a certificate.
+//! binary. Every connection needs a client certificate chaining to the officer CA (spec §2,
+//! Tomcat `clientAuth`): a missing or foreign one fails the TLS handshake. The control endpoints
+//! `GET /__simulator/stats` and `PUT /__simulator/faults` need the officer certificate too.
 
 mod api;
 mod multipart;
@@ -156,6 +154,7 @@ impl NexusSimulator {
             certificate_chain,
             private_key,
             client_roots,
+            require_client_certificate: true,
         };
         let server = TlsServer::start(addr, options, Arc::clone(&shared), shutdown).await?;
         tracing::info!(address = %server.local_addr(), mode = ?shared.config.signing_mode, "Nexus simulator started");
@@ -294,14 +293,8 @@ impl Shared {
 
     async fn serve_api(&self, request: Request<Incoming>) -> HttpResponse {
         let control = request.extensions().get::<ConnectionControl>().cloned();
+        // The handshake requires a certificate, so this only guards against a TLS layer change.
         let Some(peer) = request.extensions().get::<PeerCertificates>().cloned() else {
-            // Inferred (spec §2): Tomcat with clientAuth refuses a connection without a
-            // certificate in the handshake; the shared TLS layer lets it through, so the closest
-            // equivalent is closing the connection without an HTTP answer.
-            tracing::debug!("API request without a client certificate; dropping the connection");
-            if let Some(control) = control {
-                match control.close_without_response().await {}
-            }
             return text_response(StatusCode::FORBIDDEN, "client certificate required");
         };
         let method = request.method().clone();

@@ -235,6 +235,7 @@ impl ScmSimulator {
             certificate_chain,
             private_key,
             client_roots,
+            require_client_certificate: false,
         };
         let server = TlsServer::start(addr, options, Arc::clone(&shared), shutdown).await?;
         tracing::info!(address = %server.local_addr(), flavor = ?shared.config.flavor, "SCM simulator started");

@@ -1,18 +1,11 @@
-//! The backend conformance suite and the SCM client's error, retry and crash-recovery behaviour,
-//! against the SCM simulator (Sectigo and InCommon flavours, password and client-certificate
-//! login). Every trial starts its own simulator, so counters and faults never leak between tests.
+//! The conformance suite and the SCM client's error, retry and crash-recovery behaviour, against
+//! the SCM simulator (Sectigo and InCommon flavours, password and client-certificate login).
 
-// A test binary with its own harness: a panic is a test failure.
-#![allow(clippy::expect_used)]
+use std::time::{Duration, Instant};
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
-
+use crate::{capture_logs, ensure_no_secrets, run, trial};
 use anyhow::{Result, bail, ensure};
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::Trial;
 use pki_operator::backend::{
     BackendError, CaBackend, Collected,
     credentials::SecretString,
@@ -105,19 +98,8 @@ fn config_for(sim: &ScmSimulator, mode: Mode, password: &str) -> ScmConfig {
     config
 }
 
-fn run<F: Future<Output = Result<()>>>(future: F) -> Result<()> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(future)
-}
-
-fn trial(name: String, test: impl FnOnce() -> Result<()> + Send + 'static) -> Trial {
-    Trial::test(name, move || test().map_err(|e| Failed::from(format!("{e:#}"))))
-}
-
-fn main() -> std::process::ExitCode {
-    let args = Arguments::from_args();
+/// Every SCM trial.
+pub fn trials() -> Vec<Trial> {
     let mut trials = Vec::new();
     for mode in Mode::ALL {
         macro_rules! conformance {
@@ -185,7 +167,7 @@ fn main() -> std::process::ExitCode {
             logs_never_contain_secrets,
         ),
     ]);
-    libtest_mimic::run(&args, trials).exit_code()
+    trials
 }
 
 async fn check_lists_profiles(mode: Mode) -> Result<()> {
@@ -570,36 +552,12 @@ async fn timeouts_are_unavailable() -> Result<()> {
     Ok(())
 }
 
-/// A `MakeWriter` appending to a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Runs enrolments with password and client-certificate login, failures included, with every
 /// log level captured, then greps the logs and error messages for the password and key material.
 fn logs_never_contain_secrets() -> Result<()> {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
     let mut messages = Vec::new();
     let mut secrets = vec![PASSWORD.to_owned()];
-    tracing::subscriber::with_default(subscriber, || {
+    let logs = capture_logs(|| {
         run(async {
             for mode in [Mode::SectigoPassword, Mode::SectigoClientCertificate] {
                 let sim = ScmSimulator::start(sim_config(mode)).await?;
@@ -621,33 +579,5 @@ fn logs_never_contain_secrets() -> Result<()> {
             Ok(())
         })
     })?;
-    let logs = String::from_utf8(
-        captured
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone(),
-    )?;
-    ensure!(
-        !logs.is_empty(),
-        "nothing was logged, so the check would prove nothing"
-    );
-    let everything = format!("{logs}\n{}", messages.join("\n"));
-    for secret in &secrets {
-        for line in secret.lines().filter(|l| l.len() > 20 && !l.starts_with("-----")) {
-            ensure!(
-                !everything.contains(line),
-                "key material appeared in logs or errors"
-            );
-        }
-        ensure!(
-            !everything.contains(secret.trim()),
-            "a secret appeared in logs or errors"
-        );
-    }
-    ensure!(
-        !everything.contains("PRIVATE KEY"),
-        "a private key appeared in logs or errors"
-    );
-    Ok(())
+    ensure_no_secrets(&logs, &messages, &secrets)
 }
