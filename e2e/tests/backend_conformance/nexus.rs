@@ -360,6 +360,7 @@ async fn rate_limiting_is_retried() -> Result<()> {
 }
 
 async fn server_errors_are_retried_for_reads() -> Result<()> {
+    const CALLS: u64 = 20;
     let sim = NexusSimulator::start(sim_config(Mode::Caller)).await?;
     let backend = backend_for(&sim, Mode::Caller)?;
     let order = new_order(&["flaky.example.com"])?;
@@ -377,7 +378,6 @@ async fn server_errors_are_retried_for_reads() -> Result<()> {
         ]),
         ..Faults::default()
     });
-    const CALLS: u64 = 20;
     for _ in 0..CALLS {
         backend.check().await?;
     }
@@ -502,11 +502,12 @@ async fn download_negotiates_formats() -> Result<()> {
 }
 
 async fn hold_then_reinstate() -> Result<()> {
+    /// RFC 5280 certificateHold, the only reason `reinstate` undoes.
+    const HOLD: u8 = 6;
     let sim = NexusSimulator::start(sim_config(Mode::Caller)).await?;
     let backend = backend_for(&sim, Mode::Caller)?;
     let handle = backend.enroll(&new_order(&["hold.example.com"])?.request).await?;
     let ids = vec![handle.id.clone()];
-    const HOLD: u8 = 6;
     backend.revoke_certificates(&ids, HOLD).await?;
     ensure!(backend.details(&handle.id).await?.is_revoked(), "not on hold");
     backend.reinstate(&ids).await?;
