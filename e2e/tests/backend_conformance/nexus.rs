@@ -383,7 +383,7 @@ async fn server_errors_are_retried_for_reads() -> Result<()> {
     }
     match backend.collect(&handle, &order.request.csr_der).await? {
         Collected::Issued(issued) => {
-            conformance::verify_issued(&issued, &sim.issuing_root_pem(), &order.key)?
+            conformance::verify_issued(&issued, &sim.issuing_root_pem(), &order.key)?;
         }
         other => bail!("collect gave {other:?}"),
     }
