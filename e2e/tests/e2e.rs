@@ -8,6 +8,9 @@
 // test code: here a panic is a test failure, and a table of cases is long by nature.
 #![allow(clippy::expect_used, clippy::too_many_lines)]
 
+#[path = "e2e/nexus.rs"]
+mod nexus;
+
 use std::{
     sync::{LazyLock, OnceLock},
     time::{Duration, Instant},
@@ -101,6 +104,18 @@ fn main() -> std::process::ExitCode {
         trial(
             "scm_tampered_secret_is_repaired_without_a_new_order",
             scm_tampered_secret_repaired,
+        ),
+        trial(
+            "nexus_certificates_are_issued_with_both_signing_modes_and_revoked_on_delete",
+            nexus::certificate_is_issued_and_revoked_on_delete,
+        ),
+        trial(
+            "nexus_wrong_signer_and_foreign_client_certificate_are_reported",
+            nexus::wrong_signer_and_foreign_client_certificate_are_reported,
+        ),
+        trial(
+            "nexus_crash_after_issuance_recovers_by_search_without_a_second_issuance",
+            nexus::crash_after_issuance_recovers_by_search,
         ),
     ];
     let listing = args.list;

@@ -86,6 +86,9 @@ pub enum Error {
     /// Key or CSR handling failed.
     #[error("cannot prepare the key or CSR: {0}")]
     Key(String),
+    /// The issuer cannot be used (missing, not ready, unreadable Secrets).
+    #[error("the issuer cannot be used: {0}")]
+    IssuerUnavailable(String),
 }
 
 impl Error {
@@ -96,6 +99,7 @@ impl Error {
             Self::Backend { source, .. } => source.category(),
             Self::Verification(_) => "VerificationFailed",
             Self::Key(_) => "KeyError",
+            Self::IssuerUnavailable(_) => "IssuerNotReady",
         }
     }
 }
@@ -1116,13 +1120,7 @@ async fn finalize(cert: &Certificate, ctx: &Context, api: &Api<Certificate>) -> 
         let namespace = cert.namespace().unwrap_or_default();
         let issuer = resolve_issuer(cert, ctx, &namespace)
             .await
-            .map_err(|message| Error::Backend {
-                operation: "revoke",
-                source: BackendError::Unavailable {
-                    backend: BackendKind::Scm,
-                    message,
-                },
-            });
+            .map_err(Error::IssuerUnavailable);
         let result = match issuer {
             Ok(issuer) => {
                 let target = cert
