@@ -1,6 +1,7 @@
-//! `make demo`: the main job on embedded defaults. Starts the local control plane and the SCM
-//! simulator, runs the operator, applies `examples/demo/` (a `ca` and an SCM ClusterIssuer and
-//! several Certificates), waits until every Certificate is Ready, prints a summary, cleans up.
+//! `make demo`: the main job on embedded defaults. Starts the local control plane and the SCM and
+//! Nexus simulators, runs the operator, applies `examples/demo/` (a `ca`, an SCM and a Nexus
+//! ClusterIssuer and several Certificates), waits until every Certificate is Ready, prints a
+//! summary, cleans up.
 
 use std::{path::Path, time::Duration};
 
@@ -10,7 +11,10 @@ use kube::Api;
 use pki_operator::crd::v1alpha1::{Certificate, ClusterIssuer};
 use pki_operator_e2e::{
     ControlPlane, Operator, repo_root,
-    sim::scm::{ScmSimulator, ScmSimulatorConfig},
+    sim::{
+        nexus::{NexusSimulator, NexusSimulatorConfig},
+        scm::{ScmSimulator, ScmSimulatorConfig},
+    },
     wait_for, work_dir,
 };
 
@@ -71,8 +75,10 @@ async fn run() -> Result<()> {
         ..ScmSimulatorConfig::default()
     })
     .await?;
+    println!("==> starting the Nexus simulator (caller signing)");
+    let nexus = NexusSimulator::start(NexusSimulatorConfig::default()).await?;
     let root = repo_root();
-    install_crds_and_secrets(&plane, &root)?;
+    install_crds_and_secrets(&plane, &root, &nexus)?;
 
     println!("==> starting the operator");
     let operator = Operator::start(
@@ -85,16 +91,18 @@ async fn run() -> Result<()> {
 
     println!("==> applying examples/demo/");
     let manifests = root.join("examples/demo");
-    let bundle = sim
-        .tls_ca_pem()
-        .lines()
-        .map(|l| format!("      {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\n";
+    let indent = |pem: String| {
+        pem.lines()
+            .map(|l| format!("      {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    };
     let issuers = std::fs::read_to_string(manifests.join("clusterissuers.yaml"))?
-        .replace("SIMULATOR_URL", &sim.base_url())
-        .replace("SIMULATOR_CA_BUNDLE\n", &bundle);
+        .replace("NEXUS_SIMULATOR_URL", &nexus.base_url())
+        .replace("NEXUS_SIMULATOR_CA_BUNDLE\n", &indent(nexus.tls_ca_pem()))
+        .replace("SCM_SIMULATOR_URL", &sim.base_url())
+        .replace("SCM_SIMULATOR_CA_BUNDLE\n", &indent(sim.tls_ca_pem()));
     kubectl(&plane, &["apply", "-f", "-"], Some(&issuers))?;
     kubectl(
         &plane,
@@ -110,7 +118,7 @@ async fn run() -> Result<()> {
 
     let client = plane.client().await?;
     let certs: Api<Certificate> = Api::namespaced(client.clone(), NAMESPACE);
-    let names = ["web", "api", "shop", "partner"];
+    let names = ["web", "api", "shop", "partner", "intranet"];
     wait_for(
         "every Certificate to be Ready",
         Duration::from_secs(180),
@@ -133,18 +141,19 @@ async fn run() -> Result<()> {
     .await
     .with_context(|| format!("operator log:\n{}", operator.log_text()))?;
 
-    print_summary(&plane, &client, &sim, &names).await?;
+    print_summary(&plane, &client, &sim, &nexus, &names).await?;
     println!("==> cleaning up");
     drop(operator);
     sim.shutdown().await;
+    nexus.shutdown().await;
     plane.stop();
     let _ = std::fs::remove_dir_all(Path::new(&dir));
     println!("demo complete: every example is Ready");
     Ok(())
 }
 
-/// The CRDs, the namespaces, the demo CA and the simulator credentials.
-fn install_crds_and_secrets(plane: &ControlPlane, root: &Path) -> Result<()> {
+/// The CRDs, the namespaces, the demo CA and the simulators' credentials.
+fn install_crds_and_secrets(plane: &ControlPlane, root: &Path, nexus: &NexusSimulator) -> Result<()> {
     kubectl(
         plane,
         &["apply", "-f", &root.join("crds").to_string_lossy()],
@@ -165,11 +174,14 @@ fn install_crds_and_secrets(plane: &ControlPlane, root: &Path) -> Result<()> {
         kubectl(plane, &["create", "namespace", ns], None)?;
     }
     let (ca_cert, ca_key) = demo_ca()?;
+    let (officer_chain, officer_key) = nexus.officer_identity();
     let secrets = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
         {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": {"name": "demo-ca"},
          "stringData": {"tls.crt": ca_cert, "tls.key": ca_key}},
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "scm-credentials"},
          "stringData": {"login": "api-admin", "password": "sim-password-123"}},
+        {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": {"name": "nexus-officer"},
+         "stringData": {"tls.crt": officer_chain, "tls.key": officer_key}},
     ]});
     kubectl(
         plane,
@@ -184,6 +196,7 @@ async fn print_summary(
     plane: &ControlPlane,
     client: &kube::Client,
     sim: &ScmSimulator,
+    nexus: &NexusSimulator,
     names: &[&str],
 ) -> Result<()> {
     let issuers: Api<ClusterIssuer> = Api::all(client.clone());
@@ -239,6 +252,13 @@ async fn print_summary(
         stats.orders_per_csr.values().sum::<u32>(),
         stats.orders_per_csr.len(),
         stats.requests.get("enroll").copied().unwrap_or(0)
+    );
+    let stats = nexus.stats();
+    println!(
+        "== Nexus simulator: {} certificate(s) issued for {} CSR(s), {} issuance request(s) (signed re-sends included)",
+        stats.issuances_per_csr.values().sum::<u32>(),
+        stats.issuances_per_csr.len(),
+        stats.requests.get("issuePkcs10").copied().unwrap_or(0)
     );
     println!("\n== kubectl get pki -n {NAMESPACE}");
     print!("{}", kubectl(plane, &["get", "pki", "-n", NAMESPACE], None)?);
