@@ -215,14 +215,17 @@ pub struct NexusIssuer {
     #[x_kube(validation = kube::core::Rule::new("self.startsWith('https://')").message("url must start with https://"))]
     #[schemars(length(min = 9, max = 2048))]
     pub url: String,
-    /// Name of a `kubernetes.io/tls` Secret with the CM officer's client certificate and key (mTLS).
+    /// Name of a `kubernetes.io/tls` Secret with the CM officer's client certificate (`tls.crt`,
+    /// optionally followed by its chain) and key (`tls.key`) for mutual TLS. In `Caller` mode
+    /// without `signingSecretName` this officer also signs requests.
     #[schemars(length(min = 1, max = 253))]
     pub client_certificate_secret_name: String,
     /// `Caller` (default) or `Server` (VRO).
     #[serde(default)]
     pub signing_mode: NexusSigningMode,
-    /// Secret with the officer key that signs requests in `Caller` mode, when it differs from the
-    /// client certificate's key.
+    /// Name of a `kubernetes.io/tls` Secret whose officer signs requests in `Caller` mode, when
+    /// it is not the client certificate's officer: `tls.crt` is the officer certificate
+    /// (optionally followed by its chain), `tls.key` its RSA or ECDSA P-256 key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub signing_secret_name: Option<String>,
