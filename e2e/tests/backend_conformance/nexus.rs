@@ -159,6 +159,10 @@ pub fn trials() -> Vec<Trial> {
             || run(download_negotiates_formats()),
         ),
         trial("nexus::hold_then_reinstate".into(), || run(hold_then_reinstate())),
+        trial(
+            "nexus::a_certificate_not_yet_indexed_is_pending_until_search_finds_it".into(),
+            || run(not_yet_indexed_is_pending()),
+        ),
         trial("nexus::error_classes_map_to_kinds_with_the_cause".into(), || {
             run(error_classes())
         }),
@@ -524,6 +528,42 @@ async fn hold_then_reinstate() -> Result<()> {
         }) => ensure!(message.contains(&handle.id), "{message}"),
         other => bail!("reinstating an active certificate gave {other:?}"),
     }
+    Ok(())
+}
+
+async fn not_yet_indexed_is_pending() -> Result<()> {
+    let sim = NexusSimulator::start(NexusSimulatorConfig {
+        index_lag_searches: 2,
+        ..sim_config(Mode::Caller)
+    })
+    .await?;
+    let mut config = config_for(&sim, Mode::Caller);
+    config.index_attempts = 1;
+    let backend = NexusBackend::new(config)?;
+    let order = new_order(&["lagging.example.com"])?;
+    // Search 1 (in enroll) misses: the order is known by its serial.
+    let handle = backend.enroll(&order.request).await?;
+    let serial = handle
+        .id
+        .strip_prefix("serial:")
+        .with_context(|| format!("order id {} is not a serial id", handle.id))?;
+    ensure!(
+        sim.stats().certificates[0].serial_number == serial,
+        "the serial id names another certificate"
+    );
+    // Search 2 misses (Pending), search 3 finds it.
+    let (issued, pending) =
+        conformance::collect_until_issued(&backend, &handle, &order.request.csr_der, 3).await?;
+    ensure!(pending == 1, "pending {pending} times, expected once");
+    conformance::verify_issued(&issued, &sim.issuing_root_pem(), &order.key)?;
+    backend
+        .revoke(&RevokeTarget::Order(handle), RevocationReason::Superseded)
+        .await?;
+    let stats = sim.stats();
+    ensure!(
+        stats.certificates[0].status == "revoked" && stats.issuances_per_csr.values().sum::<u32>() == 1,
+        "{stats:?}"
+    );
     Ok(())
 }
 

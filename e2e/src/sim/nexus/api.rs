@@ -537,6 +537,7 @@ fn stored_certificate(
         procedure: procedure.to_owned(),
         ski,
         aki,
+        unindexed_searches: shared.config.index_lag_searches,
     }
 }
 
@@ -708,10 +709,20 @@ fn list_certificates(shared: &Shared, call: &Call<'_>) -> Result<Reply, ApiError
     let within = |at: OffsetDateTime, from: Option<OffsetDateTime>, to: Option<OffsetDateTime>| {
         from.is_none_or(|from| at > from) && to.is_none_or(|to| at < to)
     };
-    let store = shared.store();
+    let mut store = shared.store();
+    // Inferred (spec §12, "CM indexing may lag"): a fresh certificate is invisible to the next
+    // `index_lag_searches` searches, whatever their filters; details and download see it at once.
+    let mut indexed = Vec::with_capacity(store.certificates.len());
+    for certificate in &mut store.certificates {
+        indexed.push(certificate.unindexed_searches == 0);
+        certificate.unindexed_searches = certificate.unindexed_searches.saturating_sub(1);
+    }
     let hits: Vec<&StoredCertificate> = store
         .certificates
         .iter()
+        .zip(indexed)
+        .filter(|(_, indexed)| *indexed)
+        .map(|(certificate, _)| certificate)
         .filter(|_| wants_ee)
         .filter(|c| serial.as_ref().is_none_or(|serial| &c.serial_hex == serial))
         .filter(|c| common_name.is_none_or(|cn| c.common_name.as_deref() == Some(cn)))

@@ -60,6 +60,8 @@ pub struct NexusSimulatorConfig {
     pub store_chain: bool,
     /// `certsearch.maxhits`: the most certificates one search returns.
     pub max_search_hits: u32,
+    /// How many searches miss a freshly issued certificate (CM's index lagging behind).
+    pub index_lag_searches: u32,
 }
 
 impl Default for NexusSimulatorConfig {
@@ -70,6 +72,7 @@ impl Default for NexusSimulatorConfig {
             default_procedure: "TLS-Server".to_owned(),
             store_chain: true,
             max_search_hits: 100,
+            index_lag_searches: 0,
         }
     }
 }

@@ -50,6 +50,9 @@ pub struct StoredCertificate {
     pub ski: Option<String>,
     /// Authority key identifier, upper-case hex.
     pub aki: Option<String>,
+    /// Searches (`GET /certificates`) that still miss it, counting down: CM's index lagging
+    /// behind issuance.
+    pub unindexed_searches: u32,
 }
 
 impl StoredCertificate {
