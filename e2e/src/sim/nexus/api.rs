@@ -710,13 +710,7 @@ fn list_certificates(shared: &Shared, call: &Call<'_>) -> Result<Reply, ApiError
         from.is_none_or(|from| at > from) && to.is_none_or(|to| at < to)
     };
     let mut store = shared.store();
-    // Inferred (spec §12, "CM indexing may lag"): a fresh certificate is invisible to the next
-    // `index_lag_searches` searches, whatever their filters; details and download see it at once.
-    let mut indexed = Vec::with_capacity(store.certificates.len());
-    for certificate in &mut store.certificates {
-        indexed.push(certificate.unindexed_searches == 0);
-        certificate.unindexed_searches = certificate.unindexed_searches.saturating_sub(1);
-    }
+    let indexed = store.searchable();
     let hits: Vec<&StoredCertificate> = store
         .certificates
         .iter()
@@ -746,7 +740,11 @@ fn list_certificates(shared: &Shared, call: &Call<'_>) -> Result<Reply, ApiError
             }
         })
         .collect();
-    let max = shared.config.max_search_hits;
+    page(&hits, limit, offset, shared.config.max_search_hits)
+}
+
+/// One page of search hits with their total: the `listCertificates` answer.
+fn page(hits: &[&StoredCertificate], limit: Option<u32>, offset: u32, max: u32) -> Result<Reply, ApiError> {
     let total = u32::try_from(hits.len()).unwrap_or(u32::MAX);
     // Inferred (spec §7.1, §12): an explicit searchLimit above certsearch.maxhits is capped; a
     // search without searchLimit whose hits exceed maxhits is refused with -14 "Too many hits",

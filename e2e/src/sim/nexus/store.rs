@@ -128,6 +128,22 @@ impl Store {
         id.to_string()
     }
 
+    /// Which certificates one search sees, in store order, and one search less of index lag
+    /// for the others.
+    ///
+    /// Inferred (spec §12, "CM indexing may lag"): a fresh certificate is invisible to the next
+    /// `index_lag_searches` searches, whatever their filters; details and download see it at once.
+    pub fn searchable(&mut self) -> Vec<bool> {
+        self.certificates
+            .iter_mut()
+            .map(|certificate| {
+                let indexed = certificate.unindexed_searches == 0;
+                certificate.unindexed_searches = certificate.unindexed_searches.saturating_sub(1);
+                indexed
+            })
+            .collect()
+    }
+
     /// The certificate with this id.
     pub fn find(&self, certid: &str) -> Option<&StoredCertificate> {
         self.certificates.iter().find(|c| c.certid == certid)
