@@ -66,6 +66,9 @@ pub struct EnrollRequest {
     pub lifetime: Option<Duration>,
     /// Backend-specific overrides (profile, term, comments, custom fields).
     pub options: EnrollOptions,
+    /// When the CSR was made: no order for it can be older. Crash recovery by search uses it to
+    /// skip earlier certificates for a reused key.
+    pub csr_created_at: Option<jiff::Timestamp>,
 }
 
 /// Per-request overrides of the issuer's defaults; a backend ignores what it does not use.

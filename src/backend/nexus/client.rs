@@ -167,83 +167,111 @@ impl NexusHttp {
     }
 
     /// Sends `request`; a `-19` challenge is answered by signing `dataToSign` and sending the
-    /// same request again with `signature`, once.
+    /// same request again with `signature`. Failures are repeated as [`retry_decision`] allows,
+    /// all attempts of the call counted against one budget; a signed request that CM refused
+    /// before running it (`-40`, `-12`) starts over with a fresh challenge, since the data to sign
+    /// may carry a time.
     pub async fn send(&self, request: &Request) -> Result<Answer, CallError> {
-        let data_to_sign = match self.send_with_retries(request, None).await? {
-            Outcome::Answer(answer) => return Ok(answer),
-            Outcome::Challenge(data) => data,
-        };
+        let mut backoff = Backoff::new(self.retry);
+        loop {
+            let data_to_sign = match self.send_with_retries(request, None, &mut backoff).await? {
+                Outcome::Answer(answer) => return Ok(answer),
+                Outcome::Challenge(data) => data,
+            };
+            let signature = self.sign(request.endpoint, &data_to_sign)?;
+            let attempt = backoff.attempt();
+            let failure = match self.exchange(request, Some(&signature), attempt).await {
+                Ok(Outcome::Answer(answer)) => return Ok(answer),
+                Ok(Outcome::Challenge(_)) => {
+                    return Err(BackendError::Unauthorized {
+                        backend: KIND,
+                        message: format!(
+                            "{}: the gateway asked for a signature again after a signed request \
+                             (error -19); the signer is not accepted as a CM officer",
+                            request.endpoint
+                        ),
+                    }
+                    .into());
+                }
+                Err(failure) => failure,
+            };
+            if !self.wait_to_retry(request, &failure, &mut backoff, attempt).await {
+                return Err(failure);
+            }
+        }
+    }
+
+    /// Signs the base64 `dataToSign` as the officer; the base64 of the CMS `SignedData`.
+    fn sign(&self, endpoint: &'static str, data_to_sign: &str) -> Result<String, CallError> {
         let Some(signer) = &self.signer else {
             return Err(BackendError::Configuration {
                 backend: KIND,
                 message: format!(
-                    "{}: the gateway asks the caller to sign (error -19) but the issuer's signingMode is \
-                     Server; set signingMode: Caller",
-                    request.endpoint
+                    "{endpoint}: the gateway asks the caller to sign (error -19) but the issuer's \
+                     signingMode is Server; set signingMode: Caller"
                 ),
             }
             .into());
         };
+        // Line breaks are tolerated, as some servers wrap base64 (spec §3.2).
+        let compact: String = data_to_sign.chars().filter(|c| !c.is_whitespace()).collect();
         let raw = STANDARD
-            .decode(data_to_sign.trim())
+            .decode(compact)
             .map_err(|_| BackendError::MalformedResponse {
                 backend: KIND,
-                operation: request.endpoint,
+                operation: endpoint,
                 message: "dataToSign is not base64".into(),
             })?;
         let signature = signer.sign(&raw).map_err(|e| BackendError::Configuration {
             backend: KIND,
             message: e.to_string(),
         })?;
-        tracing::debug!(
-            backend = "nexus",
-            endpoint = request.endpoint,
-            "signed the request"
-        );
-        match self
-            .send_with_retries(request, Some(&STANDARD.encode(signature)))
-            .await?
-        {
-            Outcome::Answer(answer) => Ok(answer),
-            Outcome::Challenge(_) => Err(BackendError::Unauthorized {
-                backend: KIND,
-                message: format!(
-                    "{}: the gateway asked for a signature again after a signed request (error -19); \
-                     the signer is not accepted as a CM officer",
-                    request.endpoint
-                ),
-            }
-            .into()),
-        }
+        tracing::debug!(backend = "nexus", endpoint, "signed the request");
+        Ok(STANDARD.encode(signature))
     }
 
     async fn send_with_retries(
         &self,
         request: &Request,
         signature: Option<&str>,
+        backoff: &mut Backoff,
     ) -> Result<Outcome, CallError> {
-        let mut backoff = Backoff::new(self.retry);
         loop {
             let attempt = backoff.attempt();
             let failure = match self.exchange(request, signature, attempt).await {
                 Ok(outcome) => return Ok(outcome),
                 Err(failure) => failure,
             };
-            let (retry_after, may_retry) = retry_decision(&failure, request.idempotency);
-            let waitable = retry_after.is_none_or(|wait| backoff.may_wait(wait));
-            if !(may_retry && waitable && backoff.can_retry()) {
+            if !self.wait_to_retry(request, &failure, backoff, attempt).await {
                 return Err(failure);
             }
-            let wait = backoff.next_wait(retry_after);
-            tracing::debug!(
-                backend = "nexus",
-                endpoint = request.endpoint,
-                attempt,
-                wait_ms = wait.as_millis(),
-                "retrying"
-            );
-            tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Waits before repeating `request` after `failure` and returns true, or returns false when
+    /// it must not be repeated (or the attempts are used up).
+    async fn wait_to_retry(
+        &self,
+        request: &Request,
+        failure: &CallError,
+        backoff: &mut Backoff,
+        attempt: u32,
+    ) -> bool {
+        let (retry_after, may_retry) = retry_decision(failure, request.idempotency);
+        let waitable = retry_after.is_none_or(|wait| backoff.may_wait(wait));
+        if !(may_retry && waitable && backoff.can_retry()) {
+            return false;
+        }
+        let wait = backoff.next_wait(retry_after);
+        tracing::debug!(
+            backend = "nexus",
+            endpoint = request.endpoint,
+            attempt,
+            wait_ms = wait.as_millis(),
+            "retrying"
+        );
+        tokio::time::sleep(wait).await;
+        true
     }
 
     /// One HTTP round trip.
@@ -330,25 +358,23 @@ fn decode(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let looks_json = content_type.starts_with("application/json")
-        || (content_type.is_empty() && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'));
-    if looks_json {
-        let envelope: Envelope =
-            serde_json::from_slice(&body).map_err(|e| BackendError::MalformedResponse {
-                backend: KIND,
-                operation: endpoint,
-                // serde's message names the field and position, never echoes the body.
-                message: format!("HTTP {} with an undecodable JSON body: {e}", status.as_u16()),
-            })?;
+    // Certificates come as DER (0x30) or PEM ('-'); the envelope is JSON whatever its label.
+    let looks_json =
+        content_type.contains("json") || body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let envelope = looks_json
+        .then(|| serde_json::from_slice::<Envelope>(&body))
+        .and_then(Result::ok)
+        .and_then(|envelope| envelope.error.map(|code| (code, envelope)));
+    if let Some((code, envelope)) = envelope {
         tracing::debug!(
             backend = "nexus",
             endpoint,
             attempt,
             status = status.as_u16(),
-            code = envelope.error,
+            code,
             "response"
         );
-        return match envelope.error {
+        return match code {
             0 if status.is_success() => Ok(Outcome::Answer(Answer::Json(body))),
             -19 => envelope
                 .data_to_sign
@@ -383,6 +409,15 @@ fn decode(
         "response"
     );
     if status == StatusCode::OK {
+        if looks_json {
+            // JSON without the envelope's `error`: not CM's answer (a proxy's, perhaps).
+            return Err(BackendError::MalformedResponse {
+                backend: KIND,
+                operation: endpoint,
+                message: "HTTP 200 with JSON that is not the CM envelope".into(),
+            }
+            .into());
+        }
         return Ok(Outcome::Answer(Answer::Binary(body)));
     }
     let http = status.as_u16();

@@ -10,12 +10,13 @@
 //!   "(inferred) indexing may lag"), the order id is `serial:<hex>` and `collect` answers
 //!   `Pending` until the search finds it.
 //! - **Crash recovery** (§12): certificates with the request's common name and a notBefore in
-//!   the last [`NexusConfig::recovery_window`] are downloaded one by one and compared by public
-//!   key with the CSR; CM has no CSR hash to search by.
+//!   the last [`NexusConfig::recovery_window`] (and not before the CSR was made, less an hour
+//!   for clock skew and backdating), not revoked, are downloaded one by one and compared by
+//!   public key with the CSR; CM has no CSR hash to search by.
 //! - **Renewal** is a new issuance (§12: there is no renew endpoint).
 //! - **Revocation** treats per-certificate `901` (already revoked) and `907` (missing) as done.
-//! - **Readiness** lists the token procedures (§8); a configured procedure must be among them
-//!   (matched by name, which `procname` takes, or by `procid`).
+//! - **Readiness** lists the token procedures (§8); a configured procedure must be among them,
+//!   by name, which `procname` takes.
 //! - Request date-times are RFC 3339 UTC with whole seconds (§4); `validfrom` is the time of
 //!   the request and `validto` adds the requested lifetime.
 
@@ -47,6 +48,9 @@ const KIND: BackendKind = BackendKind::Nexus;
 const PAGE_SIZE: usize = 50;
 /// Certificates examined at most when recovering an issuance after a crash.
 const MAX_RECOVERY_CANDIDATES: usize = 200;
+/// How much earlier than the CSR's creation crash recovery still looks: clocks of operator,
+/// apiserver and CA disagree, and a token procedure may backdate notBefore.
+const CLOCK_SKEW_MARGIN: jiff::SignedDuration = jiff::SignedDuration::from_secs(3600);
 /// Order ids of certificates CM has not indexed yet carry this prefix before the serial.
 const SERIAL_ID_PREFIX: &str = "serial:";
 /// Per-certificate revocation codes that mean the goal is reached (spec §5.2).
@@ -296,7 +300,9 @@ impl NexusBackend {
             let request = get("listCertificates", "/certificates".into(), fields, None);
             let answer = match self.http.send(&request).await {
                 Ok(answer) => answer,
-                Err(CallError::Api { code: -14, msg, .. }) if msg.eq_ignore_ascii_case("Too many hits") => {
+                Err(CallError::Api { code: -14, msg, .. })
+                    if msg.to_ascii_lowercase().contains("too many hits") =>
+                {
                     return Err(BackendError::InvalidRequest {
                         backend: KIND,
                         code: Some(-14),
@@ -484,10 +490,8 @@ impl NexusBackend {
                 .into_iter()
                 .filter(|c| c.serial_number.as_deref() == Some(serial))
                 .collect();
-            if let [only] = hits.as_slice() {
-                return Ok(Some(only.certid.clone()));
-            }
-            // Two CAs behind one CM may share a serial: the public key decides.
+            // Two CAs behind one CM may share a serial: the public key decides, even for a single
+            // hit (ours may not be indexed yet while another CA's is).
             for hit in &hits {
                 if self.carries_key(&hit.certid, public_key).await? {
                     return Ok(Some(hit.certid.clone()));
@@ -532,8 +536,15 @@ impl CaBackend for NexusBackend {
 
     async fn check(&self) -> Result<Vec<Profile>, BackendError> {
         let procedures = self.procedures().await?;
+        if procedures.is_empty() {
+            return Err(BackendError::Configuration {
+                backend: KIND,
+                message: "the gateway lists no token procedures for this officer".into(),
+            });
+        }
+        // Issuance sends `procname`, which takes the procedure's name, not its procid (spec §8).
         if let Some(wanted) = &self.config.token_procedure
-            && !procedures.iter().any(|p| &p.name == wanted || &p.id == wanted)
+            && !procedures.iter().any(|p| &p.name == wanted)
         {
             let listed: Vec<&str> = procedures.iter().map(|p| p.name.as_str()).collect();
             return Err(BackendError::Configuration {
@@ -557,12 +568,18 @@ impl CaBackend for NexusBackend {
         let leaf = self.issue(request).await?;
         let serial = leaf_serial(&leaf)?;
         let key = csr_key(&request.csr_der)?;
+        // The certificate exists now: whatever the search says, an order id comes back, so the
+        // controller records it and never issues again for this CSR.
         let id = match self
             .certid_of_serial(&serial, &key, self.config.index_attempts)
-            .await?
+            .await
         {
-            Some(certid) => certid,
-            None => format!("{SERIAL_ID_PREFIX}{serial}"),
+            Ok(Some(certid)) => certid,
+            Ok(None) => format!("{SERIAL_ID_PREFIX}{serial}"),
+            Err(error) => {
+                tracing::warn!(backend = "nexus", serial, %error, "cannot look up the certid of a new certificate yet");
+                format!("{SERIAL_ID_PREFIX}{serial}")
+            }
         };
         tracing::info!(backend = "nexus", certid = %id, serial, "certificate issued");
         Ok(OrderHandle {
@@ -615,11 +632,21 @@ impl CaBackend for NexusBackend {
             },
             RevokeTarget::Serial(serial) => self.certids_of_serial(&normalize_serial(serial)).await?,
         };
-        if certids.is_empty() {
+        match certids.as_slice() {
             // Spec §5.2: a missing certificate (907) counts as revoked.
-            return Ok(());
+            [] => Ok(()),
+            [_] => self.revoke_certificates(&certids, reason.code()).await,
+            // A serial is unique per CA, not per CM: never revoke a certificate of another CA.
+            several => Err(BackendError::InvalidRequest {
+                backend: KIND,
+                code: None,
+                message: format!(
+                    "{} certificates in Certificate Manager have this serial number; revoke the right one \
+                     by its certid",
+                    several.len()
+                ),
+            }),
         }
-        self.revoke_certificates(&certids, reason.code()).await
     }
 
     async fn find_existing_order(
@@ -627,12 +654,21 @@ impl CaBackend for NexusBackend {
         request: &EnrollRequest,
     ) -> Result<Option<OrderHandle>, BackendError> {
         let key = csr_key(&request.csr_der)?;
-        let since = jiff::Timestamp::now()
+        let window_start = jiff::Timestamp::now()
             .checked_sub(jiff::SignedDuration::try_from(self.config.recovery_window).unwrap_or_default())
             .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        // A reused key also carries the earlier certificates: only one issued after the CSR was
+        // made can be its order. We send `validfrom` = the request time, so notBefore follows
+        // it, give or take the margin.
+        let csr_start = request
+            .csr_created_at
+            .and_then(|created| created.checked_sub(CLOCK_SKEW_MARGIN).ok());
+        let since = csr_start.map_or(window_start, |start| start.max(window_start));
         let query = CertificateQuery {
             common_name: request.common_name.clone(),
             valid_from_after: Some(since),
+            // A revoked certificate cannot be delivered, so it is not the order to resume.
+            not_revoked: true,
             ..CertificateQuery::default()
         };
         let mut candidates = self.search(&query, MAX_RECOVERY_CANDIDATES).await?;
@@ -716,7 +752,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(body).map_err(|e| BackendError::MalformedResponse {
         backend: KIND,
         operation,
-        // serde's message names the field and position, never echoes the body.
+        // serde names the field and position; it quotes at most one scalar of the wrong type.
         message: e.to_string(),
     })
 }
@@ -763,7 +799,9 @@ fn classify(error: CallError, operation: &'static str) -> BackendError {
 /// `-14 "No certificate found"` (spec §7.3) as `NotFound`, anything else classified.
 fn not_found_or(error: CallError, certid: &str, operation: &'static str) -> BackendError {
     match error {
-        CallError::Api { code: -14, msg, .. } if msg.eq_ignore_ascii_case("No certificate found") => {
+        CallError::Api { code: -14, msg, .. }
+            if msg.to_ascii_lowercase().contains("no certificate found") =>
+        {
             BackendError::NotFound {
                 backend: KIND,
                 what: format!("certificate {certid}"),

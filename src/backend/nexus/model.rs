@@ -4,10 +4,11 @@
 use serde::{Deserialize, Deserializer};
 
 /// The envelope every JSON answer carries (spec §4): `error` 0 is success.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct Envelope {
-    /// `ApiResponse_Error`.
-    pub error: i64,
+    /// `ApiResponse_Error`; absent when the JSON is not CM's.
+    #[serde(default)]
+    pub error: Option<i64>,
     /// Developer text.
     #[serde(default)]
     pub msg: String,
@@ -17,6 +18,17 @@ pub struct Envelope {
     /// Per-certificate failures of revoke and reinstate (`ApiErrorResponseWithCertIds`).
     #[serde(default)]
     pub errors: Vec<CertificateError>,
+}
+
+impl std::fmt::Debug for Envelope {
+    // Hand-written: `dataToSign` must not reach a log line (spec §12).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Envelope")
+            .field("error", &self.error)
+            .field("msg", &self.msg)
+            .field("errors", &self.errors)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One entry of `errors[]` (spec §5.2).
@@ -96,7 +108,7 @@ pub struct ProcedureList {
 #[derive(Clone, Debug, Deserialize)]
 pub struct JsonProcedure {
     /// Key of the registration paths.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "id")]
     pub procid: String,
     /// What `procname` takes.
     #[serde(default)]
@@ -133,16 +145,21 @@ enum TimeForm {
     Text(String),
 }
 
-/// Spec §4 / §11 item 1: epoch milliseconds (every example) or an RFC 3339 string (the schema).
+/// Spec §4 / §11 item 1: epoch milliseconds (every example) or an RFC 3339 string (the schema);
+/// milliseconds in a string are read too. A value that is neither (an empty string) is absent
+/// rather than an error, so one odd field cannot hide a whole search page.
 fn optional_time<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<jiff::Timestamp>, D::Error> {
-    use serde::de::Error as _;
-    match Option::<TimeForm>::deserialize(deserializer)? {
-        None => Ok(None),
-        Some(TimeForm::EpochMillis(ms)) => jiff::Timestamp::from_millisecond(ms)
-            .map(Some)
-            .map_err(D::Error::custom),
-        Some(TimeForm::Text(text)) => text.trim().parse().map(Some).map_err(D::Error::custom),
-    }
+    Ok(match Option::<TimeForm>::deserialize(deserializer)? {
+        None => None,
+        Some(TimeForm::EpochMillis(ms)) => jiff::Timestamp::from_millisecond(ms).ok(),
+        Some(TimeForm::Text(text)) => {
+            let text = text.trim();
+            text.parse::<i64>().map_or_else(
+                |_| text.parse().ok(),
+                |ms| jiff::Timestamp::from_millisecond(ms).ok(),
+            )
+        }
+    })
 }
 
 #[cfg(test)]
@@ -156,7 +173,8 @@ mod tests {
                 {"subject":"Super Officer 1, System, SE","validfrom":1475849262000,"certid":"10003",
                  "certificateserialnumber":"31e96265e40b809cffa3862b073ae98b","subjectType":"EE",
                  "validto":1633615659000,"status":"active"},
-                {"certid":10004,"status":"revoked","validto":"2026-05-11T15:30:00Z","reason":5}]}"#,
+                {"certid":10004,"status":"revoked","validto":"2026-05-11T15:30:00Z","reason":5,
+                 "validfrom":"1475849262000","revocationtime":""}]}"#,
         )
         .unwrap();
         assert_eq!(list.search_hits, Some(2));
@@ -167,6 +185,8 @@ mod tests {
         assert_eq!(first.validfrom.unwrap().as_millisecond(), 1_475_849_262_000);
         assert_eq!(second.certid, "10004");
         assert_eq!(second.validto.unwrap().to_string(), "2026-05-11T15:30:00Z");
+        assert_eq!(second.validfrom, first.validfrom, "milliseconds in a string");
+        assert_eq!(second.revocationtime, None, "an empty time is absent");
     }
 
     #[test]
@@ -177,7 +197,7 @@ mod tests {
                 "servererrormessage":"Certificate with certSerNr: 1 is not found."}]}"#,
         )
         .unwrap();
-        assert_eq!(envelope.error, -1);
+        assert_eq!(envelope.error, Some(-1));
         assert_eq!(envelope.errors[0].errorcode, 907);
         assert_eq!(envelope.errors[0].certid.as_deref(), Some("1"));
         let challenge: Envelope =

@@ -577,6 +577,7 @@ fn enroll_request(spec: &ValidatedCertificate, csr_der: Vec<u8>) -> EnrollReques
         uris: spec.subject.uris.clone(),
         lifetime: Some(spec.duration),
         options: spec.options.clone(),
+        csr_created_at: None,
     }
 }
 
@@ -587,13 +588,14 @@ fn csr_fingerprint(spec: &ValidatedCertificate) -> String {
 }
 
 /// Loads the pending key and CSR, or makes and persists them. Returns whether they were created
-/// by this call (then no order can exist for them yet).
+/// by this call (then no order can exist for them yet) and when the CSR was made (its Secret's
+/// creation), before which no order for it can exist.
 async fn pending_key(
     cert: &Certificate,
     ctx: &Context,
     spec: &ValidatedCertificate,
     reuse: Option<PrivateKey>,
-) -> Result<(PrivateKey, Vec<u8>, bool), Error> {
+) -> Result<(PrivateKey, Vec<u8>, bool, jiff::Timestamp), Error> {
     let namespace = cert.namespace().unwrap_or_default();
     let name = next_key_secret_name(&cert.name_any());
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -613,7 +615,12 @@ async fn pending_key(
         let csr = data.get("csr.der").map(|c| c.0.clone());
         let same_spec = existing.annotations().get("pki-operator.io/csr-fingerprint") == Some(&fingerprint);
         if let (true, true, Some(key), Some(csr)) = (owned, same_spec, key, csr) {
-            return Ok((key, csr, false));
+            let created = existing
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or_else(jiff::Timestamp::now, |t| t.0);
+            return Ok((key, csr, false, created));
         }
         if !owned {
             return Err(Error::Key(format!(
@@ -636,6 +643,7 @@ async fn pending_key(
             .map_err(|e| Error::Key(e.to_string()))?
             .map_err(|e| Error::Key(e.to_string()))?
     };
+    let created = jiff::Timestamp::now();
     let csr = build_csr(&key, &spec.subject).map_err(|e| Error::Key(e.to_string()))?;
     let pem = key
         .to_pem(crate::pki::key::KeyEncoding::Pkcs8)
@@ -663,7 +671,7 @@ async fn pending_key(
         .create(&PostParams::default(), &secret)
         .await
         .map_err(kube_error("persist the next private key"))?;
-    Ok((key, csr, true))
+    Ok((key, csr, true, created))
 }
 
 #[allow(clippy::too_many_arguments, clippy::too_many_lines)]
@@ -683,8 +691,9 @@ async fn issue(
     let name = cert.name_any();
     let certs: Api<Certificate> = Api::namespaced(ctx.client.clone(), &namespace);
     let backend = &issuer.backend;
-    let (key, csr_der, fresh) = pending_key(cert, ctx, spec, existing_key).await?;
-    let request = enroll_request(spec, csr_der.clone());
+    let (key, csr_der, fresh, csr_created_at) = pending_key(cert, ctx, spec, existing_key).await?;
+    let mut request = enroll_request(spec, csr_der.clone());
+    request.csr_created_at = Some(csr_created_at);
     let csr_sha = request.csr_sha256_hex();
     status.next_private_key_secret_name = Some(next_key_secret_name(&name));
 
