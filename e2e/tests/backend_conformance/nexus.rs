@@ -160,6 +160,10 @@ pub fn trials() -> Vec<Trial> {
         ),
         trial("nexus::hold_then_reinstate".into(), || run(hold_then_reinstate())),
         trial(
+            "nexus::dates_as_rfc3339_strings_read_like_epoch_milliseconds".into(),
+            || run(string_dates_are_read()),
+        ),
+        trial(
             "nexus::recovery_skips_certificates_issued_before_the_csr_for_a_reused_key".into(),
             || run(recovery_skips_earlier_certificates_of_a_reused_key()),
         ),
@@ -553,6 +557,29 @@ async fn recovery_skips_earlier_certificates_of_a_reused_key() -> Result<()> {
         found.is_none(),
         "a certificate issued before the CSR was made was taken as its order: {found:?}"
     );
+    Ok(())
+}
+
+async fn string_dates_are_read() -> Result<()> {
+    for rfc3339_dates in [false, true] {
+        let sim = NexusSimulator::start(NexusSimulatorConfig {
+            rfc3339_dates,
+            ..sim_config(Mode::Vro)
+        })
+        .await?;
+        let backend = backend_for(&sim, Mode::Vro)?;
+        let before = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(2);
+        conformance::find_existing_order_finds_the_order(&backend).await?;
+        let listed = backend.search(&CertificateQuery::default(), 10).await?;
+        ensure!(!listed.is_empty(), "nothing listed");
+        for certificate in listed {
+            ensure!(
+                certificate.not_before.is_some_and(|t| t >= before)
+                    && certificate.not_after.is_some_and(|t| t > jiff::Timestamp::now()),
+                "dates as strings: {rfc3339_dates}, read {certificate:?}"
+            );
+        }
+    }
     Ok(())
 }
 

@@ -18,7 +18,8 @@ use x509_parser::{
 };
 
 use super::{
-    BASE_PATH, HttpResponse, NexusSigningMode, Shared, json_response, multipart, pem_string, signing,
+    BASE_PATH, HttpResponse, NexusSigningMode, NexusSimulatorConfig, Shared, json_response, multipart,
+    pem_string, signing,
     store::{HOLD, Status, StoredCertificate, normalize_dn, normalize_serial},
     typed_response,
 };
@@ -595,7 +596,7 @@ fn details(shared: &Shared, certid: &str) -> Result<Reply, ApiError> {
     Ok(Reply::Json(json!({
         "error": 0,
         "msg": "Fetched certificate",
-        "certificate": certificate.to_json(),
+        "certificate": certificate.to_json(shared.config.rfc3339_dates),
     })))
 }
 
@@ -740,11 +741,17 @@ fn list_certificates(shared: &Shared, call: &Call<'_>) -> Result<Reply, ApiError
             }
         })
         .collect();
-    page(&hits, limit, offset, shared.config.max_search_hits)
+    page(&hits, limit, offset, &shared.config)
 }
 
 /// One page of search hits with their total: the `listCertificates` answer.
-fn page(hits: &[&StoredCertificate], limit: Option<u32>, offset: u32, max: u32) -> Result<Reply, ApiError> {
+fn page(
+    hits: &[&StoredCertificate],
+    limit: Option<u32>,
+    offset: u32,
+    config: &NexusSimulatorConfig,
+) -> Result<Reply, ApiError> {
+    let max = config.max_search_hits;
     let total = u32::try_from(hits.len()).unwrap_or(u32::MAX);
     // Inferred (spec §7.1, §12): an explicit searchLimit above certsearch.maxhits is capped; a
     // search without searchLimit whose hits exceed maxhits is refused with -14 "Too many hits",
@@ -758,7 +765,7 @@ fn page(hits: &[&StoredCertificate], limit: Option<u32>, offset: u32, max: u32) 
         .iter()
         .skip(usize::try_from(offset).unwrap_or(usize::MAX))
         .take(usize::try_from(limit).unwrap_or(usize::MAX))
-        .map(|c| c.to_json())
+        .map(|c| c.to_json(config.rfc3339_dates))
         .collect();
     Ok(Reply::Json(json!({
         "error": 0,

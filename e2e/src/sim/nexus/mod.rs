@@ -62,6 +62,9 @@ pub struct NexusSimulatorConfig {
     pub max_search_hits: u32,
     /// How many searches miss a freshly issued certificate (CM's index lagging behind).
     pub index_lag_searches: u32,
+    /// Render response date-times as RFC 3339 strings (the schema) instead of epoch
+    /// milliseconds (every example); clients must read both (spec §4).
+    pub rfc3339_dates: bool,
 }
 
 impl Default for NexusSimulatorConfig {
@@ -73,6 +76,7 @@ impl Default for NexusSimulatorConfig {
             store_chain: true,
             max_search_hits: 100,
             index_lag_searches: 0,
+            rfc3339_dates: false,
         }
     }
 }

@@ -64,16 +64,25 @@ impl StoredCertificate {
         }
     }
 
-    /// The `JsonCertificate` rendering; dates as epoch milliseconds like every doc example.
-    pub fn to_json(&self) -> Value {
+    /// The `JsonCertificate` rendering; dates as epoch milliseconds like every doc example, or
+    /// as RFC 3339 strings like the schema declares (spec §4, §11 item 1).
+    pub fn to_json(&self, rfc3339_dates: bool) -> Value {
+        let date = |at: OffsetDateTime| {
+            if rfc3339_dates {
+                at.format(&time::format_description::well_known::Rfc3339)
+                    .map_or(Value::Null, Value::from)
+            } else {
+                Value::from(epoch_ms(at))
+            }
+        };
         let mut value = json!({
             "certid": self.certid,
             "status": self.status_name(),
             "subject": self.subject,
             "issuer": self.issuer,
             "certificateserialnumber": self.serial_hex,
-            "validfrom": epoch_ms(self.not_before),
-            "validto": epoch_ms(self.not_after),
+            "validfrom": date(self.not_before),
+            "validto": date(self.not_after),
             "subjectType": "EE",
             "keyusage": ["digitalSignature", "serverAuth", "clientAuth"],
         });
@@ -82,7 +91,7 @@ impl StoredCertificate {
                 // Inferred (spec §9.1): the reason's format is undocumented; we chose the numeric
                 // code as a string, which the spec tells clients to parse.
                 object.insert("reason".to_owned(), Value::from(reason.to_string()));
-                object.insert("revocationtime".to_owned(), Value::from(epoch_ms(at)));
+                object.insert("revocationtime".to_owned(), date(at));
             }
             if let Some(ski) = &self.ski {
                 object.insert("subjectKeyIdentifier".to_owned(), Value::from(ski.clone()));
