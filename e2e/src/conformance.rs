@@ -1,6 +1,7 @@
 //! The backend conformance suite: what every [`CaBackend`] must do, written once and run against
-//! each backend with its simulator (SCM in both flavours today). Each check returns an error that
-//! says what the backend did instead.
+//! each backend with its simulator (SCM in both flavours and both logins, Nexus in both signing
+//! modes). Each check returns an error that says what the backend did instead; [`Check`] lists
+//! them. A synchronous CA (Nexus) skips [`Check::CollectBeforeIssuanceIsPending`].
 
 use std::time::Duration;
 
@@ -13,6 +14,59 @@ use rcgen::{
     CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ECDSA_P256_SHA256, PublicKeyData as _,
 };
 use x509_parser::{certificate::X509Certificate, extensions::GeneralName, prelude::FromDer as _};
+
+/// The checks of the suite, so a backend's test binary can run each one as a trial.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// [`enroll_then_collect_issues_a_verified_chain`].
+    EnrollThenCollect,
+    /// [`collect_before_issuance_is_pending`]: asynchronous CAs only.
+    CollectBeforeIssuanceIsPending,
+    /// [`collect_unknown_order_is_not_found`].
+    CollectUnknownOrderIsNotFound,
+    /// [`revoke_is_idempotent`].
+    RevokeIsIdempotent,
+    /// [`renew_issues_a_new_certificate`].
+    RenewIssuesANewCertificate,
+    /// [`find_existing_order_finds_the_order`].
+    FindExistingOrder,
+}
+
+impl Check {
+    /// Every check.
+    pub const ALL: [Check; 6] = [
+        Check::EnrollThenCollect,
+        Check::CollectBeforeIssuanceIsPending,
+        Check::CollectUnknownOrderIsNotFound,
+        Check::RevokeIsIdempotent,
+        Check::RenewIssuesANewCertificate,
+        Check::FindExistingOrder,
+    ];
+
+    /// The check's function name, used as the trial name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::EnrollThenCollect => "enroll_then_collect_issues_a_verified_chain",
+            Check::CollectBeforeIssuanceIsPending => "collect_before_issuance_is_pending",
+            Check::CollectUnknownOrderIsNotFound => "collect_unknown_order_is_not_found",
+            Check::RevokeIsIdempotent => "revoke_is_idempotent",
+            Check::RenewIssuesANewCertificate => "renew_issues_a_new_certificate",
+            Check::FindExistingOrder => "find_existing_order_finds_the_order",
+        }
+    }
+
+    /// Runs the check against `backend`, whose certificates chain to `root_pem`.
+    pub async fn run<B: CaBackend>(self, backend: &B, root_pem: &str) -> Result<()> {
+        match self {
+            Check::EnrollThenCollect => enroll_then_collect_issues_a_verified_chain(backend, root_pem).await,
+            Check::CollectBeforeIssuanceIsPending => collect_before_issuance_is_pending(backend).await,
+            Check::CollectUnknownOrderIsNotFound => collect_unknown_order_is_not_found(backend).await,
+            Check::RevokeIsIdempotent => revoke_is_idempotent(backend).await,
+            Check::RenewIssuesANewCertificate => renew_issues_a_new_certificate(backend, root_pem).await,
+            Check::FindExistingOrder => find_existing_order_finds_the_order(backend).await,
+        }
+    }
+}
 
 /// A private key and the request for it.
 pub struct TestOrder {

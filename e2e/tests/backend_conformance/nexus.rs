@@ -17,7 +17,7 @@ use pki_operator::backend::{
     retry::RetryPolicy,
 };
 use pki_operator_e2e::{
-    conformance::{self, new_order},
+    conformance::{self, Check, new_order},
     sim::{
         Faults, RateLimitFault,
         nexus::{NexusSigningMode, NexusSimulator, NexusSimulatorConfig},
@@ -92,28 +92,20 @@ fn requests(sim: &NexusSimulator, endpoint: &str) -> u64 {
 pub fn trials() -> Vec<Trial> {
     let mut trials = Vec::new();
     for mode in [Mode::Vro, Mode::Caller] {
-        macro_rules! conformance {
-            ($name:ident $(, $root:tt)?) => {
-                trials.push(trial(format!("{}::{}", mode.name(), stringify!($name)), move || {
-                    run(async move {
-                        let sim = NexusSimulator::start(sim_config(mode)).await?;
-                        let backend = backend_for(&sim, mode)?;
-                        conformance!(@call $name, backend, sim $(, $root)?)
-                    })
-                }));
-            };
-            (@call $name:ident, $backend:ident, $sim:ident, root) => {
-                conformance::$name(&$backend, &$sim.issuing_root_pem()).await
-            };
-            (@call $name:ident, $backend:ident, $sim:ident) => {
-                conformance::$name(&$backend).await
-            };
+        // Nexus issues synchronously (spec §7.7): there is no pending state to observe.
+        for check in Check::ALL
+            .into_iter()
+            .filter(|c| *c != Check::CollectBeforeIssuanceIsPending)
+        {
+            trials.push(trial(format!("{}::{}", mode.name(), check.name()), move || {
+                run(async move {
+                    let sim = NexusSimulator::start(sim_config(mode)).await?;
+                    check
+                        .run(&backend_for(&sim, mode)?, &sim.issuing_root_pem())
+                        .await
+                })
+            }));
         }
-        conformance!(enroll_then_collect_issues_a_verified_chain, root);
-        conformance!(collect_unknown_order_is_not_found);
-        conformance!(revoke_is_idempotent);
-        conformance!(renew_issues_a_new_certificate, root);
-        conformance!(find_existing_order_finds_the_order);
         trials.push(trial(
             format!("{}::check_lists_token_procedures", mode.name()),
             move || run(check_lists_token_procedures(mode)),

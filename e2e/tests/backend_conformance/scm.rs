@@ -13,7 +13,7 @@ use pki_operator::backend::{
     scm::{ScmAuth, ScmBackend, ScmConfig, ScmFlavor},
 };
 use pki_operator_e2e::{
-    conformance::{self, new_order},
+    conformance::{self, Check, new_order},
     sim::scm::{
         Faults, PendingVariant, RateLimitFault, ScmFlavor as SimFlavor, ScmSimulator, ScmSimulatorConfig,
     },
@@ -102,29 +102,16 @@ fn config_for(sim: &ScmSimulator, mode: Mode, password: &str) -> ScmConfig {
 pub fn trials() -> Vec<Trial> {
     let mut trials = Vec::new();
     for mode in Mode::ALL {
-        macro_rules! conformance {
-            ($name:ident $(, $root:tt)?) => {
-                trials.push(trial(format!("{}::{}", mode.name(), stringify!($name)), move || {
-                    run(async move {
-                        let sim = ScmSimulator::start(sim_config(mode)).await?;
-                        let backend = backend_for(&sim, mode, PASSWORD)?;
-                        conformance!(@call $name, backend, sim $(, $root)?)
-                    })
-                }));
-            };
-            (@call $name:ident, $backend:ident, $sim:ident, root) => {
-                conformance::$name(&$backend, &$sim.issuing_root_pem()).await
-            };
-            (@call $name:ident, $backend:ident, $sim:ident) => {
-                conformance::$name(&$backend).await
-            };
+        for check in Check::ALL {
+            trials.push(trial(format!("{}::{}", mode.name(), check.name()), move || {
+                run(async move {
+                    let sim = ScmSimulator::start(sim_config(mode)).await?;
+                    check
+                        .run(&backend_for(&sim, mode, PASSWORD)?, &sim.issuing_root_pem())
+                        .await
+                })
+            }));
         }
-        conformance!(enroll_then_collect_issues_a_verified_chain, root);
-        conformance!(collect_before_issuance_is_pending);
-        conformance!(collect_unknown_order_is_not_found);
-        conformance!(revoke_is_idempotent);
-        conformance!(renew_issues_a_new_certificate, root);
-        conformance!(find_existing_order_finds_the_order);
         trials.push(trial(
             format!("{}::check_lists_profiles", mode.name()),
             move || run(check_lists_profiles(mode)),
