@@ -200,16 +200,10 @@ fn control_plane_works() -> Result<()> {
         config_maps
             .delete("owner", &kube::api::DeleteParams::default())
             .await?;
-        wait_for(
+        wait_gone(
+            &secrets,
+            "child",
             "the garbage collector to delete the owned Secret",
-            Duration::from_secs(60),
-            || async {
-                secrets
-                    .get_opt("child")
-                    .await
-                    .ok()
-                    .and_then(|s| s.is_none().then_some(()))
-            },
         )
         .await?;
 
@@ -248,14 +242,7 @@ fn control_plane_works() -> Result<()> {
         namespaces
             .delete(&ns.name, &kube::api::DeleteParams::default())
             .await?;
-        wait_for("the namespace to be deleted", Duration::from_secs(60), || async {
-            namespaces
-                .get_opt(&ns.name)
-                .await
-                .ok()
-                .and_then(|n| n.is_none().then_some(()))
-        })
-        .await
+        wait_gone(&namespaces, &ns.name, "the namespace to be deleted").await
     })
 }
 
@@ -930,6 +917,20 @@ async fn wait_certificate(
     result
 }
 
+/// Waits until `name` no longer exists in `api`.
+async fn wait_gone<K>(api: &Api<K>, name: &str, what: &str) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    wait_for(what, Duration::from_secs(60), || async {
+        api.get_opt(name)
+            .await
+            .ok()
+            .and_then(|found| found.is_none().then_some(()))
+    })
+    .await
+}
+
 fn condition(cert: &Certificate, type_: &str) -> Option<(String, String, String)> {
     cert.status
         .as_ref()?
@@ -1579,15 +1580,9 @@ fn scm_revoke_on_delete() -> Result<()> {
         certs
             .delete("doomed", &kube::api::DeleteParams::default())
             .await?;
-        wait_for("the Certificate to be gone", Duration::from_secs(60), || async {
-            certs
-                .get_opt("doomed")
-                .await
-                .ok()
-                .and_then(|c| c.is_none().then_some(()))
-        })
-        .await
-        .with_context(|| operator.log_text())?;
+        wait_gone(&certs, "doomed", "the Certificate to be gone")
+            .await
+            .with_context(|| operator.log_text())?;
         let order = sim
             .stats()
             .orders
@@ -1596,18 +1591,7 @@ fn scm_revoke_on_delete() -> Result<()> {
             .context("order gone")?;
         ensure!(order.status == "Revoked", "order status {}", order.status);
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-        wait_for(
-            "the Secret to be garbage-collected",
-            Duration::from_secs(60),
-            || async {
-                secrets
-                    .get_opt("doomed-tls")
-                    .await
-                    .ok()
-                    .and_then(|s| s.is_none().then_some(()))
-            },
-        )
-        .await?;
+        wait_gone(&secrets, "doomed-tls", "the Secret to be garbage-collected").await?;
         Ok(())
     })
 }

@@ -18,6 +18,7 @@ use pki_operator_e2e::{
 
 use super::{
     apply, block_on, certificate_yaml, condition, is_ready, plane, verify_tls_secret, wait_certificate,
+    wait_gone,
 };
 
 /// A `kubernetes.io/tls` Secret holding an officer identity (certificate chain and key).
@@ -164,32 +165,15 @@ pub fn certificate_is_issued_and_revoked_on_delete() -> Result<()> {
         certs
             .delete("signed", &kube::api::DeleteParams::default())
             .await?;
-        wait_for("the Certificate to be gone", Duration::from_secs(60), || async {
-            certs
-                .get_opt("signed")
-                .await
-                .ok()
-                .and_then(|c| c.is_none().then_some(()))
-        })
-        .await
-        .with_context(|| operator.log_text())?;
+        wait_gone(&certs, "signed", "the Certificate to be gone")
+            .await
+            .with_context(|| operator.log_text())?;
         let status = caller.stats().certificates[0].status.clone();
         ensure!(
             status == "revoked",
             "status at the simulator after delete: {status}"
         );
-        wait_for(
-            "the Secret to be garbage-collected",
-            Duration::from_secs(60),
-            || async {
-                secrets
-                    .get_opt("signed-tls")
-                    .await
-                    .ok()
-                    .and_then(|s| s.is_none().then_some(()))
-            },
-        )
-        .await?;
+        wait_gone(&secrets, "signed-tls", "the Secret to be garbage-collected").await?;
         Ok(())
     })
 }
