@@ -96,7 +96,13 @@ cluster-down: ## Stop the local control plane started by `make cluster`
 run: ## Run the operator against $KUBECONFIG (e.g. the one `make cluster` prints)
 	$(CARGO) run --locked --bin pki-operator -- --admin-address 127.0.0.1:8080
 
+.PHONY: bench
+bench: $(DEVCLUSTER) ## Measure the guide's performance and crash-safety targets (release build) and write BENCHMARKS.md
+	$(CARGO) build --release --locked --bin pki-operator
+	PKI_E2E_OPERATOR=$(CURDIR)/target/release/pki-operator PKI_E2E_DEVCLUSTER=$(CURDIR)/$(DEVCLUSTER) \
+		$(CARGO) run --release --locked --quiet -p pki-operator-e2e --bin bench -- $(BENCH_ARGS)
+
 .PHONY: demo
-demo: $(DEVCLUSTER) ## The main job: control plane + SCM simulator + operator, apply examples/demo, wait Ready, summarise, clean up
+demo: $(DEVCLUSTER) ## The main job: control plane + SCM and Nexus simulators + operator, apply examples/demo, wait Ready, summarise, clean up
 	$(CARGO) build --locked --bin pki-operator
 	PKI_E2E_DEVCLUSTER=$(CURDIR)/$(DEVCLUSTER) $(CARGO) run --locked --quiet -p pki-operator-e2e --bin demo

@@ -19,7 +19,9 @@ pub enum LogFormat {
 #[command(
     name = "pki-operator",
     version,
-    about = "Certificates from enterprise CAs, the Kubernetes way"
+    about = "Certificates from enterprise CAs, the Kubernetes way",
+    // A flag given twice takes the last value, so wrappers can append overrides.
+    args_override_self = true
 )]
 #[allow(clippy::struct_excessive_bools)] // independent on/off switches, not a state machine
 pub struct Config {
