@@ -106,6 +106,10 @@ fn main() -> std::process::ExitCode {
             scm_tampered_secret_repaired,
         ),
         trial(
+            "scm_backoff_recorded_in_status_survives_a_restart",
+            scm_backoff_survives_a_restart,
+        ),
+        trial(
             "nexus_certificates_are_issued_with_both_signing_modes_and_revoked_on_delete",
             nexus::certificate_is_issued_and_revoked_on_delete,
         ),
@@ -1662,6 +1666,83 @@ fn scm_invalid_credentials() -> Result<()> {
         )
         .await
         .with_context(|| operator.log_text())?;
+        ensure!(total_orders(&sim) == 1, "orders {:?}", sim.stats().orders_per_csr);
+        Ok(())
+    })
+}
+
+/// The CA fails every order, so failures back off (5 s, 10 s, 20 s, ...). The operator is killed
+/// after the third failure and restarted while the CA recovers: the new one honours the backoff
+/// recorded in status (no order before `lastFailureTime` + 80 % of the third wait) instead of
+/// retrying at once, then issues with one order.
+fn scm_backoff_survives_a_restart() -> Result<()> {
+    block_on(async {
+        let ScmScene {
+            client,
+            ns,
+            sim,
+            mut operator,
+        } = ScmScene::start("scm-backoff", ScmSimulatorConfig::default(), SCM_PASSWORD).await?;
+        sim.set_faults(Faults {
+            server_error_rate: 1.0,
+            endpoints: Some(vec!["enroll".into()]),
+            ..Faults::default()
+        });
+        apply(&ns.name, &certificate_yaml("patient", "sectigo", ""))?;
+        let failing = wait_certificate(
+            &client,
+            &ns.name,
+            "patient",
+            "three failed attempts",
+            Duration::from_secs(90),
+            |c| {
+                c.status
+                    .as_ref()
+                    .and_then(|s| s.failed_issuance_attempts)
+                    .is_some_and(|a| a >= 3)
+            },
+        )
+        .await
+        .with_context(|| operator.log_text())?;
+        operator.kill();
+        let enrolls = sim.stats().requests.get("enroll").copied().unwrap_or(0);
+        let status = failing.status.context("no status")?;
+        let attempts = status.failed_issuance_attempts.context("no attempt count")?;
+        let failed_at = status.last_failure_time.context("no failure time")?.0;
+        // backoff(attempts) is 5 s doubling per attempt, capped at 10 min, with ±20 % jitter.
+        let base = (5 * 2_i64.pow(u32::try_from(attempts - 1)?)).min(600);
+        // lastFailureTime has whole seconds: allow one.
+        let earliest = failed_at + jiff::SignedDuration::from_millis(base * 800 - 1000);
+        let restarted = jiff::Timestamp::now();
+        let second = Operator::start(
+            plane(),
+            &work_dir("scm-backoff")?,
+            "operator-2",
+            &["--namespace", &ns.name],
+        )?;
+        // The CA recovers at once, so only the recorded backoff can delay the next order.
+        sim.set_faults(Faults::default());
+        wait_for("the next order attempt", Duration::from_secs(120), || async {
+            (sim.stats().requests.get("enroll").copied().unwrap_or(0) > enrolls).then_some(())
+        })
+        .await
+        .with_context(|| second.log_text())?;
+        let retried = jiff::Timestamp::now();
+        ensure!(
+            retried >= earliest,
+            "attempt {} came at {retried}, before {earliest} (failure {attempts} at {failed_at}, restart at {restarted})",
+            attempts + 1
+        );
+        wait_certificate(
+            &client,
+            &ns.name,
+            "patient",
+            "Ready once the CA recovers",
+            Duration::from_secs(120),
+            is_ready,
+        )
+        .await
+        .with_context(|| second.log_text())?;
         ensure!(total_orders(&sim) == 1, "orders {:?}", sim.stats().orders_per_csr);
         Ok(())
     })
