@@ -72,6 +72,16 @@ pub struct Config {
     #[arg(long, env = "PKI_OPERATOR_LEASE_DURATION", value_parser = parse_seconds, default_value = "15")]
     pub lease_duration: Duration,
 
+    /// Reconciles each controller runs at once; more objects wait in its queue. Bounds memory
+    /// and CA load when thousands of objects change together (start-up, a mass renewal).
+    #[arg(
+        long,
+        env = "PKI_OPERATOR_MAX_CONCURRENT_RECONCILES",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub max_concurrent_reconciles: u16,
+
     /// Identity written into the Lease. Defaults to `POD_NAME`, then the host name, plus the PID.
     #[arg(long, env = "PKI_OPERATOR_IDENTITY")]
     pub identity: Option<String>,
@@ -128,6 +138,8 @@ mod tests {
         assert!(!config.leader_election);
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.lease_duration, Duration::from_secs(15));
+        assert_eq!(config.max_concurrent_reconciles, 16);
+        assert!(Config::try_parse_from(["pki-operator", "--max-concurrent-reconciles=0"]).is_err());
     }
 
     #[test]

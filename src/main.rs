@@ -94,6 +94,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         recorder,
         cluster_resource_namespace,
+        max_concurrent_reconciles: config.max_concurrent_reconciles,
     });
     let scope = WatchScope {
         namespace: config.namespace.clone(),

@@ -14,10 +14,10 @@ use std::{fmt::Debug, sync::Arc, time::Instant};
 
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use kube::{
-    Api, Client, Resource,
+    Api, Client, Resource, ResourceExt as _,
     core::DeserializeGuard,
     runtime::{
-        Controller,
+        Controller, WatchStreamExt as _,
         controller::Action,
         reflector::{ObjectRef, Store},
         watcher,
@@ -41,6 +41,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Namespace of the Secrets ClusterIssuers reference.
     pub cluster_resource_namespace: String,
+    /// Reconciles each controller runs at once.
+    pub max_concurrent_reconciles: u16,
 }
 
 /// Why a reconcile run failed.
@@ -296,13 +298,21 @@ fn cluster_issuer_controller(
 }
 
 /// A controller for `api` that tolerates objects it cannot deserialize (they are reported, not
-/// fatal). `any_semantic` lets the initial list be served from the apiserver's watch cache
+/// fatal) and caches them without their managedFields. `any_semantic` lets the initial list be served from the apiserver's watch cache
 /// instead of a quorum read of etcd, which is cheaper and enough for a controller that resyncs.
 fn controller_for<K>(api: Api<DeserializeGuard<K>>) -> Controller<DeserializeGuard<K>>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
-    Controller::new(api, watcher::Config::default().any_semantic())
+    let (reader, writer) = kube::runtime::reflector::store();
+    // managedFields are the largest part of a cached object and nothing here reads them (every
+    // write is a server-side apply that the apiserver merges): they never reach the cache.
+    let objects = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|object| object.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(objects, reader)
 }
 
 /// A controller running a real reconciler over the typed object; objects that fail to
@@ -319,7 +329,9 @@ where
     F: Future<Output = Result<Action, E>> + Send + 'static,
     E: Into<Error> + Send + 'static,
 {
-    let controller = controller.graceful_shutdown_on(shutdown.clone().cancelled_owned());
+    let controller = controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.max_concurrent_reconciles))
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned());
     let store: Store<DeserializeGuard<K>> = controller.store();
     let synced = async move {
         let _ = store.wait_until_ready().await;
