@@ -37,6 +37,22 @@ fn operator_binary() -> PathBuf {
         .map_or_else(|| repo_root().join("target/debug/pki-operator"), PathBuf::from)
 }
 
+/// A self-signed ECDSA P-256 CA named `common_name` for a `ca` issuer: certificate and PKCS#8 key
+/// PEM.
+pub fn self_signed_ca(common_name: &str) -> Result<(String, String)> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    Ok((params.self_signed(&key)?.pem(), key.serialize_pem()))
+}
+
 /// A directory under `target/e2e/` for one run's state and logs; kept after the run so failures
 /// can be investigated.
 pub fn work_dir(name: &str) -> Result<PathBuf> {
@@ -157,6 +173,19 @@ impl ControlPlane {
         let mut all = vec!["--kubeconfig", &kubeconfig];
         all.extend_from_slice(args);
         run_kubectl(&all, stdin)
+    }
+
+    /// Runs kubectl as the admin user and returns its output; fails with kubectl's error text.
+    pub fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+        let out = self.kubectl(args, stdin)?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Runs kubectl authenticated only by a bearer `token` (no client certificate).

@@ -860,19 +860,6 @@ fn operator_without_crds_exits() -> Result<()> {
 // ---- Certificates ------------------------------------------------------------------------
 
 /// A self-signed P-256 CA: `(cert PEM, key PEM)`.
-fn make_ca(name: &str) -> Result<(String, String)> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let cert = params.self_signed(&key)?;
-    Ok((cert.pem(), key.serialize_pem()))
-}
-
 fn apply(namespace: &str, yaml: &str) -> Result<()> {
     let out = plane().kubectl(&["apply", "-n", namespace, "-f", "-"], Some(yaml))?;
     ensure!(
@@ -885,7 +872,7 @@ fn apply(namespace: &str, yaml: &str) -> Result<()> {
 
 /// Creates the CA Secret and a `ca` Issuer named `name` in `namespace`; returns the CA PEM.
 fn ca_issuer(namespace: &str, name: &str) -> Result<String> {
-    let (cert, key) = make_ca(&format!("{name} test CA"))?;
+    let (cert, key) = pki_operator_e2e::self_signed_ca(&format!("{name} test CA"))?;
     let secret = serde_json::json!({
         "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
         "metadata": {"name": name},

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 use k8s_openapi::{ByteString, api::core::v1::Secret};
@@ -212,24 +212,12 @@ async fn memory_at_scale(
     Ok((operator, rows))
 }
 
-fn kubectl(plane: &ControlPlane, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let out = plane.kubectl(args, stdin)?;
-    ensure!(
-        out.status.success(),
-        "kubectl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// The CRDs and the operator's namespace with the CA key pair.
 fn install(plane: &ControlPlane) -> Result<()> {
     let crds = repo_root().join("crds");
     let crds = crds.to_string_lossy();
-    kubectl(plane, &["apply", "-f", &crds], None)?;
-    kubectl(
-        plane,
+    plane.kubectl_ok(&["apply", "-f", &crds], None)?;
+    plane.kubectl_ok(
         &[
             "wait",
             "--for=condition=Established",
@@ -239,25 +227,15 @@ fn install(plane: &ControlPlane) -> Result<()> {
         ],
         None,
     )?;
-    kubectl(plane, &["create", "namespace", OPERATOR_NAMESPACE], None)?;
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let mut params = rcgen::CertificateParams::default();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "pki-operator bench CA");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
+    plane.kubectl_ok(&["create", "namespace", OPERATOR_NAMESPACE], None)?;
+    let (ca_certificate, ca_key) = pki_operator_e2e::self_signed_ca("pki-operator bench CA")?;
     let secrets = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
         {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": {"name": "bench-ca"},
-         "stringData": {"tls.crt": params.self_signed(&key)?.pem(), "tls.key": key.serialize_pem()}},
+         "stringData": {"tls.crt": ca_certificate, "tls.key": ca_key}},
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "scm-credentials"},
          "stringData": {"login": "api-admin", "password": "sim-password-123"}},
     ]});
-    kubectl(
-        plane,
+    plane.kubectl_ok(
         &["apply", "-n", OPERATOR_NAMESPACE, "-f", "-"],
         Some(&secrets.to_string()),
     )?;
@@ -284,12 +262,13 @@ fn cluster_issuers(plane: &ControlPlane, scm: &ScmSimulator, crash_scm: &ScmSimu
         scm_issuer("bench-scm", scm),
         scm_issuer("bench-scm-slow", crash_scm),
     ]});
-    kubectl(plane, &["apply", "-f", "-"], Some(&issuers.to_string()))?;
+    plane.kubectl_ok(&["apply", "-f", "-"], Some(&issuers.to_string()))?;
     Ok(())
 }
 
-async fn start_operator(plane: &ControlPlane, dir: &Path, name: &str) -> Result<Operator> {
-    let operator = Operator::start(
+/// Starts the operator for the ClusterIssuers, logging warnings only.
+fn spawn_operator(plane: &ControlPlane, dir: &Path, name: &str) -> Result<Operator> {
+    Operator::start(
         plane,
         dir,
         name,
@@ -299,7 +278,11 @@ async fn start_operator(plane: &ControlPlane, dir: &Path, name: &str) -> Result<
             "--log-level",
             "warn",
         ],
-    )?;
+    )
+}
+
+async fn start_operator(plane: &ControlPlane, dir: &Path, name: &str) -> Result<Operator> {
+    let operator = spawn_operator(plane, dir, name)?;
     operator.wait_ready(Duration::from_secs(120)).await?;
     Ok(operator)
 }
@@ -498,17 +481,7 @@ async fn crash_run(
         let wait = rand::rng().random_range(300..2500);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         operator.kill();
-        operator = Operator::start(
-            plane,
-            dir,
-            &format!("operator-crash-{kill}"),
-            &[
-                "--cluster-resource-namespace",
-                OPERATOR_NAMESPACE,
-                "--log-level",
-                "warn",
-            ],
-        )?;
+        operator = spawn_operator(plane, dir, &format!("operator-crash-{kill}"))?;
     }
     operator.wait_ready(Duration::from_secs(120)).await?;
     wait_all_ready(

@@ -5,7 +5,7 @@
 
 use std::{path::Path, time::Duration};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use pki_operator::crd::v1alpha1::{Certificate, ClusterIssuer};
@@ -36,32 +36,6 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn kubectl(plane: &ControlPlane, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let out = plane.kubectl(args, stdin)?;
-    if !out.status.success() {
-        bail!(
-            "kubectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn demo_ca() -> Result<(String, String)> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let mut params = rcgen::CertificateParams::default();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "pki-operator demo CA");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    Ok((params.self_signed(&key)?.pem(), key.serialize_pem()))
 }
 
 async fn run() -> Result<()> {
@@ -103,9 +77,8 @@ async fn run() -> Result<()> {
         .replace("NEXUS_SIMULATOR_CA_BUNDLE\n", &indent(nexus.tls_ca_pem()))
         .replace("SCM_SIMULATOR_URL", &sim.base_url())
         .replace("SCM_SIMULATOR_CA_BUNDLE\n", &indent(sim.tls_ca_pem()));
-    kubectl(&plane, &["apply", "-f", "-"], Some(&issuers))?;
-    kubectl(
-        &plane,
+    plane.kubectl_ok(&["apply", "-f", "-"], Some(&issuers))?;
+    plane.kubectl_ok(
         &[
             "apply",
             "-n",
@@ -154,13 +127,8 @@ async fn run() -> Result<()> {
 
 /// The CRDs, the namespaces, the demo CA and the simulators' credentials.
 fn install_crds_and_secrets(plane: &ControlPlane, root: &Path, nexus: &NexusSimulator) -> Result<()> {
-    kubectl(
-        plane,
-        &["apply", "-f", &root.join("crds").to_string_lossy()],
-        None,
-    )?;
-    kubectl(
-        plane,
+    plane.kubectl_ok(&["apply", "-f", &root.join("crds").to_string_lossy()], None)?;
+    plane.kubectl_ok(
         &[
             "wait",
             "--for=condition=Established",
@@ -171,9 +139,9 @@ fn install_crds_and_secrets(plane: &ControlPlane, root: &Path, nexus: &NexusSimu
         None,
     )?;
     for ns in [OPERATOR_NAMESPACE, NAMESPACE] {
-        kubectl(plane, &["create", "namespace", ns], None)?;
+        plane.kubectl_ok(&["create", "namespace", ns], None)?;
     }
-    let (ca_cert, ca_key) = demo_ca()?;
+    let (ca_cert, ca_key) = pki_operator_e2e::self_signed_ca("pki-operator demo CA")?;
     let (officer_chain, officer_key) = nexus.officer_identity();
     let secrets = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
         {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": {"name": "demo-ca"},
@@ -183,8 +151,7 @@ fn install_crds_and_secrets(plane: &ControlPlane, root: &Path, nexus: &NexusSimu
         {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": {"name": "nexus-officer"},
          "stringData": {"tls.crt": officer_chain, "tls.key": officer_key}},
     ]});
-    kubectl(
-        plane,
+    plane.kubectl_ok(
         &["apply", "-n", OPERATOR_NAMESPACE, "-f", "-"],
         Some(&secrets.to_string()),
     )?;
@@ -261,6 +228,6 @@ async fn print_summary(
         stats.requests.get("issuePkcs10").copied().unwrap_or(0)
     );
     println!("\n== kubectl get pki -n {NAMESPACE}");
-    print!("{}", kubectl(plane, &["get", "pki", "-n", NAMESPACE], None)?);
+    print!("{}", plane.kubectl_ok(&["get", "pki", "-n", NAMESPACE], None)?);
     Ok(())
 }
