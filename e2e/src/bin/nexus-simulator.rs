@@ -3,10 +3,11 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
-use pki_operator_e2e::sim::nexus::{NexusSigningMode, NexusSimulator, NexusSimulatorConfig};
-use tokio::signal::unix::{SignalKind, signal};
+use pki_operator_e2e::sim::{
+    nexus::{NexusSigningMode, NexusSimulator, NexusSimulatorConfig},
+    process::{self, StateFile},
+};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum SigningMode {
@@ -32,14 +33,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    process::init_tracing();
     let args = Args::parse();
     let config = NexusSimulatorConfig {
         signing_mode: match args.signing_mode {
@@ -48,56 +42,29 @@ async fn main() -> anyhow::Result<()> {
         },
         ..NexusSimulatorConfig::default()
     };
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let simulator = NexusSimulator::start_on(args.listen, config).await?;
     let base_url = simulator.base_url();
     if let Some(dir) = &args.state_dir {
-        write_state(dir, &simulator, &base_url).await?;
+        process::write_state(dir, state_files(&simulator), &base_url).await?;
     }
     println!("READY {base_url}");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
-    }
-    tracing::info!("shutting down");
+    process::until_terminated().await?;
     simulator.shutdown().await;
     Ok(())
 }
 
-/// Writes the trust anchors and the officer identity, then `ready` last so a watcher never reads
-/// a half-written state.
-async fn write_state(
-    dir: &std::path::Path,
-    simulator: &NexusSimulator,
-    base_url: &str,
-) -> anyhow::Result<()> {
-    tokio::fs::create_dir_all(dir)
-        .await
-        .with_context(|| format!("creating {}", dir.display()))?;
+/// The trust anchors and the officer identity other processes need.
+fn state_files(simulator: &NexusSimulator) -> Vec<StateFile> {
     let (officer_chain, officer_key) = simulator.officer_identity();
-    for (name, contents) in [
-        ("tls-ca.pem", simulator.tls_ca_pem()),
-        ("issuing-root.pem", simulator.issuing_root_pem()),
-        ("officer.crt", officer_chain),
-        ("officer.key", officer_key),
-        ("ready", base_url.to_owned()),
-    ] {
-        let path = dir.join(name);
-        // Write-then-rename so readers never see a partial file.
-        let partial = dir.join(format!(".{name}.partial"));
-        tokio::fs::write(&partial, contents)
-            .await
-            .with_context(|| format!("writing {}", partial.display()))?;
-        if name == "officer.key" {
-            // The officer key is a credential: readable by the owner only.
-            use std::os::unix::fs::PermissionsExt as _;
-            tokio::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))
-                .await
-                .with_context(|| format!("restricting {}", partial.display()))?;
-        }
-        tokio::fs::rename(&partial, &path)
-            .await
-            .with_context(|| format!("renaming to {}", path.display()))?;
-    }
-    Ok(())
+    let file = |name, contents, private| StateFile {
+        name,
+        contents,
+        private,
+    };
+    vec![
+        file("tls-ca.pem", simulator.tls_ca_pem(), false),
+        file("issuing-root.pem", simulator.issuing_root_pem(), false),
+        file("officer.crt", officer_chain, false),
+        file("officer.key", officer_key, true),
+    ]
 }

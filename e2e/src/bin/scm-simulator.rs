@@ -3,10 +3,11 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
-use pki_operator_e2e::sim::{ScmFlavor, ScmSimulator, ScmSimulatorConfig};
-use tokio::signal::unix::{SignalKind, signal};
+use pki_operator_e2e::sim::{
+    ScmFlavor, ScmSimulator, ScmSimulatorConfig,
+    process::{self, StateFile},
+};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Flavor {
@@ -50,14 +51,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    process::init_tracing();
     let args = Args::parse();
     let defaults = ScmSimulatorConfig::default();
     let config = ScmSimulatorConfig {
@@ -75,41 +69,29 @@ async fn main() -> anyhow::Result<()> {
             .map_or(defaults.processing_delay, Duration::from_millis),
         ..ScmSimulatorConfig::default()
     };
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let simulator = ScmSimulator::start_on(args.listen, config).await?;
     let base_url = simulator.base_url();
     if let Some(dir) = &args.state_dir {
-        write_state(dir, &simulator, &base_url).await?;
+        process::write_state(dir, state_files(&simulator), &base_url).await?;
     }
     println!("READY {base_url}");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
-    }
-    tracing::info!("shutting down");
+    process::until_terminated().await?;
     simulator.shutdown().await;
     Ok(())
 }
 
-/// Writes the trust anchors, then `ready` last so a watcher never reads a half-written state.
-async fn write_state(dir: &std::path::Path, simulator: &ScmSimulator, base_url: &str) -> anyhow::Result<()> {
-    tokio::fs::create_dir_all(dir)
-        .await
-        .with_context(|| format!("creating {}", dir.display()))?;
-    for (name, contents) in [
-        ("tls-ca.pem", simulator.tls_ca_pem()),
-        ("issuing-root.pem", simulator.issuing_root_pem()),
-        ("ready", base_url.to_owned()),
-    ] {
-        let path = dir.join(name);
-        // Write-then-rename so readers never see a partial file.
-        let partial = dir.join(format!(".{name}.partial"));
-        tokio::fs::write(&partial, contents)
-            .await
-            .with_context(|| format!("writing {}", partial.display()))?;
-        tokio::fs::rename(&partial, &path)
-            .await
-            .with_context(|| format!("renaming to {}", path.display()))?;
-    }
-    Ok(())
+/// The trust anchors other processes need.
+fn state_files(simulator: &ScmSimulator) -> Vec<StateFile> {
+    vec![
+        StateFile {
+            name: "tls-ca.pem",
+            contents: simulator.tls_ca_pem(),
+            private: false,
+        },
+        StateFile {
+            name: "issuing-root.pem",
+            contents: simulator.issuing_root_pem(),
+            private: false,
+        },
+    ]
 }

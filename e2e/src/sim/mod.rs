@@ -6,6 +6,7 @@
 //! simulator that speaks HTTPS and issues certificates.
 
 pub mod nexus;
+pub mod process;
 pub mod scm;
 
 use std::{
