@@ -103,8 +103,51 @@ pub fn expected_keys(outputs: &Outputs<'_>) -> Vec<&'static str> {
     keys
 }
 
-/// Whether `secret` holds every data key and template label/annotation `outputs` asks for.
+/// Data keys written only when an output format or keystore asks for them.
+pub const OPTIONAL_KEYS: [&str; 4] = ["tls-combined.pem", "key.der", "keystore.p12", "truststore.p12"];
+
+/// Optional data keys `secret` holds that `outputs` no longer asks for.
+pub fn stale_keys(secret: &Secret, outputs: &Outputs<'_>) -> Vec<&'static str> {
+    let expected = expected_keys(outputs);
+    OPTIONAL_KEYS
+        .into_iter()
+        .filter(|k| !expected.contains(k))
+        .filter(|k| secret.data.as_ref().is_some_and(|d| d.contains_key(*k)))
+        .collect()
+}
+
+/// The leaf and issuing chain (from `tls.crt` and `ca.crt`) a Secret holds, DER, so its outputs
+/// can be rewritten without asking the CA again.
+pub fn certificates(secret: &Secret) -> Option<(Vec<u8>, Vec<Vec<u8>>)> {
+    let data = secret.data.as_ref()?;
+    let ders = |key: &str| -> Option<Vec<Vec<u8>>> {
+        let bytes = &data.get(key)?.0;
+        let certs = crate::backend::chain::parse_certificates(bytes).ok()?;
+        certs
+            .iter()
+            .map(der::Encode::to_der)
+            .collect::<Result<Vec<_>, _>>()
+            .ok()
+    };
+    let mut certs = ders("tls.crt")?;
+    if certs.is_empty() {
+        return None;
+    }
+    let leaf = certs.remove(0);
+    for ca in ders("ca.crt").unwrap_or_default() {
+        if !certs.contains(&ca) && ca != leaf {
+            certs.push(ca);
+        }
+    }
+    Some((leaf, certs))
+}
+
+/// Whether `secret` holds exactly the optional data keys and every template label/annotation
+/// `outputs` asks for (a removed output format counts as a difference).
 pub fn has_outputs(secret: &Secret, outputs: &Outputs<'_>) -> bool {
+    if !stale_keys(secret, outputs).is_empty() {
+        return false;
+    }
     let data = secret.data.as_ref();
     let keys_present = expected_keys(outputs)
         .iter()

@@ -10,6 +10,8 @@
 
 #[path = "e2e/nexus.rs"]
 mod nexus;
+#[path = "e2e/order_promises.rs"]
+mod order_promises;
 
 use std::{
     sync::{LazyLock, OnceLock},
@@ -120,6 +122,34 @@ fn main() -> std::process::ExitCode {
         trial(
             "nexus_crash_after_issuance_recovers_by_search_without_a_second_issuance",
             nexus::crash_after_issuance_recovers_by_search,
+        ),
+        trial(
+            "orders_and_revocations_stay_with_the_issuer_that_placed_them",
+            order_promises::orders_and_revocations_stay_with_the_issuer_that_placed_them,
+        ),
+        trial(
+            "term_shorter_than_renew_before_renews_at_two_thirds_once_per_cycle",
+            order_promises::term_shorter_than_renew_before_renews_at_two_thirds_once_per_cycle,
+        ),
+        trial(
+            "reused_rsa_key_renews_into_a_new_certificate",
+            order_promises::reused_rsa_key_renews_into_a_new_certificate,
+        ),
+        trial(
+            "deleted_pending_key_abandons_the_order_and_revokes_it_once_issued",
+            order_promises::deleted_pending_key_abandons_the_order_and_revokes_it_once_issued,
+        ),
+        trial(
+            "failed_repair_backs_off_instead_of_ordering_again",
+            order_promises::failed_repair_backs_off_instead_of_ordering_again,
+        ),
+        trial(
+            "dropped_output_format_leaves_the_secret",
+            order_promises::dropped_output_format_leaves_the_secret,
+        ),
+        trial(
+            "namespace_deletion_never_hangs_on_revoke_on_delete",
+            order_promises::namespace_deletion_never_hangs_on_revoke_on_delete,
         ),
     ];
     let listing = args.list;

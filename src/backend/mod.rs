@@ -69,6 +69,10 @@ pub struct EnrollRequest {
     /// When the CSR was made: no order for it can be older. Crash recovery by search uses it to
     /// skip earlier certificates for a reused key.
     pub csr_created_at: Option<jiff::Timestamp>,
+    /// Order ids the caller has already accounted for (delivered, failed or abandoned orders):
+    /// [`CaBackend::find_existing_order`] never returns one of them, even when its CSR matches
+    /// (a reused RSA or Ed25519 key yields a byte-identical CSR).
+    pub known_orders: Vec<String>,
 }
 
 /// Per-request overrides of the issuer's defaults; a backend ignores what it does not use.

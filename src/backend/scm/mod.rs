@@ -568,6 +568,16 @@ impl CaBackend for ScmBackend {
                 description,
                 ..
             }) if description.to_ascii_lowercase().contains("revoked") => Ok(()),
+            // Spec §3.16: "Only issued certificates could be revoked." The order may still be
+            // issued later (an abandoned order is revoked once it is): not a permanent refusal.
+            Err(CallError::Api {
+                code: -102,
+                description,
+                ..
+            }) => Err(BackendError::Pending {
+                backend: KIND,
+                message: format!("{description} (code -102)"),
+            }),
             Err(error) => Err(classify(error, "revoke")),
         }
     }

@@ -6,6 +6,8 @@
 //! resumes from what was persisted; a crash between ordering and the status write is resolved by
 //! `find_existing_order`, never by a second order.
 
+pub mod finalize;
+pub mod issuer_ref;
 pub mod plan;
 pub mod validate;
 
@@ -26,21 +28,18 @@ use kube::{
 };
 
 use self::{
+    issuer_ref::ResolvedIssuer,
     plan::{IssueReason, Observed, Plan, SecretState},
-    validate::{ValidatedCertificate, validate},
+    validate::{Renewal, ValidatedCertificate, validate},
 };
-use super::{Context, conditions, issuer};
+use super::{Context, conditions};
 use crate::{
     FIELD_MANAGER,
     backend::credentials::SecretString,
-    backend::{
-        Backend, BackendError, BackendKind, CaBackend, Collected, EnrollRequest, IssuedCertificate,
-        OrderHandle, RevocationReason, RevokeTarget,
-    },
+    backend::{BackendError, BackendKind, CaBackend, Collected, EnrollRequest, IssuedCertificate},
     crd::v1alpha1::{
-        Certificate, ClusterIssuer, Issuer,
+        Certificate,
         certificate::{CertificateOrder, CertificateStatus},
-        common::IssuerKind,
     },
     pki::{csr::build_csr, inspect, key::PrivateKey},
     secret,
@@ -54,10 +53,22 @@ pub const SKIP_REVOKE_ANNOTATION: &str = "pki-operator.io/skip-revoke";
 pub const RENEW_ANNOTATION: &str = "pki-operator.io/renew";
 /// Annotation on the next-key Secret recording which renewal request it serves.
 const SERVED_RENEW_ANNOTATION: &str = "pki-operator.io/renew-served";
+/// Annotation on the next-key Secret: the CSR fingerprint it was made for.
+const FINGERPRINT_ANNOTATION: &str = "pki-operator.io/csr-fingerprint";
 /// Longest sleep between reconciles of a healthy certificate.
 const MAX_RESYNC: Duration = Duration::from_secs(8 * 3600);
 /// Re-check cadence while the issuer is not ready.
 const ISSUER_WAIT: Duration = Duration::from_secs(10);
+/// Re-check cadence while abandoned orders wait to be revoked.
+const ABANDONED_RETRY: Duration = Duration::from_secs(300);
+/// Abandoned orders kept in status at most (the CRD schema says the same).
+const MAX_ABANDONED: usize = 10;
+/// An abandoned order not revocable within this long is reported and forgotten.
+const ABANDONED_GIVE_UP: i64 = 7 * 86_400;
+/// Tolerated clock difference with the CA when checking a new certificate's `notBefore`.
+const CLOCK_SKEW: i64 = 300;
+/// Longest `lastFailureMessage`, as for condition messages.
+const MAX_FAILURE_MESSAGE: usize = 1024;
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -80,9 +91,35 @@ pub enum Error {
         #[source]
         source: BackendError,
     },
+    /// The CA will never issue this order (declined, rejected, issued for another key, ...).
+    #[error("order {order} failed: {reason}")]
+    OrderFailed {
+        /// The CA's order id.
+        order: String,
+        /// Why, in the CA's words or ours.
+        reason: String,
+    },
+    /// The certificate the CA delivered cannot be used.
+    #[error("the certificate of order {order} was rejected: {problem}")]
+    Delivery {
+        /// The CA's order id (empty when rewriting outputs from the Secret).
+        order: String,
+        /// What is wrong with it.
+        problem: DeliveryProblem,
+    },
     /// The issued certificate does not match what was asked for.
     #[error("the issued certificate was rejected: {0}")]
     Verification(String),
+    /// The Secret cannot be repaired from the order without a new order.
+    #[error(
+        "the Secret cannot be repaired from order {order}: {reason}; annotate the Certificate with {RENEW_ANNOTATION}=<any new value> to order a new certificate"
+    )]
+    RepairImpossible {
+        /// The CA's order id.
+        order: String,
+        /// Why.
+        reason: String,
+    },
     /// Key or CSR handling failed.
     #[error("cannot prepare the key or CSR: {0}")]
     Key(String),
@@ -91,13 +128,60 @@ pub enum Error {
     IssuerUnavailable(String),
 }
 
+/// What is wrong with a delivered certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryProblem {
+    /// It cannot be parsed.
+    #[error("it cannot be read: {0}")]
+    Unreadable(String),
+    /// It carries another public key than ours (e.g. a CA that renewed with the first CSR).
+    #[error("its public key is not the key of this order's CSR")]
+    KeyMismatch,
+    /// Its names differ from the spec.
+    #[error("{0}")]
+    NamesDiffer(String),
+    /// Its chain does not verify.
+    #[error("its chain does not verify: {0}")]
+    ChainInvalid(String),
+    /// It expired already.
+    #[error("it expired at {0}")]
+    Expired(String),
+    /// It is not valid yet (beyond the tolerated clock skew).
+    #[error("it is not valid before {0}")]
+    NotYetValid(String),
+    /// The CA handed back the certificate being replaced.
+    #[error("the CA returned the certificate being replaced (serial {0}) instead of a new one")]
+    SameCertificate(String),
+}
+
+impl DeliveryProblem {
+    /// Whether collecting the order again can never help: the order is failed and the next
+    /// attempt (after the backoff) starts a fresh enrollment. Names and chains are left to the
+    /// backoff: a new order would most likely come back the same, and collecting is free.
+    pub fn ends_order(&self) -> bool {
+        matches!(
+            self,
+            Self::KeyMismatch | Self::Expired(_) | Self::SameCertificate(_)
+        )
+    }
+}
+
 impl Error {
     /// Condition reason and metric label.
     pub fn category(&self) -> &'static str {
         match self {
             Self::Kube { .. } => "KubernetesError",
             Self::Backend { source, .. } => source.category(),
+            Self::OrderFailed { .. } => "OrderFailed",
+            Self::Delivery { problem, .. } => match problem {
+                DeliveryProblem::Expired(_) => "CertificateExpired",
+                DeliveryProblem::NotYetValid(_) => "CertificateNotYetValid",
+                DeliveryProblem::SameCertificate(_) => "SameCertificateReturned",
+                DeliveryProblem::KeyMismatch => "KeyMismatch",
+                _ => "VerificationFailed",
+            },
             Self::Verification(_) => "VerificationFailed",
+            Self::RepairImpossible { .. } => "RepairFailed",
             Self::Key(_) => "KeyError",
             Self::IssuerUnavailable(_) => "IssuerNotReady",
         }
@@ -121,6 +205,10 @@ fn time(seconds: i64) -> Option<Time> {
     jiff::Timestamp::from_second(seconds).ok().map(Time)
 }
 
+fn rfc3339(seconds: i64) -> String {
+    time(seconds).map(|t| t.0.to_string()).unwrap_or_default()
+}
+
 /// Backoff after `attempts` consecutive failures: 5 s doubling to 10 min, ±20% jitter.
 pub fn backoff(attempts: i32) -> Duration {
     let exponent = u32::try_from(attempts.clamp(1, 10) - 1).unwrap_or(0);
@@ -130,12 +218,15 @@ pub fn backoff(attempts: i32) -> Duration {
     base.mul_f64(0.8 + fastrand::f64() * 0.4)
 }
 
-/// The resolved issuer of a certificate.
-struct ResolvedIssuer {
-    kind: &'static str,
-    name: String,
-    backend: Backend,
-    poll_interval: Duration,
+/// The order whose certificate is in the Secret now: the last order when it was delivered,
+/// else the one before it (a newer issuance is in progress or failed).
+pub fn delivered_order(status: &CertificateStatus) -> Option<&CertificateOrder> {
+    status.serial_number.as_ref()?;
+    status
+        .order
+        .as_ref()
+        .filter(|o| o.state == "Issued")
+        .or(status.previous_order.as_ref().filter(|o| o.state == "Issued"))
 }
 
 /// Reconciles one Certificate.
@@ -161,7 +252,7 @@ pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Ac
     status.observed_generation = generation;
 
     if cert.meta().deletion_timestamp.is_some() {
-        return finalize(&cert, &ctx, &certs).await;
+        return finalize::finalize(&cert, &ctx, &certs).await;
     }
 
     let spec = match validate(&cert.spec) {
@@ -203,21 +294,23 @@ pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Ac
         }
     }
 
-    let issuer = match resolve_issuer(&cert, &ctx, &namespace).await {
+    let issuer_ref = &cert.spec.issuer_ref;
+    let issuer = match issuer_ref::resolve_spec(&ctx, issuer_ref.kind, &issuer_ref.name, &namespace).await {
         Ok(issuer) => issuer,
-        Err(message) => {
+        Err(unusable) => {
             conditions::set(
                 &mut status.conditions,
                 "Ready",
                 false,
                 "IssuerNotReady",
-                message,
+                unusable.message(),
                 generation,
             );
             write_status(&certs, &name, &old_status, &status).await?;
             return Ok(Action::requeue(ISSUER_WAIT));
         }
     };
+    settle_abandoned(&cert, &ctx, &mut status).await;
 
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let existing = secrets
@@ -256,6 +349,14 @@ pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Ac
         formats: &formats,
         pkcs12_password: password.as_ref().map(SecretString::expose),
     };
+    // The certificate in the Secret came from this order; an issuer other than the one
+    // `issuerRef` names now means a new issuance (orders without a recorded issuer predate the
+    // record and are left alone until their renewal).
+    let delivered = delivered_order(&status).cloned();
+    let issuer_changed = delivered
+        .as_ref()
+        .and_then(|o| o.issuer.as_ref())
+        .is_some_and(|i| !issuer_ref::same_reference(i, &issuer.identity));
     let observed = Observed {
         now: now(),
         spec: &spec,
@@ -268,54 +369,68 @@ pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Ac
             .as_ref()
             .is_some_and(|s| secret::has_outputs(s, &outputs)),
         repairable: existing_key.is_some()
-            && old_status
+            && status
                 .order
                 .as_ref()
-                .is_some_and(|o| o.state == "Issued" && o.backend == issuer.backend.kind().as_str()),
+                .is_some_and(|o| o.state == "Issued" && issuer.placed(o)),
+        issuer_changed,
     };
-    let mut plan = plan::plan(&observed);
-    if plan == Plan::Repair {
-        let key = existing_key
-            .as_ref()
-            .ok_or_else(|| Error::Key("no key to repair with".into()))?;
-        match repair(&cert, &ctx, &spec, &issuer, key, &outputs, &mut status).await {
-            Ok(Some(action)) => {
-                write_status(&certs, &name, &old_status, &status).await?;
-                return Ok(action);
-            }
-            // The order cannot give the certificate back: issue a new one.
-            Ok(None) => plan = Plan::Issue(IssueReason::Damaged),
-            Err(error) => {
-                let (message, wait) = record_failure(&mut status, &error, &secret_state, generation);
-                write_status(&certs, &name, &old_status, &status).await?;
-                publish(&ctx, &cert, EventType::Warning, error.category(), &message).await;
-                return Ok(Action::requeue(wait));
-            }
-        }
-    }
-    match plan {
+    let plan = plan::plan(&observed);
+    let result = match plan {
         Plan::SecretConflict => {
             mark_conflict(&mut status, &spec.secret_name, generation);
             if write_status(&certs, &name, &old_status, &status).await? {
                 let note = "the output Secret belongs to someone else";
                 publish(&ctx, &cert, EventType::Warning, "SecretConflict", note).await;
             }
-            Ok(Action::requeue(Duration::from_secs(60)))
+            return Ok(Action::requeue(Duration::from_secs(60)));
         }
-        Plan::UpToDate { renewal_time } => {
-            mark_up_to_date(&mut status, &secret_state, renewal_time, generation);
-            write_status(&certs, &name, &old_status, &status).await?;
-            let wait = Duration::from_secs((renewal_time - now()).max(1).unsigned_abs()).min(MAX_RESYNC);
-            Ok(Action::requeue(wait))
+        Plan::UpToDate { renewal } => {
+            mark_up_to_date(&mut status, &secret_state, renewal, generation);
+            Ok(requeue_at(renewal.at, &status))
         }
-        Plan::Issue(_) | Plan::Repair => {
-            // A Repair that fell through (the order could not give the certificate back) issues anew.
-            let reason = if let Plan::Issue(reason) = plan {
-                reason
-            } else {
-                IssueReason::Damaged
-            };
-            let result = issue(
+        Plan::RewriteOutputs => {
+            let issued = existing.as_ref().and_then(secret::certificates);
+            match (issued, existing_key.as_ref()) {
+                (Some((leaf_der, chain_der)), Some(key)) => {
+                    let certificate = IssuedCertificate { leaf_der, chain_der };
+                    let delivery = Delivery {
+                        key,
+                        certificate: &certificate,
+                        renew_request: None,
+                        new_issuance: false,
+                    };
+                    deliver(&cert, &ctx, &spec, &issuer, &outputs, &delivery, &mut status).await
+                }
+                _ => Err(Error::Key("the Secret changed while it was read".into())),
+            }
+        }
+        Plan::Repair => {
+            let key = existing_key
+                .as_ref()
+                .ok_or_else(|| Error::Key("no key to repair with".into()))?;
+            match repair(&cert, &ctx, &spec, &issuer, key, &outputs, &mut status).await {
+                Ok(Some(action)) => Ok(action),
+                // The order's certificate is revoked or no longer matches: issue a new one.
+                Ok(None) => {
+                    issue(
+                        &cert,
+                        &ctx,
+                        &spec,
+                        &issuer,
+                        IssueReason::Damaged,
+                        existing_key,
+                        renew_request,
+                        &outputs,
+                        &mut status,
+                    )
+                    .await
+                }
+                Err(error) => Err(error),
+            }
+        }
+        Plan::Issue(reason) => {
+            issue(
                 &cert,
                 &ctx,
                 &spec,
@@ -326,21 +441,30 @@ pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Ac
                 &outputs,
                 &mut status,
             )
-            .await;
-            match result {
-                Ok(action) => {
-                    write_status(&certs, &name, &old_status, &status).await?;
-                    Ok(action)
-                }
-                Err(error) => {
-                    let (message, wait) = record_failure(&mut status, &error, &secret_state, generation);
-                    write_status(&certs, &name, &old_status, &status).await?;
-                    publish(&ctx, &cert, EventType::Warning, error.category(), &message).await;
-                    Ok(Action::requeue(wait))
-                }
-            }
+            .await
         }
+    };
+    let action = match result {
+        Ok(action) => action,
+        Err(error) => {
+            let (message, wait) = record_failure(&mut status, &error, &secret_state, generation);
+            write_status(&certs, &name, &old_status, &status).await?;
+            publish(&ctx, &cert, EventType::Warning, error.category(), &message).await;
+            return Ok(Action::requeue(wait));
+        }
+    };
+    write_status(&certs, &name, &old_status, &status).await?;
+    Ok(action)
+}
+
+/// Requeue at `at` (Unix seconds), at most [`MAX_RESYNC`] from now, and within
+/// [`ABANDONED_RETRY`] while abandoned orders wait to be revoked.
+fn requeue_at(at: i64, status: &CertificateStatus) -> Action {
+    let mut wait = Duration::from_secs((at - now()).max(1).unsigned_abs()).min(MAX_RESYNC);
+    if !status.abandoned_orders.is_empty() {
+        wait = wait.min(ABANDONED_RETRY);
     }
+    Action::requeue(wait)
 }
 
 /// The PKCS#12 password when keystores are requested.
@@ -409,7 +533,7 @@ fn mark_conflict(status: &mut CertificateStatus, secret_name: &str, generation: 
 fn mark_up_to_date(
     status: &mut CertificateStatus,
     secret: &SecretState,
-    renewal_time: i64,
+    renewal: Renewal,
     generation: Option<i64>,
 ) {
     if let SecretState::Owned {
@@ -421,16 +545,21 @@ fn mark_up_to_date(
         status.not_after = time(info.not_after);
         status.serial_number = Some(info.serial_hex.clone());
     }
-    status.renewal_time = time(renewal_time);
+    status.renewal_time = time(renewal.at);
     status.failed_issuance_attempts = None;
     status.last_failure_time = None;
     status.last_failure_message = None;
+    let message = if renewal.renew_before_too_long {
+        RENEW_BEFORE_TOO_LONG.to_owned()
+    } else {
+        "the certificate is up to date".to_owned()
+    };
     conditions::set(
         &mut status.conditions,
         "Ready",
         true,
         "Ready",
-        "the certificate is up to date",
+        message,
         generation,
     );
     conditions::set(
@@ -443,6 +572,9 @@ fn mark_up_to_date(
     );
 }
 
+/// Said in the Ready condition and a Warning event when `renewBefore` had to be overridden.
+const RENEW_BEFORE_TOO_LONG: &str = "the certificate is up to date; renewBefore is not shorter than the lifetime the CA issued, so it is renewed at two thirds of that lifetime (shorten renewBefore or use renewBeforePercentage)";
+
 /// Records a failed attempt in status (so the backoff survives restarts); returns the message
 /// and how long to wait: the backoff, or the CA's Retry-After when longer.
 fn record_failure(
@@ -452,7 +584,7 @@ fn record_failure(
     generation: Option<i64>,
 ) -> (String, Duration) {
     let attempts = status.failed_issuance_attempts.unwrap_or(0) + 1;
-    let message = crate::leader::error_chain(error);
+    let message = conditions::truncate(crate::leader::error_chain(error), MAX_FAILURE_MESSAGE);
     status.failed_issuance_attempts = Some(attempts);
     status.last_failure_time = Some(Time(jiff::Timestamp::now()));
     status.last_failure_message = Some(message.clone());
@@ -486,81 +618,6 @@ fn secret_ready(state: &SecretState) -> bool {
     )
 }
 
-async fn resolve_issuer(
-    cert: &Certificate,
-    ctx: &Context,
-    namespace: &str,
-) -> Result<ResolvedIssuer, String> {
-    let name = cert.spec.issuer_ref.name.clone();
-    let (kind, ready, parts) = match cert.spec.issuer_ref.kind {
-        IssuerKind::Issuer => {
-            let api: Api<Issuer> = Api::namespaced(ctx.client.clone(), namespace);
-            let issuer = api
-                .get_opt(&name)
-                .await
-                .map_err(|e| format!("cannot read Issuer {name}: {e}"))?
-                .ok_or_else(|| format!("Issuer {name} not found in namespace {namespace}"))?;
-            let ready = issuer_ready(issuer.status.as_ref().map(|s| s.conditions.as_slice()));
-            (
-                "Issuer",
-                ready,
-                (
-                    issuer.spec.scm.clone(),
-                    issuer.spec.nexus.clone(),
-                    issuer.spec.ca.clone(),
-                    namespace.to_owned(),
-                ),
-            )
-        }
-        IssuerKind::ClusterIssuer => {
-            let api: Api<ClusterIssuer> = Api::all(ctx.client.clone());
-            let issuer = api
-                .get_opt(&name)
-                .await
-                .map_err(|e| format!("cannot read ClusterIssuer {name}: {e}"))?
-                .ok_or_else(|| format!("ClusterIssuer {name} not found"))?;
-            let ready = issuer_ready(issuer.status.as_ref().map(|s| s.conditions.as_slice()));
-            (
-                "ClusterIssuer",
-                ready,
-                (
-                    issuer.spec.scm.clone(),
-                    issuer.spec.nexus.clone(),
-                    issuer.spec.ca.clone(),
-                    ctx.cluster_resource_namespace.clone(),
-                ),
-            )
-        }
-    };
-    ready.map_err(|why| format!("{kind} {name} is not ready: {why}"))?;
-    let (scm, nexus, ca, secret_namespace) = parts;
-    let issuer_parts = issuer::IssuerParts {
-        scm: scm.as_ref(),
-        nexus: nexus.as_ref(),
-        ca: ca.as_ref(),
-        secret_namespace,
-    };
-    let backend = issuer::build_backend(ctx, &issuer_parts)
-        .await
-        .map_err(|e| format!("{kind} {name}: {}", crate::leader::error_chain(&e)))?;
-    Ok(ResolvedIssuer {
-        kind,
-        name,
-        backend,
-        poll_interval: issuer::poll_interval(scm.as_ref()),
-    })
-}
-
-fn issuer_ready(
-    conditions: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>,
-) -> Result<(), String> {
-    match conditions.and_then(|c| conditions::get(c, "Ready")) {
-        Some(c) if c.status == "True" => Ok(()),
-        Some(c) => Err(format!("{} ({})", c.message, c.reason)),
-        None => Err("not checked yet".into()),
-    }
-}
-
 fn next_key_secret_name(certificate: &str) -> String {
     let mut name = format!("{certificate}-next-key");
     name.truncate(253);
@@ -578,29 +635,32 @@ fn enroll_request(spec: &ValidatedCertificate, csr_der: Vec<u8>) -> EnrollReques
         lifetime: Some(spec.duration),
         options: spec.options.clone(),
         csr_created_at: None,
+        known_orders: Vec::new(),
     }
 }
 
-/// A fingerprint of everything that goes into the CSR; a pending key whose CSR was built for
-/// another spec is discarded.
-fn csr_fingerprint(spec: &ValidatedCertificate) -> String {
-    crate::backend::chain::sha256_hex(format!("{:?}|{}", spec.subject, spec.key_algorithm).as_bytes())
+/// A pending key and CSR.
+struct PendingKey {
+    key: PrivateKey,
+    csr_der: Vec<u8>,
+    /// Made by this call: no order can exist for it yet.
+    fresh: bool,
+    /// When the CSR was made (its Secret's creation); no order for it can be older.
+    created_at: jiff::Timestamp,
 }
 
-/// Loads the pending key and CSR, or makes and persists them. Returns whether they were created
-/// by this call (then no order can exist for them yet) and when the CSR was made (its Secret's
-/// creation), before which no order for it can exist.
+/// Loads the pending key and CSR, or makes and persists them.
 async fn pending_key(
     cert: &Certificate,
     ctx: &Context,
     spec: &ValidatedCertificate,
     reuse: Option<PrivateKey>,
-) -> Result<(PrivateKey, Vec<u8>, bool, jiff::Timestamp), Error> {
+) -> Result<PendingKey, Error> {
     let namespace = cert.namespace().unwrap_or_default();
     let name = next_key_secret_name(&cert.name_any());
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let uid = cert.uid().unwrap_or_default();
-    let fingerprint = csr_fingerprint(spec);
+    let fingerprint = spec.csr_fingerprint();
     if let Some(existing) = secrets
         .get_opt(&name)
         .await
@@ -613,14 +673,20 @@ async fn pending_key(
             .and_then(|k| String::from_utf8(k.0.clone()).ok())
             .and_then(|p| PrivateKey::from_pem(&p).ok());
         let csr = data.get("csr.der").map(|c| c.0.clone());
-        let same_spec = existing.annotations().get("pki-operator.io/csr-fingerprint") == Some(&fingerprint);
-        if let (true, true, Some(key), Some(csr)) = (owned, same_spec, key, csr) {
-            let created = existing
+        let recorded = existing.annotations().get(FINGERPRINT_ANNOTATION);
+        let same_spec = recorded == Some(&fingerprint) || recorded == Some(&spec.legacy_csr_fingerprint());
+        if let (true, true, Some(key), Some(csr_der)) = (owned, same_spec, key, csr) {
+            let created_at = existing
                 .metadata
                 .creation_timestamp
                 .as_ref()
                 .map_or_else(jiff::Timestamp::now, |t| t.0);
-            return Ok((key, csr, false, created));
+            return Ok(PendingKey {
+                key,
+                csr_der,
+                fresh: false,
+                created_at,
+            });
         }
         if !owned {
             return Err(Error::Key(format!(
@@ -643,7 +709,7 @@ async fn pending_key(
             .map_err(|e| Error::Key(e.to_string()))?
             .map_err(|e| Error::Key(e.to_string()))?
     };
-    let created = jiff::Timestamp::now();
+    let created_at = jiff::Timestamp::now();
     let csr = build_csr(&key, &spec.subject).map_err(|e| Error::Key(e.to_string()))?;
     let pem = key
         .to_pem(crate::pki::key::KeyEncoding::Pkcs8)
@@ -653,7 +719,7 @@ async fn pending_key(
             name: Some(name.clone()),
             owner_references: Some(vec![secret::owner_reference(&cert.name_any(), &uid)]),
             labels: Some([(secret::CERTIFICATE_NAME_LABEL.to_owned(), cert.name_any())].into()),
-            annotations: Some([("pki-operator.io/csr-fingerprint".to_owned(), fingerprint)].into()),
+            annotations: Some([(FINGERPRINT_ANNOTATION.to_owned(), fingerprint)].into()),
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".into()),
@@ -671,7 +737,90 @@ async fn pending_key(
         .create(&PostParams::default(), &secret)
         .await
         .map_err(kube_error("persist the next private key"))?;
-    Ok((key, csr, true, created))
+    Ok(PendingKey {
+        key,
+        csr_der: csr,
+        fresh: true,
+        created_at,
+    })
+}
+
+/// Discards the pending key (after its order failed), so the next attempt enrolls a new CSR.
+async fn discard_pending_key(
+    cert: &Certificate,
+    ctx: &Context,
+    status: &mut CertificateStatus,
+) -> Result<(), Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &cert.namespace().unwrap_or_default());
+    match secrets
+        .delete(&next_key_secret_name(&cert.name_any()), &DeleteParams::default())
+        .await
+    {
+        Ok(_) => {
+            status.next_private_key_secret_name = None;
+            Ok(())
+        }
+        Err(kube::Error::Api(response)) if response.code == 404 => {
+            status.next_private_key_secret_name = None;
+            Ok(())
+        }
+        Err(e) => Err(kube_error("delete the next-key Secret")(e)),
+    }
+}
+
+/// Records an order that can no longer be delivered (its key is gone, or the spec moved on
+/// while it was pending), so it is revoked once issued instead of being forgotten.
+async fn abandon(ctx: &Context, cert: &Certificate, status: &mut CertificateStatus, order: CertificateOrder) {
+    let note = format!(
+        "{} can no longer be delivered (its pending key was replaced or deleted); it will be revoked once issued",
+        issuer_ref::describe(&order)
+    );
+    publish(ctx, cert, EventType::Warning, "OrderAbandoned", &note).await;
+    if status.abandoned_orders.len() >= MAX_ABANDONED {
+        let dropped = status.abandoned_orders.remove(0);
+        let note = format!(
+            "too many abandoned orders: {} is no longer tracked; revoke it at the CA if it was issued",
+            issuer_ref::describe(&dropped)
+        );
+        publish(ctx, cert, EventType::Warning, "RevokeSkipped", &note).await;
+    }
+    status.abandoned_orders.push(order);
+}
+
+/// Tries to revoke each abandoned order through the issuer that placed it. Orders not issued
+/// yet stay; revoked ones, and ones that can never be revoked (issuer gone, permanent error,
+/// too old), leave the list with an event saying which.
+async fn settle_abandoned(cert: &Certificate, ctx: &Context, status: &mut CertificateStatus) {
+    let mut kept = Vec::new();
+    for order in std::mem::take(&mut status.abandoned_orders) {
+        let age = order.submitted_at.as_ref().map_or(0, |t| now() - t.0.as_second());
+        match finalize::revoke_order(
+            ctx,
+            &order,
+            crate::backend::RevocationReason::CessationOfOperation,
+        )
+        .await
+        {
+            finalize::Revocation::Revoked => {
+                let note = format!("abandoned {} revoked", issuer_ref::describe(&order));
+                publish(ctx, cert, EventType::Normal, "Revoked", &note).await;
+            }
+            finalize::Revocation::NothingToRevoke => {}
+            finalize::Revocation::NotYet(_) | finalize::Revocation::Failed(_) if age < ABANDONED_GIVE_UP => {
+                kept.push(order);
+            }
+            finalize::Revocation::NotYet(why)
+            | finalize::Revocation::Failed(why)
+            | finalize::Revocation::Impossible(why) => {
+                let note = format!(
+                    "abandoned {} was not revoked: {why}; revoke it at the CA if it was issued",
+                    issuer_ref::describe(&order)
+                );
+                publish(ctx, cert, EventType::Warning, "RevokeSkipped", &note).await;
+            }
+        }
+    }
+    status.abandoned_orders = kept;
 }
 
 #[allow(clippy::too_many_arguments, clippy::too_many_lines)]
@@ -691,26 +840,34 @@ async fn issue(
     let name = cert.name_any();
     let certs: Api<Certificate> = Api::namespaced(ctx.client.clone(), &namespace);
     let backend = &issuer.backend;
-    let (key, csr_der, fresh, csr_created_at) = pending_key(cert, ctx, spec, existing_key).await?;
-    let mut request = enroll_request(spec, csr_der.clone());
-    request.csr_created_at = Some(csr_created_at);
+    let pending = pending_key(cert, ctx, spec, existing_key).await?;
+    let mut request = enroll_request(spec, pending.csr_der.clone());
+    request.csr_created_at = Some(pending.created_at);
+    // Orders already accounted for (delivered, failed, abandoned) are never "recovered": with
+    // a reused RSA or Ed25519 key the CSR is byte-identical to the last issuance's.
+    request.known_orders = status
+        .order
+        .iter()
+        .chain(&status.previous_order)
+        .filter(|o| o.state != "Pending")
+        .chain(&status.abandoned_orders)
+        .map(|o| o.id.clone())
+        .collect();
     let csr_sha = request.csr_sha256_hex();
     status.next_private_key_secret_name = Some(next_key_secret_name(&name));
 
+    // Only a pending order placed through this issuer for this very CSR is resumed; an issued
+    // order is finished (resuming it would deliver the old certificate again).
     let current = status
         .order
         .clone()
-        .filter(|o| o.csr_sha256 == csr_sha && o.backend == backend.kind().as_str() && o.state != "Failed");
+        .filter(|o| o.state == "Pending" && o.csr_sha256 == csr_sha && issuer.placed(o));
     let order = if let Some(order) = current {
-        OrderHandle {
-            backend: backend.kind(),
-            id: order.id.clone(),
-            renew_id: order.renew_id.clone(),
-        }
+        issuer.handle(&order)
     } else {
         // The key existed before this reconcile: a previous run may have ordered and died
         // before recording it. Look for that order before placing one.
-        let found = if fresh {
+        let found = if pending.fresh {
             None
         } else {
             backend
@@ -723,28 +880,30 @@ async fn issue(
             handle
         } else {
             let renewal = matches!(reason, IssueReason::Renewal | IssueReason::Manual);
-            // SCM renews an issued order with renewById (the new sslId comes back at once);
-            // otherwise, and for other backends, a renewal is a new enrollment.
+            // SCM renews an issued order with renewById (the new sslId comes back at once),
+            // only through the issuer that placed it; otherwise a renewal is a new enrollment.
             let previous = status.order.clone().filter(|o| {
-                renewal
-                    && o.state == "Issued"
-                    && o.backend == backend.kind().as_str()
-                    && backend.kind() == BackendKind::Scm
+                renewal && o.state == "Issued" && issuer.placed(o) && backend.kind() == BackendKind::Scm
             });
-            if let Some(previous) = previous {
-                let previous = OrderHandle {
-                    backend: backend.kind(),
-                    id: previous.id,
-                    renew_id: previous.renew_id,
-                };
-                backend
-                    .renew(&previous, &request)
-                    .await
-                    .map_err(backend_error("renew"))?
-            } else {
-                backend.enroll(&request).await.map_err(backend_error("enroll"))?
+            match previous {
+                Some(previous) => match backend.renew(&issuer.handle(&previous), &request).await {
+                    // The CA cannot renew with a new key this way (InCommon reuses the old CSR).
+                    Err(BackendError::Unsupported { .. }) => {
+                        backend.enroll(&request).await.map_err(backend_error("enroll"))?
+                    }
+                    other => other.map_err(backend_error("renew"))?,
+                },
+                None => backend.enroll(&request).await.map_err(backend_error("enroll"))?,
             }
         };
+        // What becomes of the order being replaced.
+        if let Some(old) = status.order.take().filter(|o| o.id != handle.id) {
+            match old.state.as_str() {
+                "Issued" if status.serial_number.is_some() => status.previous_order = Some(old),
+                "Pending" => abandon(ctx, cert, status, old).await,
+                _ => {}
+            }
+        }
         status.order = Some(CertificateOrder {
             backend: backend.kind().as_str().into(),
             id: handle.id.clone(),
@@ -752,6 +911,8 @@ async fn issue(
             state: "Pending".into(),
             submitted_at: Some(Time(jiff::Timestamp::now())),
             csr_sha256: csr_sha.clone(),
+            issuer: Some(issuer.identity.clone()),
+            serial_number: None,
         });
         conditions::set(
             &mut status.conditions,
@@ -776,7 +937,7 @@ async fn issue(
     };
 
     match backend
-        .collect(&order, &csr_der)
+        .collect(&order, &pending.csr_der)
         .await
         .map_err(backend_error("collect"))?
     {
@@ -802,28 +963,41 @@ async fn issue(
             Ok(Action::requeue(issuer.poll_interval))
         }
         Collected::Failed { reason: why } => {
-            if let Some(o) = status.order.as_mut() {
-                o.state = "Failed".into();
-            }
-            Err(Error::Backend {
-                operation: "collect",
-                source: BackendError::InvalidRequest {
-                    backend: backend.kind(),
-                    code: None,
-                    message: why,
-                },
+            fail_order(cert, ctx, status).await?;
+            Err(Error::OrderFailed {
+                order: order.id.clone(),
+                reason: why,
             })
         }
         Collected::Issued(delivered) => {
             let delivery = Delivery {
-                key: &key,
+                key: &pending.key,
                 certificate: &delivered,
                 renew_request: renew_request.as_deref(),
                 new_issuance: true,
             };
-            deliver(cert, ctx, spec, issuer, outputs, &delivery, status).await
+            match deliver(cert, ctx, spec, issuer, outputs, &delivery, status).await {
+                Err(error @ Error::Delivery { .. }) => {
+                    if let Error::Delivery { problem, .. } = &error
+                        && problem.ends_order()
+                    {
+                        fail_order(cert, ctx, status).await?;
+                    }
+                    Err(error)
+                }
+                other => other,
+            }
         }
     }
+}
+
+/// Marks the current order failed: it is never collected or recovered again, and its pending
+/// key is discarded so the next attempt (after the backoff) is a fresh enrollment.
+async fn fail_order(cert: &Certificate, ctx: &Context, status: &mut CertificateStatus) -> Result<(), Error> {
+    if let Some(o) = status.order.as_mut() {
+        o.state = "Failed".into();
+    }
+    discard_pending_key(cert, ctx, status).await
 }
 
 /// What `deliver` writes.
@@ -833,6 +1007,43 @@ struct Delivery<'a> {
     renew_request: Option<&'a str>,
     /// A new certificate (revision, superseded revocation) rather than a repaired Secret.
     new_issuance: bool,
+}
+
+/// Checks a certificate before it may be written: our key, the spec's names, a chain that
+/// verifies, valid now, and — for a new issuance — not the certificate it replaces.
+fn check_delivery(
+    spec: &ValidatedCertificate,
+    delivery: &Delivery<'_>,
+    current_serial: Option<&str>,
+    now: i64,
+) -> Result<inspect::CertificateInfo, DeliveryProblem> {
+    let issued = delivery.certificate;
+    let info = inspect::inspect(&issued.leaf_der).map_err(|e| DeliveryProblem::Unreadable(e.to_string()))?;
+    let public = delivery
+        .key
+        .public_key_der()
+        .map_err(|e| DeliveryProblem::Unreadable(e.to_string()))?;
+    if info.public_key_der != public {
+        return Err(DeliveryProblem::KeyMismatch);
+    }
+    if !info.names_match(&spec.subject) {
+        return Err(DeliveryProblem::NamesDiffer(format!(
+            "the certificate names (CN {:?}, DNS {:?}, IP {:?}) differ from the spec",
+            info.common_name, info.dns_names, info.ip_addresses
+        )));
+    }
+    inspect::verify_chain(&issued.leaf_der, &issued.chain_der)
+        .map_err(|e| DeliveryProblem::ChainInvalid(e.to_string()))?;
+    if info.not_after <= now {
+        return Err(DeliveryProblem::Expired(rfc3339(info.not_after)));
+    }
+    if info.not_before > now + CLOCK_SKEW {
+        return Err(DeliveryProblem::NotYetValid(rfc3339(info.not_before)));
+    }
+    if delivery.new_issuance && current_serial == Some(info.serial_hex.as_str()) {
+        return Err(DeliveryProblem::SameCertificate(info.serial_hex));
+    }
+    Ok(info)
 }
 
 /// Verifies an issued certificate against the key and spec, writes the Secret, and records
@@ -852,36 +1063,39 @@ async fn deliver(
     let namespace = cert.namespace().unwrap_or_default();
     let name = cert.name_any();
     let issued = delivery.certificate;
-    let info = inspect::inspect(&issued.leaf_der).map_err(|e| Error::Verification(e.to_string()))?;
-    let public = delivery
-        .key
-        .public_key_der()
-        .map_err(|e| Error::Key(e.to_string()))?;
-    if info.public_key_der != public {
-        return Err(Error::Verification(
-            "the certificate's public key is not the requested key".into(),
-        ));
-    }
-    if !info.names_match(&spec.subject) {
-        return Err(Error::Verification(format!(
-            "the certificate names (CN {:?}, DNS {:?}, IP {:?}) differ from the spec",
-            info.common_name, info.dns_names, info.ip_addresses
-        )));
-    }
-    inspect::verify_chain(&issued.leaf_der, &issued.chain_der)
-        .map_err(|e| Error::Verification(e.to_string()))?;
-    let previous_serial = status.serial_number.clone();
-    let not_after = time(info.not_after).map(|t| t.0.to_string()).unwrap_or_default();
+    let order_id = status.order.as_ref().map(|o| o.id.clone()).unwrap_or_default();
+    let info = check_delivery(spec, delivery, status.serial_number.as_deref(), now()).map_err(|problem| {
+        Error::Delivery {
+            order: order_id.clone(),
+            problem,
+        }
+    })?;
+    let not_after = rfc3339(info.not_after);
     let material = secret::TlsMaterial {
         leaf_der: &issued.leaf_der,
         chain_der: &issued.chain_der,
         key: delivery.key,
         info: &info,
     };
+    // The Secret names the issuer of the certificate it holds.
+    let (issuer_name, issuer_kind) = if delivery.new_issuance {
+        (issuer.name.clone(), issuer.kind)
+    } else {
+        delivered_order(status).and_then(|o| o.issuer.as_ref()).map_or(
+            (issuer.name.clone(), issuer.kind),
+            |i| {
+                let kind = match i.kind {
+                    crate::crd::v1alpha1::common::IssuerKind::Issuer => "Issuer",
+                    crate::crd::v1alpha1::common::IssuerKind::ClusterIssuer => "ClusterIssuer",
+                };
+                (i.name.clone(), kind)
+            },
+        )
+    };
     let mut desired = secret::build(
         &name,
         &cert.uid().unwrap_or_default(),
-        (&issuer.name, issuer.kind),
+        (&issuer_name, issuer_kind),
         spec,
         outputs,
         &material,
@@ -893,88 +1107,106 @@ async fn deliver(
             .annotations_mut()
             .insert(SERVED_RENEW_ANNOTATION.to_owned(), request.to_owned());
     }
-    write_secret(ctx, &namespace, cert, desired).await?;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    match secrets
-        .delete(&next_key_secret_name(&name), &DeleteParams::default())
-        .await
-    {
-        Ok(_) | Err(kube::Error::Api(_)) => {}
-        Err(e) => return Err(kube_error("delete the next-key Secret")(e)),
-    }
-    status.next_private_key_secret_name = None;
+    write_secret(ctx, &namespace, cert, desired, outputs).await?;
+    let renewal = spec.renewal(info.not_before, info.not_after);
     status.not_before = time(info.not_before);
     status.not_after = time(info.not_after);
-    status.renewal_time = time(spec.renewal_time(info.not_before, info.not_after));
-    status.serial_number = Some(info.serial_hex.clone());
-    if delivery.new_issuance {
-        status.revision = Some(status.revision.unwrap_or(0) + 1);
-    }
-    if let Some(o) = status.order.as_mut() {
-        o.state = "Issued".into();
-    }
+    status.renewal_time = time(renewal.at);
     status.failed_issuance_attempts = None;
     status.last_failure_time = None;
     status.last_failure_message = None;
-    let (reason, message) = if delivery.new_issuance {
-        (
-            "Issued",
-            format!("certificate {} issued, valid until {not_after}", info.serial_hex),
-        )
-    } else {
-        (
+    if !delivery.new_issuance {
+        let message = format!(
+            "Secret {} rewritten from the certificate it holds or its order, without a new order",
+            spec.secret_name
+        );
+        conditions::set(
+            &mut status.conditions,
+            "Ready",
+            true,
             "Repaired",
-            format!(
-                "Secret {} rewritten from order without a new order",
-                spec.secret_name
-            ),
-        )
+            message.clone(),
+            generation,
+        );
+        publish(ctx, cert, EventType::Normal, "Repaired", &message).await;
+        return Ok(requeue_at(renewal.at, status));
+    }
+    discard_pending_key(cert, ctx, status).await?;
+    status.serial_number = Some(info.serial_hex.clone());
+    status.revision = Some(status.revision.unwrap_or(0) + 1);
+    if let Some(o) = status.order.as_mut() {
+        o.state = "Issued".into();
+        o.serial_number = Some(info.serial_hex.clone());
+    }
+    let message = format!("certificate {} issued, valid until {not_after}", info.serial_hex);
+    let ready_message = if renewal.renew_before_too_long {
+        format!("{message}; {RENEW_BEFORE_TOO_LONG}")
+    } else {
+        message.clone()
     };
     conditions::set(
         &mut status.conditions,
         "Ready",
         true,
-        reason,
-        message.clone(),
+        "Issued",
+        ready_message,
         generation,
     );
     conditions::set(
         &mut status.conditions,
         "Issuing",
         false,
-        reason,
+        "Issued",
         "no issuance in progress",
         generation,
     );
-    publish(ctx, cert, EventType::Normal, reason, &message).await;
-    if delivery.new_issuance
+    publish(ctx, cert, EventType::Normal, "Issued", &message).await;
+    if renewal.renew_before_too_long {
+        let note = format!(
+            "the CA issued {}s of validity, not longer than renewBefore: renewing at two thirds of it ({})",
+            info.not_after - info.not_before,
+            rfc3339(renewal.at)
+        );
+        publish(ctx, cert, EventType::Warning, "RenewBeforeTooLong", &note).await;
+    }
+    // The certificate this one replaces is revoked through the issuer that issued it.
+    if let Some(old) = status.previous_order.take()
         && spec.revoke_superseded
-        && let Some(old) = previous_serial.filter(|s| s != &info.serial_hex)
+        && old.serial_number.as_deref() != Some(info.serial_hex.as_str())
     {
-        let target = RevokeTarget::Serial(old.clone());
-        let (type_, reason, note) = match issuer.backend.revoke(&target, RevocationReason::Superseded).await {
-            Ok(()) => (
-                EventType::Normal,
-                "Revoked",
-                format!("superseded certificate {old} revoked"),
-            ),
-            Err(e) => (
-                EventType::Warning,
-                "RevokeFailed",
-                format!("could not revoke superseded certificate {old}: {e}"),
-            ),
-        };
+        let (type_, reason, note) =
+            match finalize::revoke_order(ctx, &old, crate::backend::RevocationReason::Superseded).await {
+                finalize::Revocation::Revoked => (
+                    EventType::Normal,
+                    "Revoked",
+                    format!("superseded {} revoked", issuer_ref::describe(&old)),
+                ),
+                finalize::Revocation::NothingToRevoke => (
+                    EventType::Normal,
+                    "Superseded",
+                    format!("superseded {} needs no revocation", issuer_ref::describe(&old)),
+                ),
+                finalize::Revocation::NotYet(why)
+                | finalize::Revocation::Failed(why)
+                | finalize::Revocation::Impossible(why) => (
+                    EventType::Warning,
+                    "RevokeFailed",
+                    format!(
+                        "could not revoke superseded {}: {why}",
+                        issuer_ref::describe(&old)
+                    ),
+                ),
+            };
         publish(ctx, cert, type_, reason, &note).await;
     }
-    let renewal = spec.renewal_time(info.not_before, info.not_after);
-    Ok(Action::requeue(
-        Duration::from_secs((renewal - now()).max(1).unsigned_abs()).min(MAX_RESYNC),
-    ))
+    Ok(requeue_at(renewal.at, status))
 }
 
-/// Rewrites a damaged or incomplete Secret from the current order, without ordering again:
-/// collecting an issued order is free, a new order is not. Returns `None` when the order cannot
-/// give back a certificate for the key still in the Secret; the caller then issues anew.
+/// Rewrites a damaged Secret from the current order, without ordering again: collecting an
+/// issued order is free, a new order is not. `Ok(None)` means the order can never give back a
+/// certificate for the key still in the Secret (revoked, expired, another key): only then does
+/// the caller issue anew. A pending, missing or unreadable answer is an error with backoff —
+/// never a reason to order again.
 async fn repair(
     cert: &Certificate,
     ctx: &Context,
@@ -984,25 +1216,27 @@ async fn repair(
     outputs: &secret::Outputs<'_>,
     status: &mut CertificateStatus,
 ) -> Result<Option<Action>, Error> {
-    let backend = &issuer.backend;
     let Some(order) = status
         .order
         .clone()
-        .filter(|o| o.state == "Issued" && o.backend == backend.kind().as_str())
+        .filter(|o| o.state == "Issued" && issuer.placed(o))
     else {
         return Ok(None);
     };
     // Collect picks the leaf by public key; a CSR rebuilt from the key carries the same one.
     let csr = build_csr(key, &spec.subject).map_err(|e| Error::Key(e.to_string()))?;
-    let handle = OrderHandle {
-        backend: backend.kind(),
-        id: order.id,
-        renew_id: order.renew_id,
+    let impossible = |reason: String| Error::RepairImpossible {
+        order: order.id.clone(),
+        reason,
     };
-    let delivered = match backend.collect(&handle, &csr).await {
+    let delivered = match issuer.backend.collect(&issuer.handle(&order), &csr).await {
         Ok(Collected::Issued(delivered)) => delivered,
-        Ok(_) | Err(BackendError::NotFound { .. } | BackendError::MalformedResponse { .. }) => {
-            return Ok(None);
+        Ok(Collected::Failed { .. }) => return Ok(None),
+        Ok(Collected::Pending { detail }) => {
+            return Err(impossible(format!("the CA says it is pending: {detail}")));
+        }
+        Err(source @ (BackendError::NotFound { .. } | BackendError::MalformedResponse { .. })) => {
+            return Err(impossible(crate::leader::error_chain(&source)));
         }
         Err(source) => {
             return Err(Error::Backend {
@@ -1019,50 +1253,61 @@ async fn repair(
     };
     match deliver(cert, ctx, spec, issuer, outputs, &delivery, status).await {
         Ok(action) => Ok(Some(action)),
-        Err(Error::Verification(_)) => Ok(None),
+        Err(Error::Delivery { problem, .. }) if problem.ends_order() => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-/// Writes the TLS Secret: created when missing (fails if someone else created it meanwhile),
-/// server-side applied when we own it.
+/// Writes the TLS Secret with server-side apply, one field manager from the first write, so a
+/// dropped output (format, keystore, template label) disappears on the next write. Creating
+/// applies without `force`: a Secret someone else created meanwhile conflicts on its fields
+/// (or its immutable type) instead of being adopted. An owned Secret is applied with `force`.
 async fn write_secret(
     ctx: &Context,
     namespace: &str,
     cert: &Certificate,
     desired: Secret,
+    outputs: &secret::Outputs<'_>,
 ) -> Result<(), Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let name = desired.name_any();
-    match secrets
+    let force = match secrets
         .get_opt(&name)
         .await
         .map_err(kube_error("read the output Secret"))?
     {
-        None => {
-            secrets
-                .create(&PostParams::default(), &desired)
-                .await
-                .map_err(kube_error(format!("create Secret {name}")))?;
-        }
+        None => false,
         Some(existing) if secret::is_controlled_by(&existing.metadata, &cert.uid().unwrap_or_default()) => {
-            let mut body = serde_json::to_value(&desired).map_err(|e| Error::Key(e.to_string()))?;
-            body["apiVersion"] = "v1".into();
-            body["kind"] = "Secret".into();
-            secrets
-                .patch(
-                    &name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&body),
-                )
-                .await
-                .map_err(kube_error(format!("update Secret {name}")))?;
+            true
         }
         Some(_) => {
             return Err(Error::Verification(format!(
                 "Secret {name} was created by someone else; not overwriting it"
             )));
         }
+    };
+    let mut body = serde_json::to_value(&desired).map_err(|e| Error::Key(e.to_string()))?;
+    body["apiVersion"] = "v1".into();
+    body["kind"] = "Secret".into();
+    let mut params = PatchParams::apply(FIELD_MANAGER);
+    params.force = force;
+    let written = secrets
+        .patch(&name, &params, &Patch::Apply(&body))
+        .await
+        .map_err(kube_error(format!("write Secret {name}")))?;
+    // Secrets created by operator versions 0.1.x (POST) keep those keys under another
+    // field manager entry, which apply does not remove: drop stale outputs explicitly.
+    let stale = secret::stale_keys(&written, outputs);
+    if !stale.is_empty() {
+        let nulls: serde_json::Map<String, serde_json::Value> = stale
+            .iter()
+            .map(|k| ((*k).to_owned(), serde_json::Value::Null))
+            .collect();
+        let patch = serde_json::json!({"data": nulls});
+        secrets
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(kube_error(format!("remove dropped outputs from Secret {name}")))?;
     }
     Ok(())
 }
@@ -1110,70 +1355,7 @@ async fn ensure_finalizer(cert: &Certificate, api: &Api<Certificate>, wanted: bo
     Ok(())
 }
 
-/// Deletion: revoke when the policy says so, then release the finalizer. Failures are retried
-/// with backoff; the `pki-operator.io/skip-revoke` annotation releases it without revoking.
-async fn finalize(cert: &Certificate, ctx: &Context, api: &Api<Certificate>) -> Result<Action, Error> {
-    if !cert.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(Action::await_change());
-    }
-    let skip = cert
-        .annotations()
-        .get(SKIP_REVOKE_ANNOTATION)
-        .is_some_and(|v| v == "true");
-    let serial = cert.status.as_ref().and_then(|s| s.serial_number.clone());
-    let reason = validate(&cert.spec)
-        .ok()
-        .and_then(|s| s.revoke_on_delete)
-        .unwrap_or(RevocationReason::CessationOfOperation);
-    if let (false, Some(serial)) = (skip, serial) {
-        let namespace = cert.namespace().unwrap_or_default();
-        let issuer = resolve_issuer(cert, ctx, &namespace)
-            .await
-            .map_err(Error::IssuerUnavailable);
-        let result = match issuer {
-            Ok(issuer) => {
-                let target = cert
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.order.clone())
-                    .filter(|o| o.state == "Issued" && o.backend == issuer.backend.kind().as_str())
-                    .map_or(RevokeTarget::Serial(serial.clone()), |o| {
-                        RevokeTarget::Order(OrderHandle {
-                            backend: issuer.backend.kind(),
-                            id: o.id,
-                            renew_id: o.renew_id,
-                        })
-                    });
-                issuer
-                    .backend
-                    .revoke(&target, reason)
-                    .await
-                    .map_err(backend_error("revoke"))
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(error) = result {
-            let message = format!(
-                "{}; deletion waits for revocation (annotate with {SKIP_REVOKE_ANNOTATION}=true to delete without revoking)",
-                crate::leader::error_chain(&error)
-            );
-            publish(ctx, cert, EventType::Warning, "RevokeFailed", &message).await;
-            return Ok(Action::requeue(Duration::from_secs(30)));
-        }
-        publish(
-            ctx,
-            cert,
-            EventType::Normal,
-            "Revoked",
-            &format!("certificate {serial} revoked ({})", reason.name()),
-        )
-        .await;
-    }
-    ensure_finalizer(cert, api, false).await?;
-    Ok(Action::await_change())
-}
-
-async fn publish(ctx: &Context, cert: &Certificate, type_: EventType, reason: &str, note: &str) {
+pub(crate) async fn publish(ctx: &Context, cert: &Certificate, type_: EventType, reason: &str, note: &str) {
     let event = Event {
         type_,
         reason: reason.to_owned(),

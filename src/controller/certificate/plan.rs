@@ -1,7 +1,7 @@
 //! Pure planning: from what was observed (the output Secret, the pending key, the order in
 //! status, the clock) decide the one next step. Every branch is unit-tested without a cluster.
 
-use super::validate::ValidatedCertificate;
+use super::validate::{Renewal, ValidatedCertificate};
 use crate::pki::inspect::CertificateInfo;
 
 /// The output Secret as observed.
@@ -37,6 +37,8 @@ pub enum IssueReason {
     Damaged,
     /// Someone asked for a renewal (annotation).
     Manual,
+    /// `spec.issuerRef` names another issuer than the one that issued the current certificate.
+    IssuerChanged,
 }
 
 impl IssueReason {
@@ -48,6 +50,7 @@ impl IssueReason {
             Self::SpecChanged => "SpecChanged",
             Self::Damaged => "SecretDamaged",
             Self::Manual => "ManuallyTriggered",
+            Self::IssuerChanged => "IssuerChanged",
         }
     }
 }
@@ -57,15 +60,19 @@ impl IssueReason {
 pub enum Plan {
     /// Someone else's Secret has our name: touch nothing.
     SecretConflict,
-    /// The Secret is good; nothing to do until `renewal_time`.
+    /// The Secret is good; nothing to do until the renewal.
     UpToDate {
-        /// Unix seconds.
-        renewal_time: i64,
+        /// When, and whether `renewBefore` had to be overridden.
+        renewal: Renewal,
     },
     /// Obtain a new certificate.
     Issue(IssueReason),
     /// Rewrite the Secret from the current order with the key it still holds (no new order).
     Repair,
+    /// Certificate, key and chain are intact; only the extra outputs (formats, keystores,
+    /// template labels) differ from the spec: rewrite them from the Secret itself, without any
+    /// CA call.
+    RewriteOutputs,
 }
 
 /// Everything `plan` looks at.
@@ -85,8 +92,11 @@ pub struct Observed<'a> {
     pub manual_renewal: bool,
     /// The Secret holds every output the spec asks for (extra formats, keystores, labels).
     pub outputs_complete: bool,
-    /// `tls.key` is readable and status records an issued order it can be collected from again.
+    /// `tls.key` is readable and status records an issued order it can be collected from again
+    /// through the issuer that placed it.
     pub repairable: bool,
+    /// The current certificate was issued through another issuer than `spec.issuerRef` names.
+    pub issuer_changed: bool,
 }
 
 /// Decides the next step.
@@ -101,6 +111,8 @@ pub fn plan(observed: &Observed<'_>) -> Plan {
     let (certificate, key_matches, chain_verifies) = match &observed.secret {
         SecretState::NotOwned => return Plan::SecretConflict,
         SecretState::Missing => return Plan::Issue(IssueReason::Missing),
+        // A person asking for a new certificate overrides a repair that cannot succeed.
+        SecretState::Owned { .. } if observed.manual_renewal => return Plan::Issue(IssueReason::Manual),
         SecretState::Owned {
             certificate: None, ..
         } => return damaged(),
@@ -120,19 +132,19 @@ pub fn plan(observed: &Observed<'_>) -> Plan {
     if !certificate.names_match(&observed.spec.subject) || !observed.key_algorithm_matches {
         return Plan::Issue(IssueReason::SpecChanged);
     }
-    if observed.manual_renewal {
-        return Plan::Issue(IssueReason::Manual);
+    if observed.issuer_changed {
+        return Plan::Issue(IssueReason::IssuerChanged);
     }
-    let renewal_time = observed
+    let renewal = observed
         .spec
-        .renewal_time(certificate.not_before, certificate.not_after);
-    if observed.now >= renewal_time {
+        .renewal(certificate.not_before, certificate.not_after);
+    if observed.now >= renewal.at {
         return Plan::Issue(IssueReason::Renewal);
     }
     if !observed.outputs_complete {
-        return damaged();
+        return Plan::RewriteOutputs;
     }
-    Plan::UpToDate { renewal_time }
+    Plan::UpToDate { renewal }
 }
 
 #[cfg(test)]
@@ -181,6 +193,7 @@ mod tests {
             manual_renewal: false,
             outputs_complete: true,
             repairable: false,
+            issuer_changed: false,
         }
     }
 
@@ -212,7 +225,10 @@ mod tests {
         assert_eq!(
             plan(&observed(&spec, good(&["a.example.com"]), 10)),
             Plan::UpToDate {
-                renewal_time: renewal
+                renewal: Renewal {
+                    at: renewal,
+                    renew_before_too_long: false
+                }
             }
         );
         assert_eq!(
@@ -265,12 +281,14 @@ mod tests {
         let mut o = observed(&spec, broken_chain, 0);
         o.repairable = true;
         assert_eq!(plan(&o), Plan::Repair);
+        // Only the extra outputs differ: rewritten from the Secret, with or without an order
+        // to collect from (never a new order).
         let mut o = observed(&spec, good(&["a.example.com"]), 0);
         o.outputs_complete = false;
         o.repairable = true;
-        assert_eq!(plan(&o), Plan::Repair);
+        assert_eq!(plan(&o), Plan::RewriteOutputs);
         o.repairable = false;
-        assert_eq!(plan(&o), Plan::Issue(IssueReason::Damaged));
+        assert_eq!(plan(&o), Plan::RewriteOutputs);
         // A replaced key cannot be repaired.
         let wrong_key = SecretState::Owned {
             certificate: Some(cert(&["a.example.com"])),
@@ -280,5 +298,54 @@ mod tests {
         let mut o = observed(&spec, wrong_key, 0);
         o.repairable = true;
         assert_eq!(plan(&o), Plan::Issue(IssueReason::Damaged));
+    }
+
+    #[test]
+    fn an_issuer_change_is_a_new_issuance_from_the_new_issuer() {
+        let spec = spec();
+        let mut o = observed(&spec, good(&["a.example.com"]), 10);
+        o.issuer_changed = true;
+        assert_eq!(plan(&o), Plan::Issue(IssueReason::IssuerChanged));
+    }
+
+    #[test]
+    fn a_manual_renewal_overrides_a_repair() {
+        let spec = spec();
+        let broken_chain = SecretState::Owned {
+            certificate: Some(cert(&["a.example.com"])),
+            key_matches: true,
+            chain_verifies: false,
+        };
+        let mut o = observed(&spec, broken_chain, 0);
+        o.repairable = true;
+        o.manual_renewal = true;
+        assert_eq!(plan(&o), Plan::Issue(IssueReason::Manual));
+    }
+
+    #[test]
+    fn a_certificate_shorter_than_renew_before_is_up_to_date_until_two_thirds_of_it() {
+        let spec = validate(&CertificateSpec {
+            secret_name: "s".into(),
+            issuer_ref: IssuerRef {
+                name: "ca".into(),
+                ..IssuerRef::default()
+            },
+            dns_names: vec!["a.example.com".into()],
+            duration: Some("2160h".into()),
+            renew_before: Some("720h".into()),
+            ..CertificateSpec::default()
+        })
+        .unwrap();
+        // The CA issued 90 h (cert() spans 0..90 h), shorter than renewBefore (30 days).
+        let plan_at_start = plan(&observed(&spec, good(&["a.example.com"]), 1));
+        assert_eq!(
+            plan_at_start,
+            Plan::UpToDate {
+                renewal: Renewal {
+                    at: 60 * 3600,
+                    renew_before_too_long: true
+                }
+            }
+        );
     }
 }

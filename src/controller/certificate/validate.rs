@@ -203,15 +203,86 @@ pub fn validate(spec: &CertificateSpec) -> Result<ValidatedCertificate, String> 
     })
 }
 
+/// When a certificate is renewed, and whether `renewBefore` had to be overridden.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Renewal {
+    /// Unix seconds.
+    pub at: i64,
+    /// `renewBefore` is not shorter than the lifetime the CA actually issued (SCM picks the
+    /// profile's term, which can be shorter than `duration`), so the renewal falls back to two
+    /// thirds of that lifetime. Renewing at `notBefore` instead would order a certificate per
+    /// reconcile — at a paid CA, an order per second.
+    pub renew_before_too_long: bool,
+}
+
 impl ValidatedCertificate {
     /// When a certificate valid from `not_before` to `not_after` (Unix seconds) is renewed.
-    pub fn renewal_time(&self, not_before: i64, not_after: i64) -> i64 {
+    pub fn renewal(&self, not_before: i64, not_after: i64) -> Renewal {
         let lifetime = (not_after - not_before).max(0);
-        let before = match self.renew_before {
-            RenewBefore::Duration(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX).min(lifetime),
-            RenewBefore::Percentage(p) => lifetime * i64::from(p) / 100,
+        let two_thirds = Renewal {
+            at: not_before + lifetime * 2 / 3,
+            renew_before_too_long: true,
         };
-        not_after - before
+        match self.renew_before {
+            RenewBefore::Duration(d) => {
+                let before = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+                if before >= lifetime {
+                    two_thirds
+                } else {
+                    Renewal {
+                        at: not_after - before,
+                        renew_before_too_long: false,
+                    }
+                }
+            }
+            RenewBefore::Percentage(p) => Renewal {
+                at: not_after - lifetime * i64::from(p) / 100,
+                renew_before_too_long: false,
+            },
+        }
+    }
+
+    /// Unix seconds of [`Self::renewal`].
+    pub fn renewal_time(&self, not_before: i64, not_after: i64) -> i64 {
+        self.renewal(not_before, not_after).at
+    }
+
+    /// A fingerprint of everything that goes into the CSR; a pending key whose CSR was built
+    /// for another spec is discarded. The encoding is spelled out field by field (never a
+    /// `Debug` rendering, which may change with any refactoring or toolchain) so an operator
+    /// upgrade cannot invalidate the pending keys of orders in flight.
+    pub fn csr_fingerprint(&self) -> String {
+        let s = &self.subject;
+        let lists: [(&str, &[String]); 9] = [
+            ("o", &s.organizations),
+            ("ou", &s.organizational_units),
+            ("c", &s.countries),
+            ("st", &s.provinces),
+            ("l", &s.localities),
+            ("dns", &s.dns_names),
+            ("ip", &s.ip_addresses),
+            ("uri", &s.uris),
+            ("email", &s.email_addresses),
+        ];
+        // One line per field; values are JSON strings, so no value can forge a separator.
+        let quoted = |v: &str| serde_json::Value::String(v.to_owned()).to_string();
+        let mut lines = vec![
+            "csr-fingerprint/v1".to_owned(),
+            format!("cn={}", s.common_name.as_deref().map(quoted).unwrap_or_default()),
+        ];
+        for (name, values) in lists {
+            let joined: Vec<String> = values.iter().map(|v| quoted(v)).collect();
+            lines.push(format!("{name}=[{}]", joined.join(",")));
+        }
+        lines.push(format!("key={}", self.key_algorithm));
+        let text = lines.join("\n") + "\n";
+        crate::backend::chain::sha256_hex(text.as_bytes())
+    }
+
+    /// The fingerprint operator versions 0.1.x wrote (a `Debug` rendering). Still
+    /// accepted when reading a pending key, so orders in flight survive the upgrade.
+    pub fn legacy_csr_fingerprint(&self) -> String {
+        crate::backend::chain::sha256_hex(format!("{:?}|{}", self.subject, self.key_algorithm).as_bytes())
     }
 }
 
@@ -262,6 +333,48 @@ mod tests {
         assert_eq!(v.renewal_time(1000, 1180), 1120);
         s.renew_before = Some("3m".into());
         assert!(validate(&s).unwrap_err().contains("renewBefore"));
+    }
+
+    #[test]
+    fn renew_before_not_shorter_than_the_issued_lifetime_renews_at_two_thirds() {
+        // The CA issued 90 s although 90 days were asked for and renewBefore is 30 days.
+        let mut s = spec();
+        s.duration = Some("2160h".into());
+        s.renew_before = Some("720h".into());
+        let v = validate(&s).unwrap();
+        let renewal = v.renewal(1000, 1090);
+        assert_eq!(renewal.at, 1060, "two thirds of the issued 90 s, not notBefore");
+        assert!(renewal.renew_before_too_long);
+        assert!(
+            renewal.at > 1000,
+            "renewing at notBefore would order again at once"
+        );
+        // A lifetime longer than renewBefore keeps the user's choice.
+        let renewal = v.renewal(0, 90 * 86_400);
+        assert_eq!(renewal.at, 60 * 86_400);
+        assert!(!renewal.renew_before_too_long);
+    }
+
+    #[test]
+    fn csr_fingerprint_is_a_stable_encoding() {
+        let mut s = spec();
+        s.common_name = Some("shop".into());
+        s.dns_names = vec!["a.example.com".into(), "b.example.com".into()];
+        let v = validate(&s).unwrap();
+        // Pinned: a change of this value invalidates every pending key in every cluster on
+        // upgrade (and their orders would be searched for again). Change the encoding only
+        // with a new version tag and keep reading the old one.
+        assert_eq!(
+            v.csr_fingerprint(),
+            crate::backend::chain::sha256_hex(
+                b"csr-fingerprint/v1\ncn=\"shop\"\no=[]\nou=[]\nc=[]\nst=[]\nl=[]\ndns=[\"a.example.com\",\"b.example.com\"]\nip=[]\nuri=[]\nemail=[]\nkey=ECDSA-P256\n"
+            )
+        );
+        // Values cannot forge separators: one name with a comma is not two names.
+        let mut forged = s.clone();
+        forged.dns_names = vec!["a.example.com\",\"b.example.com".into()];
+        assert_ne!(validate(&forged).unwrap().csr_fingerprint(), v.csr_fingerprint());
+        assert_ne!(v.csr_fingerprint(), v.legacy_csr_fingerprint());
     }
 
     #[test]

@@ -9,7 +9,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{IssuerRef, NameValue, SecretKeySelector, conditions_schema, duration_schema};
+use super::common::{
+    IssuerKind, IssuerRef, NameValue, SecretKeySelector, conditions_schema, duration_schema,
+};
 
 const AT_LEAST_ONE_NAME: &str = "has(self.commonName) || (has(self.dnsNames) && size(self.dnsNames) > 0) \
      || (has(self.ipAddresses) && size(self.ipAddresses) > 0) || (has(self.uris) && size(self.uris) > 0) \
@@ -404,9 +406,18 @@ pub struct CertificateStatus {
     /// When the last issuance attempt failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure_time: Option<Time>,
-    /// Why the last issuance attempt failed.
+    /// Why the last issuance attempt failed (bounded like condition messages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure_message: Option<String>,
+    /// The order of the certificate still in the Secret while `order` is a newer issuance in
+    /// progress: revoked as superseded (when asked) or on delete, through the issuer that placed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_order: Option<CertificateOrder>,
+    /// Orders that can no longer be delivered (their pending private key was deleted). The
+    /// operator revokes each once it is issued, or reports that it could not; at most 10 are kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub abandoned_orders: Vec<CertificateOrder>,
 }
 
 /// An order placed at the CA.
@@ -427,4 +438,29 @@ pub struct CertificateOrder {
     pub submitted_at: Option<Time>,
     /// SHA-256 of the DER CSR, hex; identifies the order again after a crash.
     pub csr_sha256: String,
+    /// The issuer that placed the order. The order is collected, renewed and revoked only
+    /// through this issuer (and only while it is the same object, by uid); changing
+    /// `spec.issuerRef` starts a new issuance from the new issuer. Absent on orders recorded by
+    /// operator versions 0.1.x, which are never revoked or renewed by id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<OrderIssuer>,
+    /// Serial number (hex) of the certificate delivered from this order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+}
+
+/// The issuer an order was placed with.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderIssuer {
+    /// `Issuer` or `ClusterIssuer`.
+    pub kind: IssuerKind,
+    /// Namespace of an `Issuer`; empty for a `ClusterIssuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Name of the issuer.
+    pub name: String,
+    /// `metadata.uid` of the issuer object: a deleted and re-created issuer of the same name may
+    /// point at another CA account, so it does not inherit the order.
+    pub uid: String,
 }

@@ -107,6 +107,9 @@ pub struct ScmSimulatorConfig {
     pub validated_domains: Option<Vec<String>>,
     /// Accept client-certificate login on the `/private` prefix.
     pub client_certificate_login: bool,
+    /// Not in SCM: the `sslId` of the first order, so tests running two simulators (two CA
+    /// accounts) get ids that cannot be mistaken for each other's.
+    pub first_ssl_id: i64,
 }
 
 impl Default for ScmSimulatorConfig {
@@ -130,6 +133,7 @@ impl Default for ScmSimulatorConfig {
             require_approval: false,
             validated_domains: None,
             client_certificate_login: true,
+            first_ssl_id: 1000,
         }
     }
 }
@@ -152,6 +156,7 @@ impl fmt::Debug for ScmSimulatorConfig {
             .field("require_approval", &self.require_approval)
             .field("validated_domains", &self.validated_domains)
             .field("client_certificate_login", &self.client_certificate_login)
+            .field("first_ssl_id", &self.first_ssl_id)
             .finish()
     }
 }
@@ -166,7 +171,13 @@ pub struct Stats {
     pub orders_per_csr: BTreeMap<String, u32>,
     /// Every order, by `sslId`.
     pub orders: Vec<OrderSummary>,
+    /// `METHOD path` of every API request routed to an endpoint, in arrival order (the first
+    /// [`MAX_CALL_LOG`] only), so tests can check which ids and serials reached this CA.
+    pub calls: Vec<String>,
 }
+
+/// Longest call log kept by a simulator.
+pub const MAX_CALL_LOG: usize = 10_000;
 
 /// One order as [`Stats`] reports it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -223,11 +234,13 @@ impl ScmSimulator {
             Vec::new()
         };
         let shutdown = CancellationToken::new();
+        let book = Mutex::new(OrderBook::starting_at(config.first_ssl_id));
         let shared = Arc::new(Shared {
             config,
             issuing,
-            book: Mutex::new(OrderBook::default()),
+            book,
             counters: RequestCounters::default(),
+            calls: Mutex::new(Vec::new()),
             faults: FaultInjector::default(),
             shutdown: shutdown.clone(),
         });
@@ -332,6 +345,7 @@ struct Shared {
     issuing: TestCa,
     book: Mutex<OrderBook>,
     counters: RequestCounters,
+    calls: Mutex<Vec<String>>,
     faults: FaultInjector,
     shutdown: CancellationToken,
 }
@@ -350,6 +364,7 @@ impl Shared {
         }
         Stats {
             requests: self.counters.snapshot(),
+            calls: self.calls.lock().unwrap_or_else(PoisonError::into_inner).clone(),
             orders_per_csr: book.orders_per_csr.clone(),
             orders: book
                 .orders
@@ -428,6 +443,12 @@ impl Shared {
         };
         let name = endpoint.name();
         self.counters.count(name);
+        {
+            let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+            if calls.len() < MAX_CALL_LOG {
+                calls.push(format!("{method} {path}"));
+            }
+        }
         if let Some(fault) = self.faults.inject(name, &self.shutdown).await {
             tracing::info!(endpoint = name, ?fault, "injected fault");
             return fault_response(fault);

@@ -708,6 +708,14 @@ impl Default for OrderBook {
 }
 
 impl OrderBook {
+    /// An empty book whose first order gets `first_ssl_id`.
+    pub fn starting_at(first_ssl_id: i64) -> Self {
+        Self {
+            next_ssl_id: first_ssl_id,
+            ..Self::default()
+        }
+    }
+
     /// Allocates the next `sslId`.
     pub fn next_id(&mut self) -> i64 {
         let id = self.next_ssl_id;
