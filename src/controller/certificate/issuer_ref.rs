@@ -37,7 +37,7 @@ impl ResolvedIssuer {
     /// Whether `order` was placed through this very issuer object (same kind, namespace, name
     /// and uid) and backend. Orders without a recorded issuer never qualify.
     pub fn placed(&self, order: &CertificateOrder) -> bool {
-        order.backend == self.backend.kind().as_str() && order.issuer.as_ref() == Some(&self.identity)
+        super::plan::placed_by(order, &self.identity, self.backend.kind().as_str())
     }
 
     /// The backend handle of an order placed through this issuer.

@@ -845,14 +845,7 @@ async fn issue(
     request.csr_created_at = Some(pending.created_at);
     // Orders already accounted for (delivered, failed, abandoned) are never "recovered": with
     // a reused RSA or Ed25519 key the CSR is byte-identical to the last issuance's.
-    request.known_orders = status
-        .order
-        .iter()
-        .chain(&status.previous_order)
-        .filter(|o| o.state != "Pending")
-        .chain(&status.abandoned_orders)
-        .map(|o| o.id.clone())
-        .collect();
+    request.known_orders = plan::known_orders(status);
     let csr_sha = request.csr_sha256_hex();
     status.next_private_key_secret_name = Some(next_key_secret_name(&name));
 
@@ -861,7 +854,7 @@ async fn issue(
     let current = status
         .order
         .clone()
-        .filter(|o| o.state == "Pending" && o.csr_sha256 == csr_sha && issuer.placed(o));
+        .filter(|o| plan::resumable(o, &csr_sha, &issuer.identity, backend.kind().as_str()));
     let order = if let Some(order) = current {
         issuer.handle(&order)
     } else {
@@ -898,10 +891,10 @@ async fn issue(
         };
         // What becomes of the order being replaced.
         if let Some(old) = status.order.take().filter(|o| o.id != handle.id) {
-            match old.state.as_str() {
-                "Issued" if status.serial_number.is_some() => status.previous_order = Some(old),
-                "Pending" => abandon(ctx, cert, status, old).await,
-                _ => {}
+            match plan::replaced(&old, status.serial_number.is_some()) {
+                plan::Replaced::Superseded => status.previous_order = Some(old),
+                plan::Replaced::Abandoned => abandon(ctx, cert, status, old).await,
+                plan::Replaced::Finished => {}
             }
         }
         status.order = Some(CertificateOrder {
@@ -1413,5 +1406,122 @@ mod tests {
         );
         assert_eq!(status.failed_issuance_attempts, Some(2));
         assert!(wait >= Duration::from_secs(8) && wait <= Duration::from_secs(12));
+    }
+
+    /// A leaf for `a.example.com` with `key`, valid from `not_before` to `not_after` (Unix
+    /// seconds), signed by a throw-away root; returns the leaf and its chain.
+    fn leaf(key: &PrivateKey, not_before: i64, not_after: i64, serial: u64) -> IssuedCertificate {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose};
+        let mut root = CertificateParams::default();
+        root.distinguished_name.push(DnType::CommonName, "root");
+        root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        root.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let root_key = rcgen::KeyPair::generate().unwrap();
+        let root = root.self_signed(&root_key).unwrap();
+        let issuer = rcgen::Issuer::from_ca_cert_der(root.der(), &root_key).unwrap();
+        let mut params = CertificateParams::new(vec!["a.example.com".to_owned()]).unwrap();
+        params.not_before = time::OffsetDateTime::from_unix_timestamp(not_before).unwrap();
+        params.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).unwrap();
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
+        let leaf = params
+            .signed_by(&crate::pki::csr::signer(key).unwrap(), &issuer)
+            .unwrap();
+        IssuedCertificate {
+            leaf_der: leaf.der().to_vec(),
+            chain_der: vec![root.der().to_vec()],
+        }
+    }
+
+    fn spec() -> ValidatedCertificate {
+        validate(&crate::crd::v1alpha1::certificate::CertificateSpec {
+            secret_name: "a-tls".into(),
+            issuer_ref: crate::crd::v1alpha1::common::IssuerRef {
+                name: "ca".into(),
+                ..Default::default()
+            },
+            dns_names: vec!["a.example.com".into()],
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn delivered_certificates_must_be_ours_valid_now_and_new() {
+        let spec = spec();
+        let key = PrivateKey::generate(crate::pki::key::KeyAlgorithm::EcdsaP256).unwrap();
+        let now = 1_800_000_000;
+        let good = leaf(&key, now - 60, now + 3600, 0x42);
+        let delivery = |certificate| Delivery {
+            key: &key,
+            certificate,
+            renew_request: None,
+            new_issuance: true,
+        };
+        let info = check_delivery(&spec, &delivery(&good), Some("01"), now).unwrap();
+        assert_eq!(info.serial_hex, "42");
+        // Already expired: an error (with backoff), never a certificate due for renewal at once.
+        let expired = leaf(&key, now - 7200, now - 60, 0x43);
+        let problem = check_delivery(&spec, &delivery(&expired), None, now).unwrap_err();
+        assert!(matches!(problem, DeliveryProblem::Expired(_)), "{problem}");
+        assert!(problem.ends_order());
+        // Not valid yet beyond the tolerated skew; a little skew is fine.
+        let future = leaf(&key, now + 3600, now + 7200, 0x44);
+        let problem = check_delivery(&spec, &delivery(&future), None, now).unwrap_err();
+        assert!(matches!(problem, DeliveryProblem::NotYetValid(_)), "{problem}");
+        assert!(!problem.ends_order(), "collect again later: it becomes valid");
+        let skewed = leaf(&key, now + 30, now + 3600, 0x45);
+        assert!(check_delivery(&spec, &delivery(&skewed), None, now).is_ok());
+        // The certificate being renewed handed back as the renewal.
+        let problem = check_delivery(&spec, &delivery(&good), Some("42"), now).unwrap_err();
+        assert!(
+            matches!(problem, DeliveryProblem::SameCertificate(_)),
+            "{problem}"
+        );
+        assert!(problem.ends_order());
+        // A repair rewrites the same certificate on purpose.
+        let repair = Delivery {
+            new_issuance: false,
+            ..delivery(&good)
+        };
+        assert!(check_delivery(&spec, &repair, Some("42"), now).is_ok());
+        // Another key (e.g. a CA that renewed with the first CSR).
+        let other = PrivateKey::generate(crate::pki::key::KeyAlgorithm::EcdsaP256).unwrap();
+        let foreign = leaf(&other, now - 60, now + 3600, 0x46);
+        let problem = check_delivery(&spec, &delivery(&foreign), None, now).unwrap_err();
+        assert!(matches!(problem, DeliveryProblem::KeyMismatch), "{problem}");
+        assert!(problem.ends_order());
+    }
+
+    #[test]
+    fn the_order_in_the_secret_is_the_last_delivered_one() {
+        let issued = |id: &str| CertificateOrder {
+            id: id.into(),
+            state: "Issued".into(),
+            ..CertificateOrder::default()
+        };
+        let mut status = CertificateStatus {
+            serial_number: Some("01".into()),
+            order: Some(issued("new")),
+            previous_order: Some(issued("old")),
+            ..CertificateStatus::default()
+        };
+        assert_eq!(delivered_order(&status).map(|o| o.id.as_str()), Some("new"));
+        status.order.as_mut().unwrap().state = "Pending".into();
+        assert_eq!(delivered_order(&status).map(|o| o.id.as_str()), Some("old"));
+        status.serial_number = None;
+        assert_eq!(
+            delivered_order(&status),
+            None,
+            "no certificate, nothing to revoke"
+        );
+    }
+
+    #[test]
+    fn failure_messages_are_bounded_like_condition_messages() {
+        let mut status = CertificateStatus::default();
+        let error = Error::Key("x".repeat(10_000));
+        let (message, _) = record_failure(&mut status, &error, &SecretState::Missing, Some(1));
+        assert!(message.len() <= MAX_FAILURE_MESSAGE);
+        assert!(status.last_failure_message.unwrap().len() <= MAX_FAILURE_MESSAGE);
     }
 }

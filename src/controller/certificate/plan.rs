@@ -2,7 +2,10 @@
 //! status, the clock) decide the one next step. Every branch is unit-tested without a cluster.
 
 use super::validate::{Renewal, ValidatedCertificate};
-use crate::pki::inspect::CertificateInfo;
+use crate::{
+    crd::v1alpha1::certificate::{CertificateOrder, CertificateStatus, OrderIssuer},
+    pki::inspect::CertificateInfo,
+};
 
 /// The output Secret as observed.
 // One value exists per reconcile; boxing the certificate would buy nothing.
@@ -145,6 +148,54 @@ pub fn plan(observed: &Observed<'_>) -> Plan {
         return Plan::RewriteOutputs;
     }
     Plan::UpToDate { renewal }
+}
+
+/// Whether `order` was placed through the issuer object `issuer` (kind, namespace, name and
+/// uid) at `backend`. Orders without a recorded issuer never qualify: an order id means
+/// something only at the CA account that issued it.
+pub fn placed_by(order: &CertificateOrder, issuer: &OrderIssuer, backend: &str) -> bool {
+    order.backend == backend && order.issuer.as_ref() == Some(issuer)
+}
+
+/// Whether `order` is the issuance in progress for the CSR `csr_sha256` through `issuer`, to
+/// be collected again rather than ordered anew. An issued order is finished: resuming it would
+/// deliver the old certificate again (a reused RSA or Ed25519 key gives a byte-identical CSR).
+pub fn resumable(order: &CertificateOrder, csr_sha256: &str, issuer: &OrderIssuer, backend: &str) -> bool {
+    order.state == "Pending" && order.csr_sha256 == csr_sha256 && placed_by(order, issuer, backend)
+}
+
+/// Order ids a crash-recovery search must never return: delivered, failed and abandoned
+/// orders are accounted for already.
+pub fn known_orders(status: &CertificateStatus) -> Vec<String> {
+    status
+        .order
+        .iter()
+        .chain(&status.previous_order)
+        .filter(|o| o.state != "Pending")
+        .chain(&status.abandoned_orders)
+        .map(|o| o.id.clone())
+        .collect()
+}
+
+/// What becomes of the order a new order replaces in `status.order`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replaced {
+    /// Its certificate is in the Secret until the new one arrives: keep it as
+    /// `previousOrder` (revoked as superseded, or on delete, through its own issuer).
+    Superseded,
+    /// It was still pending and can no longer be delivered: revoke it once issued.
+    Abandoned,
+    /// Failed or revoked: nothing more to do.
+    Finished,
+}
+
+/// Decides [`Replaced`] for `old`, given whether the Secret holds a certificate.
+pub fn replaced(old: &CertificateOrder, has_certificate: bool) -> Replaced {
+    match old.state.as_str() {
+        "Issued" if has_certificate => Replaced::Superseded,
+        "Pending" => Replaced::Abandoned,
+        _ => Replaced::Finished,
+    }
 }
 
 #[cfg(test)]
@@ -347,5 +398,79 @@ mod tests {
                 }
             }
         );
+    }
+
+    fn order(state: &str, issuer: Option<&OrderIssuer>) -> CertificateOrder {
+        CertificateOrder {
+            backend: "scm".into(),
+            id: format!("{state}-1"),
+            state: state.into(),
+            csr_sha256: "aa".into(),
+            issuer: issuer.cloned(),
+            ..CertificateOrder::default()
+        }
+    }
+
+    fn issuer(name: &str, uid: &str) -> OrderIssuer {
+        OrderIssuer {
+            kind: crate::crd::v1alpha1::common::IssuerKind::Issuer,
+            namespace: Some("ns".into()),
+            name: name.into(),
+            uid: uid.into(),
+        }
+    }
+
+    #[test]
+    fn only_a_pending_order_of_this_csr_and_issuer_object_is_resumed() {
+        let tenant = issuer("tenant", "u1");
+        assert!(resumable(&order("Pending", Some(&tenant)), "aa", &tenant, "scm"));
+        // An issued order is finished, even for a byte-identical CSR.
+        assert!(!resumable(&order("Issued", Some(&tenant)), "aa", &tenant, "scm"));
+        assert!(!resumable(&order("Failed", Some(&tenant)), "aa", &tenant, "scm"));
+        assert!(!resumable(&order("Pending", Some(&tenant)), "bb", &tenant, "scm"));
+        // Another issuer, a re-created one (new uid), another backend, or none recorded.
+        assert!(!resumable(
+            &order("Pending", Some(&tenant)),
+            "aa",
+            &issuer("corp", "u2"),
+            "scm"
+        ));
+        assert!(!resumable(
+            &order("Pending", Some(&tenant)),
+            "aa",
+            &issuer("tenant", "u3"),
+            "scm"
+        ));
+        assert!(!resumable(
+            &order("Pending", Some(&tenant)),
+            "aa",
+            &tenant,
+            "nexus"
+        ));
+        assert!(!resumable(&order("Pending", None), "aa", &tenant, "scm"));
+    }
+
+    #[test]
+    fn delivered_failed_and_abandoned_orders_are_never_recovered() {
+        let tenant = issuer("tenant", "u1");
+        let mut status = CertificateStatus {
+            order: Some(order("Failed", Some(&tenant))),
+            previous_order: Some(order("Issued", Some(&tenant))),
+            abandoned_orders: vec![order("Pending", Some(&tenant))],
+            ..CertificateStatus::default()
+        };
+        status.abandoned_orders[0].id = "abandoned-1".into();
+        assert_eq!(known_orders(&status), vec!["Failed-1", "Issued-1", "abandoned-1"]);
+        // The order in progress is not "known": a crash before its status write is recovered.
+        status.order = Some(order("Pending", Some(&tenant)));
+        assert_eq!(known_orders(&status), vec!["Issued-1", "abandoned-1"]);
+    }
+
+    #[test]
+    fn a_replaced_order_is_kept_abandoned_or_finished() {
+        assert_eq!(replaced(&order("Issued", None), true), Replaced::Superseded);
+        assert_eq!(replaced(&order("Issued", None), false), Replaced::Finished);
+        assert_eq!(replaced(&order("Pending", None), true), Replaced::Abandoned);
+        assert_eq!(replaced(&order("Failed", None), true), Replaced::Finished);
     }
 }
