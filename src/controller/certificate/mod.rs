@@ -880,8 +880,17 @@ async fn issue(
             });
             match previous {
                 Some(previous) => match backend.renew(&issuer.handle(&previous), &request).await {
-                    // The CA cannot renew with a new key this way (InCommon reuses the old CSR).
-                    Err(BackendError::Unsupported { .. }) => {
+                    // The CA answered that it will not renew this order this way — it cannot
+                    // with a new key (InCommon reuses the old CSR), no longer knows the order,
+                    // or refuses its state — so no order was placed: enroll instead. A timeout
+                    // or 5xx is *not* such an answer (the renewal may have been placed) and
+                    // goes to the backoff; the next attempt finds that order by its CSR.
+                    Err(
+                        refused @ (BackendError::Unsupported { .. }
+                        | BackendError::NotFound { .. }
+                        | BackendError::InvalidRequest { .. }),
+                    ) => {
+                        tracing::info!(certificate = %name, order = %previous.id, reason = %refused, "renewal by id refused; enrolling instead");
                         backend.enroll(&request).await.map_err(backend_error("enroll"))?
                     }
                     other => other.map_err(backend_error("renew"))?,
