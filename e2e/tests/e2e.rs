@@ -391,6 +391,78 @@ fn invalid_cases() -> Vec<InvalidCase> {
             expect: &["spec", "exactly one of scm, nexus or ca must be set"],
         },
         InvalidCase {
+            name: "issuer with a namespace policy",
+            object: pki(
+                "Issuer",
+                "namespace-policy",
+                json!({"ca": {"secretName": "a"}, "policy": {"namespaces": ["team-a"]}}),
+            ),
+            expect: &[
+                "spec.policy",
+                "namespaces is only for ClusterIssuers: an Issuer serves only its own namespace",
+            ],
+        },
+        InvalidCase {
+            name: "cluster issuer policy with an inner wildcard",
+            object: pki(
+                "ClusterIssuer",
+                "inner-wildcard-policy",
+                json!({"ca": {"secretName": "a"}, "policy": {"dnsNames": ["example.com", "a.*.example.com"]}}),
+            ),
+            expect: &[
+                "spec.policy.dnsNames[1]",
+                "must be a DNS name, optionally starting with *. (one label) or **. (any depth)",
+            ],
+        },
+        InvalidCase {
+            name: "cluster issuer policy with a malformed CIDR",
+            object: pki(
+                "ClusterIssuer",
+                "bad-cidr-policy",
+                json!({"ca": {"secretName": "a"}, "policy": {"ipAddresses": ["10.0.0.0/33"]}}),
+            ),
+            expect: &[
+                "spec.policy.ipAddresses[0]",
+                "must be an IP address or a CIDR range",
+            ],
+        },
+        InvalidCase {
+            name: "cluster issuer policy with ** inside a URI",
+            object: pki(
+                "ClusterIssuer",
+                "inner-double-star-policy",
+                json!({"ca": {"secretName": "a"}, "policy": {"uris": ["spiffe://cluster.local/**/sa"]}}),
+            ),
+            expect: &[
+                "spec.policy.uris[0]",
+                "must be a URI with a scheme; ** only as a final /**",
+            ],
+        },
+        InvalidCase {
+            name: "cluster issuer policy with a namespace that is no name or prefix",
+            object: pki(
+                "ClusterIssuer",
+                "bad-namespace-policy",
+                json!({"ca": {"secretName": "a"}, "policy": {"namespaces": ["Team_A"]}}),
+            ),
+            expect: &[
+                "spec.policy.namespaces[0]",
+                "must be a namespace name or a prefix ending in * such as team-*",
+            ],
+        },
+        InvalidCase {
+            name: "cluster issuer policy with a wildcard mailbox",
+            object: pki(
+                "ClusterIssuer",
+                "wildcard-mailbox-policy",
+                json!({"ca": {"secretName": "a"}, "policy": {"emailAddresses": ["ops@*.example.com"]}}),
+            ),
+            expect: &[
+                "spec.policy.emailAddresses[0]",
+                "must be an email address, a domain, or *.domain / **.domain",
+            ],
+        },
+        InvalidCase {
             name: "cluster issuer without a backend",
             object: pki("ClusterIssuer", "no-backend", json!({})),
             expect: &["spec", "exactly one of scm, nexus or ca must be set"],

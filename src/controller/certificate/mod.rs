@@ -7,6 +7,7 @@
 //! `find_existing_order`, never by a second order.
 
 pub mod plan;
+pub mod policy;
 pub mod validate;
 
 use std::{sync::Arc, time::Duration};
