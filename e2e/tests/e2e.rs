@@ -10,6 +10,8 @@
 
 #[path = "e2e/nexus.rs"]
 mod nexus;
+#[path = "e2e/secret_guard.rs"]
+mod secret_guard;
 
 use std::{
     sync::{LazyLock, OnceLock},
@@ -120,6 +122,10 @@ fn main() -> std::process::ExitCode {
         trial(
             "nexus_crash_after_issuance_recovers_by_search_without_a_second_issuance",
             nexus::crash_after_issuance_recovers_by_search,
+        ),
+        trial(
+            "issuer_secret_label_guard_refuses_unlabelled_secrets_until_labelled",
+            secret_guard::unlabelled_secret_is_refused_until_labelled,
         ),
     ];
     let listing = args.list;
