@@ -1,7 +1,7 @@
 //! Operator settings from command-line flags, each with an environment variable fallback so the
 //! Helm chart can set them either way.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use clap::{ArgAction, Parser, ValueEnum};
 
@@ -82,6 +82,13 @@ pub struct Config {
     )]
     pub max_concurrent_reconciles: u16,
 
+    /// Only let Issuers and ClusterIssuers use Secrets carrying this label (`key` with any
+    /// value, or `key=value`). Without it, whoever may create an Issuer in a namespace may use
+    /// any Secret there as the issuer's credentials or CA key; with it, only Secrets someone
+    /// allowed to label them has marked for that purpose.
+    #[arg(long, env = "PKI_OPERATOR_ISSUER_SECRET_LABEL", value_name = "KEY[=VALUE]")]
+    pub issuer_secret_label: Option<LabelRequirement>,
+
     /// Identity written into the Lease. Defaults to `POD_NAME`, then the host name, plus the PID.
     #[arg(long, env = "PKI_OPERATOR_IDENTITY")]
     pub identity: Option<String>,
@@ -93,6 +100,77 @@ pub struct Config {
     /// The operator's pod name (set by the Helm chart from the downward API).
     #[arg(long, env = "POD_NAME", hide = true)]
     pub pod_name: Option<String>,
+}
+
+/// A label a Secret must carry: `key` (any value) or `key=value`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabelRequirement {
+    /// Label key, e.g. `pki-operator.io/issuer-secret`.
+    pub key: String,
+    /// Required value; `None` accepts any value.
+    pub value: Option<String>,
+}
+
+impl LabelRequirement {
+    /// Whether `labels` satisfy the requirement.
+    pub fn matches(&self, labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
+        labels
+            .and_then(|labels| labels.get(&self.key))
+            .is_some_and(|value| self.value.as_ref().is_none_or(|required| required == value))
+    }
+
+    /// The `key=value` argument for `kubectl label` that satisfies the requirement.
+    pub fn kubectl_argument(&self) -> String {
+        format!("{}={}", self.key, self.value.as_deref().unwrap_or("true"))
+    }
+}
+
+impl fmt::Display for LabelRequirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(value) => write!(f, "{}={value}", self.key),
+            None => write!(f, "{} (any value)", self.key),
+        }
+    }
+}
+
+/// A label name or value: at most 63 characters, alphanumeric at both ends, `-`, `_`, `.` inside.
+fn valid_label_part(part: &str) -> bool {
+    let bytes = part.as_bytes();
+    part.len() <= 63
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl FromStr for LabelRequirement {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (key, value) = match text.split_once('=') {
+            Some((key, value)) => (key, Some(value)),
+            None => (text, None),
+        };
+        let (prefix, name) = key.rsplit_once('/').map_or((None, key), |(p, n)| (Some(p), n));
+        let prefix_ok = prefix.is_none_or(|p| p.len() <= 253 && p.split('.').all(valid_label_part));
+        if !prefix_ok || !valid_label_part(name) {
+            return Err(format!(
+                "{key:?} is not a label key such as pki-operator.io/issuer-secret"
+            ));
+        }
+        if let Some(value) = value
+            && !value.is_empty()
+            && !valid_label_part(value)
+        {
+            return Err(format!("{value:?} is not a label value"));
+        }
+        Ok(Self {
+            key: key.to_owned(),
+            value: value.map(str::to_owned),
+        })
+    }
 }
 
 fn parse_seconds(value: &str) -> Result<Duration, String> {
@@ -158,6 +236,48 @@ mod tests {
         assert_eq!(config.lease_duration, Duration::from_secs(8));
         assert_eq!(config.namespace.as_deref(), Some("team-a"));
         assert_eq!(config.admin_address.port(), 9000);
+    }
+
+    #[test]
+    fn issuer_secret_label_parses_key_or_key_value() {
+        let none = Config::try_parse_from(["pki-operator"]).unwrap();
+        assert_eq!(none.issuer_secret_label, None);
+        let key_only = Config::try_parse_from([
+            "pki-operator",
+            "--issuer-secret-label=pki-operator.io/issuer-secret",
+        ])
+        .unwrap()
+        .issuer_secret_label
+        .unwrap();
+        assert_eq!(key_only.key, "pki-operator.io/issuer-secret");
+        assert_eq!(key_only.value, None);
+        assert_eq!(key_only.kubectl_argument(), "pki-operator.io/issuer-secret=true");
+        let with_value: LabelRequirement = "team=platform".parse().unwrap();
+        assert_eq!(with_value.value.as_deref(), Some("platform"));
+        assert_eq!(with_value.to_string(), "team=platform");
+        for bad in ["", "=x", "a b", "-a", "example.com/", "k=v v", "/name"] {
+            let error = Config::try_parse_from(["pki-operator", &format!("--issuer-secret-label={bad}")]);
+            assert!(error.is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn label_requirement_matches_key_and_value() {
+        let labels = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let any: LabelRequirement = "issuer-secret".parse().unwrap();
+        assert!(any.matches(Some(&labels(&[("issuer-secret", "")]))));
+        assert!(any.matches(Some(&labels(&[("issuer-secret", "yes")]))));
+        assert!(!any.matches(Some(&labels(&[("other", "yes")]))));
+        assert!(!any.matches(None));
+        let exact: LabelRequirement = "issuer-secret=yes".parse().unwrap();
+        assert!(exact.matches(Some(&labels(&[("issuer-secret", "yes")]))));
+        assert!(!exact.matches(Some(&labels(&[("issuer-secret", "no")]))));
+        assert!(!exact.matches(Some(&labels(&[("issuer-secret", "")]))));
     }
 
     #[test]

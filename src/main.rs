@@ -95,6 +95,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         recorder,
         cluster_resource_namespace,
         max_concurrent_reconciles: config.max_concurrent_reconciles,
+        issuer_secret_label: config.issuer_secret_label.clone(),
     });
     let scope = WatchScope {
         namespace: config.namespace.clone(),

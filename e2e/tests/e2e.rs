@@ -8,10 +8,14 @@
 // test code: here a panic is a test failure, and a table of cases is long by nature.
 #![allow(clippy::expect_used, clippy::too_many_lines)]
 
+#[path = "e2e/issuer_policy.rs"]
+mod issuer_policy;
 #[path = "e2e/nexus.rs"]
 mod nexus;
 #[path = "e2e/order_promises.rs"]
 mod order_promises;
+#[path = "e2e/secret_guard.rs"]
+mod secret_guard;
 
 use std::{
     sync::{LazyLock, OnceLock},
@@ -124,6 +128,10 @@ fn main() -> std::process::ExitCode {
             nexus::crash_after_issuance_recovers_by_search,
         ),
         trial(
+            "cluster_issuer_policy_refuses_before_any_ca_call",
+            issuer_policy::cluster_issuer_policy_refuses_before_any_ca_call,
+        ),
+        trial(
             "orders_and_revocations_stay_with_the_issuer_that_placed_them",
             order_promises::orders_and_revocations_stay_with_the_issuer_that_placed_them,
         ),
@@ -150,6 +158,10 @@ fn main() -> std::process::ExitCode {
         trial(
             "namespace_deletion_never_hangs_on_revoke_on_delete",
             order_promises::namespace_deletion_never_hangs_on_revoke_on_delete,
+        ),
+        trial(
+            "issuer_secret_label_guard_refuses_unlabelled_secrets_until_labelled",
+            secret_guard::unlabelled_secret_is_refused_until_labelled,
         ),
     ];
     let listing = args.list;
@@ -419,6 +431,78 @@ fn invalid_cases() -> Vec<InvalidCase> {
                 json!({"ca": {"secretName": "a"}, "nexus": {"url": "https://pgwy", "clientCertificateSecretName": "b"}}),
             ),
             expect: &["spec", "exactly one of scm, nexus or ca must be set"],
+        },
+        InvalidCase {
+            name: "issuer with a namespace policy",
+            object: pki(
+                "Issuer",
+                "namespace-policy",
+                json!({"ca": {"secretName": "a"}, "policy": {"namespaces": ["team-a"]}}),
+            ),
+            expect: &[
+                "spec.policy",
+                "namespaces is only for ClusterIssuers: an Issuer serves only its own namespace",
+            ],
+        },
+        InvalidCase {
+            name: "cluster issuer policy with an inner wildcard",
+            object: pki(
+                "ClusterIssuer",
+                "inner-wildcard-policy",
+                json!({"ca": {"secretName": "a"}, "policy": {"dnsNames": ["example.com", "a.*.example.com"]}}),
+            ),
+            expect: &[
+                "spec.policy.dnsNames[1]",
+                "must be a DNS name, optionally starting with *. (one label) or **. (any depth)",
+            ],
+        },
+        InvalidCase {
+            name: "cluster issuer policy with a malformed CIDR",
+            object: pki(
+                "ClusterIssuer",
+                "bad-cidr-policy",
+                json!({"ca": {"secretName": "a"}, "policy": {"ipAddresses": ["10.0.0.0/33"]}}),
+            ),
+            expect: &[
+                "spec.policy.ipAddresses[0]",
+                "must be an IP address or a CIDR range",
+            ],
+        },
+        InvalidCase {
+            name: "cluster issuer policy with ** inside a URI",
+            object: pki(
+                "ClusterIssuer",
+                "inner-double-star-policy",
+                json!({"ca": {"secretName": "a"}, "policy": {"uris": ["spiffe://cluster.local/**/sa"]}}),
+            ),
+            expect: &[
+                "spec.policy.uris[0]",
+                "must be a URI with a scheme; ** only as a final /**",
+            ],
+        },
+        InvalidCase {
+            name: "cluster issuer policy with a namespace that is no name or prefix",
+            object: pki(
+                "ClusterIssuer",
+                "bad-namespace-policy",
+                json!({"ca": {"secretName": "a"}, "policy": {"namespaces": ["Team_A"]}}),
+            ),
+            expect: &[
+                "spec.policy.namespaces[0]",
+                "must be a namespace name or a prefix ending in * such as team-*",
+            ],
+        },
+        InvalidCase {
+            name: "cluster issuer policy with a wildcard mailbox",
+            object: pki(
+                "ClusterIssuer",
+                "wildcard-mailbox-policy",
+                json!({"ca": {"secretName": "a"}, "policy": {"emailAddresses": ["ops@*.example.com"]}}),
+            ),
+            expect: &[
+                "spec.policy.emailAddresses[0]",
+                "must be an email address, a domain, or *.domain / **.domain",
+            ],
         },
         InvalidCase {
             name: "cluster issuer without a backend",

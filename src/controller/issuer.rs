@@ -12,7 +12,11 @@ use kube::{
 };
 use x509_parser::{certificate::X509Certificate, prelude::FromDer as _};
 
-use super::{Context, conditions};
+use super::{
+    Context,
+    certificate::policy::{self, InvalidPolicy},
+    conditions,
+};
 use crate::{
     FIELD_MANAGER,
     backend::{
@@ -22,11 +26,12 @@ use crate::{
         nexus::{NexusBackend, NexusConfig, NexusSigner},
         scm::{ScmAuth, ScmBackend, ScmConfig, ScmFlavor},
     },
+    config::LabelRequirement,
     crd::v1alpha1::{
         ClusterIssuer, Issuer,
         issuer::{
-            CaIssuer, IssuerStatus, NexusIssuer, NexusSigningMode, ScmFlavor as SpecFlavor, ScmIssuer,
-            TrustAnchor,
+            CaIssuer, IssuerPolicy, IssuerStatus, NexusIssuer, NexusSigningMode, ScmFlavor as SpecFlavor,
+            ScmIssuer, TrustAnchor,
         },
     },
 };
@@ -57,6 +62,25 @@ pub enum IssuerError {
         /// Key.
         key: String,
     },
+    /// The operator runs with `--issuer-secret-label` and a referenced Secret lacks the label.
+    #[error(
+        "Secret {namespace}/{name} lacks the label {label} that --issuer-secret-label requires of \
+         Secrets used by issuers; whoever may vouch for this Secret can add it: \
+         kubectl label secret -n {namespace} {name} {assignment}"
+    )]
+    SecretNotLabelled {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The required label, as the operator was configured.
+        label: String,
+        /// A `key=value` that satisfies it.
+        assignment: String,
+    },
+    /// The issuer's `spec.policy` has an entry that can never match.
+    #[error(transparent)]
+    InvalidPolicy(#[from] InvalidPolicy),
     /// Reading a Secret failed.
     #[error("cannot read Secret {namespace}/{name}")]
     ReadSecret {
@@ -84,6 +108,8 @@ impl IssuerError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::SecretNotFound { .. } | Self::SecretKeyMissing { .. } => "SecretNotFound",
+            Self::SecretNotLabelled { .. } => "SecretNotLabelled",
+            Self::InvalidPolicy(_) => "InvalidPolicy",
             Self::ReadSecret { .. } | Self::UpdateStatus(_) => "KubernetesError",
             Self::Backend(BackendError::Unauthorized { .. }) => "InvalidCredentials",
             Self::Backend(BackendError::Unavailable { .. } | BackendError::RateLimited { .. }) => {
@@ -108,19 +134,52 @@ pub struct IssuerParts<'a> {
     pub secret_namespace: String,
 }
 
-async fn read_secret(secrets: &Api<Secret>, namespace: &str, name: &str) -> Result<Secret, IssuerError> {
-    secrets
-        .get_opt(name)
-        .await
-        .map_err(|source| IssuerError::ReadSecret {
-            namespace: namespace.into(),
-            name: name.into(),
-            source,
-        })?
-        .ok_or_else(|| IssuerError::SecretNotFound {
-            namespace: namespace.into(),
-            name: name.into(),
-        })
+/// Where an issuer's Secrets are read, and the label they must carry (`--issuer-secret-label`).
+struct SecretSource<'a> {
+    api: Api<Secret>,
+    namespace: &'a str,
+    required_label: Option<&'a LabelRequirement>,
+}
+
+impl SecretSource<'_> {
+    /// Reads a Secret the issuer references; refuses it without the required label.
+    async fn read(&self, name: &str) -> Result<Secret, IssuerError> {
+        let secret = self
+            .api
+            .get_opt(name)
+            .await
+            .map_err(|source| IssuerError::ReadSecret {
+                namespace: self.namespace.into(),
+                name: name.into(),
+                source,
+            })?
+            .ok_or_else(|| IssuerError::SecretNotFound {
+                namespace: self.namespace.into(),
+                name: name.into(),
+            })?;
+        check_secret_label(self.required_label, &secret, self.namespace)?;
+        Ok(secret)
+    }
+}
+
+/// The opt-in guard: with `--issuer-secret-label`, an issuer may only use Secrets carrying the
+/// label, so creating an Issuer no longer grants the use of every Secret in its namespace.
+fn check_secret_label(
+    required: Option<&LabelRequirement>,
+    secret: &Secret,
+    namespace: &str,
+) -> Result<(), IssuerError> {
+    match required {
+        Some(required) if !required.matches(secret.metadata.labels.as_ref()) => {
+            Err(IssuerError::SecretNotLabelled {
+                namespace: namespace.into(),
+                name: secret.name_any(),
+                label: required.to_string(),
+                assignment: required.kubectl_argument(),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 fn secret_text(secret: &Secret, namespace: &str, key: &str) -> Result<String, IssuerError> {
@@ -140,9 +199,13 @@ fn secret_text(secret: &Secret, namespace: &str, key: &str) -> Result<String, Is
 /// Builds the backend an issuer describes, reading its Secrets.
 pub async fn build_backend(ctx: &Context, parts: &IssuerParts<'_>) -> Result<Backend, IssuerError> {
     let ns = parts.secret_namespace.as_str();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secrets = SecretSource {
+        api: Api::namespaced(ctx.client.clone(), ns),
+        namespace: ns,
+        required_label: ctx.issuer_secret_label.as_ref(),
+    };
     if let Some(ca) = parts.ca {
-        let secret = read_secret(&secrets, ns, &ca.secret_name).await?;
+        let secret = secrets.read(&ca.secret_name).await?;
         let local = LocalCa::from_pem(
             &secret_text(&secret, ns, "tls.crt")?,
             &secret_text(&secret, ns, "tls.key")?,
@@ -151,7 +214,7 @@ pub async fn build_backend(ctx: &Context, parts: &IssuerParts<'_>) -> Result<Bac
     }
     if let Some(scm) = parts.scm {
         let auth = if let Some(password) = &scm.auth.password {
-            let secret = read_secret(&secrets, ns, &password.secret_name).await?;
+            let secret = secrets.read(&password.secret_name).await?;
             ScmAuth::Password {
                 login: secret_text(&secret, ns, password.login_key.as_deref().unwrap_or("login"))?,
                 password: SecretString::new(secret_text(
@@ -161,7 +224,7 @@ pub async fn build_backend(ctx: &Context, parts: &IssuerParts<'_>) -> Result<Bac
                 )?),
             }
         } else if let Some(cert) = &scm.auth.client_certificate {
-            let secret = read_secret(&secrets, ns, &cert.secret_name).await?;
+            let secret = secrets.read(&cert.secret_name).await?;
             let identity = format!(
                 "{}\n{}\n",
                 secret_text(&secret, ns, "tls.crt")?,
@@ -200,7 +263,7 @@ pub async fn build_backend(ctx: &Context, parts: &IssuerParts<'_>) -> Result<Bac
     }
     if let Some(nexus) = parts.nexus {
         return Ok(Backend::Nexus(NexusBackend::new(
-            nexus_config(&secrets, ns, nexus).await?,
+            nexus_config(&secrets, nexus).await?,
         )?));
     }
     Err(IssuerError::Unsupported(
@@ -210,19 +273,16 @@ pub async fn build_backend(ctx: &Context, parts: &IssuerParts<'_>) -> Result<Bac
 
 /// The Nexus client configuration: the officer's TLS identity from `clientCertificateSecretName`,
 /// and in `Caller` mode the signing officer from `signingSecretName` (the TLS officer when unset).
-async fn nexus_config(
-    secrets: &Api<Secret>,
-    ns: &str,
-    nexus: &NexusIssuer,
-) -> Result<NexusConfig, IssuerError> {
-    let client = read_secret(secrets, ns, &nexus.client_certificate_secret_name).await?;
+async fn nexus_config(secrets: &SecretSource<'_>, nexus: &NexusIssuer) -> Result<NexusConfig, IssuerError> {
+    let ns = secrets.namespace;
+    let client = secrets.read(&nexus.client_certificate_secret_name).await?;
     let client_certificate = secret_text(&client, ns, "tls.crt")?;
     let client_key = secret_text(&client, ns, "tls.key")?;
     let signer = match nexus.signing_mode {
         NexusSigningMode::Server => None,
         NexusSigningMode::Caller => Some(match &nexus.signing_secret_name {
             Some(name) => {
-                let signing = read_secret(secrets, ns, name).await?;
+                let signing = secrets.read(name).await?;
                 NexusSigner {
                     certificate_chain_pem: secret_text(&signing, ns, "tls.crt")?,
                     key_pem: SecretString::new(secret_text(&signing, ns, "tls.key")?),
@@ -321,13 +381,20 @@ pub fn trust_anchors(chain_der: &[Vec<u8>]) -> Vec<TrustAnchor> {
 async fn check(
     ctx: &Context,
     parts: &IssuerParts<'_>,
+    policy: Option<&IssuerPolicy>,
     old: Option<&IssuerStatus>,
     generation: Option<i64>,
 ) -> (IssuerStatus, bool) {
     let mut status = old.cloned().unwrap_or_default();
     status.observed_generation = generation;
     status.last_check_time = Some(Time(jiff::Timestamp::now()));
-    let outcome = match build_backend(ctx, parts).await {
+    // A policy entry that can never match is the administrator's mistake to see here, before
+    // Certificates start failing against it.
+    let built = match policy.map_or(Ok(()), policy::validate) {
+        Ok(()) => build_backend(ctx, parts).await,
+        Err(invalid) => Err(IssuerError::from(invalid)),
+    };
+    let outcome = match built {
         Ok(backend) => backend
             .check()
             .await
@@ -401,7 +468,14 @@ pub async fn reconcile_issuer(issuer: Arc<Issuer>, ctx: Arc<Context>) -> Result<
         ca: issuer.spec.ca.as_ref(),
         secret_namespace: namespace.clone(),
     };
-    let (status, ready) = check(&ctx, &parts, issuer.status.as_ref(), issuer.meta().generation).await;
+    let (status, ready) = check(
+        &ctx,
+        &parts,
+        issuer.spec.policy(),
+        issuer.status.as_ref(),
+        issuer.meta().generation,
+    )
+    .await;
     if status_changed(issuer.status.as_ref(), &status) {
         let api: Api<Issuer> = Api::namespaced(ctx.client.clone(), &namespace);
         patch_status(&api, &issuer.name_any(), "Issuer", &status).await?;
@@ -420,7 +494,14 @@ pub async fn reconcile_cluster_issuer(
         ca: issuer.spec.ca.as_ref(),
         secret_namespace: ctx.cluster_resource_namespace.clone(),
     };
-    let (status, ready) = check(&ctx, &parts, issuer.status.as_ref(), issuer.meta().generation).await;
+    let (status, ready) = check(
+        &ctx,
+        &parts,
+        issuer.spec.policy(),
+        issuer.status.as_ref(),
+        issuer.meta().generation,
+    )
+    .await;
     if status_changed(issuer.status.as_ref(), &status) {
         let api: Api<ClusterIssuer> = Api::all(ctx.client.clone());
         patch_status(&api, &issuer.name_any(), "ClusterIssuer", &status).await?;
@@ -481,6 +562,73 @@ mod tests {
             None => params.self_signed(&key).unwrap(),
         };
         (cert, key)
+    }
+
+    fn secret(labels: &[(&str, &str)]) -> Secret {
+        let mut secret = Secret::default();
+        secret.metadata.name = Some("scm-credentials".into());
+        if !labels.is_empty() {
+            secret.metadata.labels = Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            );
+        }
+        secret
+    }
+
+    #[test]
+    fn without_the_flag_any_secret_may_be_used() {
+        assert!(check_secret_label(None, &secret(&[]), "team-a").is_ok());
+    }
+
+    #[test]
+    fn with_the_flag_only_labelled_secrets_may_be_used() {
+        let any_value: LabelRequirement = "pki-operator.io/issuer-secret".parse().unwrap();
+        assert!(
+            check_secret_label(
+                Some(&any_value),
+                &secret(&[("pki-operator.io/issuer-secret", "")]),
+                "team-a"
+            )
+            .is_ok()
+        );
+        let error = check_secret_label(Some(&any_value), &secret(&[("other", "x")]), "team-a").unwrap_err();
+        assert_eq!(error.reason(), "SecretNotLabelled");
+        let message = error.to_string();
+        for needle in [
+            "Secret team-a/scm-credentials",
+            "pki-operator.io/issuer-secret (any value)",
+            "--issuer-secret-label",
+            "kubectl label secret -n team-a scm-credentials pki-operator.io/issuer-secret=true",
+        ] {
+            assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+        }
+
+        let exact: LabelRequirement = "pki-operator.io/issuer-secret=approved".parse().unwrap();
+        let wrong_value = secret(&[("pki-operator.io/issuer-secret", "yes")]);
+        let error = check_secret_label(Some(&exact), &wrong_value, "ns").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("pki-operator.io/issuer-secret=approved"),
+            "{error}"
+        );
+        let right_value = secret(&[("pki-operator.io/issuer-secret", "approved")]);
+        assert!(check_secret_label(Some(&exact), &right_value, "ns").is_ok());
+    }
+
+    #[test]
+    fn an_unusable_policy_entry_is_reported_as_invalid_policy() {
+        let policy = IssuerPolicy {
+            ip_addresses: Some(vec!["10.0.0.0/99".into()]),
+            ..IssuerPolicy::default()
+        };
+        let error = IssuerError::from(policy::validate(&policy).unwrap_err());
+        assert_eq!(error.reason(), "InvalidPolicy");
+        assert!(error.to_string().contains("policy.ipAddresses"), "{error}");
+        assert!(error.to_string().contains("10.0.0.0/99"), "{error}");
     }
 
     #[test]

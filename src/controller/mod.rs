@@ -43,6 +43,8 @@ pub struct Context {
     pub cluster_resource_namespace: String,
     /// Reconciles each controller runs at once.
     pub max_concurrent_reconciles: u16,
+    /// The label a Secret must carry for an issuer to use it (`--issuer-secret-label`).
+    pub issuer_secret_label: Option<crate::config::LabelRequirement>,
 }
 
 /// Why a reconcile run failed.

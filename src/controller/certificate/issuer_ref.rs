@@ -16,6 +16,7 @@ use crate::{
         ClusterIssuer, Issuer,
         certificate::{CertificateOrder, OrderIssuer},
         common::IssuerKind,
+        issuer::IssuerPolicy,
     },
 };
 
@@ -31,6 +32,8 @@ pub struct ResolvedIssuer {
     pub backend: Backend,
     /// How often pending orders are polled.
     pub poll_interval: Duration,
+    /// Which namespaces and names the issuer serves (`spec.policy`).
+    pub policy: Option<IssuerPolicy>,
 }
 
 impl ResolvedIssuer {
@@ -144,7 +147,7 @@ async fn resolve(
                 "Issuer",
                 found.meta().clone(),
                 conditions,
-                (spec.scm, spec.nexus, spec.ca, namespace.to_owned()),
+                (spec.scm, spec.nexus, spec.ca, namespace.to_owned(), spec.policy),
             )
         }
         IssuerKind::ClusterIssuer => {
@@ -169,6 +172,7 @@ async fn resolve(
                     spec.nexus,
                     spec.ca,
                     ctx.cluster_resource_namespace.clone(),
+                    spec.policy,
                 ),
             )
         }
@@ -198,7 +202,7 @@ async fn resolve(
             )));
         }
     }
-    let (scm, nexus, ca, secret_namespace) = parts;
+    let (scm, nexus, ca, secret_namespace, policy) = parts;
     let issuer_parts = issuer::IssuerParts {
         scm: scm.as_ref(),
         nexus: nexus.as_ref(),
@@ -219,6 +223,7 @@ async fn resolve(
         },
         backend,
         poll_interval: issuer::poll_interval(scm.as_ref()),
+        policy,
     })
 }
 

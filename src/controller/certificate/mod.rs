@@ -9,6 +9,7 @@
 pub mod finalize;
 pub mod issuer_ref;
 pub mod plan;
+pub mod policy;
 pub mod validate;
 
 use std::{sync::Arc, time::Duration};
@@ -310,6 +311,31 @@ pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Ac
             return Ok(Action::requeue(ISSUER_WAIT));
         }
     };
+    // The issuer's policy decides before any CA call whether it serves this namespace and
+    // these names; a violation waits for a change of the Certificate or the issuer (both watched).
+    if let Err(violation) = policy::check_optional(issuer.policy.as_ref(), &namespace, &spec.subject) {
+        let message = violation.to_string();
+        conditions::set(
+            &mut status.conditions,
+            "Ready",
+            false,
+            "PolicyViolation",
+            message.clone(),
+            generation,
+        );
+        conditions::set(
+            &mut status.conditions,
+            "Issuing",
+            false,
+            "PolicyViolation",
+            "no order is placed while the issuer's policy refuses the request",
+            generation,
+        );
+        if write_status(&certs, &name, &old_status, &status).await? {
+            publish(&ctx, &cert, EventType::Warning, "PolicyViolation", &message).await;
+        }
+        return Ok(Action::await_change());
+    }
     settle_abandoned(&cert, &ctx, &mut status).await;
 
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);

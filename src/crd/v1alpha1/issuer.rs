@@ -5,7 +5,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 use super::common::{NameValue, conditions_schema, duration_schema};
@@ -49,6 +49,22 @@ pub struct IssuerSpec {
     /// A local CA whose key pair is stored in a Secret; certificates are signed in the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<CaIssuer>,
+    /// Which names Certificates may request from this issuer; a Certificate asking for anything
+    /// else is `Ready=False reason=PolicyViolation` and the CA is never called. Useful when the
+    /// Issuer is created by a cluster administrator and the namespace's users may only create
+    /// Certificates. `namespaces` is ClusterIssuer-only: an Issuer serves its own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("!has(self.namespaces)")
+        .message("namespaces is only for ClusterIssuers: an Issuer serves only its own namespace"))]
+    pub policy: Option<IssuerPolicy>,
+}
+
+impl IssuerSpec {
+    /// The name policy Certificates are checked against before any CA call (see
+    /// `controller::certificate::policy::check`).
+    pub fn policy(&self) -> Option<&IssuerPolicy> {
+        self.policy.as_ref()
+    }
 }
 
 /// Desired state of a ClusterIssuer: exactly one backend. Secret references resolve in the
@@ -87,6 +103,125 @@ pub struct ClusterIssuerSpec {
     /// A local CA whose key pair is stored in a Secret; certificates are signed in the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<CaIssuer>,
+    /// Which namespaces may use this ClusterIssuer and which names their Certificates may
+    /// request. A Certificate outside the policy is `Ready=False reason=PolicyViolation` and the
+    /// CA is never called. Without a policy every namespace may request any name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<IssuerPolicy>,
+}
+
+impl ClusterIssuerSpec {
+    /// The namespace and name policy Certificates are checked against before any CA call (see
+    /// `controller::certificate::policy::check`).
+    pub fn policy(&self) -> Option<&IssuerPolicy> {
+        self.policy.as_ref()
+    }
+}
+
+/// Restrictions on who may use an issuer and which names they may request. Every list is
+/// optional: an absent list allows everything of its kind, an empty list (`[]`) allows nothing
+/// of its kind. DNS names and email domains compare case-insensitively.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerPolicy {
+    /// Namespaces whose Certificates may use this ClusterIssuer: names (`team-a`) or prefixes
+    /// ending in `*` (`team-*`). ClusterIssuer only; rejected on an Issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "policy_namespaces_schema")]
+    pub namespaces: Option<Vec<String>>,
+    /// DNS names that may be requested (in `dnsNames`, and `commonName` when it looks like a
+    /// host name): exact names (`example.com`), `*.example.com` for exactly one label below
+    /// `example.com` (not `example.com` itself, not `a.b.example.com`), or `**.example.com` for
+    /// any depth below it. A requested wildcard such as `*.example.com` needs a pattern that
+    /// covers every name it stands for (`*.example.com` or `**.example.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "policy_dns_names_schema")]
+    pub dns_names: Option<Vec<String>>,
+    /// IP addresses that may be requested (in `ipAddresses`, and `commonName` when it is an IP
+    /// address): single addresses (`192.0.2.7`) or CIDR ranges (`10.0.0.0/8`,
+    /// `2001:db8::/32`). IPv4 ranges do not match IPv4-mapped IPv6 addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "policy_ip_addresses_schema")]
+    pub ip_addresses: Option<Vec<String>>,
+    /// URIs that may be requested: exact URIs, patterns where `*` stands for one or more
+    /// characters other than `/`, `\`, `:`, `?`, `#`, `@` and `*`
+    /// (`spiffe://cluster.local/ns/*/sa/web`), or prefixes ending in `/**`
+    /// (`spiffe://cluster.local/ns/team-a/**`). Compared case-sensitively. Requested URIs with
+    /// `.` or `..` path segments are refused when this list is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "policy_uris_schema")]
+    pub uris: Option<Vec<String>>,
+    /// Email addresses that may be requested (in `emailAddresses`, and `commonName` when it
+    /// contains `@`): whole addresses (`ops@example.com`), domains (`example.com`: any mailbox
+    /// there), or `*.example.com` / `**.example.com` for mailboxes in subdomains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "policy_email_addresses_schema")]
+    pub email_addresses: Option<Vec<String>>,
+}
+
+/// Most entries a policy list may hold; the check is linear in it and CEL cost scales with it.
+const POLICY_MAX_ITEMS: u32 = 64;
+
+/// A DNS name pattern (as a CEL single-quoted regex): optional leading `*.` or `**.`, then
+/// labels of letters, digits, `-` and `_`.
+const DNS_PATTERN: &str =
+    r"(\\*\\*?\\.)?([A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9_])?\\.)*[A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9_])?";
+/// The same without the wildcard prefix.
+const DOMAIN_PATTERN: &str =
+    r"([A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9_])?\\.)*[A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9_])?";
+
+/// Schema of one policy list: bounded, each entry validated by a CEL `rule` with `message`.
+fn policy_list_schema(max_length: u32, rule: &str, message: &str) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": POLICY_MAX_ITEMS,
+        "items": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": max_length,
+            "x-kubernetes-validations": [{"rule": rule, "message": message}],
+        },
+    })
+}
+
+fn policy_namespaces_schema(_: &mut SchemaGenerator) -> Schema {
+    policy_list_schema(
+        63,
+        r"self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') || self.matches('^[a-z0-9][-a-z0-9]*\\*$')",
+        "must be a namespace name or a prefix ending in * such as team-*",
+    )
+}
+
+fn policy_dns_names_schema(_: &mut SchemaGenerator) -> Schema {
+    policy_list_schema(
+        253,
+        &format!("self.matches('^{DNS_PATTERN}$')"),
+        "must be a DNS name, optionally starting with *. (one label) or **. (any depth)",
+    )
+}
+
+fn policy_ip_addresses_schema(_: &mut SchemaGenerator) -> Schema {
+    policy_list_schema(
+        64,
+        "isIP(self) || isCIDR(self)",
+        "must be an IP address or a CIDR range such as 10.0.0.0/8 or 2001:db8::/32",
+    )
+}
+
+fn policy_uris_schema(_: &mut SchemaGenerator) -> Schema {
+    policy_list_schema(
+        2048,
+        r"self.matches('^[A-Za-z][-A-Za-z0-9+.]*:([^*\\s]|\\*[^*\\s])*\\*?(/\\*\\*)?$')",
+        "must be a URI with a scheme; ** only as a final /**",
+    )
+}
+
+fn policy_email_addresses_schema(_: &mut SchemaGenerator) -> Schema {
+    policy_list_schema(
+        320,
+        &format!(r"self.matches('^([^@\\s*]+@{DOMAIN_PATTERN}|{DNS_PATTERN})$')"),
+        "must be an email address, a domain, or *.domain / **.domain",
+    )
 }
 
 /// Which product answers at `url`. They share one API; InCommon differs in a few paths and fields.
