@@ -92,15 +92,9 @@ pub enum Error {
 }
 
 impl Error {
-    /// Condition reason and metric label.
+    /// Condition reason, Event reason and metric label ([`super::errors::certificate`]).
     pub fn category(&self) -> &'static str {
-        match self {
-            Self::Kube { .. } => "KubernetesError",
-            Self::Backend { source, .. } => source.category(),
-            Self::Verification(_) => "VerificationFailed",
-            Self::Key(_) => "KeyError",
-            Self::IssuerUnavailable(_) => "IssuerNotReady",
-        }
+        super::errors::certificate(self).reason
     }
 }
 
@@ -452,7 +446,7 @@ fn record_failure(
     generation: Option<i64>,
 ) -> (String, Duration) {
     let attempts = status.failed_issuance_attempts.unwrap_or(0) + 1;
-    let message = crate::leader::error_chain(error);
+    let message = super::errors::error_chain(error);
     status.failed_issuance_attempts = Some(attempts);
     status.last_failure_time = Some(Time(jiff::Timestamp::now()));
     status.last_failure_message = Some(message.clone());
@@ -542,7 +536,7 @@ async fn resolve_issuer(
     };
     let backend = issuer::build_backend(ctx, &issuer_parts)
         .await
-        .map_err(|e| format!("{kind} {name}: {}", crate::leader::error_chain(&e)))?;
+        .map_err(|e| format!("{kind} {name}: {}", super::errors::error_chain(&e)))?;
     Ok(ResolvedIssuer {
         kind,
         name,
@@ -1155,7 +1149,7 @@ async fn finalize(cert: &Certificate, ctx: &Context, api: &Api<Certificate>) -> 
         if let Err(error) = result {
             let message = format!(
                 "{}; deletion waits for revocation (annotate with {SKIP_REVOKE_ANNOTATION}=true to delete without revoking)",
-                crate::leader::error_chain(&error)
+                super::errors::error_chain(&error)
             );
             publish(ctx, cert, EventType::Warning, "RevokeFailed", &message).await;
             return Ok(Action::requeue(Duration::from_secs(30)));
