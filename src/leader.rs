@@ -362,7 +362,7 @@ impl LeaderElector {
                 tracing::warn!(error = %error, "could not release the Lease; standbys take over when it expires");
             }
             Err(_) => {
-                tracing::warn!(lease = %name, "releasing the Lease timed out; standbys take over when it expires")
+                tracing::warn!(lease = %name, "releasing the Lease timed out; standbys take over when it expires");
             }
         }
     }

@@ -4,7 +4,8 @@
 //! DomainValidation, DiscoveryTask and AlertConfig are still *observers*: they watch their kind
 //! and count reconciles but change nothing until their reconcilers land. The wiring here (watch
 //! scope, readiness after cache sync, graceful shutdown, error isolation with
-//! `DeserializeGuard`, metadata-only Secret watches) is shared.
+//! `DeserializeGuard`, metadata-only Secret watches, and the error policy of [`errors`]: retry
+//! with per-object backoff what can pass, wait for a change what cannot) is shared.
 
 pub mod certificate;
 pub mod conditions;
@@ -345,7 +346,7 @@ where
                 let failures = reconciled.clone();
                 async move { reconcile_once(name, reconcile, &obj, &ctx, &failures).await }
             },
-            move |obj, err, ctx| error_policy(name, &obj, err, &ctx, &failed),
+            move |obj, err, _ctx| error_policy(name, &obj, err, &failed),
             ctx.clone(),
         )
         .for_each(move |result| {
@@ -430,7 +431,6 @@ fn error_policy<K>(
     name: &'static str,
     obj: &Arc<DeserializeGuard<K>>,
     error: &Error,
-    _ctx: &Arc<Context>,
     failures: &errors::Failures,
 ) -> Action
 where
@@ -531,7 +531,7 @@ mod tests {
             "{error:?}"
         );
 
-        let action = error_policy("issuer", &obj, &error, &ctx, &failures);
+        let action = error_policy("issuer", &obj, &error, &failures);
         assert_ne!(action, Action::await_change(), "{action:?}");
         assert_eq!(failures.len(), 1, "the retry is backed off per object");
         let text = ctx.metrics.encode().unwrap();
@@ -566,7 +566,7 @@ mod tests {
                 .boxed(),
         )));
         assert_ne!(
-            error_policy("issuer", &obj, &blip, &ctx, &failures),
+            error_policy("issuer", &obj, &blip, &failures),
             Action::await_change()
         );
         assert_eq!(failures.len(), 1);
@@ -590,7 +590,7 @@ mod tests {
             .expect_err("an unreadable object fails");
         assert_eq!(error.category(), "InvalidObject");
         assert_eq!(
-            error_policy("issuer", &invalid, &error, &ctx, &failures),
+            error_policy("issuer", &invalid, &error, &failures),
             Action::await_change()
         );
         assert!(failures.is_empty());
