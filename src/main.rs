@@ -103,17 +103,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let controllers = controller::run(ctx, &scope, readiness.clone(), shutdown.clone());
 
     let result = if let Some(elector) = elector.as_mut() {
-        let hold = elector.hold(&shutdown);
-        tokio::pin!(hold);
-        tokio::select! {
-            () = controllers => hold.await.map_err(anyhow::Error::from),
-            lost = &mut hold => {
-                // Exit instead of continuing as a possible second leader.
-                readiness.set(false);
-                shutdown.cancel();
-                lost.map_err(anyhow::Error::from)
-            }
+        // The controllers stop before the Lease can expire for a standby; after a loss the
+        // process exits instead of continuing as a possible second leader.
+        let held = elector.lead(&shutdown, controllers).await;
+        if held.is_err() {
+            readiness.set(false);
         }
+        held.map_err(anyhow::Error::from)
     } else {
         controllers.await;
         Ok(())

@@ -12,7 +12,8 @@ use prometheus_client::{
 pub struct ReconcileLabels {
     /// Controller name, e.g. `certificate`.
     pub controller: &'static str,
-    /// `success` or an error category such as `InvalidObject`.
+    /// `success`, or the failure's reason from [`crate::controller::errors`] (the word its
+    /// conditions and Events use), such as `KubernetesError` or `InvalidObject`.
     pub outcome: &'static str,
 }
 
@@ -84,7 +85,7 @@ impl Metrics {
         }
     }
 
-    /// Records one reconcile run.
+    /// Records one reconcile run, failed ones included, with how long it took.
     pub fn reconciled(&self, controller: &'static str, outcome: &'static str, seconds: f64) {
         self.reconciliations
             .get_or_create(&ReconcileLabels { controller, outcome })

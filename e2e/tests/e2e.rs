@@ -1714,14 +1714,14 @@ fn scm_invalid_credentials() -> Result<()> {
         apply(&ns.name, &certificate_yaml("blocked", "sectigo", ""))?;
         let issuers: Api<Issuer> = Api::namespaced(client.clone(), &ns.name);
         let issuer = wait_for(
-            "Issuer Ready=False InvalidCredentials",
+            "Issuer Ready=False Unauthorized",
             Duration::from_secs(60),
             || async {
                 issuers.get_opt("sectigo").await.ok().flatten().filter(|i| {
                     i.status.as_ref().is_some_and(|s| {
-                        s.conditions.iter().any(|c| {
-                            c.type_ == "Ready" && c.status == "False" && c.reason == "InvalidCredentials"
-                        })
+                        s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "Unauthorized")
                     })
                 })
             },

@@ -104,21 +104,9 @@ pub enum IssuerError {
 }
 
 impl IssuerError {
-    /// Condition reason.
+    /// Condition reason, Event reason and metric label ([`super::errors::issuer`]).
     pub fn reason(&self) -> &'static str {
-        match self {
-            Self::SecretNotFound { .. } | Self::SecretKeyMissing { .. } => "SecretNotFound",
-            Self::SecretNotLabelled { .. } => "SecretNotLabelled",
-            Self::InvalidPolicy(_) => "InvalidPolicy",
-            Self::ReadSecret { .. } | Self::UpdateStatus(_) => "KubernetesError",
-            Self::Backend(BackendError::Unauthorized { .. }) => "InvalidCredentials",
-            Self::Backend(BackendError::Unavailable { .. } | BackendError::RateLimited { .. }) => {
-                "Unreachable"
-            }
-            Self::Backend(BackendError::Configuration { .. }) => "InvalidConfiguration",
-            Self::Backend(_) => "CheckFailed",
-            Self::Unsupported(_) => "Unsupported",
-        }
+        super::errors::issuer(self).reason
     }
 }
 
@@ -436,7 +424,7 @@ async fn check(
             (status, true)
         }
         Err(error) => {
-            let message = crate::leader::error_chain(&error);
+            let message = super::errors::error_chain(&error);
             conditions::set(
                 &mut status.conditions,
                 "Ready",

@@ -4,13 +4,15 @@
 //! DomainValidation, DiscoveryTask and AlertConfig are still *observers*: they watch their kind
 //! and count reconciles but change nothing until their reconcilers land. The wiring here (watch
 //! scope, readiness after cache sync, graceful shutdown, error isolation with
-//! `DeserializeGuard`, metadata-only Secret watches) is shared.
+//! `DeserializeGuard`, metadata-only Secret watches, and the error policy of [`errors`]: retry
+//! with per-object backoff what can pass, wait for a change what cannot) is shared.
 
 pub mod certificate;
 pub mod conditions;
+pub mod errors;
 pub mod issuer;
 
-use std::{fmt::Debug, sync::Arc, time::Instant};
+use std::{fmt::Debug, sync::Arc};
 
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use kube::{
@@ -24,6 +26,7 @@ use kube::{
     },
 };
 use serde::de::DeserializeOwned;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -68,13 +71,10 @@ pub enum Error {
 }
 
 impl Error {
-    /// A bounded, PascalCase label for metrics, event reasons and condition reasons.
+    /// A bounded, PascalCase label for metrics, event reasons and condition reasons
+    /// ([`errors::reconcile`]).
     pub fn category(&self) -> &'static str {
-        match self {
-            Self::InvalidObject { .. } => "InvalidObject",
-            Self::Certificate(e) => e.category(),
-            Self::Issuer(e) => e.reason(),
-        }
+        errors::reconcile(self).reason
     }
 }
 
@@ -339,33 +339,30 @@ where
         let _ = store.wait_until_ready().await;
     }
     .boxed();
+    // Consecutive failures per object, for the error policy's backoff.
+    let failures = Arc::new(errors::Failures::default());
+    let (reconciled, failed) = (failures.clone(), failures.clone());
     let run = controller
         .run(
-            move |obj: Arc<DeserializeGuard<K>>, ctx: Arc<Context>| async move {
-                let started = Instant::now();
-                let result = match &obj.0 {
-                    Ok(object) => reconcile(Arc::new(object.clone()), ctx.clone()).await.map_err(Into::into),
-                    Err(invalid) => Err(Error::InvalidObject {
-                        object: format!(
-                            "{}/{}",
-                            invalid.metadata.namespace.as_deref().unwrap_or(""),
-                            invalid.metadata.name.as_deref().unwrap_or("")
-                        ),
-                        message: invalid.error.clone(),
-                    }),
-                };
-                if result.is_ok() {
-                    ctx.metrics.reconciled(name, "success", started.elapsed().as_secs_f64());
-                }
-                result
+            move |obj: Arc<DeserializeGuard<K>>, ctx: Arc<Context>| {
+                let failures = reconciled.clone();
+                async move { reconcile_once(name, reconcile, &obj, &ctx, &failures).await }
             },
-            move |obj, err, ctx| error_policy(name, &obj, err, &ctx),
+            move |obj, err, _ctx| error_policy(name, &obj, err, &failed),
             ctx.clone(),
         )
-        .for_each(move |result| async move {
-            if let Err(error) = result {
-                tracing::debug!(controller = name, error = %crate::leader::error_chain(&error), "reconcile loop event");
+        .for_each(move |result| {
+            match &result {
+                // A retry found its object deleted: nothing will fail for it any more.
+                Err(kube::runtime::controller::Error::ObjectNotFound(gone)) => {
+                    failures.forget(&(gone.namespace.clone(), gone.name.clone()));
+                }
+                Err(error) => {
+                    tracing::debug!(controller = name, error = %errors::error_chain(error), "reconcile loop event");
+                }
+                Ok(_) => {}
             }
+            futures::future::ready(())
         })
         .boxed();
     Runner { name, synced, run }
@@ -382,14 +379,223 @@ where
     Ok(Action::await_change())
 }
 
+/// The object's identity for the failure counts.
+fn object_key<K: Resource>(obj: &K) -> errors::ObjectKey {
+    (
+        obj.meta().namespace.clone(),
+        obj.meta().name.clone().unwrap_or_default(),
+    )
+}
+
+/// One reconcile run as the runner makes it: objects that failed to deserialize become
+/// [`Error::InvalidObject`], the run is counted and timed (failures too), and a success resets
+/// the object's backoff.
+async fn reconcile_once<K, F, E>(
+    name: &'static str,
+    reconcile: fn(Arc<K>, Arc<Context>) -> F,
+    obj: &Arc<DeserializeGuard<K>>,
+    ctx: &Arc<Context>,
+    failures: &errors::Failures,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()> + Clone,
+    F: Future<Output = Result<Action, E>>,
+    E: Into<Error>,
+{
+    let started = Instant::now();
+    let result = match &obj.0 {
+        Ok(object) => reconcile(Arc::new(object.clone()), ctx.clone())
+            .await
+            .map_err(Into::into),
+        Err(invalid) => Err(Error::InvalidObject {
+            object: format!(
+                "{}/{}",
+                invalid.metadata.namespace.as_deref().unwrap_or(""),
+                invalid.metadata.name.as_deref().unwrap_or("")
+            ),
+            message: invalid.error.clone(),
+        }),
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    match &result {
+        Ok(_) => {
+            failures.forget(&object_key(obj.as_ref()));
+            ctx.metrics.reconciled(name, "success", seconds);
+        }
+        Err(error) => ctx.metrics.reconciled(name, error.category(), seconds),
+    }
+    result
+}
+
+/// After a failed reconcile: transient failures are retried with per-object exponential
+/// backoff, permanent ones wait for a change ([`errors`] decides which is which).
 fn error_policy<K>(
     name: &'static str,
-    _obj: &Arc<DeserializeGuard<K>>,
+    obj: &Arc<DeserializeGuard<K>>,
     error: &Error,
-    ctx: &Arc<Context>,
-) -> Action {
-    ctx.metrics.reconciled(name, error.category(), 0.0);
-    tracing::warn!(controller = name, category = error.category(), error = %error, "reconcile failed");
-    // An unreadable object only becomes readable when someone edits it.
-    Action::await_change()
+    failures: &errors::Failures,
+) -> Action
+where
+    K: Resource<DynamicType = ()>,
+{
+    let classification = errors::reconcile(error);
+    let retry = failures.failed(object_key(obj.as_ref()), classification);
+    tracing::warn!(
+        controller = name,
+        object = %ObjectRef::from_obj(obj.as_ref()),
+        reason = classification.reason,
+        ?retry,
+        error = %errors::error_chain(error),
+        "reconcile failed"
+    );
+    retry.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{Method, Request, Response};
+    use kube::{client::Body, runtime::events::Reporter};
+
+    use super::*;
+
+    fn status_response(code: u16, reason: &str) -> Response<Body> {
+        let status = serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("injected {reason}"), "reason": reason, "code": code,
+        });
+        Response::builder()
+            .status(code)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&status).unwrap()))
+            .unwrap()
+    }
+
+    fn context(client: Client) -> Arc<Context> {
+        Arc::new(Context {
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "pki-operator".into(),
+                    instance: None,
+                },
+            ),
+            client,
+            metrics: Arc::new(Metrics::new()),
+            cluster_resource_namespace: "default".into(),
+            max_concurrent_reconciles: 1,
+            issuer_secret_label: None,
+        })
+    }
+
+    fn issuer() -> v1alpha1::Issuer {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "pki-operator.io/v1alpha1", "kind": "Issuer",
+            "metadata": {"name": "ca", "namespace": "team", "generation": 1},
+            "spec": {"ca": {"secretName": "ca-key"}},
+        }))
+        .unwrap()
+    }
+
+    /// The value of the sample line starting with `series` in the metrics text.
+    fn sample(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in {text}"))
+    }
+
+    /// An apiserver 5xx on the status write must not strand the Issuer until someone edits it:
+    /// the runner counts the failure with its duration and the error policy requeues it.
+    #[tokio::test]
+    async fn issuer_whose_status_write_gets_a_500_is_requeued() {
+        let (service, mut apiserver) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "team");
+        let answers = tokio::spawn(async move {
+            let (request, reply) = apiserver.next_request().await.expect("GET of the CA Secret");
+            assert_eq!(request.method(), Method::GET);
+            assert_eq!(request.uri().path(), "/api/v1/namespaces/team/secrets/ca-key");
+            reply.send_response(status_response(404, "NotFound"));
+            let (request, reply) = apiserver.next_request().await.expect("status PATCH");
+            assert_eq!(request.method(), Method::PATCH);
+            assert_eq!(
+                request.uri().path(),
+                "/apis/pki-operator.io/v1alpha1/namespaces/team/issuers/ca/status"
+            );
+            reply.send_response(status_response(500, "InternalError"));
+        });
+        let ctx = context(client);
+        let failures = errors::Failures::default();
+        let obj = Arc::new(DeserializeGuard(Ok(issuer())));
+        let error = reconcile_once("issuer", issuer::reconcile_issuer, &obj, &ctx, &failures)
+            .await
+            .expect_err("the status write failed");
+        answers.await.unwrap();
+        assert!(
+            matches!(&error, Error::Issuer(issuer::IssuerError::UpdateStatus(_))),
+            "{error:?}"
+        );
+
+        let action = error_policy("issuer", &obj, &error, &failures);
+        assert_ne!(action, Action::await_change(), "{action:?}");
+        assert_eq!(failures.len(), 1, "the retry is backed off per object");
+        let text = ctx.metrics.encode().unwrap();
+        assert!(
+            text.contains(
+                r#"pki_operator_reconciliations_total{controller="issuer",outcome="KubernetesError"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            sample(
+                &text,
+                r#"pki_operator_reconcile_duration_seconds_sum{controller="issuer"}"#
+            ) > 0.0
+        );
+    }
+
+    #[allow(clippy::unused_async)]
+    async fn succeed(_: Arc<v1alpha1::Issuer>, _: Arc<Context>) -> Result<Action, Error> {
+        Ok(Action::await_change())
+    }
+
+    #[tokio::test]
+    async fn a_success_resets_the_backoff_and_an_unreadable_object_waits_for_a_change() {
+        let (service, _apiserver) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let ctx = context(Client::new(service, "team"));
+        let failures = errors::Failures::default();
+        let obj = Arc::new(DeserializeGuard(Ok(issuer())));
+        let blip = Error::Issuer(issuer::IssuerError::UpdateStatus(kube::Error::Api(
+            kube::core::Status::failure("etcd timeout", "Timeout")
+                .with_code(504)
+                .boxed(),
+        )));
+        assert_ne!(
+            error_policy("issuer", &obj, &blip, &failures),
+            Action::await_change()
+        );
+        assert_eq!(failures.len(), 1);
+        reconcile_once("issuer", succeed, &obj, &ctx, &failures)
+            .await
+            .unwrap();
+        assert!(failures.is_empty(), "a success forgets the failures");
+
+        let invalid = Arc::new(DeserializeGuard::<v1alpha1::Issuer>(Err(
+            kube::core::error_boundary::InvalidObject {
+                error: "spec.ca: invalid type: string".into(),
+                metadata: kube::api::ObjectMeta {
+                    name: Some("broken".into()),
+                    namespace: Some("team".into()),
+                    ..Default::default()
+                },
+            },
+        )));
+        let error = reconcile_once("issuer", succeed, &invalid, &ctx, &failures)
+            .await
+            .expect_err("an unreadable object fails");
+        assert_eq!(error.category(), "InvalidObject");
+        assert_eq!(
+            error_policy("issuer", &invalid, &error, &failures),
+            Action::await_change()
+        );
+        assert!(failures.is_empty());
+    }
 }

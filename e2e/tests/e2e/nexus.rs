@@ -231,7 +231,7 @@ pub fn wrong_signer_and_foreign_client_certificate_are_reported() -> Result<()> 
             .await
             .with_context(|| operator.log_text())?;
         ensure!(
-            reason == "InvalidCredentials" && message.contains("refused the TLS client certificate"),
+            reason == "Unauthorized" && message.contains("refused the TLS client certificate"),
             "reason {reason}, message {message}"
         );
         Ok(())

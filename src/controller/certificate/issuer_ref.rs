@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{Api, Resource};
 
 use super::super::{Context, conditions, issuer};
@@ -188,20 +189,7 @@ async fn resolve(
     if meta.deletion_timestamp.is_some() {
         return Err(Unusable::Gone(format!("{kind_name} {name} is being deleted")));
     }
-    match conditions::get(&conditions, "Ready") {
-        Some(c) if c.status == "True" => {}
-        Some(c) => {
-            return Err(Unusable::NotReady(format!(
-                "{kind_name} {name} is not ready: {} ({})",
-                c.message, c.reason
-            )));
-        }
-        None => {
-            return Err(Unusable::NotReady(format!(
-                "{kind_name} {name} is not ready: not checked yet"
-            )));
-        }
-    }
+    ready(kind_name, name, &conditions)?;
     let (scm, nexus, ca, secret_namespace, policy) = parts;
     let issuer_parts = issuer::IssuerParts {
         scm: scm.as_ref(),
@@ -209,9 +197,12 @@ async fn resolve(
         ca: ca.as_ref(),
         secret_namespace,
     };
-    let backend = issuer::build_backend(ctx, &issuer_parts)
-        .await
-        .map_err(|e| Unusable::NotReady(format!("{kind_name} {name}: {}", crate::leader::error_chain(&e))))?;
+    let backend = issuer::build_backend(ctx, &issuer_parts).await.map_err(|e| {
+        Unusable::NotReady(format!(
+            "{kind_name} {name}: {}",
+            super::super::errors::error_chain(&e)
+        ))
+    })?;
     Ok(ResolvedIssuer {
         kind: kind_name,
         name: name.to_owned(),
@@ -225,6 +216,20 @@ async fn resolve(
         poll_interval: issuer::poll_interval(scm.as_ref()),
         policy,
     })
+}
+
+/// Whether the issuer's own check passed (its `Ready` condition).
+fn ready(kind_name: &str, name: &str, conditions: &[Condition]) -> Result<(), Unusable> {
+    match conditions::get(conditions, "Ready") {
+        Some(c) if c.status == "True" => Ok(()),
+        Some(c) => Err(Unusable::NotReady(format!(
+            "{kind_name} {name} is not ready: {} ({})",
+            c.message, c.reason
+        ))),
+        None => Err(Unusable::NotReady(format!(
+            "{kind_name} {name} is not ready: not checked yet"
+        ))),
+    }
 }
 
 /// The identity a Certificate's `spec.issuerRef` names, without reading the issuer (uid unknown).

@@ -168,24 +168,9 @@ impl DeliveryProblem {
 }
 
 impl Error {
-    /// Condition reason and metric label.
+    /// Condition reason, Event reason and metric label ([`super::errors::certificate`]).
     pub fn category(&self) -> &'static str {
-        match self {
-            Self::Kube { .. } => "KubernetesError",
-            Self::Backend { source, .. } => source.category(),
-            Self::OrderFailed { .. } => "OrderFailed",
-            Self::Delivery { problem, .. } => match problem {
-                DeliveryProblem::Expired(_) => "CertificateExpired",
-                DeliveryProblem::NotYetValid(_) => "CertificateNotYetValid",
-                DeliveryProblem::SameCertificate(_) => "SameCertificateReturned",
-                DeliveryProblem::KeyMismatch => "KeyMismatch",
-                _ => "VerificationFailed",
-            },
-            Self::Verification(_) => "VerificationFailed",
-            Self::RepairImpossible { .. } => "RepairFailed",
-            Self::Key(_) => "KeyError",
-            Self::IssuerUnavailable(_) => "IssuerNotReady",
-        }
+        super::errors::certificate(self).reason
     }
 }
 
@@ -610,7 +595,7 @@ fn record_failure(
     generation: Option<i64>,
 ) -> (String, Duration) {
     let attempts = status.failed_issuance_attempts.unwrap_or(0) + 1;
-    let message = conditions::truncate(crate::leader::error_chain(error), MAX_FAILURE_MESSAGE);
+    let message = conditions::truncate(super::errors::error_chain(error), MAX_FAILURE_MESSAGE);
     status.failed_issuance_attempts = Some(attempts);
     status.last_failure_time = Some(Time(jiff::Timestamp::now()));
     status.last_failure_message = Some(message.clone());
@@ -1264,7 +1249,7 @@ async fn repair(
             return Err(impossible(format!("the CA says it is pending: {detail}")));
         }
         Err(source @ (BackendError::NotFound { .. } | BackendError::MalformedResponse { .. })) => {
-            return Err(impossible(crate::leader::error_chain(&source)));
+            return Err(impossible(super::errors::error_chain(&source)));
         }
         Err(source) => {
             return Err(Error::Backend {
