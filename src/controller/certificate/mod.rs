@@ -578,6 +578,7 @@ fn enroll_request(spec: &ValidatedCertificate, csr_der: Vec<u8>) -> EnrollReques
         lifetime: Some(spec.duration),
         options: spec.options.clone(),
         csr_created_at: None,
+        known_orders: Vec::new(),
     }
 }
 
