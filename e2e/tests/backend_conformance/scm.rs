@@ -197,10 +197,24 @@ pub fn trials() -> Vec<Trial> {
 
 async fn check_lists_profiles(mode: Mode, reading: ScmReading) -> Result<()> {
     let sim = ScmSimulator::start(reading_config(mode, reading)).await?;
-    let profiles = backend_for(&sim, mode, PASSWORD)?.check().await?;
+    let backend = backend_for(&sim, mode, PASSWORD)?;
+    let profiles = backend.check().await?;
     ensure!(
         profiles.iter().any(|p| p.id == "5153" && p.terms.contains(&365)),
         "profiles: {profiles:?}"
+    );
+    // InCommon's certificate-login path is found once (by the check) and then remembered: only
+    // the strict reading's server, which serves 001's path, ever sees the probe of 004's path.
+    backend.check().await?;
+    let order = new_order(&["base-path.example.com"])?;
+    let handle = backend.enroll(&order.request).await?;
+    conformance::collect_until_issued(&backend, &handle, &order.request.csr_der, 10).await?;
+    let misses = sim.stats().requests.get("unknown").copied().unwrap_or(0);
+    let expected =
+        u64::from(matches!(mode, Mode::InCommonClientCertificate) && reading == ScmReading::Strict);
+    ensure!(
+        misses == expected,
+        "{misses} requests to a path the server does not serve, expected {expected}"
     );
     Ok(())
 }
