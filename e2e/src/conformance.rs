@@ -30,17 +30,23 @@ pub enum Check {
     RenewIssuesANewCertificate,
     /// [`find_existing_order_finds_the_order`].
     FindExistingOrder,
+    /// [`find_existing_order_skips_known_orders`].
+    FindExistingOrderSkipsKnownOrders,
+    /// [`collect_for_another_key_fails_the_order`].
+    CollectForAnotherKeyFails,
 }
 
 impl Check {
     /// Every check.
-    pub const ALL: [Check; 6] = [
+    pub const ALL: [Check; 8] = [
         Check::EnrollThenCollect,
         Check::CollectBeforeIssuanceIsPending,
         Check::CollectUnknownOrderIsNotFound,
         Check::RevokeIsIdempotent,
         Check::RenewIssuesANewCertificate,
         Check::FindExistingOrder,
+        Check::FindExistingOrderSkipsKnownOrders,
+        Check::CollectForAnotherKeyFails,
     ];
 
     /// The check's function name, used as the trial name.
@@ -52,6 +58,8 @@ impl Check {
             Check::RevokeIsIdempotent => "revoke_is_idempotent",
             Check::RenewIssuesANewCertificate => "renew_issues_a_new_certificate",
             Check::FindExistingOrder => "find_existing_order_finds_the_order",
+            Check::FindExistingOrderSkipsKnownOrders => "find_existing_order_skips_known_orders",
+            Check::CollectForAnotherKeyFails => "collect_for_another_key_fails_the_order",
         }
     }
 
@@ -64,6 +72,8 @@ impl Check {
             Check::RevokeIsIdempotent => revoke_is_idempotent(backend).await,
             Check::RenewIssuesANewCertificate => renew_issues_a_new_certificate(backend, root_pem).await,
             Check::FindExistingOrder => find_existing_order_finds_the_order(backend).await,
+            Check::FindExistingOrderSkipsKnownOrders => find_existing_order_skips_known_orders(backend).await,
+            Check::CollectForAnotherKeyFails => collect_for_another_key_fails_the_order(backend).await,
         }
     }
 }
@@ -117,6 +127,24 @@ pub async fn collect_until_issued<B: CaBackend>(
         }
     }
     bail!("order {} not issued after {max_polls} polls", order.id)
+}
+
+/// Polls `collect` until the order is issued or failed (returned as is); `Pending` after
+/// `max_polls` polls.
+pub async fn collect_until_settled<B: CaBackend>(
+    backend: &B,
+    order: &OrderHandle,
+    csr_der: &[u8],
+    max_polls: u32,
+) -> Result<Collected> {
+    let mut last = None;
+    for _ in 0..max_polls {
+        match backend.collect(order, csr_der).await? {
+            pending @ Collected::Pending { .. } => last = Some(pending),
+            settled => return Ok(settled),
+        }
+    }
+    last.ok_or_else(|| anyhow::anyhow!("no poll made"))
 }
 
 /// Checks that `issued` is a valid chain up to `root_pem`: every certificate is signed by the
@@ -252,19 +280,43 @@ pub async fn revoke_is_idempotent<B: CaBackend>(backend: &B) -> Result<()> {
     }
 }
 
-/// Renewal with a new key yields a new order and a new certificate for the new key.
+/// Renewal with a new key ends, within a bounded number of calls, in a new certificate for the
+/// new key, the way the controller drives it: the renewed order issues it; or `renew` answers
+/// `Unsupported` and a fresh enrollment issues it; or the renewed order fails because the CA
+/// renewed with the old CSR, and a fresh enrollment issues it.
 pub async fn renew_issues_a_new_certificate<B: CaBackend>(backend: &B, root_pem: &str) -> Result<()> {
     let first = new_order(&["renew.example.com"])?;
     let handle = backend.enroll(&first.request).await?;
     let (old, _) = collect_until_issued(backend, &handle, &first.request.csr_der, 50).await?;
     let second = new_order(&["renew.example.com"])?;
-    let renewed = backend.renew(&handle, &second.request).await?;
-    ensure!(
-        renewed.id != handle.id,
-        "renewal returned the same order id {}",
-        renewed.id
-    );
-    let (new, _) = collect_until_issued(backend, &renewed, &second.request.csr_der, 50).await?;
+    let csr = &second.request.csr_der;
+    let new = match backend.renew(&handle, &second.request).await {
+        Ok(renewed) => {
+            ensure!(
+                renewed.id != handle.id,
+                "renewal returned the same order id {}",
+                renewed.id
+            );
+            match collect_until_settled(backend, &renewed, csr, 50).await? {
+                Collected::Issued(issued) => issued,
+                Collected::Failed { reason } => {
+                    ensure!(
+                        reason.contains("different key"),
+                        "renewed order {} failed for another reason: {reason}",
+                        renewed.id
+                    );
+                    let fresh = backend.enroll(&second.request).await?;
+                    collect_until_issued(backend, &fresh, csr, 50).await?.0
+                }
+                Collected::Pending { .. } => bail!("renewed order {} never settled", renewed.id),
+            }
+        }
+        Err(BackendError::Unsupported { .. }) => {
+            let fresh = backend.enroll(&second.request).await?;
+            collect_until_issued(backend, &fresh, csr, 50).await?.0
+        }
+        Err(error) => return Err(error.into()),
+    };
     verify_issued(&new, root_pem, &second.key)?;
     ensure!(
         leaf_serial(&new)? != leaf_serial(&old)?,
@@ -287,5 +339,39 @@ pub async fn find_existing_order_finds_the_order<B: CaBackend>(backend: &B) -> R
     let other = new_order(&["recover.example.com"])?;
     let none = backend.find_existing_order(&other.request).await?;
     ensure!(none.is_none(), "a CSR that was never ordered matched {none:?}");
+    Ok(())
+}
+
+/// An order the caller already accounts for (`known_orders`) is never recovered.
+pub async fn find_existing_order_skips_known_orders<B: CaBackend>(backend: &B) -> Result<()> {
+    let mut order = new_order(&["known.example.com"])?;
+    let handle = backend.enroll(&order.request).await?;
+    order.request.known_orders = vec!["1".into(), handle.id.clone()];
+    let found = backend.find_existing_order(&order.request).await?;
+    ensure!(
+        found.is_none(),
+        "order {} is known to the caller, yet was recovered as {found:?}",
+        handle.id
+    );
+    Ok(())
+}
+
+/// An issued order whose certificate does not carry the key being collected for (the CA did not
+/// use the order's CSR) fails with a reason saying so, every time it is collected: it must not
+/// look pending or malformed, or the caller would collect it forever.
+pub async fn collect_for_another_key_fails_the_order<B: CaBackend>(backend: &B) -> Result<()> {
+    let order = new_order(&["other-key.example.com"])?;
+    let handle = backend.enroll(&order.request).await?;
+    collect_until_issued(backend, &handle, &order.request.csr_der, 50).await?;
+    let other = new_order(&["other-key.example.com"])?;
+    for attempt in 1..=2 {
+        match backend.collect(&handle, &other.request.csr_der).await {
+            Ok(Collected::Failed { reason }) => ensure!(
+                reason.contains("different key") && reason.contains(&handle.id),
+                "collect {attempt}: the reason {reason:?} does not name the order and the key"
+            ),
+            other => bail!("collect {attempt} for another key returned {other:?}, expected Failed"),
+        }
+    }
     Ok(())
 }

@@ -348,7 +348,10 @@ pub trait CaBackend: Send + Sync {
     ) -> impl Future<Output = Result<OrderHandle, BackendError>> + Send;
 
     /// Asks for the state of an order placed for the CSR `csr_der`. An issued certificate comes
-    /// back as the certificate carrying the CSR's key plus its issuer chain.
+    /// back as the certificate carrying the CSR's key plus its issuer chain. An order the CA
+    /// issued without any certificate carrying that key (it did not use this order's CSR, e.g.
+    /// a renewal made with the initial CSR) is [`Collected::Failed`]: collecting it again would
+    /// never produce the certificate, so the caller enrolls afresh.
     fn collect(
         &self,
         order: &OrderHandle,
@@ -356,6 +359,10 @@ pub trait CaBackend: Send + Sync {
     ) -> impl Future<Output = Result<Collected, BackendError>> + Send;
 
     /// Orders a renewal of `order` with the new CSR in `request`; returns the new order.
+    ///
+    /// A backend whose CA can only renew with the order's original CSR (so not with a new key)
+    /// answers [`BackendError::Unsupported`] without contacting the CA; the controller then
+    /// falls back to [`CaBackend::enroll`] with the new CSR.
     fn renew(
         &self,
         order: &OrderHandle,
@@ -386,7 +393,9 @@ pub trait CaBackend: Send + Sync {
         reason: RevocationReason,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
-    /// Finds the order placed for exactly this CSR, if any (crash recovery).
+    /// Finds the order placed for exactly this CSR, if any (crash recovery). Never returns an
+    /// order listed in [`EnrollRequest::known_orders`], nor one the CA will never issue
+    /// (declined, rejected, revoked, ...).
     fn find_existing_order(
         &self,
         request: &EnrollRequest,

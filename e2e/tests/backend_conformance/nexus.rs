@@ -2,6 +2,9 @@
 //! behaviour, against the Nexus simulator in VRO mode (the gateway signs) and caller-signing mode
 //! (the client answers `-19` with a CMS signature).
 //!
+//! The suite and the serial and procedure trials run under both readings of the ambiguous seeds
+//! (`NexusReading`); under the strict one their names carry a `strict::` prefix.
+//!
 //! `collect_before_issuance_is_pending` is not run here: Nexus issues synchronously, the
 //! certificate is the answer to the issuance POST (spec §7.7), so there is no pending state.
 
@@ -20,7 +23,7 @@ use pki_operator_e2e::{
     conformance::{self, Check, new_order},
     sim::{
         Faults, RateLimitFault,
-        nexus::{NexusSigningMode, NexusSimulator, NexusSimulatorConfig},
+        nexus::{NexusReading, NexusSigningMode, NexusSimulator, NexusSimulatorConfig},
     },
 };
 
@@ -46,12 +49,20 @@ impl Mode {
     }
 }
 
+/// Both readings, with the prefix their trials' names carry.
+const READINGS: [(NexusReading, &str); 2] = [(NexusReading::Common, ""), (NexusReading::Strict, "strict::")];
+
 fn sim_config(mode: Mode) -> NexusSimulatorConfig {
+    reading_config(mode, NexusReading::Common)
+}
+
+fn reading_config(mode: Mode, reading: NexusReading) -> NexusSimulatorConfig {
     NexusSimulatorConfig {
         signing_mode: match mode {
             Mode::Vro => NexusSigningMode::Vro,
             Mode::Caller => NexusSigningMode::Caller,
         },
+        reading,
         ..NexusSimulatorConfig::default()
     }
 }
@@ -91,25 +102,44 @@ fn requests(sim: &NexusSimulator, endpoint: &str) -> u64 {
 /// Every Nexus trial.
 pub fn trials() -> Vec<Trial> {
     let mut trials = Vec::new();
-    for mode in [Mode::Vro, Mode::Caller] {
-        // Nexus issues synchronously (spec §7.7): there is no pending state to observe.
-        for check in Check::ALL
-            .into_iter()
-            .filter(|c| *c != Check::CollectBeforeIssuanceIsPending)
-        {
-            trials.push(trial(format!("{}::{}", mode.name(), check.name()), move || {
-                run(async move {
-                    let sim = NexusSimulator::start(sim_config(mode)).await?;
-                    check
-                        .run(&backend_for(&sim, mode)?, &sim.issuing_root_pem())
-                        .await
-                })
-            }));
+    for (reading, prefix) in READINGS {
+        for mode in [Mode::Vro, Mode::Caller] {
+            // Nexus issues synchronously (spec §7.7): there is no pending state to observe.
+            for check in Check::ALL
+                .into_iter()
+                .filter(|c| *c != Check::CollectBeforeIssuanceIsPending)
+            {
+                trials.push(trial(
+                    format!("{prefix}{}::{}", mode.name(), check.name()),
+                    move || {
+                        run(async move {
+                            let sim = NexusSimulator::start(reading_config(mode, reading)).await?;
+                            check
+                                .run(&backend_for(&sim, mode)?, &sim.issuing_root_pem())
+                                .await
+                        })
+                    },
+                ));
+            }
+            trials.push(trial(
+                format!("{prefix}{}::check_lists_token_procedures", mode.name()),
+                move || run(check_lists_token_procedures(mode, reading)),
+            ));
         }
-        trials.push(trial(
-            format!("{}::check_lists_token_procedures", mode.name()),
-            move || run(check_lists_token_procedures(mode)),
-        ));
+        trials.extend([
+            trial(
+                format!("{prefix}nexus::revoke_by_serial_tolerates_leading_zeros_case_and_colons"),
+                move || run(revoke_by_serial_tolerates_spellings(reading)),
+            ),
+            trial(
+                format!("{prefix}nexus::revoke_by_a_serial_nothing_has_is_not_found"),
+                move || run(revoke_by_unknown_serial_is_not_found(reading)),
+            ),
+            trial(
+                format!("{prefix}nexus::a_procedure_configured_by_procid_passes_the_check_and_issues"),
+                move || run(procedure_by_procid(reading)),
+            ),
+        ]);
     }
     trials.extend([
         trial("nexus::caller_signing_answers_the_challenge_once".into(), || {
@@ -174,8 +204,8 @@ pub fn trials() -> Vec<Trial> {
     trials
 }
 
-async fn check_lists_token_procedures(mode: Mode) -> Result<()> {
-    let sim = NexusSimulator::start(sim_config(mode)).await?;
+async fn check_lists_token_procedures(mode: Mode, reading: NexusReading) -> Result<()> {
+    let sim = NexusSimulator::start(reading_config(mode, reading)).await?;
     let profiles = backend_for(&sim, mode)?.check().await?;
     ensure!(
         profiles
@@ -688,4 +718,99 @@ fn logs_never_contain_keys() -> Result<()> {
         })
     })?;
     ensure_no_secrets(&logs, &messages, &secrets)
+}
+
+/// A serial given with leading zeros, colons and upper case revokes the certificate, whichever
+/// way CM spells serials.
+async fn revoke_by_serial_tolerates_spellings(reading: NexusReading) -> Result<()> {
+    let sim = NexusSimulator::start(reading_config(Mode::Vro, reading)).await?;
+    let backend = backend_for(&sim, Mode::Vro)?;
+    let order = new_order(&["serial.example.com"])?;
+    let handle = backend.enroll(&order.request).await?;
+    let (issued, _) = conformance::collect_until_issued(&backend, &handle, &order.request.csr_der, 3).await?;
+    let serial = conformance::leaf_serial(&issued)?;
+    let spelled = format!("00{}", serial.to_ascii_uppercase())
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| String::from_utf8_lossy(pair).into_owned())
+        .collect::<Vec<_>>()
+        .join(":");
+    backend
+        .revoke(
+            &RevokeTarget::Serial(spelled.clone()),
+            RevocationReason::Superseded,
+        )
+        .await
+        .with_context(|| format!("revoke by serial {spelled}"))?;
+    ensure!(
+        backend.details(&handle.id).await?.is_revoked(),
+        "revoke by serial {spelled} succeeded but certificate {} is not revoked",
+        handle.id
+    );
+    Ok(())
+}
+
+/// Revoking by a serial no certificate has revokes nothing, and says so.
+async fn revoke_by_unknown_serial_is_not_found(reading: NexusReading) -> Result<()> {
+    let sim = NexusSimulator::start(reading_config(Mode::Vro, reading)).await?;
+    let backend = backend_for(&sim, Mode::Vro)?;
+    backend
+        .enroll(&new_order(&["present.example.com"])?.request)
+        .await?;
+    match backend
+        .revoke(
+            &RevokeTarget::Serial("7e:57:00:00:00:01".into()),
+            RevocationReason::Superseded,
+        )
+        .await
+    {
+        Err(BackendError::NotFound { what, .. }) => {
+            ensure!(what.contains("7e:57:00:00:00:01"), "NotFound names {what:?}");
+        }
+        other => bail!("revoking an unknown serial gave {other:?}, expected NotFound"),
+    }
+    ensure!(
+        !sim.stats().requests.contains_key("revoke"),
+        "a revoke request was sent for a serial nothing has"
+    );
+    Ok(())
+}
+
+/// The issuer may name its token procedure by `procid`: the check accepts it, and issuance uses
+/// that procedure (sending its name, which `procname` takes).
+async fn procedure_by_procid(reading: NexusReading) -> Result<()> {
+    let sim = NexusSimulator::start(reading_config(Mode::Vro, reading)).await?;
+    let listed = backend_for(&sim, Mode::Vro)?.check().await?;
+    let procid = listed
+        .iter()
+        .find(|p| p.name == "TLS-Server")
+        .map(|p| p.id.clone())
+        .context("TLS-Server is not listed")?;
+    ensure!(
+        procid != "TLS-Server",
+        "the procid must differ from the name for this test"
+    );
+    let mut config = config_for(&sim, Mode::Vro);
+    config.token_procedure = Some(procid.clone());
+    let backend = NexusBackend::new(config)?;
+    backend
+        .check()
+        .await
+        .with_context(|| format!("check with procedure {procid}"))?;
+    let order = new_order(&["procid.example.com"])?;
+    let handle = backend.enroll(&order.request).await?;
+    conformance::collect_until_issued(&backend, &handle, &order.request.csr_der, 3).await?;
+    // A backend that skipped the check (as the certificate controller's) resolves it too.
+    let mut config = config_for(&sim, Mode::Vro);
+    config.token_procedure = Some(procid);
+    NexusBackend::new(config)?
+        .enroll(&new_order(&["procid2.example.com"])?.request)
+        .await?;
+    let stats = sim.stats();
+    ensure!(
+        stats.certificates.len() == 2 && stats.certificates.iter().all(|c| c.procedure == "TLS-Server"),
+        "{:?}",
+        stats.certificates
+    );
+    Ok(())
 }

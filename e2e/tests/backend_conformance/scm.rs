@@ -1,5 +1,7 @@
 //! The conformance suite and the SCM client's error, retry and crash-recovery behaviour, against
-//! the SCM simulator (Sectigo and InCommon flavours, password and client-certificate login).
+//! the SCM simulator (Sectigo and InCommon flavours, password and client-certificate login),
+//! under both readings of the ambiguous seeds (`ScmReading`): the suite's trials carry a
+//! `strict::` prefix under the strict one.
 
 use std::time::{Duration, Instant};
 
@@ -7,7 +9,7 @@ use crate::{capture_logs, ensure_no_secrets, run, trial};
 use anyhow::{Result, bail, ensure};
 use libtest_mimic::Trial;
 use pki_operator::backend::{
-    BackendError, CaBackend, Collected,
+    BackendError, CaBackend, Collected, OrderHandle,
     credentials::SecretString,
     retry::RetryPolicy,
     scm::{ScmAuth, ScmBackend, ScmConfig, ScmFlavor},
@@ -15,7 +17,8 @@ use pki_operator::backend::{
 use pki_operator_e2e::{
     conformance::{self, Check, new_order},
     sim::scm::{
-        Faults, PendingVariant, RateLimitFault, ScmFlavor as SimFlavor, ScmSimulator, ScmSimulatorConfig,
+        Faults, PendingVariant, RateLimitFault, ScmFlavor as SimFlavor, ScmReading, ScmSimulator,
+        ScmSimulatorConfig,
     },
 };
 
@@ -58,10 +61,18 @@ impl Mode {
     }
 }
 
+/// Both readings, with the prefix their trials' names carry.
+const READINGS: [(ScmReading, &str); 2] = [(ScmReading::Common, ""), (ScmReading::Strict, "strict::")];
+
 fn sim_config(mode: Mode) -> ScmSimulatorConfig {
+    reading_config(mode, ScmReading::Common)
+}
+
+fn reading_config(mode: Mode, reading: ScmReading) -> ScmSimulatorConfig {
     ScmSimulatorConfig {
         flavor: mode.flavors().0,
         pending_collects: 2,
+        reading,
         ..ScmSimulatorConfig::default()
     }
 }
@@ -101,22 +112,49 @@ fn config_for(sim: &ScmSimulator, mode: Mode, password: &str) -> ScmConfig {
 /// Every SCM trial.
 pub fn trials() -> Vec<Trial> {
     let mut trials = Vec::new();
-    for mode in Mode::ALL {
-        for check in Check::ALL {
-            trials.push(trial(format!("{}::{}", mode.name(), check.name()), move || {
-                run(async move {
-                    let sim = ScmSimulator::start(sim_config(mode)).await?;
-                    check
-                        .run(&backend_for(&sim, mode, PASSWORD)?, &sim.issuing_root_pem())
-                        .await
-                })
-            }));
+    for (reading, prefix) in READINGS {
+        for mode in Mode::ALL {
+            for check in Check::ALL {
+                trials.push(trial(
+                    format!("{prefix}{}::{}", mode.name(), check.name()),
+                    move || {
+                        run(async move {
+                            let sim = ScmSimulator::start(reading_config(mode, reading)).await?;
+                            check
+                                .run(&backend_for(&sim, mode, PASSWORD)?, &sim.issuing_root_pem())
+                                .await
+                        })
+                    },
+                ));
+            }
+            trials.push(trial(
+                format!("{prefix}{}::check_lists_profiles", mode.name()),
+                move || run(check_lists_profiles(mode, reading)),
+            ));
         }
-        trials.push(trial(
-            format!("{}::check_lists_profiles", mode.name()),
-            move || run(check_lists_profiles(mode)),
-        ));
+        trials.extend([
+            trial(
+                format!("{prefix}scm::declined_order_is_never_recovered"),
+                move || run(declined_order_is_never_recovered(reading)),
+            ),
+            trial(
+                format!("{prefix}scm::recovery_finds_the_newest_order_across_all_pages"),
+                move || run(recovery_finds_the_newest_order_across_all_pages(reading)),
+            ),
+            trial(
+                format!("{prefix}scm::recovery_ignores_orders_placed_before_the_csr"),
+                move || run(recovery_ignores_orders_placed_before_the_csr(reading)),
+            ),
+            trial(
+                format!("{prefix}scm::incommon_renewal_with_a_new_key_is_a_new_enrollment"),
+                move || run(incommon_renewal_is_a_new_enrollment(reading)),
+            ),
+        ]);
     }
+    trials.push(trial(
+        "strict::scm::renewal_made_with_the_initial_csr_fails_once_and_for_all".into(),
+        || run(renewal_with_the_initial_csr_fails()),
+    ));
     trials.extend([
         trial(
             "scm::collect_is_pending_exactly_n_times_then_issued".into(),
@@ -157,12 +195,26 @@ pub fn trials() -> Vec<Trial> {
     trials
 }
 
-async fn check_lists_profiles(mode: Mode) -> Result<()> {
-    let sim = ScmSimulator::start(sim_config(mode)).await?;
-    let profiles = backend_for(&sim, mode, PASSWORD)?.check().await?;
+async fn check_lists_profiles(mode: Mode, reading: ScmReading) -> Result<()> {
+    let sim = ScmSimulator::start(reading_config(mode, reading)).await?;
+    let backend = backend_for(&sim, mode, PASSWORD)?;
+    let profiles = backend.check().await?;
     ensure!(
         profiles.iter().any(|p| p.id == "5153" && p.terms.contains(&365)),
         "profiles: {profiles:?}"
+    );
+    // InCommon's certificate-login path is found once (by the check) and then remembered: only
+    // the strict reading's server, which serves 001's path, ever sees the probe of 004's path.
+    backend.check().await?;
+    let order = new_order(&["base-path.example.com"])?;
+    let handle = backend.enroll(&order.request).await?;
+    conformance::collect_until_issued(&backend, &handle, &order.request.csr_der, 10).await?;
+    let misses = sim.stats().requests.get("unknown").copied().unwrap_or(0);
+    let expected =
+        u64::from(matches!(mode, Mode::InCommonClientCertificate) && reading == ScmReading::Strict);
+    ensure!(
+        misses == expected,
+        "{misses} requests to a path the server does not serve, expected {expected}"
     );
     Ok(())
 }
@@ -202,6 +254,8 @@ async fn every_pending_variant_is_pending() -> Result<()> {
         PendingVariant::Code1400,
         PendingVariant::Code0,
         PendingVariant::Code183,
+        PendingVariant::Code103,
+        PendingVariant::Code130,
     ] {
         let config = ScmSimulatorConfig {
             pending_variant: variant,
@@ -209,7 +263,8 @@ async fn every_pending_variant_is_pending() -> Result<()> {
         };
         let sim = ScmSimulator::start(config).await?;
         conformance::collect_before_issuance_is_pending(&backend_for(&sim, Mode::SectigoPassword, PASSWORD)?)
-            .await?;
+            .await
+            .map_err(|e| e.context(format!("{variant:?}")))?;
     }
     Ok(())
 }
@@ -567,4 +622,146 @@ fn logs_never_contain_secrets() -> Result<()> {
         })
     })?;
     ensure_no_secrets(&logs, &messages, &secrets)
+}
+
+/// A declined order is never what crash recovery resumes: it will never be issued.
+async fn declined_order_is_never_recovered(reading: ScmReading) -> Result<()> {
+    let sim = ScmSimulator::start(ScmSimulatorConfig {
+        require_approval: true,
+        ..reading_config(Mode::SectigoPassword, reading)
+    })
+    .await?;
+    let backend = backend_for(&sim, Mode::SectigoPassword, PASSWORD)?;
+    let order = new_order(&["declined-recovery.example.com"])?;
+    let handle = backend.enroll(&order.request).await?;
+    let found = backend.find_existing_order(&order.request).await?;
+    ensure!(
+        found.as_ref().map(|h| &h.id) == Some(&handle.id),
+        "before the decline, recovery found {found:?}"
+    );
+    decline(&sim, &handle.id).await?;
+    let found = backend.find_existing_order(&order.request).await?;
+    ensure!(
+        found.is_none(),
+        "declined order {} was recovered as {found:?}",
+        handle.id
+    );
+    Ok(())
+}
+
+/// More orders for the name than one recovery used to examine, ours the newest: recovery pages
+/// from the newest end (whichever end the list puts it at) and finds ours at once.
+async fn recovery_finds_the_newest_order_across_all_pages(reading: ScmReading) -> Result<()> {
+    const EARLIER: usize = 520;
+    let sim = ScmSimulator::start(ScmSimulatorConfig {
+        pending_collects: 0,
+        ..reading_config(Mode::SectigoPassword, reading)
+    })
+    .await?;
+    let backend = backend_for(&sim, Mode::SectigoPassword, PASSWORD)?;
+    let earlier = new_order(&["busy.example.com"])?;
+    for _ in 0..EARLIER {
+        backend.enroll(&earlier.request).await?;
+    }
+    let order = new_order(&["busy.example.com"])?;
+    let handle = backend.enroll(&order.request).await?;
+    sim.reset_stats();
+    let found = backend.find_existing_order(&order.request).await?;
+    ensure!(
+        found.as_ref().map(|h| &h.id) == Some(&handle.id),
+        "recovery found {found:?}, expected order {} (the newest of {})",
+        handle.id,
+        EARLIER + 1
+    );
+    let stats = sim.stats();
+    let details = stats.requests.get("details").copied().unwrap_or(0);
+    let lists = stats.requests.get("list").copied().unwrap_or(0);
+    ensure!(
+        details == 1 && lists <= 2,
+        "newest first means one details call and at most two pages; made {details} and {lists}"
+    );
+    Ok(())
+}
+
+/// Orders dated days before the CSR was made cannot be for it: recovery stops at them.
+async fn recovery_ignores_orders_placed_before_the_csr(reading: ScmReading) -> Result<()> {
+    let sim = ScmSimulator::start(reading_config(Mode::SectigoPassword, reading)).await?;
+    let backend = backend_for(&sim, Mode::SectigoPassword, PASSWORD)?;
+    let mut order = new_order(&["window.example.com"])?;
+    backend.enroll(&order.request).await?;
+    // The same CSR, claimed to be made three days from now: today's order predates it.
+    order.request.csr_created_at = Some(jiff::Timestamp::now() + jiff::SignedDuration::from_hours(72));
+    sim.reset_stats();
+    let found = backend.find_existing_order(&order.request).await?;
+    ensure!(
+        found.is_none(),
+        "an order placed before the CSR was recovered: {found:?}"
+    );
+    let details = sim.stats().requests.get("details").copied().unwrap_or(0);
+    ensure!(details <= 1, "{details} details calls after the window closed");
+    // Within the window it is found.
+    order.request.csr_created_at = Some(jiff::Timestamp::now());
+    ensure!(
+        backend.find_existing_order(&order.request).await?.is_some(),
+        "the order was not found within the window"
+    );
+    Ok(())
+}
+
+/// InCommon renews with the original CSR (seed 004): a renewal with a new key is answered
+/// `Unsupported` (the controller then enrolls) and nothing is sent to the CA.
+async fn incommon_renewal_is_a_new_enrollment(reading: ScmReading) -> Result<()> {
+    let mode = Mode::InCommonPassword;
+    let sim = ScmSimulator::start(reading_config(mode, reading)).await?;
+    let backend = backend_for(&sim, mode, PASSWORD)?;
+    let first = new_order(&["incommon-renew.example.com"])?;
+    let handle = backend.enroll(&first.request).await?;
+    conformance::collect_until_issued(&backend, &handle, &first.request.csr_der, 10).await?;
+    sim.reset_stats();
+    let second = new_order(&["incommon-renew.example.com"])?;
+    match backend.renew(&handle, &second.request).await {
+        Err(BackendError::Unsupported { .. }) => {}
+        other => bail!("InCommon renewal with a new key gave {other:?}, expected Unsupported"),
+    }
+    let stats = sim.stats();
+    ensure!(
+        !stats.requests.contains_key("renewById") && !stats.requests.contains_key("renew"),
+        "a renewal reached the CA: {:?}",
+        stats.requests
+    );
+    Ok(())
+}
+
+/// Under the strict reading the CA renews with the initial CSR: the renewed order's certificate
+/// carries the old key. Collecting it fails the order with a clear reason, every time, after
+/// exactly the polls needed to see it issued: never an endless "pending" or "malformed".
+async fn renewal_with_the_initial_csr_fails() -> Result<()> {
+    let mode = Mode::SectigoPassword;
+    let sim = ScmSimulator::start(reading_config(mode, ScmReading::Strict)).await?;
+    let backend = backend_for(&sim, mode, PASSWORD)?;
+    let first = new_order(&["initial-csr.example.com"])?;
+    let handle = backend.enroll(&first.request).await?;
+    conformance::collect_until_issued(&backend, &handle, &first.request.csr_der, 10).await?;
+    let second = new_order(&["initial-csr.example.com"])?;
+    let renewed: OrderHandle = backend.renew(&handle, &second.request).await?;
+    let settled = conformance::collect_until_settled(&backend, &renewed, &second.request.csr_der, 10).await?;
+    let Collected::Failed { reason } = settled else {
+        bail!("the renewed order for the old key gave {settled:?}, expected Failed");
+    };
+    ensure!(
+        reason
+            == format!(
+                "order {} was issued for a different key (the CA did not use this order's CSR)",
+                renewed.id
+            ),
+        "reason {reason:?}"
+    );
+    ensure!(
+        matches!(
+            backend.collect(&renewed, &second.request.csr_der).await?,
+            Collected::Failed { .. }
+        ),
+        "a second collect of the failed order did not fail"
+    );
+    Ok(())
 }

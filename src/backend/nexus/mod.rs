@@ -15,8 +15,17 @@
 //!   public key with the CSR; CM has no CSR hash to search by.
 //! - **Renewal** is a new issuance (§12: there is no renew endpoint).
 //! - **Revocation** treats per-certificate `901` (already revoked) and `907` (missing) as done.
+//!   A revocation by serial whose search finds no certificate is `NotFound`, never success:
+//!   nothing was revoked.
+//! - **Serials** are searched the way CM prints them in the example (lower-case hex without
+//!   leading zeros, §4 "inferred"), and when that finds nothing, as the hex of the DER integer
+//!   (even length, a leading `00` when the high bit is set): "hex format" (§9.1) does not say
+//!   which. Hits are compared after normalising both sides (case, separators, leading zeros).
+//! - **A certificate without our key** (the download carries no certificate with the CSR's
+//!   public key) fails its order instead of being collected again.
 //! - **Readiness** lists the token procedures (§8); a configured procedure must be among them,
-//!   by name, which `procname` takes.
+//!   by name or by `procid`. Issuance sends the procedure's name, which `procname` takes
+//!   ("Name of token procedure").
 //! - Request date-times are RFC 3339 UTC with whole seconds (§4); `validfrom` is the time of
 //!   the request and `validto` adds the requested lifetime.
 
@@ -25,6 +34,8 @@ mod model;
 pub mod signing;
 
 use std::{sync::Arc, time::Duration};
+
+use tokio::sync::OnceCell;
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use bytes::Bytes;
@@ -138,6 +149,9 @@ pub struct CertificateQuery {
     pub valid_to_before: Option<jiff::Timestamp>,
     /// `isNotRevoked=true`.
     pub not_revoked: bool,
+    /// Send `serial_number` exactly as given instead of normalised (CMs may store other
+    /// spellings; see [`serial_spellings`]).
+    pub serial_verbatim: bool,
 }
 
 impl CertificateQuery {
@@ -151,7 +165,13 @@ impl CertificateQuery {
         text("subjectCommonName", self.common_name.clone());
         text(
             "certificateSerialNumber",
-            self.serial_number.as_deref().map(normalize_serial),
+            self.serial_number.as_deref().map(|serial| {
+                if self.serial_verbatim {
+                    serial.to_owned()
+                } else {
+                    normalize_serial(serial)
+                }
+            }),
         );
         text("issuer", self.issuer.clone());
         text("validFromTimeFrom", self.valid_from_after.map(wire_time));
@@ -233,6 +253,8 @@ impl DownloadFormat {
 pub struct NexusBackend {
     config: Arc<NexusConfig>,
     http: NexusHttp,
+    /// The token procedures, listed once (by the check or the first issuance naming one).
+    procedure_list: Arc<OnceCell<Vec<Procedure>>>,
 }
 
 impl NexusBackend {
@@ -253,6 +275,7 @@ impl NexusBackend {
         Ok(Self {
             config: Arc::new(config),
             http,
+            procedure_list: Arc::new(OnceCell::new()),
         })
     }
 
@@ -427,7 +450,7 @@ impl NexusBackend {
             .as_ref()
             .or(self.config.token_procedure.as_ref())
         {
-            fields.push(Field::new("procname", procedure.clone()));
+            fields.push(Field::new("procname", self.procedure_name(procedure).await));
         }
         if let Some(lifetime) = request.lifetime {
             let from = jiff::Timestamp::now();
@@ -470,6 +493,42 @@ impl NexusBackend {
         Ok(issued.leaf_der)
     }
 
+    /// The name `procname` takes for a procedure configured by name or by `procid`; the value as
+    /// given when it is neither or the procedures cannot be listed (CM then decides).
+    async fn procedure_name(&self, wanted: &str) -> String {
+        let procedures = match self.procedure_list.get_or_try_init(|| self.procedures()).await {
+            Ok(procedures) => procedures,
+            Err(error) => {
+                tracing::debug!(backend = "nexus", %error, "cannot list token procedures; sending procname as configured");
+                return wanted.to_owned();
+            }
+        };
+        find_procedure(procedures, wanted).map_or_else(|| wanted.to_owned(), |p| p.name.clone())
+    }
+
+    /// Certificates whose serial is `serial` (any spelling): searched as CM's example prints
+    /// serials, then as the DER integer's hex when that differs and the first found nothing.
+    async fn search_serial(&self, serial: &str) -> Result<Vec<NexusCertificate>, BackendError> {
+        let wanted = normalize_serial(serial);
+        for spelling in serial_spellings(serial) {
+            let query = CertificateQuery {
+                serial_number: Some(spelling),
+                serial_verbatim: true,
+                ..CertificateQuery::default()
+            };
+            let hits: Vec<NexusCertificate> = self
+                .search(&query, PAGE_SIZE)
+                .await?
+                .into_iter()
+                .filter(|c| c.serial_number.as_deref() == Some(wanted.as_str()))
+                .collect();
+            if !hits.is_empty() {
+                return Ok(hits);
+            }
+        }
+        Ok(Vec::new())
+    }
+
     /// The `certid` of the certificate with `serial` that carries `public_key`, searching up to
     /// `attempts` times while CM may still be indexing it.
     async fn certid_of_serial(
@@ -478,18 +537,9 @@ impl NexusBackend {
         public_key: &[u8],
         attempts: u32,
     ) -> Result<Option<String>, BackendError> {
-        let query = CertificateQuery {
-            serial_number: Some(serial.to_owned()),
-            ..CertificateQuery::default()
-        };
         let mut wait = self.config.index_wait;
         for attempt in 1..=attempts.max(1) {
-            let hits: Vec<NexusCertificate> = self
-                .search(&query, PAGE_SIZE)
-                .await?
-                .into_iter()
-                .filter(|c| c.serial_number.as_deref() == Some(serial))
-                .collect();
+            let hits = self.search_serial(serial).await?;
             // Two CAs behind one CM may share a serial: the public key decides, even for a single
             // hit (ours may not be indexed yet while another CA's is).
             for hit in &hits {
@@ -542,9 +592,10 @@ impl CaBackend for NexusBackend {
                 message: "the gateway lists no token procedures for this officer".into(),
             });
         }
-        // Issuance sends `procname`, which takes the procedure's name, not its procid (spec §8).
+        // Issuance sends `procname`, which takes the procedure's name (spec §8); a configured
+        // `procid` is accepted and translated to its name.
         if let Some(wanted) = &self.config.token_procedure
-            && !procedures.iter().any(|p| &p.name == wanted)
+            && find_procedure(&procedures, wanted).is_none()
         {
             let listed: Vec<&str> = procedures.iter().map(|p| p.name.as_str()).collect();
             return Err(BackendError::Configuration {
@@ -554,6 +605,7 @@ impl CaBackend for NexusBackend {
                 ),
             });
         }
+        let _ = self.procedure_list.set(procedures.clone());
         Ok(procedures
             .into_iter()
             .map(|p| Profile {
@@ -605,14 +657,22 @@ impl CaBackend for NexusBackend {
         let body = self
             .download(&certid, DownloadFormat::PemChain { depth: 0 })
             .await?;
-        let issued = chain::parse_certificates(&body)
-            .and_then(|certificates| chain::assemble(certificates, &key))
-            .map_err(|e| BackendError::MalformedResponse {
-                backend: KIND,
-                operation: "collect",
-                message: e.to_string(),
-            })?;
-        Ok(Collected::Issued(issued))
+        let malformed = |e: chain::ChainError| BackendError::MalformedResponse {
+            backend: KIND,
+            operation: "collect",
+            message: e.to_string(),
+        };
+        let certificates = chain::parse_certificates(&body).map_err(malformed)?;
+        match chain::assemble(certificates, &key) {
+            Ok(issued) => Ok(Collected::Issued(issued)),
+            Err(chain::ChainError::NoLeafForKey(_)) => Ok(Collected::Failed {
+                reason: format!(
+                    "order {} was issued for a different key (the CA did not use this order's CSR)",
+                    order.id
+                ),
+            }),
+            Err(error) => Err(malformed(error)),
+        }
     }
 
     async fn renew(
@@ -630,11 +690,18 @@ impl CaBackend for NexusBackend {
                 None => vec![order.id.clone()],
                 Some(serial) => self.certids_of_serial(serial).await?,
             },
-            RevokeTarget::Serial(serial) => self.certids_of_serial(&normalize_serial(serial)).await?,
+            RevokeTarget::Serial(serial) => self.certids_of_serial(serial).await?,
         };
         match certids.as_slice() {
-            // Spec §5.2: a missing certificate (907) counts as revoked.
-            [] => Ok(()),
+            // Nothing was revoked: the serial is wrong, or CM has not indexed the certificate
+            // yet. (A certid that CM answers 907 for is another matter: see revoke_certificates.)
+            [] => Err(BackendError::NotFound {
+                backend: KIND,
+                what: match target {
+                    RevokeTarget::Order(order) => format!("certificate for order {}", order.id),
+                    RevokeTarget::Serial(serial) => format!("certificate with serial number {serial}"),
+                },
+            }),
             [_] => self.revoke_certificates(&certids, reason.code()).await,
             // A serial is unique per CA, not per CM: never revoke a certificate of another CA.
             several => Err(BackendError::InvalidRequest {
@@ -675,6 +742,15 @@ impl CaBackend for NexusBackend {
         // The certificate we lost is among the newest.
         candidates.sort_by_key(|c| std::cmp::Reverse(c.not_before));
         for candidate in candidates {
+            let known = request.known_orders.iter().any(|known| {
+                *known == candidate.certid
+                    || known.strip_prefix(SERIAL_ID_PREFIX).is_some_and(|serial| {
+                        candidate.serial_number.as_deref() == Some(normalize_serial(serial).as_str())
+                    })
+            });
+            if known {
+                continue;
+            }
             if self.carries_key(&candidate.certid, &key).await? {
                 return Ok(Some(OrderHandle {
                     backend: KIND,
@@ -690,15 +766,10 @@ impl CaBackend for NexusBackend {
 impl NexusBackend {
     /// Every `certid` CM lists for `serial` (normally one).
     async fn certids_of_serial(&self, serial: &str) -> Result<Vec<String>, BackendError> {
-        let query = CertificateQuery {
-            serial_number: Some(serial.to_owned()),
-            ..CertificateQuery::default()
-        };
         Ok(self
-            .search(&query, PAGE_SIZE)
+            .search_serial(serial)
             .await?
             .into_iter()
-            .filter(|c| c.serial_number.as_deref() == Some(serial))
             .map(|c| c.certid)
             .collect())
     }
@@ -865,6 +936,35 @@ fn leaf_serial(leaf_der: &[u8]) -> Result<String, BackendError> {
     )))
 }
 
+/// The procedure `wanted` names, by name first, then by `procid`.
+fn find_procedure<'a>(procedures: &'a [Procedure], wanted: &str) -> Option<&'a Procedure> {
+    procedures
+        .iter()
+        .find(|p| p.name == wanted)
+        .or_else(|| procedures.iter().find(|p| p.id == wanted))
+}
+
+/// The spellings a CM may store `serial` in, the example's first: lower-case hex without leading
+/// zeros, then the DER integer's bytes (when different). Both lower case: a CM that compares
+/// serials case-sensitively prints them like the example.
+pub fn serial_spellings(serial: &str) -> Vec<String> {
+    let minimal = normalize_serial(serial);
+    let mut der = if minimal.len() % 2 == 1 {
+        format!("0{minimal}")
+    } else {
+        minimal.clone()
+    };
+    // DER integers are signed: a leading byte with the high bit set gets a 00 byte before it.
+    if der.starts_with(['8', '9', 'a', 'b', 'c', 'd', 'e', 'f']) {
+        der.insert_str(0, "00");
+    }
+    if der == minimal {
+        vec![minimal]
+    } else {
+        vec![minimal, der]
+    }
+}
+
 /// Lower-case hex without separators or leading zeros, as CM prints serials (spec §4, §12).
 pub fn normalize_serial(serial: &str) -> String {
     let digits: String = serial
@@ -905,6 +1005,39 @@ mod tests {
             "31e96265e40b809cffa3862b073ae98b"
         );
         assert_eq!(normalize_serial("00"), "0");
+    }
+
+    #[test]
+    fn serials_are_searched_in_every_plausible_spelling() {
+        assert_eq!(serial_spellings("00:A1:B2"), ["a1b2", "00a1b2"]);
+        assert_eq!(serial_spellings("0x1"), ["1", "01"]);
+        assert_eq!(serial_spellings("31E9"), ["31e9"]);
+        assert_eq!(serial_spellings("abc"), ["abc", "0abc"]);
+        assert_eq!(serial_spellings("7abc"), ["7abc"]);
+    }
+
+    #[test]
+    fn procedures_are_found_by_name_or_procid() {
+        let procedures = [
+            Procedure {
+                id: "t-tls-server".into(),
+                name: "TLS Server".into(),
+            },
+            Procedure {
+                id: "TLS Server".into(),
+                name: "Other".into(),
+            },
+        ];
+        assert_eq!(
+            find_procedure(&procedures, "t-tls-server").map(|p| p.name.as_str()),
+            Some("TLS Server")
+        );
+        // A name wins over a procid spelled the same.
+        assert_eq!(
+            find_procedure(&procedures, "TLS Server").map(|p| p.name.as_str()),
+            Some("TLS Server")
+        );
+        assert!(find_procedure(&procedures, "nope").is_none());
     }
 
     #[test]

@@ -3,13 +3,14 @@
 //! decoding of SCM's `{code, description}` error bodies. It logs endpoint names and statuses,
 //! never headers or bodies.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use reqwest::{
     Method, StatusCode,
     header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER},
 };
 use serde::Serialize;
+use tokio::sync::OnceCell;
 
 use super::{ScmAuth, ScmConfig, ScmFlavor, model::ErrorBody};
 use crate::backend::{
@@ -49,8 +50,11 @@ pub struct Reply {
 #[derive(Clone, Debug)]
 pub struct ScmHttp {
     http: reqwest::Client,
-    /// `https://host[/private]/api/ssl/v1` (InCommon client-certificate login: `/private/ssl/v1`).
-    ssl_base: String,
+    /// `https://host[/private]/api/ssl/v1`, or for InCommon's client-certificate login the two
+    /// documented spellings in the order they are tried (see [`ScmHttp::ssl_base`]).
+    ssl_bases: Arc<[String]>,
+    /// The one of several `ssl_bases` that answered; shared by clones.
+    detected_base: Arc<OnceCell<String>>,
     auth_headers: HeaderMap,
     retry: RetryPolicy,
 }
@@ -90,14 +94,14 @@ impl ScmHttp {
             HeaderName::from_static("customeruri"),
             header(&config.customer_uri, false)?,
         );
-        let ssl_base = match &config.auth {
+        let ssl_bases: Vec<String> = match &config.auth {
             ScmAuth::Password { login, password } => {
                 auth_headers.insert(HeaderName::from_static("login"), header(login, true)?);
                 auth_headers.insert(
                     HeaderName::from_static("password"),
                     header(password.expose(), true)?,
                 );
-                format!("{base}/api/ssl/v1")
+                vec![format!("{base}/api/ssl/v1")]
             }
             ScmAuth::ClientCertificate { login, identity_pem } => {
                 let identity =
@@ -108,11 +112,15 @@ impl ScmHttp {
                     })?;
                 builder = builder.identity(identity);
                 auth_headers.insert(HeaderName::from_static("login"), header(login, true)?);
-                // Spec §1.1/§5: certificate login uses the `/private` prefix; InCommon's
-                // document writes it without `/api`.
+                // Spec §1.1/§5: certificate login uses the `/private` prefix. For InCommon the
+                // seeds disagree about the same host: 004 (InCommon's own document) writes
+                // `/private/ssl/v1`, 001 `/private/api/ssl/v1`. Both are tried, 004's first.
                 match config.flavor {
-                    ScmFlavor::Sectigo => format!("{base}/private/api/ssl/v1"),
-                    ScmFlavor::InCommon => format!("{base}/private/ssl/v1"),
+                    ScmFlavor::Sectigo => vec![format!("{base}/private/api/ssl/v1")],
+                    ScmFlavor::InCommon => vec![
+                        format!("{base}/private/ssl/v1"),
+                        format!("{base}/private/api/ssl/v1"),
+                    ],
                 }
             }
         };
@@ -121,7 +129,8 @@ impl ScmHttp {
             .map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             http,
-            ssl_base,
+            ssl_bases: ssl_bases.into(),
+            detected_base: Arc::new(OnceCell::new()),
             auth_headers,
             retry: config.retry,
         })
@@ -138,7 +147,7 @@ impl ScmHttp {
         body: Option<&(impl Serialize + Sync)>,
         idempotency: Idempotency,
     ) -> Result<Reply, CallError> {
-        let url = format!("{}{path}", self.ssl_base);
+        let url = format!("{}{path}", self.ssl_base().await.map_err(CallError::Backend)?);
         let mut backoff = Backoff::new(self.retry);
         loop {
             let attempt = backoff.attempt();
@@ -237,6 +246,65 @@ impl ScmHttp {
     }
 }
 
+impl ScmHttp {
+    /// The SSL API base: the only candidate, or the first of several whose `GET /types` is
+    /// answered with anything but 404, detected once (normally by the issuer check) and then
+    /// remembered.
+    async fn ssl_base(&self) -> Result<&str, BackendError> {
+        if let [only] = &*self.ssl_bases {
+            return Ok(only);
+        }
+        self.detected_base
+            .get_or_try_init(|| self.detect_base())
+            .await
+            .map(String::as_str)
+    }
+
+    async fn detect_base(&self) -> Result<String, BackendError> {
+        for base in self.ssl_bases.iter() {
+            // Any answer but 404 (even 401) proves the path exists; the real call follows.
+            let response = self
+                .http
+                .get(format!("{base}/types"))
+                .headers(self.auth_headers.clone())
+                .send()
+                .await
+                .map_err(|error| {
+                    tracing::debug!(backend = "scm", error = %error.without_url(), "base path probe failed");
+                    BackendError::Unavailable {
+                        backend: KIND,
+                        message: "types: cannot reach the API to find its base path".into(),
+                    }
+                })?;
+            let status = response.status();
+            let path = base_path(base);
+            tracing::debug!(backend = "scm", path, status = status.as_u16(), "base path probe");
+            if status != StatusCode::NOT_FOUND {
+                return Ok(base.clone());
+            }
+        }
+        Err(BackendError::Configuration {
+            backend: KIND,
+            message: format!(
+                "no client-certificate API path answers on this host (tried {})",
+                self.ssl_bases
+                    .iter()
+                    .map(|base| base_path(base))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+        })
+    }
+}
+
+/// The path part of a base URL (`https://host/private/ssl/v1` → `/private/ssl/v1`).
+fn base_path(base: &str) -> &str {
+    let without_scheme = base.split_once("://").map_or(base, |(_, rest)| rest);
+    without_scheme
+        .find('/')
+        .map_or("/", |slash| &without_scheme[slash..])
+}
+
 fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     // Seconds form only; SCM is not documented to rate limit at all (see BackendError docs), so
     // we accept what proxies and gateways commonly send.
@@ -274,6 +342,15 @@ fn decode_error(status: StatusCode, body: &[u8]) -> CallError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_paths_are_named_without_the_host() {
+        assert_eq!(
+            base_path("https://h.example:8443/private/ssl/v1"),
+            "/private/ssl/v1"
+        );
+        assert_eq!(base_path("https://h.example"), "/");
+    }
 
     #[test]
     fn retry_after_seconds_are_parsed() {

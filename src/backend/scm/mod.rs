@@ -3,20 +3,34 @@
 //! Choices the spec (`shared/spec/scm-ssl.md`) leaves open, and what we do:
 //! - **Renewal uses `renewById`** (spec §3.20): it returns the new `sslId`, so the new order is
 //!   persisted at once. `renew/{renewId}` answers 204 without an id and would need a search.
+//!   InCommon's `renewById` documents no `csr` at all and renews "using the same CSR" (004,
+//!   spec §5), so a renewal with a new key is a new enrollment there: `renew` answers
+//!   `Unsupported` and the controller enrolls. Should a CA renew with the initial CSR anyway,
+//!   the renewed order's certificate carries the old key and `collect` fails that order.
 //! - **Collect asks for `x509`** (PEM chain) but accepts any encoding (spec §3.11, §7 item 5);
 //!   the leaf is the certificate carrying the CSR's key, whatever the order.
-//! - **Pending** is HTTP 400 with code 0, -1400, -183 or -109 (spec §3.11 recommendation); we then
-//!   read the order's status so declined/rejected orders stop polling instead of spinning.
-//! - **Crash recovery** lists orders by common name (or first SAN) and organisation, newest
-//!   first, and compares each one's `csrDetails.sha256Hash` with our CSR (spec §6.4).
-//! - **InCommon** differs in the certificate-login prefix (`/private/ssl/v1`), collect's path
-//!   style (`collect/{id}/{format}`), the enroll fields `numberServers`/`serverType`, and revoke
-//!   bodies with only `reason` (spec §5).
+//! - **Pending** is HTTP 400 with code 0, -1400, -183 or -109 (spec §3.11 recommendation), and on
+//!   collect also the table's "not issued yet" codes -130 "SSL state is not 'ISSUED'" and -103
+//!   "Certificate has not been collected yet"; we then read the order's status so
+//!   declined/rejected orders stop polling instead of spinning.
+//! - **An issued order without our key** (no certificate in the collected set carries the CSR's
+//!   public key, e.g. a CA that renewed with the initial CSR) is `Failed`: it can never become
+//!   the certificate we asked for, so it is not collected again.
+//! - **Crash recovery** lists orders by common name (or first SAN) and organisation and compares
+//!   each one's `csrDetails.sha256Hash` with our CSR (spec §6.4), newest first across all pages:
+//!   the list order is undocumented, so the first page tells which end holds the newest
+//!   `sslId`s and the walk starts there. It stops at orders placed before the CSR was made (less
+//!   a day: `requested` is a date without zone), and skips orders the caller already knows and
+//!   orders in a terminal status, which will never be issued.
+//! - **InCommon** differs in the certificate-login prefix (`/private/ssl/v1` in 004, but
+//!   `/private/api/ssl/v1` in 001 for the same host: the client tries both, see `client`),
+//!   collect's path style (`collect/{id}/{format}`), the enroll fields
+//!   `numberServers`/`serverType`, and revoke bodies with only `reason` (spec §5).
 
 mod client;
 mod model;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use reqwest::{Method, StatusCode};
 use tokio::sync::OnceCell;
@@ -36,9 +50,17 @@ use super::{
 };
 
 const KIND: BackendKind = BackendKind::Scm;
-/// Orders examined at most when recovering an order after a crash.
+/// Orders examined (one details call each) at most when recovering an order after a crash.
 const MAX_RECOVERY_CANDIDATES: usize = 500;
+/// List requests at most when recovering an order after a crash.
+const MAX_RECOVERY_PAGES: usize = 100;
 const LIST_PAGE_SIZE: usize = 50;
+/// How much earlier than the CSR's creation an order for it may look: details date orders by
+/// day in the CA's unknown time zone (spec §3.6, §7 item 11).
+const RECOVERY_DATE_MARGIN: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+/// Codes collect answers for an order that is not issued yet besides the usual pending ones
+/// (spec §1.5 "Collect" and "State" groups, §3.11 candidates).
+const COLLECT_NOT_ISSUED_CODES: [i64; 2] = [-130, -103];
 
 /// Which product the URL points at.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -451,23 +473,24 @@ impl CaBackend for ScmBackend {
                     reason: format!("{description} (code -110)"),
                 });
             }
-            Err(error) => {
-                return match classify(error, "collect") {
-                    BackendError::Pending { message, .. } => {
-                        // "Not collectable" also describes declined orders: ask for the status.
-                        let details = self.details(&order.id).await?;
-                        let status = details.status.unwrap_or_default();
-                        if is_terminal_failure(&status) {
-                            Ok(Collected::Failed {
-                                reason: format!("order {} is {status}", order.id),
-                            })
-                        } else {
-                            Ok(Collected::Pending { detail: message })
-                        }
-                    }
-                    other => Err(other),
+            Err(CallError::Api {
+                code, description, ..
+            }) if is_pending_code(code, &description) || COLLECT_NOT_ISSUED_CODES.contains(&code) => {
+                // "Not collectable" and "state is not ISSUED" also describe declined orders: ask
+                // for the status.
+                let details = self.details(&order.id).await?;
+                let status = details.status.unwrap_or_default();
+                return if is_terminal_failure(&status) {
+                    Ok(Collected::Failed {
+                        reason: format!("order {} is {status}", order.id),
+                    })
+                } else {
+                    Ok(Collected::Pending {
+                        detail: format!("{description} (code {code})"),
+                    })
                 };
             }
+            Err(error) => return Err(classify(error, "collect")),
         };
         let malformed = |e: chain::ChainError| BackendError::MalformedResponse {
             backend: KIND,
@@ -480,12 +503,25 @@ impl CaBackend for ScmBackend {
             code: None,
             message: e.to_string(),
         })?;
-        Ok(Collected::Issued(
-            chain::assemble(certificates, &key).map_err(malformed)?,
-        ))
+        match chain::assemble(certificates, &key) {
+            Ok(issued) => Ok(Collected::Issued(issued)),
+            Err(chain::ChainError::NoLeafForKey(_)) => Ok(Collected::Failed {
+                reason: issued_for_another_key(&order.id),
+            }),
+            Err(error) => Err(malformed(error)),
+        }
     }
 
+    /// Renews with `renewById` and the new CSR. InCommon answers `Unsupported` without a
+    /// request: its `renewById` documents no CSR and renews "using the same CSR" (seed 004), so a
+    /// new key needs a new enrollment, which the controller falls back to.
     async fn renew(&self, order: &OrderHandle, request: &EnrollRequest) -> Result<OrderHandle, BackendError> {
+        if self.config.flavor == ScmFlavor::InCommon {
+            return Err(BackendError::Unsupported {
+                backend: KIND,
+                operation: "renewal with a new key (InCommon renews with the original CSR)",
+            });
+        }
         let body = RenewByIdBody {
             csr: pem_csr(&request.csr_der)?,
         };
@@ -593,38 +629,79 @@ impl CaBackend for ScmBackend {
             (None, Some(san)) => filters.push(("subjectAlternativeName", san.clone())),
             (None, None) => {}
         }
-        let mut candidates = Vec::new();
-        let mut position = 0;
-        loop {
-            let (ids, total) = self.list_page(&filters, position).await?;
-            if ids.is_empty() {
-                break;
-            }
-            position += ids.len();
-            candidates.extend(ids);
-            if position >= total || candidates.len() >= MAX_RECOVERY_CANDIDATES {
-                break;
-            }
-        }
-        // Newest orders have the highest ids and are the likeliest match.
-        candidates.sort_unstable_by(|a, b| b.cmp(a));
-        candidates.dedup();
-        for id in candidates.into_iter().take(MAX_RECOVERY_CANDIDATES) {
-            let details = self.details(&id.to_string()).await?;
-            let hash = details
-                .csr_details
-                .and_then(|c| c.sha256_hash)
-                .unwrap_or_default();
-            if hash.eq_ignore_ascii_case(&wanted) {
-                return Ok(Some(OrderHandle {
-                    backend: KIND,
-                    id: id.to_string(),
-                    renew_id: None,
-                }));
+        // No order for the CSR can be dated before the CSR was made.
+        let window_start = request
+            .csr_created_at
+            .and_then(|created| created.checked_sub(RECOVERY_DATE_MARGIN).ok())
+            .map(|start| start.to_zoned(jiff::tz::TimeZone::UTC).date());
+        let (first, total) = self.list_page(&filters, 0).await?;
+        let mut seen = HashSet::new();
+        let mut examined = 0_usize;
+        for position in page_positions(&first, total) {
+            let ids = if position == 0 {
+                first.clone()
+            } else {
+                self.list_page(&filters, position).await?.0
+            };
+            let mut ids = ids;
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            for id in ids {
+                let id_text = id.to_string();
+                if !seen.insert(id) || request.known_orders.contains(&id_text) {
+                    continue;
+                }
+                if examined >= MAX_RECOVERY_CANDIDATES {
+                    return Ok(None);
+                }
+                examined += 1;
+                let details = self.details(&id_text).await?;
+                if let (Some(start), Some(placed)) = (window_start, details.requested_date())
+                    && placed < start
+                {
+                    // Newest first: every order after this one is older still.
+                    return Ok(None);
+                }
+                if details.status.as_deref().is_some_and(is_terminal_failure) {
+                    // Never issued, so not an order to resume: a new enrollment is due.
+                    continue;
+                }
+                let hash = details.csr.and_then(|c| c.sha256_hash).unwrap_or_default();
+                if hash.eq_ignore_ascii_case(&wanted) {
+                    return Ok(Some(OrderHandle {
+                        backend: KIND,
+                        id: id_text,
+                        renew_id: None,
+                    }));
+                }
             }
         }
         Ok(None)
     }
+}
+
+/// The failure reason of an issued order none of whose certificates carries the CSR's key.
+fn issued_for_another_key(order_id: &str) -> String {
+    format!("order {order_id} was issued for a different key (the CA did not use this order's CSR)")
+}
+
+/// The list positions to read, newest orders first, given the first page and the total.
+///
+/// Inferred (spec §3.4): the list order is undocumented; `sslId`s grow with time, so a first
+/// page in descending order means the newest come first, otherwise they come last and the walk
+/// goes backwards from the last page. Pages are as long as the first one (the server's cap).
+fn page_positions(first: &[i64], total: usize) -> Vec<usize> {
+    let step = first.len();
+    if step == 0 {
+        return Vec::new();
+    }
+    let pages = total.max(step).div_ceil(step);
+    let mut positions: Vec<usize> = (0..pages).map(|page| page * step).collect();
+    let newest_first = step < 2 || first[0] > first[step - 1];
+    if !newest_first {
+        positions.reverse();
+    }
+    positions.truncate(MAX_RECOVERY_PAGES);
+    positions
 }
 
 /// SCM writes serials as colon-separated upper-case hex (spec §3.17).
@@ -725,6 +802,20 @@ mod tests {
         assert!(classify(api(400, -1400, "x"), "collect").is_transient());
         assert!(!classify(api(401, -16, "Unknown user"), "types").is_transient());
         assert!(!classify(api(400, -11, "bad"), "enroll").is_transient());
+    }
+
+    #[test]
+    fn recovery_walks_pages_from_the_newest_end() {
+        // One page: read once.
+        assert_eq!(page_positions(&[3, 1, 2], 3), [0]);
+        // Newest first (descending ids): forwards.
+        assert_eq!(page_positions(&[9, 8], 5), [0, 2, 4]);
+        // Oldest first (ascending ids): the last page first, back to the first.
+        assert_eq!(page_positions(&[1, 2], 5), [4, 2, 0]);
+        assert!(page_positions(&[], 0).is_empty());
+        // Bounded.
+        assert_eq!(page_positions(&[1, 2], 10_000).len(), MAX_RECOVERY_PAGES);
+        assert_eq!(page_positions(&[1, 2], 10_000)[0], 9_998);
     }
 
     #[test]

@@ -138,9 +138,27 @@ pub struct Details {
     /// Status (spec §1.8).
     #[serde(default)]
     pub status: Option<String>,
-    /// CSR hashes.
+    /// When the order was placed, `MM/dd/yyyy` without time or zone (spec §3.6, §7 item 11).
     #[serde(default)]
-    pub csr_details: Option<CsrDetails>,
+    pub requested: Option<String>,
+    /// CSR hashes (`csrDetails`).
+    #[serde(default, rename = "csrDetails")]
+    pub csr: Option<CsrDetails>,
+}
+
+impl Details {
+    /// The day the order was placed, when `requested` is in the documented `MM/dd/yyyy` form.
+    pub fn requested_date(&self) -> Option<jiff::civil::Date> {
+        let text = self.requested.as_deref()?.trim();
+        let mut parts = text.split('/');
+        let month: i8 = parts.next()?.parse().ok()?;
+        let day: i8 = parts.next()?.parse().ok()?;
+        let year: i16 = parts.next()?.parse().ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        jiff::civil::Date::new(year, month, day).ok()
+    }
 }
 
 /// `csrDetails` of the details response: upper-case hex hashes of the DER CSR.
@@ -185,7 +203,22 @@ mod tests {
     fn details_tolerate_missing_and_unknown_fields() {
         let details: Details = serde_json::from_str(r#"{"status":"Issued","somethingNew":1}"#).unwrap();
         assert_eq!(details.status.as_deref(), Some("Issued"));
-        assert!(details.csr_details.is_none());
+        assert!(details.csr.is_none());
+    }
+
+    #[test]
+    fn requested_dates_are_read_in_the_documented_form_only() {
+        let details = |requested: &str| Details {
+            requested: Some(requested.into()),
+            ..Details::default()
+        };
+        assert_eq!(
+            details("12/04/2025").requested_date(),
+            Some(jiff::civil::date(2025, 12, 4))
+        );
+        assert_eq!(details("2025-12-04").requested_date(), None);
+        assert_eq!(details("13/04/2025").requested_date(), None);
+        assert_eq!(Details::default().requested_date(), None);
     }
 
     #[test]

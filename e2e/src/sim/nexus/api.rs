@@ -18,8 +18,8 @@ use x509_parser::{
 };
 
 use super::{
-    BASE_PATH, HttpResponse, NexusSigningMode, NexusSimulatorConfig, Shared, json_response, multipart,
-    pem_string, signing,
+    BASE_PATH, HttpResponse, NexusReading, NexusSigningMode, NexusSimulatorConfig, Shared, json_response,
+    multipart, pem_string, signing,
     store::{HOLD, Status, StoredCertificate, normalize_dn, normalize_serial},
     typed_response,
 };
@@ -469,7 +469,7 @@ fn issue_pkcs10(shared: &Shared, call: &Call<'_>) -> Result<Reply, ApiError> {
         names: requested_names(&request),
         not_before,
         not_after,
-        serial: random_serial().to_vec(),
+        serial: issued_serial(shared.config.reading),
         usage: LeafUsage::Server,
         key_encipherment: info.subject_pki.algorithm.algorithm == OID_PKCS1_RSAENCRYPTION,
     };
@@ -497,6 +497,26 @@ fn issue_pkcs10(shared: &Shared, call: &Call<'_>) -> Result<Reply, ApiError> {
     Ok(Reply::Issued(binary))
 }
 
+/// A fresh serial; in the strict reading its first byte has the high bit set, so the DER integer
+/// carries a leading `00` ([`NexusReading`] item 1). In the common reading its first byte is
+/// 0x10..=0x7f, so both spellings coincide and a client's lookup is one search, which the
+/// index-lag knob counts.
+fn issued_serial(reading: NexusReading) -> Vec<u8> {
+    let mut random = random_serial();
+    match reading {
+        NexusReading::Common => {
+            random[0] |= 0x10;
+            random.to_vec()
+        }
+        NexusReading::Strict => {
+            let mut serial = vec![0];
+            serial.extend_from_slice(&random);
+            serial[1] |= 0x80;
+            serial
+        }
+    }
+}
+
 fn stored_certificate(
     shared: &Shared,
     leaf: &CertificateDer<'static>,
@@ -509,10 +529,12 @@ fn stored_certificate(
     let mut ski = None;
     let mut aki = None;
     let mut serial_hex = String::new();
+    let mut serial_der_hex = String::new();
     let mut not_before = OffsetDateTime::now_utc();
     let mut not_after = not_before;
     if let Some(certificate) = &parsed {
         serial_hex = normalize_serial(&hex_lower(certificate.raw_serial()));
+        serial_der_hex = hex_upper(certificate.raw_serial());
         not_before = certificate.validity().not_before.to_datetime();
         not_after = certificate.validity().not_after.to_datetime();
         for extension in certificate.extensions() {
@@ -528,6 +550,7 @@ fn stored_certificate(
     StoredCertificate {
         certid: String::new(),
         serial_hex,
+        serial_der_hex,
         der: leaf.to_vec(),
         subject: common_name.clone().unwrap_or_default(),
         common_name,
@@ -596,7 +619,10 @@ fn details(shared: &Shared, certid: &str) -> Result<Reply, ApiError> {
     Ok(Reply::Json(json!({
         "error": 0,
         "msg": "Fetched certificate",
-        "certificate": certificate.to_json(shared.config.rfc3339_dates),
+        "certificate": certificate.to_json(
+            shared.config.rfc3339_dates,
+            shared.config.reading == NexusReading::Strict
+        ),
     })))
 }
 
@@ -676,7 +702,7 @@ fn list_certificates(shared: &Shared, call: &Call<'_>) -> Result<Reply, ApiError
     let flag = |name: &str| get(name).is_some_and(|value| value.eq_ignore_ascii_case("true"));
     let limit = number("searchLimit")?;
     let offset = number("searchOffset")?.unwrap_or(0);
-    let serial = get("certificateSerialNumber").map(normalize_serial);
+    let serial = get("certificateSerialNumber");
     let common_name = get("subjectCommonName");
     let issuer = get("issuer").map(normalize_dn);
     let ski = get("subjectKeyIdentifier").map(str::to_ascii_uppercase);
@@ -719,7 +745,13 @@ fn list_certificates(shared: &Shared, call: &Call<'_>) -> Result<Reply, ApiError
         .filter(|(_, indexed)| *indexed)
         .map(|(certificate, _)| certificate)
         .filter(|_| wants_ee)
-        .filter(|c| serial.as_ref().is_none_or(|serial| &c.serial_hex == serial))
+        .filter(|c| {
+            serial.is_none_or(|serial| match shared.config.reading {
+                NexusReading::Common => c.serial_hex == normalize_serial(serial),
+                // NexusReading item 1: a text column compared ignoring case only.
+                NexusReading::Strict => c.serial_der_hex.eq_ignore_ascii_case(serial.trim()),
+            })
+        })
         .filter(|c| common_name.is_none_or(|cn| c.common_name.as_deref() == Some(cn)))
         .filter(|c| {
             issuer
@@ -765,7 +797,7 @@ fn page(
         .iter()
         .skip(usize::try_from(offset).unwrap_or(usize::MAX))
         .take(usize::try_from(limit).unwrap_or(usize::MAX))
-        .map(|c| c.to_json(config.rfc3339_dates))
+        .map(|c| c.to_json(config.rfc3339_dates, config.reading == NexusReading::Strict))
         .collect();
     Ok(Reply::Json(json!({
         "error": 0,

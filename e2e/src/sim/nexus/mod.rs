@@ -47,6 +47,28 @@ pub enum NexusSigningMode {
     Caller,
 }
 
+/// How the simulator reads the places where the seeds can be read two ways. The clients were
+/// written against [`NexusReading::Common`]; the conformance suite runs against both.
+///
+/// 1. **How CM spells serial numbers.** Seed 003 (the `OpenAPI` document) types
+///    `certificateserialnumber` as "Certificate serial number in hex format" and the
+///    `certificateSerialNumber` filter as "Serial number of the certificate"; its only example,
+///    `31e96265e40b809cffa3862b073ae98b`, is lower case and its first byte has the high bit
+///    clear, so it cannot tell whether CM keeps the DER integer's leading `00` or prints
+///    upper case. Common: lower-case hex without leading zeros (Java's
+///    `BigInteger.toString(16)`, spec §4 "inferred"), and the filter compares numbers. Strict:
+///    the DER integer's bytes in upper-case hex, leading `00` kept, and the filter compares that
+///    text ignoring case only; every serial then has its high bit set, so the `00` is always
+///    there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NexusReading {
+    /// The readings the clients were first written against.
+    #[default]
+    Common,
+    /// Where a seed is ambiguous, the other reading.
+    Strict,
+}
+
 /// How the simulated Certificate Manager is configured.
 #[derive(Clone, Debug)]
 pub struct NexusSimulatorConfig {
@@ -65,6 +87,8 @@ pub struct NexusSimulatorConfig {
     /// Render response date-times as RFC 3339 strings (the schema) instead of epoch
     /// milliseconds (every example); clients must read both (spec §4).
     pub rfc3339_dates: bool,
+    /// How ambiguous seeds are read (see [`NexusReading`]).
+    pub reading: NexusReading,
 }
 
 impl Default for NexusSimulatorConfig {
@@ -77,6 +101,7 @@ impl Default for NexusSimulatorConfig {
             max_search_hits: 100,
             index_lag_searches: 0,
             rfc3339_dates: false,
+            reading: NexusReading::Common,
         }
     }
 }

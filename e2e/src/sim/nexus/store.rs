@@ -30,6 +30,8 @@ pub struct StoredCertificate {
     pub certid: String,
     /// X.509 serial, lower-case hex without leading zeros.
     pub serial_hex: String,
+    /// X.509 serial as the DER integer's bytes, upper-case hex (leading `00` kept).
+    pub serial_der_hex: String,
     /// DER of the certificate.
     pub der: Vec<u8>,
     /// Subject rendered values-only, as the doc's examples do.
@@ -65,8 +67,9 @@ impl StoredCertificate {
     }
 
     /// The `JsonCertificate` rendering; dates as epoch milliseconds like every doc example, or
-    /// as RFC 3339 strings like the schema declares (spec §4, §11 item 1).
-    pub fn to_json(&self, rfc3339_dates: bool) -> Value {
+    /// as RFC 3339 strings like the schema declares (spec §4, §11 item 1). Serials are spelled
+    /// as DER bytes (`der_serials`, the strict reading) or without leading zeros.
+    pub fn to_json(&self, rfc3339_dates: bool, der_serials: bool) -> Value {
         let date = |at: OffsetDateTime| {
             if rfc3339_dates {
                 at.format(&time::format_description::well_known::Rfc3339)
@@ -80,7 +83,7 @@ impl StoredCertificate {
             "status": self.status_name(),
             "subject": self.subject,
             "issuer": self.issuer,
-            "certificateserialnumber": self.serial_hex,
+            "certificateserialnumber": if der_serials { &self.serial_der_hex } else { &self.serial_hex },
             "validfrom": date(self.not_before),
             "validto": date(self.not_after),
             "subjectType": "EE",

@@ -518,3 +518,36 @@ async fn rate_limit_faults_answer_40() {
     assert_eq!(api.sim.stats().requests["procedures"], 2);
     api.sim.shutdown().await;
 }
+
+/// The strict reading (`NexusReading`): serials rendered as upper-case DER bytes with their
+/// leading `00`, and the serial filter matching that spelling ignoring case only.
+#[tokio::test]
+async fn strict_reading_spells_serials_as_der_bytes() {
+    let api = Api::start(NexusSimulatorConfig {
+        reading: NexusReading::Strict,
+        ..vro()
+    })
+    .await;
+    let answer = api
+        .issue(&csr("strict"), Some("application/pem-certificate-chain"), None)
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let leaf = pem_ders(&answer.body).remove(0);
+    let minimal = serial_of(&leaf);
+    let (_, parsed) = X509Certificate::from_der(&leaf).unwrap();
+    let der_upper = crate::sim::hex_upper(parsed.raw_serial());
+    assert!(der_upper.starts_with("00"), "{der_upper}");
+    assert_eq!(der_upper.trim_start_matches('0').to_ascii_lowercase(), minimal);
+    let by_minimal = api
+        .get(&format!("/certificates?certificateSerialNumber={minimal}"), None)
+        .await
+        .json();
+    assert_eq!(by_minimal["searchHits"], 0, "{by_minimal}");
+    let certid = api.certid_of_serial(&der_upper.to_ascii_lowercase()).await;
+    let details = api
+        .get(&format!("/certificates/{certid}/details"), None)
+        .await
+        .json();
+    assert_eq!(details["certificate"]["certificateserialnumber"], der_upper);
+    api.sim.shutdown().await;
+}

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::{
-    JSON_UTF8, PendingVariant, ScmProfile, Shared,
+    JSON_UTF8, PendingVariant, ScmProfile, ScmReading, Shared,
     collect::{self, Chain, Format},
     csr::ParsedCsr,
     error::ScmError,
@@ -281,7 +281,12 @@ fn list(shared: &Shared, call: &Call, count_only: bool) -> Result<Reply, ScmErro
     if count_only {
         return Ok(Reply::Count(total));
     }
-    // Inferred (spec §3.4): the order of results is undocumented; we chose ascending sslId.
+    // Inferred (spec §3.4): the order of results is undocumented; ascending sslId in the common
+    // reading, newest first in the strict one (ScmReading item 4).
+    let mut matching = matching;
+    if shared.config.reading == ScmReading::Strict {
+        matching.reverse();
+    }
     let page: Vec<Value> = matching
         .into_iter()
         .skip(position)
@@ -634,7 +639,11 @@ fn check_names(shared: &Shared, common_name: Option<&str>, names: &[String]) -> 
 // ---------------------------------------------------------------------------------------------
 
 fn collect(shared: &Shared, call: &Call, id: &str, path_format: Option<&str>) -> Result<Reply, ScmError> {
-    let variant = shared.config.pending_variant;
+    let variant = match shared.config.reading {
+        ScmReading::Common => shared.config.pending_variant,
+        // ScmReading item 3: the "State" group's code.
+        ScmReading::Strict => PendingVariant::Code130,
+    };
     with_order(shared, id, |order, shared| {
         let format = Format::parse(path_format.or_else(|| call.param("format")))?;
         match order.status {
@@ -663,6 +672,8 @@ fn collect(shared: &Shared, call: &Call, id: &str, path_format: Option<&str>) ->
                     PendingVariant::Code1400 => ScmError::BeingProcessed,
                     PendingVariant::Code0 => ScmError::BeingProcessedCodeZero,
                     PendingVariant::Code183 => ScmError::NotCollectable,
+                    PendingVariant::Code103 => ScmError::NotCollectedYet,
+                    PendingVariant::Code130 => ScmError::NotIssued(order.status.as_str().to_owned()),
                 })
             }
             Status::Revoked => Err(ScmError::CollectRevoked),
@@ -847,7 +858,11 @@ fn renew(shared: &Shared, ssl_id: i64, request: RenewRequest) -> Result<i64, Scm
     original.renewed_date = Some(OffsetDateTime::now_utc());
     // Inferred (spec §3.19/§3.20): we chose to copy names, profile, term, org and metadata and
     // let a new CSR replace only the key, because the docs renew "using the CSR and parameters
-    // of the initial certificate".
+    // of the initial certificate". The strict reading (ScmReading item 2) ignores a new CSR.
+    let new_csr = match shared.config.reading {
+        ScmReading::Common => new_csr,
+        ScmReading::Strict => None,
+    };
     let new = NewOrder {
         org_id: original.org_id,
         profile: original.profile.clone(),

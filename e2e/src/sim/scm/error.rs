@@ -85,6 +85,9 @@ pub enum ScmError {
     /// Collect before issuance, as production clients observe it (spec §3.11, 3rd-party).
     #[error("Being processed by Sectigo")]
     BeingProcessedCodeZero,
+    /// Collect before issuance, the table's other "Collect" candidate (spec §3.11).
+    #[error("Certificate has not been collected yet.")]
+    NotCollectedYet,
     /// A field has a value outside its documented constraints.
     #[error("Field '{0}' has invalid value.")]
     InvalidField(String),
@@ -114,6 +117,7 @@ impl ScmError {
             Self::ProfileInvalid => -39,
             Self::MandatoryCustomFieldMissing => -62,
             Self::OnlyIssuedRevocable => -102,
+            Self::NotCollectedYet => -103,
             Self::RenewFailed(_) => -105,
             Self::DcvIncomplete(_) => -107,
             Self::CollectRevoked => -110,

@@ -51,6 +51,34 @@ pub enum ScmFlavor {
     InCommon,
 }
 
+/// How the simulator reads the places where the seeds can be read two ways. The clients were
+/// written against [`ScmReading::Common`]; the conformance suite runs against both, so a client
+/// that only works under one reading fails.
+///
+/// 1. **InCommon certificate-login prefix.** Seed 004 (InCommon's document): "Client Auth URI
+///    endpoint – `https://cert-manager.com/private/ssl/v1{path}`". Seed 001: "the requests must
+///    have 'private' suffix in the URL, i.e. `https://cert-manager.com/private/api/ssl/v1/types`".
+///    Common: InCommon serves 004's `/private/ssl/v1`. Strict: InCommon serves 001's
+///    `/private/api/ssl/v1`. (Sectigo serves 001's in both.)
+/// 2. **Which CSR a renewal uses.** Seed 004 renews "using the same CSR and parameters of the
+///    existing certificate" and documents no `csr` field; seed 001 §3.20 says "using the CSR and
+///    parameters of the initial SSL certificate" yet lists an optional `csr`. Common: a posted
+///    `csr` replaces the key. Strict: every renewal reuses the initial certificate's CSR,
+///    whatever is posted.
+/// 3. **Collect before issuance.** Seed 001 does not say; its code table groups -1400, -183,
+///    -109, -103 under "Collect" and -130 "SSL state is not 'ISSUED': {0}" under "State".
+///    Common: the configured [`PendingVariant`]. Strict: -130 with the order's status.
+/// 4. **List order.** Seed 001 §3.4 does not state the order of `GET /api/ssl/v1`. Common:
+///    ascending `sslId`. Strict: descending (newest first).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScmReading {
+    /// The readings the clients were first written against.
+    #[default]
+    Common,
+    /// Where a seed is ambiguous, the other reading.
+    Strict,
+}
+
 /// Which "not yet issued" error collect answers (spec §3.11).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PendingVariant {
@@ -61,6 +89,10 @@ pub enum PendingVariant {
     Code0,
     /// `-183 Certificate is not collectable.`, as python-cert_manager treats it.
     Code183,
+    /// `-103 Certificate has not been collected yet.`, from the table's "Collect" group.
+    Code103,
+    /// `-130 SSL state is not 'ISSUED': {status}`, from the table's "State" group.
+    Code130,
 }
 
 /// A certificate profile (`certType`) offered by the simulated account.
@@ -110,6 +142,8 @@ pub struct ScmSimulatorConfig {
     /// Not in SCM: the `sslId` of the first order, so tests running two simulators (two CA
     /// accounts) get ids that cannot be mistaken for each other's.
     pub first_ssl_id: i64,
+    /// How ambiguous seeds are read (see [`ScmReading`]).
+    pub reading: ScmReading,
 }
 
 impl Default for ScmSimulatorConfig {
@@ -134,6 +168,7 @@ impl Default for ScmSimulatorConfig {
             validated_domains: None,
             client_certificate_login: true,
             first_ssl_id: 1000,
+            reading: ScmReading::Common,
         }
     }
 }
@@ -157,6 +192,7 @@ impl fmt::Debug for ScmSimulatorConfig {
             .field("validated_domains", &self.validated_domains)
             .field("client_certificate_login", &self.client_certificate_login)
             .field("first_ssl_id", &self.first_ssl_id)
+            .field("reading", &self.reading)
             .finish()
     }
 }
@@ -428,7 +464,7 @@ impl Shared {
     async fn serve_api(&self, request: Request<Incoming>) -> HttpResponse {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let (login, endpoint) = match routes::route(self.config.flavor, &method, &path) {
+        let (login, endpoint) = match routes::route(self.config.flavor, self.config.reading, &method, &path) {
             Ok(found) => found,
             Err(no_route) => {
                 self.counters.count("unknown");

@@ -4,7 +4,7 @@
 use hyper::Method;
 use percent_encoding::percent_decode_str;
 
-use super::ScmFlavor;
+use super::{ScmFlavor, ScmReading};
 
 /// How the caller must authenticate, decided by the path prefix (spec §1.1, §1.2, §5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,12 +97,17 @@ pub enum NoRoute {
 /// Documented literal segments whose endpoints the simulator leaves out (spec §2).
 const UNIMPLEMENTED: [&str; 3] = ["enroll-keygen", "keystore", "import"];
 
-/// Resolves `method path` for `flavor`.
-pub fn route(flavor: ScmFlavor, method: &Method, path: &str) -> Result<(Login, Endpoint), NoRoute> {
-    let private_prefix = match flavor {
-        ScmFlavor::Sectigo => "/private/api/ssl/v1",
-        // 004's documented client-auth base has no `/api` (spec §5).
-        ScmFlavor::InCommon => "/private/ssl/v1",
+/// Resolves `method path` for `flavor` under `reading`.
+pub fn route(
+    flavor: ScmFlavor,
+    reading: ScmReading,
+    method: &Method,
+    path: &str,
+) -> Result<(Login, Endpoint), NoRoute> {
+    let private_prefix = match (flavor, reading) {
+        (ScmFlavor::Sectigo, _) | (ScmFlavor::InCommon, ScmReading::Strict) => "/private/api/ssl/v1",
+        // 004's documented client-auth base has no `/api` (spec §5); see ScmReading item 1.
+        (ScmFlavor::InCommon, ScmReading::Common) => "/private/ssl/v1",
     };
     let (login, rest) = if let Some(rest) = strip_prefix(path, "/api/ssl/v1") {
         (Login::Password, rest)
@@ -199,7 +204,7 @@ mod tests {
     use super::*;
 
     fn get(flavor: ScmFlavor, path: &str) -> Result<(Login, Endpoint), NoRoute> {
-        route(flavor, &Method::GET, path)
+        route(flavor, ScmReading::Common, &Method::GET, path)
     }
 
     #[test]
@@ -235,8 +240,26 @@ mod tests {
     }
 
     #[test]
+    fn strict_incommon_serves_001s_certificate_prefix_only() {
+        let strict = |path| route(ScmFlavor::InCommon, ScmReading::Strict, &Method::GET, path);
+        assert_eq!(
+            strict("/private/api/ssl/v1/types"),
+            Ok((Login::Certificate, Endpoint::Types))
+        );
+        assert_eq!(strict("/private/ssl/v1/types"), Err(NoRoute::NotFound));
+        assert_eq!(
+            strict("/api/ssl/v1/types"),
+            Ok((Login::Password, Endpoint::Types))
+        );
+        assert_eq!(
+            get(ScmFlavor::InCommon, "/private/api/ssl/v1/types"),
+            Err(NoRoute::NotFound)
+        );
+    }
+
+    #[test]
     fn literals_before_ids() {
-        let post = |path| route(ScmFlavor::Sectigo, &Method::POST, path).map(|(_, e)| e);
+        let post = |path| route(ScmFlavor::Sectigo, ScmReading::Common, &Method::POST, path).map(|(_, e)| e);
         assert_eq!(
             post("/api/ssl/v1/revoke/serial/A9%3A3E"),
             Ok(Endpoint::RevokeBySerial("A9:3E".into()))
@@ -257,7 +280,13 @@ mod tests {
             Ok(Endpoint::Details("12".into()))
         );
         assert_eq!(
-            route(ScmFlavor::Sectigo, &Method::HEAD, "/api/ssl/v1").map(|(_, e)| e),
+            route(
+                ScmFlavor::Sectigo,
+                ScmReading::Common,
+                &Method::HEAD,
+                "/api/ssl/v1"
+            )
+            .map(|(_, e)| e),
             Ok(Endpoint::Count)
         );
     }

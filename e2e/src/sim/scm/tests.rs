@@ -754,3 +754,76 @@ async fn control_endpoints_need_no_credentials_and_are_never_faulted() {
     assert!(api.sim.stats().requests.is_empty());
     api.sim.shutdown().await;
 }
+
+/// The strict reading (`ScmReading`): InCommon certificate login on 001's prefix, collect
+/// before issuance answering -130, lists newest first, and renewals that keep the initial CSR.
+#[tokio::test]
+async fn strict_reading_takes_the_other_reading_of_each_ambiguous_seed() {
+    let mut api = Api::start(ScmSimulatorConfig {
+        flavor: ScmFlavor::InCommon,
+        reading: ScmReading::Strict,
+        pending_collects: 1,
+        ..ScmSimulatorConfig::default()
+    })
+    .await;
+    let first_csr = p256_csr("strict.example.com", &[]);
+    let first = api.enroll_id(&first_csr, json!({})).await;
+    let second = api
+        .enroll_id(&p256_csr("strict.example.com", &[]), json!({}))
+        .await;
+    let pending = api.call(Method::GET, &format!("/collect/{first}"), None).await;
+    assert_eq!(
+        error_of(&pending),
+        (
+            StatusCode::BAD_REQUEST,
+            -130,
+            "SSL state is not 'ISSUED': Applied".into()
+        )
+    );
+    let listed: Vec<i64> = api
+        .call(Method::GET, "?commonName=strict.example.com", None)
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["sslId"].as_i64().unwrap())
+        .collect();
+    assert_eq!(listed, [second, first]);
+    assert_eq!(
+        api.call(Method::GET, &format!("/collect/{first}"), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // A renewal with a new CSR is an order for the initial CSR all the same.
+    let renewed = api
+        .call(
+            Method::POST,
+            &format!("/renewById/{first}"),
+            Some(json!({"csr": p256_csr("strict.example.com", &[])})),
+        )
+        .await;
+    assert_eq!(renewed.status, StatusCode::OK, "{}", renewed.text());
+    let sha = csr::ParsedCsr::parse(&first_csr).unwrap().sha256_lower();
+    assert_eq!(api.sim.stats().orders_per_csr[&sha], 2);
+
+    let (cert, key) = api.sim.issue_client_certificate("api-admin");
+    api.client = Client::new(
+        api.sim.server.local_addr(),
+        &api.sim.tls_ca_pem(),
+        Some((&cert, &key)),
+    );
+    api.password = None;
+    api.prefix = "/private/api/ssl/v1";
+    assert_eq!(
+        api.call(Method::GET, "/customFields", None).await.status,
+        StatusCode::OK
+    );
+    api.prefix = "/private/ssl/v1";
+    assert_eq!(
+        api.call(Method::GET, "/customFields", None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    api.sim.shutdown().await;
+}
