@@ -32,6 +32,7 @@ use super::{
     BackendError, BackendKind, CaBackend, Collected, EnrollRequest, OrderHandle, Profile, RevocationReason,
     RevokeTarget, chain,
     credentials::SecretString,
+    http,
     retry::{Idempotency, RetryPolicy},
 };
 
@@ -231,7 +232,7 @@ impl ScmBackend {
             .call(
                 "details",
                 Method::GET,
-                &format!("/{ssl_id}"),
+                &format!("/{}", order_segment(ssl_id)?),
                 &[],
                 None::<&()>,
                 Idempotency::Idempotent,
@@ -424,10 +425,10 @@ impl CaBackend for ScmBackend {
     async fn collect(&self, order: &OrderHandle, csr_der: &[u8]) -> Result<Collected, BackendError> {
         let (path, query) = match self.config.flavor {
             ScmFlavor::Sectigo => (
-                format!("/collect/{}", order.id),
+                format!("/collect/{}", order_segment(&order.id)?),
                 vec![("format", "x509".to_owned())],
             ),
-            ScmFlavor::InCommon => (format!("/collect/{}/x509", order.id), vec![]),
+            ScmFlavor::InCommon => (format!("/collect/{}/x509", order_segment(&order.id)?), vec![]),
         };
         let reply = match self
             .http
@@ -494,7 +495,7 @@ impl CaBackend for ScmBackend {
             .call(
                 "renewById",
                 Method::POST,
-                &format!("/renewById/{}", order.id),
+                &format!("/renewById/{}", order_segment(&order.id)?),
                 &[],
                 Some(&body),
                 Idempotency::Once,
@@ -525,7 +526,7 @@ impl CaBackend for ScmBackend {
             .call(
                 "replace",
                 Method::POST,
-                &format!("/replace/{}", order.id),
+                &format!("/replace/{}", order_segment(&order.id)?),
                 &[],
                 Some(&body),
                 Idempotency::Once,
@@ -543,10 +544,13 @@ impl CaBackend for ScmBackend {
             reason: format!("revoked by pki-operator: {}", reason.name()),
         };
         let (endpoint, path) = match target {
-            RevokeTarget::Order(order) => ("revoke", format!("/revoke/{}", order.id)),
+            RevokeTarget::Order(order) => ("revoke", format!("/revoke/{}", order_segment(&order.id)?)),
             RevokeTarget::Serial(serial) => (
                 "revokeBySerial",
-                format!("/revoke/serial/{}", colon_serial(serial)),
+                format!(
+                    "/revoke/serial/{}",
+                    http::path_segment(KIND, "serial number", &colon_serial(serial))?
+                ),
             ),
         };
         // Revocation is idempotent at the CA (a second call answers -159), so it may be retried.
@@ -618,6 +622,11 @@ impl CaBackend for ScmBackend {
 }
 
 /// SCM writes serials as colon-separated upper-case hex (spec §3.17).
+/// An order id (from status, which anyone allowed to write it controls) as a URL path segment.
+fn order_segment(id: &str) -> Result<String, BackendError> {
+    http::path_segment(KIND, "order id", id)
+}
+
 fn colon_serial(serial: &str) -> String {
     let hex: String = serial
         .chars()
