@@ -621,12 +621,12 @@ impl CaBackend for ScmBackend {
     }
 }
 
-/// SCM writes serials as colon-separated upper-case hex (spec §3.17).
 /// An order id (from status, which anyone allowed to write it controls) as a URL path segment.
 fn order_segment(id: &str) -> Result<String, BackendError> {
     http::path_segment(KIND, "order id", id)
 }
 
+/// SCM writes serials as colon-separated upper-case hex (spec §3.17).
 fn colon_serial(serial: &str) -> String {
     let hex: String = serial
         .chars()
