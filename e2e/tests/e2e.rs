@@ -8,6 +8,8 @@
 // test code: here a panic is a test failure, and a table of cases is long by nature.
 #![allow(clippy::expect_used, clippy::too_many_lines)]
 
+#[path = "e2e/hostile_ca.rs"]
+mod hostile_ca;
 #[path = "e2e/issuer_policy.rs"]
 mod issuer_policy;
 #[path = "e2e/nexus.rs"]
@@ -162,6 +164,14 @@ fn main() -> std::process::ExitCode {
         trial(
             "issuer_secret_label_guard_refuses_unlabelled_secrets_until_labelled",
             secret_guard::unlabelled_secret_is_refused_until_labelled,
+        ),
+        trial(
+            "hostile_ca_endless_body_is_cut_off_and_the_operator_stays_up",
+            hostile_ca::endless_body_is_cut_off_and_the_operator_stays_up,
+        ),
+        trial(
+            "hostile_ca_redirect_is_not_followed",
+            hostile_ca::redirect_is_not_followed,
         ),
     ];
     let listing = args.list;

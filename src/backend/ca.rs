@@ -6,11 +6,17 @@
 //! `find_existing_order` simply recomputes the id. A local signature costs nothing, so signing
 //! the same CSR twice is harmless (unlike a second order at a paid CA). There is no CRL, so
 //! revocation is accepted and has no effect beyond the certificate's expiry.
+//!
+//! An order id comes back from Certificate status, which whoever may write status controls, so
+//! no value in it may panic: the lifetime it carries is clamped like any other, and no leaf
+//! outlives the CA certificate that signs it.
 
 use std::time::Duration;
 
+use rand_core::{OsRng, RngCore as _};
 use rcgen::{CertificateSigningRequestParams, Issuer, KeyPair, SerialNumber};
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
+use time::OffsetDateTime;
 use x509_parser::{certificate::X509Certificate, prelude::FromDer as _};
 
 use super::{
@@ -30,6 +36,8 @@ pub struct LocalCa {
     ca_der: Vec<u8>,
     chain_der: Vec<Vec<u8>>,
     key: KeyPair,
+    /// The CA certificate's `notAfter`: the latest `notAfter` of any leaf it signs.
+    not_after: OffsetDateTime,
 }
 
 impl std::fmt::Debug for LocalCa {
@@ -75,12 +83,30 @@ impl LocalCa {
                 "tls.key does not match the certificate in tls.crt".into(),
             ));
         }
+        let not_after = OffsetDateTime::from_unix_timestamp(parsed.validity().not_after.timestamp())
+            .map_err(|e| invalid(format!("tls.crt: notAfter: {e}")))?;
         let key = signer(&private).map_err(|e| invalid(format!("tls.key: {e}")))?;
         Ok(Self {
             ca_der,
             chain_der,
             key,
+            not_after,
         })
+    }
+
+    /// The CA certificate's `notAfter` when it is still in the future at `now`.
+    fn valid_until(&self, now: OffsetDateTime) -> Result<OffsetDateTime, BackendError> {
+        if self.not_after <= now {
+            return Err(BackendError::Configuration {
+                backend: KIND,
+                message: format!(
+                    "the CA certificate in tls.crt expired at {}; renew it",
+                    jiff::Timestamp::from_second(self.not_after.unix_timestamp())
+                        .map_or_else(|_| self.not_after.unix_timestamp().to_string(), |t| t.to_string())
+                ),
+            });
+        }
+        Ok(self.not_after)
     }
 
     /// The CA certificate, DER.
@@ -102,10 +128,15 @@ impl LocalCa {
         let mut request =
             CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
                 .map_err(|e| invalid(format!("the CSR is invalid: {e}")))?;
-        let now = time::OffsetDateTime::now_utc();
+        let now = OffsetDateTime::now_utc();
+        let ca_not_after = self.valid_until(now)?;
         request.params.not_before = now - BACKDATE;
-        request.params.not_after = now + lifetime;
-        request.params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+        // A lifetime too large for the calendar ends where the CA does, like any long one.
+        request.params.not_after = time::Duration::try_from(lifetime)
+            .ok()
+            .and_then(|lifetime| now.checked_add(lifetime))
+            .map_or(ca_not_after, |end| end.min(ca_not_after));
+        request.params.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
         request.params.is_ca = rcgen::IsCa::ExplicitNoCa;
         request.params.use_authority_key_identifier_extension = true;
         if request.params.key_usages.is_empty() {
@@ -129,12 +160,19 @@ impl LocalCa {
     }
 }
 
-/// 16 random bytes with the top bit cleared, so the serial is a positive INTEGER (RFC 5280).
-fn random_serial() -> [u8; 16] {
-    let mut serial = fastrand::u128(..).to_be_bytes();
-    serial[0] &= 0x7f;
-    serial[0] |= 0x01;
-    serial
+/// 16 bytes from the operating system's CSPRNG (serials must be unpredictable: CA/Browser Forum
+/// BR 7.1 asks for at least 64 random bits), with the top bit cleared and the first byte non-zero,
+/// so the serial is a positive INTEGER of exactly 16 octets (RFC 5280 allows up to 20).
+fn random_serial() -> Result<[u8; 16], BackendError> {
+    let mut serial = [0_u8; 16];
+    OsRng
+        .try_fill_bytes(&mut serial)
+        .map_err(|e| BackendError::Unavailable {
+            backend: KIND,
+            message: format!("the operating system's random number generator failed: {e}"),
+        })?;
+    serial[0] = (serial[0] & 0x7f).max(1);
+    Ok(serial)
 }
 
 /// The local CA backend.
@@ -172,6 +210,7 @@ impl CaBackend for CaIssuerBackend {
     }
 
     async fn check(&self) -> Result<Vec<Profile>, BackendError> {
+        self.ca.valid_until(OffsetDateTime::now_utc())?;
         Ok(Vec::new())
     }
 
@@ -230,9 +269,18 @@ mod tests {
     };
 
     fn test_ca(is_ca: bool) -> (String, String) {
+        test_ca_until(is_ca, None)
+    }
+
+    /// A CA certificate and key; `not_after` overrides rcgen's far-future default.
+    fn test_ca_until(is_ca: bool, not_after: Option<OffsetDateTime>) -> (String, String) {
         let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, "test ca");
+        if let Some(not_after) = not_after {
+            params.not_before = not_after - time::Duration::days(30);
+            params.not_after = not_after;
+        }
         if is_ca {
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
             params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -282,6 +330,91 @@ mod tests {
             backend.collect(&order, &other).await,
             Err(BackendError::NotFound { .. })
         ));
+    }
+
+    fn request_for(lifetime: Option<Duration>) -> EnrollRequest {
+        let leaf_key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+        let subject = CsrSubject {
+            dns_names: vec!["a.example.com".into()],
+            ..CsrSubject::default()
+        };
+        EnrollRequest {
+            csr_der: build_csr(&leaf_key, &subject).unwrap(),
+            dns_names: subject.dns_names.clone(),
+            lifetime,
+            ..EnrollRequest::default()
+        }
+    }
+
+    async fn issue(backend: &CaIssuerBackend, order: &OrderHandle, csr_der: &[u8]) -> IssuedCertificate {
+        match backend.collect(order, csr_der).await.unwrap() {
+            Collected::Issued(issued) => issued,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn no_leaf_outlives_the_ca_and_no_lifetime_in_status_panics() {
+        // Whole seconds: certificates carry no sub-second precision.
+        let ca_end =
+            OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp() + 86_400).unwrap();
+        let (cert, key) = test_ca_until(true, Some(ca_end));
+        let backend = CaIssuerBackend::new(LocalCa::from_pem(&cert, &key).unwrap());
+        let not_after = |issued: &IssuedCertificate| {
+            let (_, leaf) = X509Certificate::from_der(&issued.leaf_der).unwrap();
+            leaf.validity().not_after.timestamp()
+        };
+        // 90 days asked, the CA ends tomorrow.
+        let request = request_for(None);
+        let order = backend.enroll(&request).await.unwrap();
+        let issued = issue(&backend, &order, &request.csr_der).await;
+        assert_eq!(not_after(&issued), ca_end.unix_timestamp());
+        // An order id whose lifetime no calendar holds (status is writable by others).
+        let tampered = OrderHandle {
+            id: format!("{}-{}", request.csr_sha256_hex(), u64::MAX),
+            ..order.clone()
+        };
+        let issued = issue(&backend, &tampered, &request.csr_der).await;
+        assert_eq!(not_after(&issued), ca_end.unix_timestamp());
+        // A short lifetime stays as asked.
+        let short = request_for(Some(Duration::from_secs(3600)));
+        let order = backend.enroll(&short).await.unwrap();
+        let issued = issue(&backend, &order, &short.csr_der).await;
+        let (_, leaf) = X509Certificate::from_der(&issued.leaf_der).unwrap();
+        assert_eq!(
+            leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp(),
+            3600 + 60
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_ca_signs_nothing_and_fails_its_check() {
+        let (cert, key) = test_ca_until(true, Some(OffsetDateTime::now_utc() - time::Duration::days(1)));
+        let backend = CaIssuerBackend::new(LocalCa::from_pem(&cert, &key).unwrap());
+        let error = backend.check().await.unwrap_err();
+        assert!(error.to_string().contains("expired"), "{error}");
+        let request = request_for(None);
+        let order = backend.enroll(&request).await.unwrap();
+        let error = backend.collect(&order, &request.csr_der).await.unwrap_err();
+        assert_eq!(error.category(), "InvalidConfiguration", "{error}");
+    }
+
+    #[tokio::test]
+    async fn serials_are_positive_sixteen_octets_and_distinct() {
+        let (cert, key) = test_ca(true);
+        let backend = CaIssuerBackend::new(LocalCa::from_pem(&cert, &key).unwrap());
+        let request = request_for(None);
+        let order = backend.enroll(&request).await.unwrap();
+        let mut serials = std::collections::BTreeSet::new();
+        for _ in 0..8 {
+            let issued = issue(&backend, &order, &request.csr_der).await;
+            let (_, leaf) = X509Certificate::from_der(&issued.leaf_der).unwrap();
+            let raw = leaf.raw_serial();
+            assert_eq!(raw.len(), 16, "{raw:02x?}");
+            assert!(raw[0] & 0x80 == 0 && raw[0] != 0, "{raw:02x?}");
+            serials.insert(raw.to_vec());
+        }
+        assert_eq!(serials.len(), 8);
     }
 
     #[test]

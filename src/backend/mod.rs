@@ -13,6 +13,7 @@
 pub mod ca;
 pub mod chain;
 pub mod credentials;
+pub mod http;
 pub mod nexus;
 pub mod retry;
 pub mod scm;

@@ -1,8 +1,30 @@
 //! When and how long to wait before repeating a request. Only idempotent requests are ever
 //! repeated (see [`Idempotency`]); the waits use decorrelated jitter so many operators behind one
-//! CA account do not retry in lockstep, and a CA's `Retry-After` is a floor, never shortened.
+//! CA account do not retry in lockstep, and a CA's `Retry-After` is a floor, never shortened,
+//! though never longer than [`MAX_RETRY_AFTER`].
 
 use std::time::Duration;
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+/// The longest `Retry-After` honoured: one hour. A CA (or whatever answers at its URL) asking
+/// for more would park certificates for days, and a value near `u64::MAX` seconds would
+/// overflow the time arithmetic of whoever schedules the next attempt.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// A response's `Retry-After` in its seconds form, clamped to [`MAX_RETRY_AFTER`]. The HTTP-date
+/// form is ignored: neither CA documents rate limiting, so we accept what proxies and gateways
+/// commonly send.
+pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .map(|seconds| Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+}
 
 /// Whether a request may be sent again after a failure whose outcome is unknown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,7 +98,7 @@ impl Backoff {
         let high = u64::try_from(high).unwrap_or(u64::MAX);
         let jittered = Duration::from_millis(fastrand::u64(low..high)).min(self.policy.max_backoff);
         self.previous = jittered;
-        retry_after.map_or(jittered, |floor| jittered.max(floor))
+        retry_after.map_or(jittered, |floor| jittered.max(floor.min(MAX_RETRY_AFTER)))
     }
 
     /// Whether a `Retry-After` is short enough to wait out inside the call.
@@ -87,7 +109,28 @@ impl Backoff {
 
 #[cfg(test)]
 mod tests {
+    use reqwest::header::HeaderValue;
+
     use super::*;
+
+    #[test]
+    fn retry_after_seconds_are_parsed_and_clamped_to_an_hour() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(parse_retry_after(&headers), None);
+        headers.insert(RETRY_AFTER, HeaderValue::from_static(" 7 "));
+        assert_eq!(parse_retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("86400"));
+        assert_eq!(parse_retry_after(&headers), Some(MAX_RETRY_AFTER));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("18446744073709551615"));
+        assert_eq!(parse_retry_after(&headers), Some(Duration::from_secs(3600)));
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(parse_retry_after(&headers), None);
+        let mut backoff = Backoff::new(RetryPolicy::default());
+        assert_eq!(backoff.next_wait(Some(Duration::MAX)), MAX_RETRY_AFTER);
+    }
 
     #[test]
     fn attempts_are_bounded() {

@@ -1,8 +1,9 @@
 //! The HTTP layer of the Nexus client: one `reqwest` client with the officer's TLS identity, the
 //! three request encodings (query, form, multipart), the `{error, msg}` envelope decoded by its
 //! JSON code rather than the HTTP status (errors come back as 500, the `-19` challenge as 200),
-//! the caller-signing round trip, and bounded retries. It logs endpoint names, statuses and error
-//! codes, never bodies, `dataToSign` or signatures.
+//! the caller-signing round trip, and bounded retries. Bodies are read up to
+//! [`MAX_RESPONSE_BYTES`] and redirects are not followed (see [`crate::backend::http`]). It logs
+//! endpoint names, statuses and error codes, never bodies, `dataToSign` or signatures.
 
 use std::{fmt::Write as _, sync::Arc, time::Duration};
 
@@ -10,7 +11,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 use bytes::Bytes;
 use reqwest::{
     Method, StatusCode,
-    header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER},
+    header::{ACCEPT, CONTENT_TYPE, HeaderMap},
 };
 
 use super::{
@@ -20,7 +21,8 @@ use super::{
 };
 use crate::backend::{
     BackendError, BackendKind,
-    retry::{Backoff, Idempotency, RetryPolicy},
+    http::{self, MAX_RESPONSE_BYTES},
+    retry::{Backoff, Idempotency, RetryPolicy, parse_retry_after},
 };
 
 const KIND: BackendKind = BackendKind::Nexus;
@@ -149,6 +151,7 @@ impl NexusHttp {
             .timeout(config.request_timeout)
             .user_agent(concat!("pki-operator/", env!("CARGO_PKG_VERSION")))
             .https_only(true)
+            .redirect(http::no_redirects())
             .identity(identity);
         if let Some(bundle) = &config.ca_bundle_pem {
             let certs = reqwest::Certificate::from_pem_bundle(bundle.as_bytes())
@@ -321,11 +324,26 @@ impl NexusHttp {
             .await
             .map_err(|error| transport_error(endpoint, attempt, &error))?;
         let status = response.status();
+        if status.is_redirection() {
+            tracing::debug!(
+                backend = "nexus",
+                endpoint,
+                attempt,
+                status = status.as_u16(),
+                "redirect"
+            );
+            return Err(
+                http::redirect_error(KIND, endpoint, status, response.headers(), response.url()).into(),
+            );
+        }
         let headers = response.headers().clone();
-        let body = response
-            .bytes()
+        let body = http::read_body(response, MAX_RESPONSE_BYTES)
             .await
-            .map_err(|error| transport_error(endpoint, attempt, &error))?;
+            .map_err(|error| {
+                CallError::Backend(
+                    error.into_backend(KIND, endpoint, |error| transport_error(endpoint, attempt, &error)),
+                )
+            })?;
         decode(endpoint, attempt, status, &headers, body)
     }
 }
@@ -426,11 +444,7 @@ fn decode(
     Err(match status {
         StatusCode::TOO_MANY_REQUESTS => BackendError::RateLimited {
             backend: KIND,
-            retry_after: headers
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok())
-                .map(Duration::from_secs),
+            retry_after: parse_retry_after(headers),
         },
         s if s.is_server_error() => BackendError::Unavailable {
             backend: KIND,
@@ -457,7 +471,7 @@ fn decode(
 }
 
 /// Classifies a failed round trip; a TLS refusal names its side and the fix.
-fn transport_error(endpoint: &'static str, attempt: u32, error: &reqwest::Error) -> CallError {
+fn transport_error(endpoint: &'static str, attempt: u32, error: &reqwest::Error) -> BackendError {
     tracing::debug!(backend = "nexus", endpoint, attempt, error = %causes(error), "request failed");
     if let Some(tls) = rustls_error(error) {
         use rustls::{AlertDescription as Alert, Error as Tls};
@@ -489,8 +503,7 @@ fn transport_error(endpoint: &'static str, attempt: u32, error: &reqwest::Error)
                 backend: KIND,
                 message: format!("{endpoint}: TLS failure: {other}"),
             },
-        }
-        .into();
+        };
     }
     let message = if error.is_timeout() {
         "request timed out"
@@ -505,7 +518,6 @@ fn transport_error(endpoint: &'static str, attempt: u32, error: &reqwest::Error)
         backend: KIND,
         message: format!("{endpoint}: {message}"),
     }
-    .into()
 }
 
 /// The causes of a reqwest error without its own message, which names the URL (and the URL may
@@ -548,21 +560,11 @@ pub fn query_string(fields: &[Field]) -> String {
         if index > 0 {
             out.push('&');
         }
-        percent_encode(field.name, &mut out);
+        http::percent_encode(field.name, &mut out);
         out.push('=');
-        percent_encode(&field.value, &mut out);
+        http::percent_encode(&field.value, &mut out);
     }
     out
-}
-
-fn percent_encode(text: &str, out: &mut String) {
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            let _ = write!(out, "%{byte:02X}");
-        }
-    }
 }
 
 fn multipart_body(fields: &[Field], boundary: &str) -> Vec<u8> {

@@ -356,7 +356,7 @@ impl NexusBackend {
     pub async fn details(&self, certid: &str) -> Result<NexusCertificate, BackendError> {
         let request = get(
             "details",
-            format!("/certificates/{}/details", path_segment(certid)),
+            format!("/certificates/{}/details", path_segment(certid)?),
             Vec::new(),
             None,
         );
@@ -373,7 +373,7 @@ impl NexusBackend {
     pub async fn download(&self, certid: &str, format: DownloadFormat) -> Result<Bytes, BackendError> {
         let request = get(
             "download",
-            format!("/certificates/{}/download", path_segment(certid)),
+            format!("/certificates/{}/download", path_segment(certid)?),
             Vec::new(),
             Some(format.accept()),
         );
@@ -987,10 +987,8 @@ fn wire_time(at: jiff::Timestamp) -> String {
         .to_string()
 }
 
-fn path_segment(text: &str) -> String {
-    client::query_string(&[Field::new("x", text)])
-        .trim_start_matches("x=")
-        .to_owned()
+fn path_segment(certid: &str) -> Result<String, BackendError> {
+    crate::backend::http::path_segment(KIND, "certificate id", certid)
 }
 
 #[cfg(test)]

@@ -1,13 +1,14 @@
 //! The HTTP layer of the SCM client: one `reqwest` client (rustls, timeouts, optional client
 //! certificate and CA bundle), the authentication headers, retries of idempotent requests, and
-//! decoding of SCM's `{code, description}` error bodies. It logs endpoint names and statuses,
-//! never headers or bodies.
+//! decoding of SCM's `{code, description}` error bodies. Bodies are read up to
+//! [`MAX_RESPONSE_BYTES`] and redirects are not followed (see [`crate::backend::http`]). It logs
+//! endpoint names and statuses, never headers or bodies.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use reqwest::{
     Method, StatusCode,
-    header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER},
+    header::{HeaderMap, HeaderName, HeaderValue},
 };
 use serde::Serialize;
 use tokio::sync::OnceCell;
@@ -15,7 +16,8 @@ use tokio::sync::OnceCell;
 use super::{ScmAuth, ScmConfig, ScmFlavor, model::ErrorBody};
 use crate::backend::{
     BackendError, BackendKind,
-    retry::{Backoff, Idempotency, RetryPolicy},
+    http::{self, MAX_RESPONSE_BYTES},
+    retry::{Backoff, Idempotency, RetryPolicy, parse_retry_after},
 };
 
 const KIND: BackendKind = BackendKind::Scm;
@@ -73,7 +75,8 @@ impl ScmHttp {
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .user_agent(concat!("pki-operator/", env!("CARGO_PKG_VERSION")))
-            .https_only(true);
+            .https_only(true)
+            .redirect(http::no_redirects());
         if let Some(bundle) = &config.ca_bundle_pem {
             let certs = reqwest::Certificate::from_pem_bundle(bundle.as_bytes())
                 .map_err(|e| invalid(format!("caBundle is not a PEM certificate bundle: {e}")))?;
@@ -190,13 +193,7 @@ impl ScmHttp {
                         status = status.as_u16(),
                         "response"
                     );
-                    let headers = response.headers().clone();
-                    let body = response.bytes().await.map_err(|_| {
-                        CallError::Backend(BackendError::Unavailable {
-                            backend: KIND,
-                            message: format!("{endpoint}: the response body was cut off"),
-                        })
-                    })?;
+                    let (headers, body) = read_reply(endpoint, response).await?;
                     if status.is_success() {
                         return Ok(Reply { headers, body });
                     }
@@ -305,17 +302,32 @@ fn base_path(base: &str) -> &str {
         .map_or("/", |slash| &without_scheme[slash..])
 }
 
-fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
-    // Seconds form only; SCM is not documented to rate limit at all (see BackendError docs), so
-    // we accept what proxies and gateways commonly send.
-    headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-        .map(Duration::from_secs)
+/// The headers and body of a response that is not a redirect, the body read up to
+/// [`MAX_RESPONSE_BYTES`].
+async fn read_reply(
+    endpoint: &'static str,
+    response: reqwest::Response,
+) -> Result<(HeaderMap, bytes::Bytes), CallError> {
+    let status = response.status();
+    if status.is_redirection() {
+        return Err(CallError::Backend(http::redirect_error(
+            KIND,
+            endpoint,
+            status,
+            response.headers(),
+            response.url(),
+        )));
+    }
+    let headers = response.headers().clone();
+    let body = http::read_body(response, MAX_RESPONSE_BYTES)
+        .await
+        .map_err(|error| {
+            CallError::Backend(error.into_backend(KIND, endpoint, |_| BackendError::Unavailable {
+                backend: KIND,
+                message: format!("{endpoint}: the response body was cut off"),
+            }))
+        })?;
+    Ok((headers, body))
 }
 
 /// Decodes a 4xx error body; a body that is not SCM's JSON still yields a classified error.
@@ -350,18 +362,6 @@ mod tests {
             "/private/ssl/v1"
         );
         assert_eq!(base_path("https://h.example"), "/");
-    }
-
-    #[test]
-    fn retry_after_seconds_are_parsed() {
-        let mut headers = HeaderMap::new();
-        headers.insert(RETRY_AFTER, HeaderValue::from_static(" 7 "));
-        assert_eq!(parse_retry_after(&headers), Some(Duration::from_secs(7)));
-        headers.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
-        assert_eq!(parse_retry_after(&headers), None);
     }
 
     #[test]

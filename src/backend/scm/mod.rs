@@ -46,6 +46,7 @@ use super::{
     BackendError, BackendKind, CaBackend, Collected, EnrollRequest, OrderHandle, Profile, RevocationReason,
     RevokeTarget, chain,
     credentials::SecretString,
+    http,
     retry::{Idempotency, RetryPolicy},
 };
 
@@ -253,7 +254,7 @@ impl ScmBackend {
             .call(
                 "details",
                 Method::GET,
-                &format!("/{ssl_id}"),
+                &format!("/{}", order_segment(ssl_id)?),
                 &[],
                 None::<&()>,
                 Idempotency::Idempotent,
@@ -446,10 +447,10 @@ impl CaBackend for ScmBackend {
     async fn collect(&self, order: &OrderHandle, csr_der: &[u8]) -> Result<Collected, BackendError> {
         let (path, query) = match self.config.flavor {
             ScmFlavor::Sectigo => (
-                format!("/collect/{}", order.id),
+                format!("/collect/{}", order_segment(&order.id)?),
                 vec![("format", "x509".to_owned())],
             ),
-            ScmFlavor::InCommon => (format!("/collect/{}/x509", order.id), vec![]),
+            ScmFlavor::InCommon => (format!("/collect/{}/x509", order_segment(&order.id)?), vec![]),
         };
         let reply = match self
             .http
@@ -530,7 +531,7 @@ impl CaBackend for ScmBackend {
             .call(
                 "renewById",
                 Method::POST,
-                &format!("/renewById/{}", order.id),
+                &format!("/renewById/{}", order_segment(&order.id)?),
                 &[],
                 Some(&body),
                 Idempotency::Once,
@@ -561,7 +562,7 @@ impl CaBackend for ScmBackend {
             .call(
                 "replace",
                 Method::POST,
-                &format!("/replace/{}", order.id),
+                &format!("/replace/{}", order_segment(&order.id)?),
                 &[],
                 Some(&body),
                 Idempotency::Once,
@@ -579,10 +580,13 @@ impl CaBackend for ScmBackend {
             reason: format!("revoked by pki-operator: {}", reason.name()),
         };
         let (endpoint, path) = match target {
-            RevokeTarget::Order(order) => ("revoke", format!("/revoke/{}", order.id)),
+            RevokeTarget::Order(order) => ("revoke", format!("/revoke/{}", order_segment(&order.id)?)),
             RevokeTarget::Serial(serial) => (
                 "revokeBySerial",
-                format!("/revoke/serial/{}", colon_serial(serial)),
+                format!(
+                    "/revoke/serial/{}",
+                    http::path_segment(KIND, "serial number", &colon_serial(serial))?
+                ),
             ),
         };
         // Revocation is idempotent at the CA (a second call answers -159), so it may be retried.
@@ -702,6 +706,11 @@ fn page_positions(first: &[i64], total: usize) -> Vec<usize> {
     }
     positions.truncate(MAX_RECOVERY_PAGES);
     positions
+}
+
+/// An order id (from status, which anyone allowed to write it controls) as a URL path segment.
+fn order_segment(id: &str) -> Result<String, BackendError> {
+    http::path_segment(KIND, "order id", id)
 }
 
 /// SCM writes serials as colon-separated upper-case hex (spec §3.17).
