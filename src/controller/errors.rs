@@ -131,6 +131,12 @@ pub fn certificate(error: &certificate::Error) -> Classification {
         // The order cannot give the certificate back; a person's renew annotation (a change)
         // or the CA recovering ends it.
         certificate::Error::RepairImpossible { .. } => Classification::transient("RepairFailed"),
+        // Recorded in status with its backoff: retried after that, under the failure's reason.
+        certificate::Error::Recorded { source, retry } => Classification {
+            transient: true,
+            retry_after: Some(*retry),
+            ..certificate(source)
+        },
     }
 }
 

@@ -641,7 +641,9 @@ impl CaBackend for ScmBackend {
         let (first, total) = self.list_page(&filters, 0).await?;
         let mut seen = HashSet::new();
         let mut examined = 0_usize;
-        for position in page_positions(&first, total) {
+        let positions = page_positions(&first, total);
+        let every_page = positions.len() >= total.div_ceil(first.len().max(1));
+        for position in positions {
             let ids = if position == 0 {
                 first.clone()
             } else {
@@ -655,7 +657,9 @@ impl CaBackend for ScmBackend {
                     continue;
                 }
                 if examined >= MAX_RECOVERY_CANDIDATES {
-                    return Ok(None);
+                    // Not having looked at every order of the window is not "no order": saying
+                    // so would let the caller order a second time.
+                    return Err(recovery_gave_up(examined));
                 }
                 examined += 1;
                 let details = self.details(&id_text).await?;
@@ -679,7 +683,22 @@ impl CaBackend for ScmBackend {
                 }
             }
         }
-        Ok(None)
+        if every_page {
+            Ok(None)
+        } else {
+            Err(recovery_gave_up(examined))
+        }
+    }
+}
+
+/// Order recovery stopped at its bounds before it could rule out an order for the CSR.
+fn recovery_gave_up(examined: usize) -> BackendError {
+    BackendError::Unavailable {
+        backend: KIND,
+        message: format!(
+            "order recovery examined {examined} orders within its bounds without reaching the time the CSR was made; \
+             not ordering again, since an order for this CSR may exist (retried with backoff)"
+        ),
     }
 }
 

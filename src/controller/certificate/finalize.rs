@@ -103,15 +103,19 @@ pub async fn finalize(cert: &Certificate, ctx: &Context, api: &Api<Certificate>)
             }
         }
     }
-    for order in &status.abandoned_orders {
+    // An order still pending (a renewal or re-issue in progress) and the abandoned ones are
+    // never delivered now: one best-effort revocation each, and a Warning naming what is left.
+    let pending = status.order.iter().filter(|o| o.state == "Pending");
+    for order in pending.chain(&status.abandoned_orders) {
         // Best effort, once: deletion does not wait for orders nobody can use.
         if let Revocation::NotYet(why) | Revocation::Failed(why) | Revocation::Impossible(why) =
             revoke_order(ctx, order, reason).await
         {
             let note = format!(
-                "abandoned {} was not revoked: {why}; revoke it at the CA if it was issued",
+                "undelivered {} was not revoked: {why}; revoke it at the CA if it is issued",
                 issuer_ref::describe(order)
             );
+            tracing::warn!(certificate = %cert.name_any(), order = %order.id, %why, "deleting with an undelivered order not revoked");
             publish(ctx, cert, EventType::Warning, "RevokeSkipped", &note).await;
         }
     }

@@ -54,6 +54,9 @@ pub const SKIP_REVOKE_ANNOTATION: &str = "pki-operator.io/skip-revoke";
 pub const RENEW_ANNOTATION: &str = "pki-operator.io/renew";
 /// Annotation on the next-key Secret recording which renewal request it serves.
 const SERVED_RENEW_ANNOTATION: &str = "pki-operator.io/renew-served";
+/// Annotation on the TLS Secret: the order its certificate came from. A crash between writing
+/// the Secret and recording the delivery in status is recognised by it.
+const ORDER_ANNOTATION: &str = "pki-operator.io/order-id";
 /// Annotation on the next-key Secret: the CSR fingerprint it was made for.
 const FINGERPRINT_ANNOTATION: &str = "pki-operator.io/csr-fingerprint";
 /// Longest sleep between reconciles of a healthy certificate.
@@ -61,7 +64,11 @@ const MAX_RESYNC: Duration = Duration::from_secs(8 * 3600);
 /// Re-check cadence while the issuer is not ready.
 const ISSUER_WAIT: Duration = Duration::from_secs(10);
 /// Re-check cadence while abandoned orders wait to be revoked.
-const ABANDONED_RETRY: Duration = Duration::from_secs(300);
+const ABANDONED_RETRY: Duration = Duration::from_secs(60);
+/// Revocation attempts of abandoned orders: at most every minute while the youngest is less
+/// than an hour old, then every 15 minutes (bounded CA calls for orders that never issue).
+const ABANDONED_FAST: i64 = 60;
+const ABANDONED_SLOW: i64 = 900;
 /// Abandoned orders kept in status at most (the CRD schema says the same).
 const MAX_ABANDONED: usize = 10;
 /// An abandoned order not revocable within this long is reported and forgotten.
@@ -127,6 +134,15 @@ pub enum Error {
     /// The issuer cannot be used (missing, not ready, unreadable Secrets).
     #[error("the issuer cannot be used: {0}")]
     IssuerUnavailable(String),
+    /// A failure already recorded in status, with the backoff persisted there: the runner
+    /// counts it under its own reason and requeues after `retry`.
+    #[error("{source}")]
+    Recorded {
+        /// The failure.
+        source: Box<Error>,
+        /// The persisted backoff (or the CA's Retry-After when longer).
+        retry: Duration,
+    },
 }
 
 /// What is wrong with a delivered certificate.
@@ -360,6 +376,28 @@ pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Ac
         formats: &formats,
         pkcs12_password: password.as_ref().map(SecretString::expose),
     };
+    // A crash (or a failed status write) between writing the Secret and recording the delivery
+    // leaves the order Pending in status: the Secret's order annotation says it was delivered.
+    if let (
+        Some(order),
+        SecretState::Owned {
+            certificate: Some(info),
+            key_matches: true,
+            ..
+        },
+    ) = (status.order.as_mut(), &secret_state)
+        && order.state == "Pending"
+        && existing
+            .as_ref()
+            .and_then(|s| s.annotations().get(ORDER_ANNOTATION))
+            .is_some_and(|id| *id == order.id)
+    {
+        order.state = "Issued".into();
+        order.serial_number = Some(info.serial_hex.clone());
+        status.serial_number = Some(info.serial_hex.clone());
+        status.previous_order = None;
+        status.next_private_key_secret_name = None;
+    }
     // The certificate in the Secret came from this order; an issuer other than the one
     // `issuerRef` names now means a new issuance (orders without a recorded issuer predate the
     // record and are left alone until their renewal).
@@ -387,6 +425,19 @@ pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Ac
         issuer_changed,
     };
     let plan = plan::plan(&observed);
+    if matches!(plan, Plan::UpToDate { .. } | Plan::RewriteOutputs)
+        && let Some(pending) = status.order.clone().filter(|o| o.state == "Pending")
+    {
+        // An issuance whose reason went away (the issuerRef or the spec was changed back)
+        // while its order was pending: the order is never delivered, so it is revoked once
+        // issued instead of being forgotten.
+        status.order = delivered_order(&status).cloned();
+        if status.previous_order == status.order {
+            status.previous_order = None;
+        }
+        status.next_private_key_secret_name = None;
+        abandon(&ctx, &cert, &mut status, pending).await;
+    }
     let result = match plan {
         Plan::SecretConflict => {
             mark_conflict(&mut status, &spec.secret_name, generation);
@@ -408,7 +459,7 @@ pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Ac
                     let delivery = Delivery {
                         key,
                         certificate: &certificate,
-                        renew_request: None,
+                        renew_request: served.as_deref(),
                         new_issuance: false,
                     };
                     deliver(&cert, &ctx, &spec, &issuer, &outputs, &delivery, &mut status).await
@@ -420,7 +471,17 @@ pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Ac
             let key = existing_key
                 .as_ref()
                 .ok_or_else(|| Error::Key("no key to repair with".into()))?;
-            match repair(&cert, &ctx, &spec, &issuer, key, &outputs, &mut status).await {
+            match repair(
+                &cert,
+                &ctx,
+                &spec,
+                &issuer,
+                key,
+                (&outputs, served.as_deref()),
+                &mut status,
+            )
+            .await
+            {
                 Ok(Some(action)) => Ok(action),
                 // The order's certificate is revoked or no longer matches: issue a new one.
                 Ok(None) => {
@@ -458,13 +519,21 @@ pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Ac
     let action = match result {
         Ok(action) => action,
         Err(error) => {
-            let (message, wait) = record_failure(&mut status, &error, &secret_state, generation);
+            let (message, retry) = record_failure(&mut status, &error, &secret_state, generation);
             write_status(&certs, &name, &old_status, &status).await?;
             publish(&ctx, &cert, EventType::Warning, error.category(), &message).await;
-            return Ok(Action::requeue(wait));
+            return Err(Error::Recorded {
+                source: Box::new(error),
+                retry,
+            });
         }
     };
     write_status(&certs, &name, &old_status, &status).await?;
+    // The delivery is recorded now; only then may its key's copy in the next-key Secret go (a
+    // crash before this point finds the key in both and the order annotation on the Secret).
+    if old_status.next_private_key_secret_name.is_some() && status.next_private_key_secret_name.is_none() {
+        discard_pending_key(&cert, &ctx, &mut status).await?;
+    }
     Ok(action)
 }
 
@@ -802,6 +871,29 @@ async fn abandon(ctx: &Context, cert: &Certificate, status: &mut CertificateStat
 /// yet stay; revoked ones, and ones that can never be revoked (issuer gone, permanent error,
 /// too old), leave the list with an event saying which.
 async fn settle_abandoned(cert: &Certificate, ctx: &Context, status: &mut CertificateStatus) {
+    if status.abandoned_orders.is_empty() {
+        status.abandoned_orders_checked_at = None;
+        return;
+    }
+    let youngest = status
+        .abandoned_orders
+        .iter()
+        .filter_map(|o| o.submitted_at.as_ref().map(|t| now() - t.0.as_second()))
+        .min()
+        .unwrap_or(0);
+    let interval = if youngest < 3600 {
+        ABANDONED_FAST
+    } else {
+        ABANDONED_SLOW
+    };
+    if status
+        .abandoned_orders_checked_at
+        .as_ref()
+        .is_some_and(|t| now() - t.0.as_second() < interval)
+    {
+        return;
+    }
+    status.abandoned_orders_checked_at = Some(Time(jiff::Timestamp::now()));
     let mut kept = Vec::new();
     for order in std::mem::take(&mut status.abandoned_orders) {
         let age = order.submitted_at.as_ref().map_or(0, |t| now() - t.0.as_second());
@@ -831,6 +923,9 @@ async fn settle_abandoned(cert: &Certificate, ctx: &Context, status: &mut Certif
             }
         }
     }
+    if kept.is_empty() {
+        status.abandoned_orders_checked_at = None;
+    }
     status.abandoned_orders = kept;
 }
 
@@ -856,7 +951,7 @@ async fn issue(
     request.csr_created_at = Some(pending.created_at);
     // Orders already accounted for (delivered, failed, abandoned) are never "recovered": with
     // a reused RSA or Ed25519 key the CSR is byte-identical to the last issuance's.
-    request.known_orders = plan::known_orders(status);
+    request.known_orders = plan::known_orders(status, &issuer.identity, backend.kind().as_str());
     let csr_sha = request.csr_sha256_hex();
     status.next_private_key_secret_name = Some(next_key_secret_name(&name));
 
@@ -910,7 +1005,11 @@ async fn issue(
             }
         };
         // What becomes of the order being replaced.
-        if let Some(old) = status.order.take().filter(|o| o.id != handle.id) {
+        // The same order found again (same id at this issuer, or an order recorded without its
+        // issuer that this issuer's search returned) is not replaced; an equal id at another
+        // issuer is another order.
+        let same_order = |o: &CertificateOrder| o.id == handle.id && (o.issuer.is_none() || issuer.placed(o));
+        if let Some(old) = status.order.take().filter(|o| !same_order(o)) {
             match plan::replaced(&old, status.serial_number.is_some()) {
                 plan::Replaced::Superseded => status.previous_order = Some(old),
                 plan::Replaced::Abandoned => abandon(ctx, cert, status, old).await,
@@ -1120,6 +1219,14 @@ async fn deliver(
             .annotations_mut()
             .insert(SERVED_RENEW_ANNOTATION.to_owned(), request.to_owned());
     }
+    let delivered_from = if delivery.new_issuance {
+        Some(order_id.clone())
+    } else {
+        delivered_order(status).map(|o| o.id.clone())
+    };
+    if let Some(id) = delivered_from.filter(|id| !id.is_empty()) {
+        desired.annotations_mut().insert(ORDER_ANNOTATION.to_owned(), id);
+    }
     write_secret(ctx, &namespace, cert, desired, outputs).await?;
     let renewal = spec.renewal(info.not_before, info.not_after);
     status.not_before = time(info.not_before);
@@ -1144,7 +1251,8 @@ async fn deliver(
         publish(ctx, cert, EventType::Normal, "Repaired", &message).await;
         return Ok(requeue_at(renewal.at, status));
     }
-    discard_pending_key(cert, ctx, status).await?;
+    // The next-key Secret is deleted by the caller once this is recorded in status.
+    status.next_private_key_secret_name = None;
     status.serial_number = Some(info.serial_hex.clone());
     status.revision = Some(status.revision.unwrap_or(0) + 1);
     if let Some(o) = status.order.as_mut() {
@@ -1226,7 +1334,7 @@ async fn repair(
     spec: &ValidatedCertificate,
     issuer: &ResolvedIssuer,
     key: &PrivateKey,
-    outputs: &secret::Outputs<'_>,
+    (outputs, served): (&secret::Outputs<'_>, Option<&str>),
     status: &mut CertificateStatus,
 ) -> Result<Option<Action>, Error> {
     let Some(order) = status
@@ -1261,7 +1369,7 @@ async fn repair(
     let delivery = Delivery {
         key,
         certificate: &delivered,
-        renew_request: None,
+        renew_request: served,
         new_issuance: false,
     };
     match deliver(cert, ctx, spec, issuer, outputs, &delivery, status).await {

@@ -164,15 +164,18 @@ pub fn resumable(order: &CertificateOrder, csr_sha256: &str, issuer: &OrderIssue
     order.state == "Pending" && order.csr_sha256 == csr_sha256 && placed_by(order, issuer, backend)
 }
 
-/// Order ids a crash-recovery search must never return: delivered, failed and abandoned
-/// orders are accounted for already.
-pub fn known_orders(status: &CertificateStatus) -> Vec<String> {
+/// Order ids a crash-recovery search at `issuer` (on `backend`) must never return: delivered,
+/// failed and abandoned orders placed through it (or recorded without an issuer) are accounted
+/// for already. Ids of other issuers are left out: an equal id at another CA account is another
+/// order, possibly the very one being recovered.
+pub fn known_orders(status: &CertificateStatus, issuer: &OrderIssuer, backend: &str) -> Vec<String> {
     status
         .order
         .iter()
         .chain(&status.previous_order)
         .filter(|o| o.state != "Pending")
         .chain(&status.abandoned_orders)
+        .filter(|o| o.issuer.is_none() || placed_by(o, issuer, backend))
         .map(|o| o.id.clone())
         .collect()
 }
@@ -460,10 +463,18 @@ mod tests {
             ..CertificateStatus::default()
         };
         status.abandoned_orders[0].id = "abandoned-1".into();
-        assert_eq!(known_orders(&status), vec!["Failed-1", "Issued-1", "abandoned-1"]);
+        assert_eq!(
+            known_orders(&status, &tenant, "scm"),
+            vec!["Failed-1", "Issued-1", "abandoned-1"]
+        );
+        // Ids at another CA account say nothing about this one's orders.
+        assert!(known_orders(&status, &issuer("corp", "u2"), "scm").is_empty());
         // The order in progress is not "known": a crash before its status write is recovered.
         status.order = Some(order("Pending", Some(&tenant)));
-        assert_eq!(known_orders(&status), vec!["Issued-1", "abandoned-1"]);
+        assert_eq!(
+            known_orders(&status, &tenant, "scm"),
+            vec!["Issued-1", "abandoned-1"]
+        );
     }
 
     #[test]

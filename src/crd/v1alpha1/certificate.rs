@@ -418,6 +418,10 @@ pub struct CertificateStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     pub abandoned_orders: Vec<CertificateOrder>,
+    /// When the operator last tried to revoke the abandoned orders (it tries every minute for
+    /// the first hour of an order, then every 15 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abandoned_orders_checked_at: Option<Time>,
 }
 
 /// An order placed at the CA.
