@@ -92,10 +92,51 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(total))
 }
 
-/// Validates a spec.
-// A flat list of field checks reads best in one place.
-#[allow(clippy::too_many_lines)]
+/// Validates a spec: each group of fields in its own function, in the order a user reads them.
 pub fn validate(spec: &CertificateSpec) -> Result<ValidatedCertificate, String> {
+    let subject = subject(spec)?;
+    let duration = match &spec.duration {
+        Some(text) => parse_duration(text).map_err(|e| format!("duration: {e}"))?,
+        None => DEFAULT_DURATION,
+    };
+    if duration < MIN_DURATION {
+        return Err(format!(
+            "duration: {duration:?} is shorter than the minimum of 1m"
+        ));
+    }
+    let renew_before = renew_before(spec, duration)?;
+    let key = spec.private_key.clone().unwrap_or_default();
+    let key_algorithm = key_algorithm(&key)?;
+    let key_encoding = match key.encoding {
+        PrivateKeyEncoding::PKCS1 => KeyEncoding::Pkcs1,
+        PrivateKeyEncoding::PKCS8 => KeyEncoding::Pkcs8,
+    };
+    let scm = spec.scm.clone().unwrap_or_default();
+    let options = EnrollOptions {
+        profile_id: scm.profile_id,
+        term_days: scm.term.and_then(|t| u32::try_from(t).ok()),
+        comments: scm.comments,
+        custom_fields: scm.custom_fields.into_iter().map(|f| (f.name, f.value)).collect(),
+        token_procedure: spec.nexus.as_ref().and_then(|n| n.token_procedure.clone()),
+    };
+    let policy = spec.revocation_policy.clone().unwrap_or_default();
+    Ok(ValidatedCertificate {
+        secret_name: spec.secret_name.clone(),
+        subject,
+        key_algorithm,
+        key_encoding,
+        reuse_key: key.rotation_policy == RotationPolicy::Never,
+        duration,
+        renew_before,
+        options,
+        revoke_on_delete: (policy.on_delete == RevocationAction::Revoke)
+            .then_some(revocation_reason(policy.on_delete_reason)),
+        revoke_superseded: policy.superseded == RevocationAction::Revoke,
+    })
+}
+
+/// The names and subject the CSR carries; at least one name, IPs that parse.
+fn subject(spec: &CertificateSpec) -> Result<CsrSubject, String> {
     let has_name = spec.common_name.is_some()
         || !spec.dns_names.is_empty()
         || !spec.ip_addresses.is_empty()
@@ -110,54 +151,6 @@ pub fn validate(spec: &CertificateSpec) -> Result<ValidatedCertificate, String> 
         ip.parse::<std::net::IpAddr>()
             .map_err(|_| format!("ipAddresses: {ip:?} is not an IP address"))?;
     }
-    let duration = match &spec.duration {
-        Some(text) => parse_duration(text).map_err(|e| format!("duration: {e}"))?,
-        None => DEFAULT_DURATION,
-    };
-    if duration < MIN_DURATION {
-        return Err(format!(
-            "duration: {duration:?} is shorter than the minimum of 1m"
-        ));
-    }
-    let renew_before = match (&spec.renew_before, spec.renew_before_percentage) {
-        (Some(_), Some(_)) => {
-            return Err("renewBefore and renewBeforePercentage are mutually exclusive".into());
-        }
-        (Some(text), None) => {
-            let before = parse_duration(text).map_err(|e| format!("renewBefore: {e}"))?;
-            if before >= duration {
-                return Err(format!(
-                    "renewBefore ({text}) must be shorter than the duration ({duration:?})"
-                ));
-            }
-            RenewBefore::Duration(before)
-        }
-        (None, Some(percent)) => RenewBefore::Percentage(
-            u8::try_from(percent)
-                .ok()
-                .filter(|p| (1..=99).contains(p))
-                .ok_or("renewBeforePercentage must be 1-99")?,
-        ),
-        // Renew after two thirds of the lifetime, as cert-manager does.
-        (None, None) => RenewBefore::Percentage(33),
-    };
-    let key = spec.private_key.clone().unwrap_or_default();
-    let key_algorithm = match (key.algorithm, key.size) {
-        (PrivateKeyAlgorithm::RSA, None) => KeyAlgorithm::Rsa(2048),
-        (PrivateKeyAlgorithm::RSA, Some(size @ (2048 | 3072 | 4096))) => {
-            KeyAlgorithm::Rsa(size.unsigned_abs())
-        }
-        (PrivateKeyAlgorithm::ECDSA, None | Some(256)) => KeyAlgorithm::EcdsaP256,
-        (PrivateKeyAlgorithm::ECDSA, Some(384)) => KeyAlgorithm::EcdsaP384,
-        (PrivateKeyAlgorithm::Ed25519, None) => KeyAlgorithm::Ed25519,
-        (algorithm, Some(size)) => {
-            return Err(format!("privateKey.size {size} is not valid for {algorithm:?}"));
-        }
-    };
-    let key_encoding = match key.encoding {
-        PrivateKeyEncoding::PKCS1 => KeyEncoding::Pkcs1,
-        PrivateKeyEncoding::PKCS8 => KeyEncoding::Pkcs8,
-    };
     let mut subject = CsrSubject {
         common_name: spec.common_name.clone(),
         dns_names: spec.dns_names.clone(),
@@ -173,34 +166,55 @@ pub fn validate(spec: &CertificateSpec) -> Result<ValidatedCertificate, String> 
         subject.provinces.clone_from(&s.provinces);
         subject.localities.clone_from(&s.localities);
     }
-    let scm = spec.scm.clone().unwrap_or_default();
-    let options = EnrollOptions {
-        profile_id: scm.profile_id,
-        term_days: scm.term.and_then(|t| u32::try_from(t).ok()),
-        comments: scm.comments,
-        custom_fields: scm.custom_fields.into_iter().map(|f| (f.name, f.value)).collect(),
-        token_procedure: spec.nexus.as_ref().and_then(|n| n.token_procedure.clone()),
-    };
-    let policy = spec.revocation_policy.clone().unwrap_or_default();
-    let reason = match policy.on_delete_reason {
+    Ok(subject)
+}
+
+/// `renewBefore` | `renewBeforePercentage`, default two thirds of the lifetime.
+fn renew_before(spec: &CertificateSpec, duration: Duration) -> Result<RenewBefore, String> {
+    match (&spec.renew_before, spec.renew_before_percentage) {
+        (Some(_), Some(_)) => Err("renewBefore and renewBeforePercentage are mutually exclusive".into()),
+        (Some(text), None) => {
+            let before = parse_duration(text).map_err(|e| format!("renewBefore: {e}"))?;
+            if before >= duration {
+                return Err(format!(
+                    "renewBefore ({text}) must be shorter than the duration ({duration:?})"
+                ));
+            }
+            Ok(RenewBefore::Duration(before))
+        }
+        (None, Some(percent)) => Ok(RenewBefore::Percentage(
+            u8::try_from(percent)
+                .ok()
+                .filter(|p| (1..=99).contains(p))
+                .ok_or("renewBeforePercentage must be 1-99")?,
+        )),
+        // Renew after two thirds of the lifetime, as cert-manager does.
+        (None, None) => Ok(RenewBefore::Percentage(33)),
+    }
+}
+
+/// The key algorithm and size.
+fn key_algorithm(key: &crate::crd::v1alpha1::certificate::PrivateKeySpec) -> Result<KeyAlgorithm, String> {
+    match (key.algorithm, key.size) {
+        (PrivateKeyAlgorithm::RSA, None) => Ok(KeyAlgorithm::Rsa(2048)),
+        (PrivateKeyAlgorithm::RSA, Some(size @ (2048 | 3072 | 4096))) => {
+            Ok(KeyAlgorithm::Rsa(size.unsigned_abs()))
+        }
+        (PrivateKeyAlgorithm::ECDSA, None | Some(256)) => Ok(KeyAlgorithm::EcdsaP256),
+        (PrivateKeyAlgorithm::ECDSA, Some(384)) => Ok(KeyAlgorithm::EcdsaP384),
+        (PrivateKeyAlgorithm::Ed25519, None) => Ok(KeyAlgorithm::Ed25519),
+        (algorithm, Some(size)) => Err(format!("privateKey.size {size} is not valid for {algorithm:?}")),
+    }
+}
+
+fn revocation_reason(reason: SpecReason) -> RevocationReason {
+    match reason {
         SpecReason::Unspecified => RevocationReason::Unspecified,
         SpecReason::KeyCompromise => RevocationReason::KeyCompromise,
         SpecReason::AffiliationChanged => RevocationReason::AffiliationChanged,
         SpecReason::Superseded => RevocationReason::Superseded,
         SpecReason::CessationOfOperation => RevocationReason::CessationOfOperation,
-    };
-    Ok(ValidatedCertificate {
-        secret_name: spec.secret_name.clone(),
-        subject,
-        key_algorithm,
-        key_encoding,
-        reuse_key: key.rotation_policy == RotationPolicy::Never,
-        duration,
-        renew_before,
-        options,
-        revoke_on_delete: (policy.on_delete == RevocationAction::Revoke).then_some(reason),
-        revoke_superseded: policy.superseded == RevocationAction::Revoke,
-    })
+    }
 }
 
 /// When a certificate is renewed, and whether `renewBefore` had to be overridden.

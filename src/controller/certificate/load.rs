@@ -1,0 +1,302 @@
+//! Loading what a reconcile needs: admission (a valid spec, the persisted backoff, a usable
+//! issuer whose policy allows the request) and the observation of the output Secret.
+
+use super::error::{Error, kube_error};
+use super::issuer_ref::ResolvedIssuer;
+use super::plan::{Observed, SecretState};
+use super::status::write_status;
+use super::validate::{ValidatedCertificate, validate};
+use super::{
+    ISSUER_WAIT, ORDER_ANNOTATION, RENEW_ANNOTATION, SERVED_RENEW_ANNOTATION, backoff, delivered_order,
+    ensure_finalizer, issuer_ref, now, policy, publish,
+};
+use crate::backend::credentials::SecretString;
+use crate::controller::{Context, conditions};
+use crate::crd::v1alpha1::Certificate;
+use crate::crd::v1alpha1::certificate::CertificateStatus;
+use crate::pki::key::PrivateKey;
+use crate::secret;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use std::time::Duration;
+
+/// The PKCS#12 password when keystores are requested.
+pub(super) async fn pkcs12_password(
+    cert: &Certificate,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Option<SecretString>, String> {
+    let Some(pkcs12) = cert
+        .spec
+        .keystores
+        .as_ref()
+        .and_then(|k| k.pkcs12.as_ref())
+        .filter(|p| p.create)
+    else {
+        return Ok(None);
+    };
+    let reference = &pkcs12.password_secret_ref;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret = secrets
+        .get_opt(&reference.name)
+        .await
+        .map_err(|e| format!("cannot read Secret {}: {e}", reference.name))?
+        .ok_or_else(|| {
+            format!(
+                "keystores.pkcs12.passwordSecretRef: Secret {} not found",
+                reference.name
+            )
+        })?;
+    let value = secret
+        .data
+        .and_then(|d| d.get(&reference.key).cloned())
+        .and_then(|v| String::from_utf8(v.0).ok())
+        .ok_or_else(|| {
+            format!(
+                "keystores.pkcs12.passwordSecretRef: Secret {} has no key {:?}",
+                reference.name, reference.key
+            )
+        })?;
+    Ok(Some(SecretString::new(value)))
+}
+
+/// Whether a reconcile goes on to the CA.
+pub(super) enum Admission {
+    /// The spec is valid and the issuer usable and willing (boxed: a built backend is large).
+    Proceed(Box<(ValidatedCertificate, ResolvedIssuer)>),
+    /// Stop here (status written when it changed); look again as the action says.
+    Stop(Action),
+}
+
+/// Validates the spec, keeps the finalizer, honours the persisted backoff, resolves the issuer
+/// `issuerRef` names and applies its policy — all before any CA call.
+pub(super) async fn admit(
+    cert: &Certificate,
+    ctx: &Context,
+    certs: &Api<Certificate>,
+    old_status: &CertificateStatus,
+    status: &mut CertificateStatus,
+) -> Result<Admission, Error> {
+    let generation = cert.meta().generation;
+    let name = cert.name_any();
+    let namespace = cert.namespace().unwrap_or_default();
+    let spec = match validate(&cert.spec) {
+        Ok(spec) => spec,
+        Err(message) => {
+            conditions::set(
+                &mut status.conditions,
+                "Ready",
+                false,
+                "InvalidSpec",
+                message,
+                generation,
+            );
+            let note = "the spec is invalid";
+            conditions::set(
+                &mut status.conditions,
+                "Issuing",
+                false,
+                "InvalidSpec",
+                note,
+                generation,
+            );
+            write_status(certs, &name, old_status, status).await?;
+            return Ok(Admission::Stop(Action::await_change()));
+        }
+    };
+    ensure_finalizer(cert, certs, spec.revoke_on_delete.is_some()).await?;
+    // A spec change resets the backoff; otherwise honour the persisted one (survives restarts).
+    if old_status.observed_generation != generation {
+        status.failed_issuance_attempts = None;
+        status.last_failure_time = None;
+    } else if let (Some(attempts), Some(failed_at)) =
+        (old_status.failed_issuance_attempts, &old_status.last_failure_time)
+    {
+        let due = failed_at.0.as_second() + i64::try_from(backoff(attempts).as_secs()).unwrap_or(600);
+        if attempts > 0 && now() < due {
+            let wait = Duration::from_secs((due - now()).unsigned_abs());
+            return Ok(Admission::Stop(Action::requeue(wait)));
+        }
+    }
+    let issuer_ref = &cert.spec.issuer_ref;
+    let issuer = match issuer_ref::resolve_spec(ctx, issuer_ref.kind, &issuer_ref.name, &namespace).await {
+        Ok(issuer) => issuer,
+        Err(unusable) => {
+            let message = unusable.message();
+            conditions::set(
+                &mut status.conditions,
+                "Ready",
+                false,
+                "IssuerNotReady",
+                message,
+                generation,
+            );
+            write_status(certs, &name, old_status, status).await?;
+            return Ok(Admission::Stop(Action::requeue(ISSUER_WAIT)));
+        }
+    };
+    // The issuer's policy decides before any CA call whether it serves this namespace and
+    // these names; a violation waits for a change of the Certificate or the issuer (both watched).
+    if let Err(violation) = policy::check_optional(issuer.policy.as_ref(), &namespace, &spec.subject) {
+        let message = violation.to_string();
+        let (ready, issuing) = (
+            message.clone(),
+            "no order is placed while the issuer's policy refuses the request",
+        );
+        conditions::set(
+            &mut status.conditions,
+            "Ready",
+            false,
+            "PolicyViolation",
+            ready,
+            generation,
+        );
+        conditions::set(
+            &mut status.conditions,
+            "Issuing",
+            false,
+            "PolicyViolation",
+            issuing,
+            generation,
+        );
+        if write_status(certs, &name, old_status, status).await? {
+            publish(ctx, cert, EventType::Warning, "PolicyViolation", &message).await;
+        }
+        return Ok(Admission::Stop(Action::await_change()));
+    }
+    Ok(Admission::Proceed(Box::new((spec, issuer))))
+}
+
+/// The output Secret as observed, and what the Certificate asks of it.
+pub(super) struct Observation {
+    /// The Secret named `secretName`, if any.
+    pub(super) secret: Option<Secret>,
+    /// Ownership and health of that Secret.
+    pub(super) state: SecretState,
+    /// Its `tls.key`, when readable.
+    pub(super) key: Option<PrivateKey>,
+    /// The `pki-operator.io/renew` annotation of the Certificate.
+    pub(super) renew_request: Option<String>,
+    /// The renewal request the Secret's certificate served.
+    pub(super) served: Option<String>,
+}
+
+/// What the extra outputs are made from (kept apart so the observation can be moved).
+pub(super) struct OutputSources {
+    password: Option<SecretString>,
+    formats: Vec<crate::crd::v1alpha1::certificate::OutputFormatType>,
+}
+
+impl OutputSources {
+    /// The outputs the Secret must hold.
+    pub(super) fn outputs<'a>(&'a self, cert: &'a Certificate) -> secret::Outputs<'a> {
+        secret::Outputs {
+            template: cert.spec.secret_template.as_ref(),
+            formats: &self.formats,
+            pkcs12_password: self.password.as_ref().map(SecretString::expose),
+        }
+    }
+}
+
+/// Reads the output Secret and the keystore password. `Ok(Err(message))`: the password Secret
+/// is missing, as the message says.
+pub(super) async fn observe(
+    cert: &Certificate,
+    ctx: &Context,
+    spec: &ValidatedCertificate,
+) -> Result<Result<(Observation, OutputSources), String>, Error> {
+    let namespace = cert.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let secret = secrets
+        .get_opt(&spec.secret_name)
+        .await
+        .map_err(kube_error("read the output Secret"))?;
+    let (state, key) = secret::observe(secret.as_ref(), &cert.uid().unwrap_or_default());
+    let served = secret
+        .as_ref()
+        .and_then(|s| s.annotations().get(SERVED_RENEW_ANNOTATION).cloned());
+    let password = match pkcs12_password(cert, ctx, &namespace).await {
+        Ok(password) => password,
+        Err(message) => return Ok(Err(message)),
+    };
+    let formats = cert
+        .spec
+        .additional_output_formats
+        .iter()
+        .map(|f| f.format)
+        .collect();
+    let observation = Observation {
+        secret,
+        state,
+        key,
+        renew_request: cert.annotations().get(RENEW_ANNOTATION).cloned(),
+        served,
+    };
+    Ok(Ok((observation, OutputSources { password, formats })))
+}
+
+impl Observation {
+    /// The facts the planner decides on.
+    pub(super) fn facts<'a>(
+        &self,
+        spec: &'a ValidatedCertificate,
+        issuer: &ResolvedIssuer,
+        outputs: &secret::Outputs<'_>,
+        status: &CertificateStatus,
+    ) -> Observed<'a> {
+        // The certificate in the Secret came from this order; an issuer other than the one
+        // `issuerRef` names now means a new issuance (orders without a recorded issuer predate
+        // the record and are left alone until their renewal).
+        let issuer_changed = delivered_order(status)
+            .and_then(|o| o.issuer.as_ref())
+            .is_some_and(|i| !issuer_ref::same_reference(i, &issuer.identity));
+        Observed {
+            now: now(),
+            spec,
+            key_algorithm_matches: self
+                .key
+                .as_ref()
+                .is_none_or(|k| k.algorithm() == spec.key_algorithm),
+            manual_renewal: self.renew_request.is_some() && self.renew_request != self.served,
+            secret: self.state.clone(),
+            outputs_complete: self
+                .secret
+                .as_ref()
+                .is_some_and(|s| secret::has_outputs(s, outputs)),
+            repairable: self.key.is_some()
+                && status
+                    .order
+                    .as_ref()
+                    .is_some_and(|o| o.state == "Issued" && issuer.placed(o)),
+            issuer_changed,
+        }
+    }
+}
+
+/// A crash (or a failed status write) between writing the Secret and recording the delivery
+/// leaves the order Pending in status: the Secret's order annotation says it was delivered.
+pub(super) fn heal_unrecorded_delivery(observation: &Observation, status: &mut CertificateStatus) {
+    let delivered = observation
+        .secret
+        .as_ref()
+        .and_then(|s| s.annotations().get(ORDER_ANNOTATION));
+    if let (
+        Some(order),
+        SecretState::Owned {
+            certificate: Some(info),
+            key_matches: true,
+            ..
+        },
+    ) = (status.order.as_mut(), &observation.state)
+        && order.state == "Pending"
+        && delivered.is_some_and(|id| *id == order.id)
+    {
+        order.state = "Issued".into();
+        order.serial_number = Some(info.serial_hex.clone());
+        status.serial_number = Some(info.serial_hex.clone());
+        status.previous_order = None;
+        status.next_private_key_secret_name = None;
+    }
+}
