@@ -1,11 +1,11 @@
 //! The Certificate controller: a short driver over named phases, one file each.
 //!
-//! [`load`] admits the Certificate (`validate` — pure —, the persisted backoff, the issuer
+//! `load` admits the Certificate (`validate` — pure —, the persisted backoff, the issuer
 //! `issuerRef` names and its `policy`) and observes the output Secret → [`plan`] (pure) decides
-//! → [`issue`] persists the key and CSR in the "next key" Secret *before* ordering, places or
+//! → `issue` persists the key and CSR in the "next key" Secret *before* ordering, places or
 //! resumes exactly one order through one issuer and records it in status *at once*, and collects
-//! → [`deliver`] verifies, writes the TLS Secret and records the delivery (only then does the
-//! next-key Secret go) → [`status`] writes the outcome. [`finalize`] revokes on deletion through
+//! → `deliver` verifies, writes the TLS Secret and records the delivery (only then does the
+//! next-key Secret go) → `status` writes the outcome. [`finalize`] revokes on deletion through
 //! the issuer that placed the order ([`issuer_ref`]). A crash at any point resumes from what was
 //! persisted; a crash between ordering and the status write is resolved by
 //! `find_existing_order`, never by a second order.
