@@ -11,13 +11,30 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
 
-use crate::{
-    controller::certificate::{plan::SecretState, validate::ValidatedCertificate},
-    pki::{
-        inspect::{self, CertificateInfo},
-        key::PrivateKey,
-    },
+use crate::pki::{
+    inspect::{self, CertificateInfo},
+    key::{KeyEncoding, PrivateKey},
 };
+
+/// The output Secret as observed.
+// One value exists per reconcile; boxing the certificate would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretState {
+    /// No Secret with that name.
+    Missing,
+    /// A Secret exists that this Certificate does not own.
+    NotOwned,
+    /// Our Secret; `certificate` is its parsed `tls.crt` leaf when readable.
+    Owned {
+        /// The leaf, if `tls.crt` parses.
+        certificate: Option<CertificateInfo>,
+        /// `tls.key` parses and matches the leaf.
+        key_matches: bool,
+        /// The chain in `tls.crt` verifies.
+        chain_verifies: bool,
+    },
+}
 
 /// Label on every Secret the operator writes; the metadata watch selects on it.
 pub const CERTIFICATE_NAME_LABEL: &str = "pki-operator.io/certificate-name";
@@ -122,7 +139,7 @@ pub fn certificates(secret: &Secret) -> Option<(Vec<u8>, Vec<Vec<u8>>)> {
     let data = secret.data.as_ref()?;
     let ders = |key: &str| -> Option<Vec<Vec<u8>>> {
         let bytes = &data.get(key)?.0;
-        let certs = crate::backend::chain::parse_certificates(bytes).ok()?;
+        let certs = crate::pki::chain::parse_certificates(bytes).ok()?;
         certs
             .iter()
             .map(der::Encode::to_der)
@@ -166,7 +183,7 @@ pub fn build(
     certificate_name: &str,
     certificate_uid: &str,
     issuer: (&str, &str),
-    spec: &ValidatedCertificate,
+    (secret_name, key_encoding): (&str, KeyEncoding),
     outputs: &Outputs<'_>,
     material: &TlsMaterial<'_>,
     not_after_rfc3339: &str,
@@ -187,7 +204,7 @@ pub fn build(
         .or(material.chain_der.last())
         .map(|d| pem("CERTIFICATE", d))
         .unwrap_or_default();
-    let key_pem = material.key.to_pem(spec.key_encoding)?;
+    let key_pem = material.key.to_pem(key_encoding)?;
     let mut data = BTreeMap::new();
     data.insert("tls.crt".to_owned(), ByteString(tls_crt.clone().into_bytes()));
     data.insert(
@@ -227,7 +244,7 @@ pub fn build(
     annotations.insert(NOT_AFTER_ANNOTATION.to_owned(), not_after_rfc3339.to_owned());
     Ok(Secret {
         metadata: ObjectMeta {
-            name: Some(spec.secret_name.clone()),
+            name: Some(secret_name.to_owned()),
             labels: Some(labels),
             annotations: Some(annotations),
             owner_references: Some(vec![owner_reference(certificate_name, certificate_uid)]),
@@ -256,7 +273,7 @@ pub fn observe(secret: Option<&Secret>, owner_uid: &str) -> (SecretState, Option
     let text = |key: &str| data.get(key).and_then(|b| String::from_utf8(b.0.clone()).ok());
     let key = text("tls.key").and_then(|pem| PrivateKey::from_pem(&pem).ok());
     let certificates = text("tls.crt")
-        .and_then(|pem| crate::backend::chain::parse_certificates(pem.as_bytes()).ok())
+        .and_then(|pem| crate::pki::chain::parse_certificates(pem.as_bytes()).ok())
         .and_then(|certs| {
             certs
                 .iter()
@@ -290,7 +307,7 @@ pub fn observe(secret: Option<&Secret>, owner_uid: &str) -> (SecretState, Option
         .is_some_and(|pk| pk == info.public_key_der);
     let mut full_chain = chain.to_vec();
     if let Some(ca) =
-        text("ca.crt").and_then(|pem| crate::backend::chain::parse_certificates(pem.as_bytes()).ok())
+        text("ca.crt").and_then(|pem| crate::pki::chain::parse_certificates(pem.as_bytes()).ok())
     {
         full_chain.extend(
             ca.iter()
@@ -315,7 +332,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        controller::certificate::validate::validate,
+        controller::certificate::validate::{ValidatedCertificate, validate},
         crd::v1alpha1::{certificate::CertificateSpec, common::IssuerRef},
         pki::{csr::signer, key::KeyAlgorithm},
     };
@@ -377,7 +394,7 @@ mod tests {
             "a",
             "uid-1",
             ("ca", "Issuer"),
-            &f.spec,
+            (&f.spec.secret_name, f.spec.key_encoding),
             outputs,
             &material,
             "2030-01-01T00:00:00Z",
@@ -390,9 +407,9 @@ mod tests {
         let f = fixture();
         let secret = built(&f, &Outputs::default());
         let data = secret.data.clone().unwrap();
-        let tls = crate::backend::chain::parse_certificates(&data["tls.crt"].0).unwrap();
+        let tls = crate::pki::chain::parse_certificates(&data["tls.crt"].0).unwrap();
         assert_eq!(tls.len(), 2, "leaf + intermediate, root excluded");
-        let ca = crate::backend::chain::parse_certificates(&data["ca.crt"].0).unwrap();
+        let ca = crate::pki::chain::parse_certificates(&data["ca.crt"].0).unwrap();
         assert_eq!(der::Encode::to_der(&ca[0]).unwrap(), f.chain[1]);
         assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
         assert!(is_controlled_by(&secret.metadata, "uid-1"));

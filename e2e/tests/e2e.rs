@@ -1080,7 +1080,7 @@ fn verify_tls_secret(
         "Secret type {:?}",
         secret.type_
     );
-    let chain = pki_operator::backend::chain::parse_certificates(secret_text(secret, "tls.crt")?.as_bytes())?;
+    let chain = pki_operator::pki::chain::parse_certificates(secret_text(secret, "tls.crt")?.as_bytes())?;
     let ders: Vec<Vec<u8>> = chain.iter().map(der::Encode::to_der).collect::<Result<_, _>>()?;
     let (leaf, intermediates) = ders.split_first().context("empty tls.crt")?;
     let info = inspect::inspect(leaf)?;
@@ -1089,7 +1089,7 @@ fn verify_tls_secret(
         key.public_key_der()? == info.public_key_der,
         "tls.key does not match the certificate"
     );
-    let root = pki_operator::backend::chain::parse_certificates(root_pem.as_bytes())?;
+    let root = pki_operator::pki::chain::parse_certificates(root_pem.as_bytes())?;
     let mut full = intermediates.to_vec();
     full.push(der::Encode::to_der(&root[0])?);
     inspect::verify_chain(leaf, &full)?;

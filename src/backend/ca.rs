@@ -56,7 +56,7 @@ impl LocalCa {
             backend: KIND,
             message,
         };
-        let certificates = super::chain::parse_certificates(cert_pem.as_bytes())
+        let certificates = crate::pki::chain::parse_certificates(cert_pem.as_bytes())
             .map_err(|e| invalid(format!("tls.crt: {e}")))?;
         let mut ders = certificates.iter().map(der::Encode::to_der);
         let ca_der = ders
@@ -223,7 +223,7 @@ impl CaBackend for CaIssuerBackend {
             backend: KIND,
             what: format!("order {}", order.id),
         })?;
-        if hash != super::chain::sha256_hex(csr_der) {
+        if hash != crate::pki::chain::sha256_hex(csr_der) {
             return Err(BackendError::NotFound {
                 backend: KIND,
                 what: format!("order {} for this CSR", order.id),

@@ -11,8 +11,6 @@
 //! a lost response is resolved with [`CaBackend::find_existing_order`], not with a second POST.
 
 pub mod ca;
-pub mod chain;
-pub mod credentials;
 pub mod http;
 pub mod nexus;
 pub mod retry;
@@ -94,7 +92,7 @@ pub struct EnrollOptions {
 impl EnrollRequest {
     /// The SHA-256 of the DER CSR, lower-case hex: the identity of an issuance attempt.
     pub fn csr_sha256_hex(&self) -> String {
-        crate::backend::chain::sha256_hex(&self.csr_der)
+        crate::pki::chain::sha256_hex(&self.csr_der)
     }
 
     /// All subject alternative names as the CA's comma list expects them (DNS names first).
@@ -120,15 +118,7 @@ pub struct OrderHandle {
     pub renew_id: Option<String>,
 }
 
-/// An issued certificate with its chain, checked to be well-formed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IssuedCertificate {
-    /// The leaf certificate, DER.
-    pub leaf_der: Vec<u8>,
-    /// Issuing chain, DER, ordered from the leaf's issuer towards the root; includes the root
-    /// when the CA sent it.
-    pub chain_der: Vec<Vec<u8>>,
-}
+pub use crate::pki::chain::IssuedCertificate;
 
 /// The state of an order.
 #[derive(Clone, Debug, PartialEq, Eq)]

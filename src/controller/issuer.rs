@@ -22,7 +22,6 @@ use crate::{
     backend::{
         Backend, BackendError, CaBackend,
         ca::{CaIssuerBackend, LocalCa},
-        credentials::SecretString,
         nexus::{NexusBackend, NexusConfig, NexusSigner},
         scm::{ScmAuth, ScmBackend, ScmConfig, ScmFlavor},
     },
@@ -34,6 +33,7 @@ use crate::{
             ScmIssuer, TrustAnchor,
         },
     },
+    pki::credentials::SecretString,
 };
 
 /// How often a Ready issuer is re-checked.
@@ -353,7 +353,7 @@ pub fn trust_anchors(chain_der: &[Vec<u8>]) -> Vec<TrustAnchor> {
                 subject: cert.subject().to_string(),
                 subject_key_id: cert.extensions().iter().find_map(|e| match e.parsed_extension() {
                     x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(id) => {
-                        Some(crate::backend::chain::hex(id.0))
+                        Some(crate::pki::chain::hex(id.0))
                     }
                     _ => None,
                 }),

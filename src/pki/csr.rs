@@ -152,7 +152,7 @@ mod tests {
                 "{subject}"
             );
             assert_eq!(
-                crate::backend::chain::csr_public_key(&der).unwrap(),
+                crate::pki::chain::csr_public_key(&der).unwrap(),
                 key.public_key_der().unwrap()
             );
         }

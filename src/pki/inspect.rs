@@ -89,7 +89,7 @@ fn hex_serial(raw: &[u8]) -> String {
         [0, rest @ ..] if !rest.is_empty() => rest,
         other => other,
     };
-    crate::backend::chain::hex(trimmed)
+    crate::pki::chain::hex(trimmed)
 }
 
 impl CertificateInfo {

@@ -10,7 +10,7 @@ use rand_core::OsRng;
 use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
 use zeroize::Zeroizing;
 
-use crate::backend::credentials::SecretString;
+use crate::pki::credentials::SecretString;
 
 /// Key algorithm and size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

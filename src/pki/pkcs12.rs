@@ -27,7 +27,7 @@ pub fn keystore(
     for der in chain {
         certs.push(certificate(der)?);
     }
-    let id = crate::backend::chain::sha256_hex(leaf).into_bytes();
+    let id = crate::pki::chain::sha256_hex(leaf).into_bytes();
     let mut store = KeyStore::new();
     store.add_entry(
         "certificate",

@@ -532,7 +532,7 @@ fn key_matches(secret: &Secret) -> Result<bool> {
             data.get(key).with_context(|| format!("no {key}"))?.0.clone(),
         )?)
     };
-    let chain = pki_operator::backend::chain::parse_certificates(text("tls.crt")?.as_bytes())?;
+    let chain = pki_operator::pki::chain::parse_certificates(text("tls.crt")?.as_bytes())?;
     let leaf = der::Encode::to_der(chain.first().context("empty tls.crt")?)?;
     let key = PrivateKey::from_pem(&text("tls.key")?)?;
     Ok(key.public_key_der()? == inspect::inspect(&leaf)?.public_key_der)

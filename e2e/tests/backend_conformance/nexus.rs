@@ -14,11 +14,10 @@ use anyhow::{Context as _, Result, bail, ensure};
 use libtest_mimic::Trial;
 use pki_operator::backend::{
     BackendError, CaBackend, Collected, RevocationReason, RevokeTarget,
-    chain::parse_certificates,
-    credentials::SecretString,
     nexus::{CertificateQuery, DownloadFormat, NexusBackend, NexusConfig, NexusSigner},
     retry::RetryPolicy,
 };
+use pki_operator::pki::{chain::parse_certificates, credentials::SecretString};
 use pki_operator_e2e::{
     conformance::{self, Check, new_order},
     sim::{

@@ -10,10 +10,10 @@ use anyhow::{Result, bail, ensure};
 use libtest_mimic::Trial;
 use pki_operator::backend::{
     BackendError, CaBackend, Collected, OrderHandle,
-    credentials::SecretString,
     retry::RetryPolicy,
     scm::{ScmAuth, ScmBackend, ScmConfig, ScmFlavor},
 };
+use pki_operator::pki::credentials::SecretString;
 use pki_operator_e2e::{
     conformance::{self, Check, new_order},
     sim::scm::{

@@ -49,10 +49,10 @@ use self::{
 };
 use super::{
     BackendError, BackendKind, CaBackend, Collected, EnrollRequest, OrderHandle, Profile, RevocationReason,
-    RevokeTarget, chain,
-    credentials::SecretString,
+    RevokeTarget,
     retry::{Idempotency, RetryPolicy},
 };
+use crate::pki::{chain, credentials::SecretString};
 
 const KIND: BackendKind = BackendKind::Nexus;
 /// Certificates one search page asks for (`searchLimit`); CM caps it at `certsearch.maxhits`.

@@ -24,7 +24,7 @@ use sha2::Sha256;
 use x509_cert::{Certificate, spki::AlgorithmIdentifierOwned};
 
 use crate::{
-    backend::credentials::SecretString,
+    pki::credentials::SecretString,
     pki::key::{KeyAlgorithm, PrivateKey},
 };
 

@@ -44,11 +44,10 @@ use self::{
 };
 use super::{
     BackendError, BackendKind, CaBackend, Collected, EnrollRequest, OrderHandle, Profile, RevocationReason,
-    RevokeTarget, chain,
-    credentials::SecretString,
-    http,
+    RevokeTarget, http,
     retry::{Idempotency, RetryPolicy},
 };
+use crate::pki::{chain, credentials::SecretString};
 
 const KIND: BackendKind = BackendKind::Scm;
 /// Orders examined (one details call each) at most when recovering an order after a crash.

@@ -116,7 +116,7 @@ pub(super) async fn deliver(
         &name,
         &cert.uid().unwrap_or_default(),
         (&issuer_name, issuer_kind),
-        spec,
+        (&spec.secret_name, spec.key_encoding),
         outputs,
         &material,
         &not_after,

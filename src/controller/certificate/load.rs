@@ -10,10 +10,10 @@ use super::{
     ISSUER_WAIT, ORDER_ANNOTATION, RENEW_ANNOTATION, SERVED_RENEW_ANNOTATION, backoff, delivered_order,
     ensure_finalizer, issuer_ref, now, policy, publish,
 };
-use crate::backend::credentials::SecretString;
 use crate::controller::{Context, conditions};
 use crate::crd::v1alpha1::Certificate;
 use crate::crd::v1alpha1::certificate::CertificateStatus;
+use crate::pki::credentials::SecretString;
 use crate::pki::key::PrivateKey;
 use crate::secret;
 use k8s_openapi::api::core::v1::Secret;

@@ -2,30 +2,8 @@
 //! status, the clock) decide the one next step. Every branch is unit-tested without a cluster.
 
 use super::validate::{Renewal, ValidatedCertificate};
-use crate::{
-    crd::v1alpha1::certificate::{CertificateOrder, CertificateStatus, OrderIssuer},
-    pki::inspect::CertificateInfo,
-};
-
-/// The output Secret as observed.
-// One value exists per reconcile; boxing the certificate would buy nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SecretState {
-    /// No Secret with that name.
-    Missing,
-    /// A Secret exists that this Certificate does not own.
-    NotOwned,
-    /// Our Secret; `certificate` is its parsed `tls.crt` leaf when readable.
-    Owned {
-        /// The leaf, if `tls.crt` parses.
-        certificate: Option<CertificateInfo>,
-        /// `tls.key` parses and matches the leaf.
-        key_matches: bool,
-        /// The chain in `tls.crt` verifies.
-        chain_verifies: bool,
-    },
-}
+use crate::crd::v1alpha1::certificate::{CertificateOrder, CertificateStatus, OrderIssuer};
+pub use crate::secret::SecretState;
 
 /// Why a new certificate is needed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,6 +185,7 @@ mod tests {
     use crate::{
         controller::certificate::validate::validate,
         crd::v1alpha1::{certificate::CertificateSpec, common::IssuerRef},
+        pki::inspect::CertificateInfo,
     };
 
     fn spec() -> ValidatedCertificate {

@@ -290,13 +290,13 @@ impl ValidatedCertificate {
         }
         lines.push(format!("key={}", self.key_algorithm));
         let text = lines.join("\n") + "\n";
-        crate::backend::chain::sha256_hex(text.as_bytes())
+        crate::pki::chain::sha256_hex(text.as_bytes())
     }
 
     /// The fingerprint operator versions 0.1.x wrote (a `Debug` rendering). Still
     /// accepted when reading a pending key, so orders in flight survive the upgrade.
     pub fn legacy_csr_fingerprint(&self) -> String {
-        crate::backend::chain::sha256_hex(format!("{:?}|{}", self.subject, self.key_algorithm).as_bytes())
+        crate::pki::chain::sha256_hex(format!("{:?}|{}", self.subject, self.key_algorithm).as_bytes())
     }
 }
 
@@ -380,7 +380,7 @@ mod tests {
         // with a new version tag and keep reading the old one.
         assert_eq!(
             v.csr_fingerprint(),
-            crate::backend::chain::sha256_hex(
+            crate::pki::chain::sha256_hex(
                 b"csr-fingerprint/v1\ncn=\"shop\"\no=[]\nou=[]\nc=[]\nst=[]\nl=[]\ndns=[\"a.example.com\",\"b.example.com\"]\nip=[]\nuri=[]\nemail=[]\nkey=ECDSA-P256\n"
             )
         );

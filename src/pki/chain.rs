@@ -12,7 +12,15 @@ use der::{Decode, Encode};
 use sha2::{Digest, Sha256};
 use x509_cert::{Certificate, request::CertReq};
 
-use super::IssuedCertificate;
+/// An issued certificate with its chain, checked to be well-formed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuedCertificate {
+    /// The leaf certificate, DER.
+    pub leaf_der: Vec<u8>,
+    /// Issuing chain, DER, ordered from the leaf's issuer towards the root; includes the root
+    /// when the CA sent it.
+    pub chain_der: Vec<Vec<u8>>,
+}
 
 /// The most certificates accepted in one response. Real chains hold a leaf, one or two
 /// intermediates and perhaps a root and a cross-certificate; 32 leaves room for generous
