@@ -291,12 +291,23 @@ pub(super) async fn issue(
         .order
         .clone()
         .filter(|o| plan::resumable(o, &csr_sha, &issuer.identity, backend.kind().as_str()));
-    let order = if let Some(order) = current {
-        issuer.handle(&order)
-    } else {
-        let handle = order_at_ca(cert, issuer, reason, &request, pending.fresh, status).await?;
-        record_order(cert, ctx, issuer, reason, &handle, csr_sha, status).await?;
-        handle
+    // SCM renews a delivered order by id (the new sslId comes back at once), only through the
+    // issuer that placed it; otherwise a renewal is a new enrollment.
+    let renewal = matches!(reason, IssueReason::Renewal | IssueReason::Manual);
+    let renewable = status
+        .order
+        .clone()
+        .filter(|o| renewal && o.state == "Issued" && issuer.placed(o) && backend.kind() == BackendKind::Scm);
+    let order = match (
+        plan::order_step(current.is_some(), pending.fresh, renewable.is_some()),
+        current,
+    ) {
+        (plan::OrderStep::Resume, Some(order)) => issuer.handle(&order),
+        (step, _) => {
+            let handle = order_at_ca(cert, issuer, step, &request, renewable.as_ref()).await?;
+            record_order(cert, ctx, issuer, reason, &handle, csr_sha, status).await?;
+            handle
+        }
     };
     let collected = backend
         .collect(&order, &pending.csr_der)
@@ -309,60 +320,51 @@ pub(super) async fn issue(
     .await
 }
 
-/// The order at the CA for `request`: one a crash left unrecorded (only when the key existed
-/// before this reconcile), else a renewal by id through the issuer that placed the last order
-/// (SCM), else a new enrollment. Never two.
+/// The order at the CA for `request` as the planner's `step` says: one a crash left
+/// unrecorded (recovery), else a renewal by id of `renewable`, else a new enrollment. Never two.
 async fn order_at_ca(
     cert: &Certificate,
     issuer: &ResolvedIssuer,
-    reason: IssueReason,
+    step: plan::OrderStep,
     request: &EnrollRequest,
-    fresh: bool,
-    status: &CertificateStatus,
+    renewable: Option<&CertificateOrder>,
 ) -> Result<OrderHandle, Error> {
     let backend = &issuer.backend;
     let name = cert.name_any();
-    // The key existed before this reconcile: a previous run may have ordered and died
-    // before recording it. Look for that order before placing one.
-    let found = if fresh {
-        None
-    } else {
-        backend
+    let step = if step == plan::OrderStep::Recover {
+        let found = backend
             .find_existing_order(request)
             .await
-            .map_err(backend_error("find an existing order"))?
-    };
-    let handle = if let Some(handle) = found {
-        tracing::info!(certificate = %name, order = %handle.id, "recovered an order placed before a restart");
-        handle
+            .map_err(backend_error("find an existing order"))?;
+        if let Some(handle) = found {
+            tracing::info!(certificate = %name, order = %handle.id, "recovered an order placed before a restart");
+            return Ok(handle);
+        }
+        plan::after_recovery(renewable.is_some())
     } else {
-        let renewal = matches!(reason, IssueReason::Renewal | IssueReason::Manual);
-        // SCM renews an issued order with renewById (the new sslId comes back at once),
-        // only through the issuer that placed it; otherwise a renewal is a new enrollment.
-        let previous = status.order.clone().filter(|o| {
-            renewal && o.state == "Issued" && issuer.placed(o) && backend.kind() == BackendKind::Scm
-        });
-        match previous {
-            Some(previous) => match backend.renew(&issuer.handle(&previous), request).await {
-                // The CA answered that it will not renew this order this way — it cannot
-                // with a new key (InCommon reuses the old CSR), no longer knows the order,
-                // or refuses its state — so no order was placed: enroll instead. A timeout
-                // or 5xx is *not* such an answer (the renewal may have been placed) and
-                // goes to the backoff; the next attempt finds that order by its CSR.
+        step
+    };
+    match (step, renewable) {
+        (plan::OrderStep::RenewById, Some(previous)) => {
+            match backend.renew(&issuer.handle(previous), request).await {
+                // The CA answered that it will not renew this order this way — it cannot with a
+                // new key (InCommon reuses the old CSR), no longer knows the order, or refuses its
+                // state — so no order was placed: enroll instead. A timeout or 5xx is *not* such an
+                // answer (the renewal may have been placed) and goes to the backoff; the next
+                // attempt finds that order by its CSR.
                 Err(
                     refused @ (BackendError::Unsupported { .. }
                     | BackendError::NotFound { .. }
                     | BackendError::InvalidRequest { .. }),
                 ) => {
                     tracing::info!(certificate = %name, order = %previous.id, reason = %refused, "renewal by id refused; enrolling instead");
-                    backend.enroll(request).await.map_err(backend_error("enroll"))?
+                    backend.enroll(request).await.map_err(backend_error("enroll"))
                 }
-                other => other.map_err(backend_error("renew"))?,
-            },
-            None => backend.enroll(request).await.map_err(backend_error("enroll"))?,
+                other => other.map_err(backend_error("renew")),
+            }
         }
-    };
-    Ok(handle)
+        _ => backend.enroll(request).await.map_err(backend_error("enroll")),
+    }
 }
 
 /// Records a placed order in status at once — this write is what prevents a second order —

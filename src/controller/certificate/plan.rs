@@ -158,6 +158,44 @@ pub fn known_orders(status: &CertificateStatus, issuer: &OrderIssuer, backend: &
         .collect()
 }
 
+/// How an issuance obtains its order — the heart of "never a second order".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderStep {
+    /// Collect the pending order recorded for this CSR at this issuer.
+    Resume,
+    /// The key existed before this reconcile, so a previous run may have ordered and died
+    /// before recording it: search the CA for an order of this CSR before placing one.
+    Recover,
+    /// Renew the delivered order by id through the issuer that placed it (SCM `renewById`).
+    RenewById,
+    /// Place a new order.
+    Enroll,
+}
+
+/// Decides the [`OrderStep`]: `resumable` — status records a pending order for this CSR at this
+/// issuer; `fresh_key` — the key was made by this reconcile (no order can exist for it);
+/// `renew_by_id` — a renewal whose delivered order this issuer placed and renews by id.
+/// [`OrderStep::Recover`] answers "nothing found" with the step the same inputs give with a
+/// fresh key ([`after_recovery`]).
+pub fn order_step(resumable: bool, fresh_key: bool, renew_by_id: bool) -> OrderStep {
+    if resumable {
+        OrderStep::Resume
+    } else if !fresh_key {
+        OrderStep::Recover
+    } else {
+        after_recovery(renew_by_id)
+    }
+}
+
+/// The step after a recovery search found no order.
+pub fn after_recovery(renew_by_id: bool) -> OrderStep {
+    if renew_by_id {
+        OrderStep::RenewById
+    } else {
+        OrderStep::Enroll
+    }
+}
+
 /// What becomes of the order a new order replaces in `status.order`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Replaced {
@@ -462,5 +500,29 @@ mod tests {
         assert_eq!(replaced(&order("Issued", None), false), Replaced::Finished);
         assert_eq!(replaced(&order("Pending", None), true), Replaced::Abandoned);
         assert_eq!(replaced(&order("Failed", None), true), Replaced::Finished);
+    }
+
+    #[test]
+    fn a_recorded_pending_order_is_always_resumed_never_reordered() {
+        for fresh in [false, true] {
+            for renew in [false, true] {
+                assert_eq!(order_step(true, fresh, renew), OrderStep::Resume);
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_older_than_this_reconcile_is_searched_for_before_ordering() {
+        assert_eq!(order_step(false, false, false), OrderStep::Recover);
+        assert_eq!(order_step(false, false, true), OrderStep::Recover);
+        // Nothing found: the same choice as with a fresh key.
+        assert_eq!(after_recovery(true), OrderStep::RenewById);
+        assert_eq!(after_recovery(false), OrderStep::Enroll);
+    }
+
+    #[test]
+    fn a_fresh_key_renews_by_id_or_enrolls() {
+        assert_eq!(order_step(false, true, true), OrderStep::RenewById);
+        assert_eq!(order_step(false, true, false), OrderStep::Enroll);
     }
 }
