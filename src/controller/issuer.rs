@@ -10,7 +10,6 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::controller::Action,
 };
-use x509_parser::{certificate::X509Certificate, prelude::FromDer as _};
 
 use super::{
     Context,
@@ -300,67 +299,20 @@ pub fn poll_interval(scm: Option<&ScmIssuer>) -> Duration {
         .max(Duration::from_secs(1))
 }
 
-/// Validation codes of the CA certificate taxonomy for each certificate of a CA chain.
+/// The trust anchors of a CA chain as Issuer status lists them, with the validation codes of
+/// [`crate::pki::trust_anchor`].
 pub fn trust_anchors(chain_der: &[Vec<u8>]) -> Vec<TrustAnchor> {
-    let now = jiff::Timestamp::now().as_second();
-    chain_der
-        .iter()
-        .enumerate()
-        .map(|(i, der)| {
-            let Ok((_, cert)) = X509Certificate::from_der(der) else {
-                return TrustAnchor {
-                    subject: String::new(),
-                    subject_key_id: None,
-                    not_after: None,
-                    validation: 2001,
-                    validation_message: "Error parsing a certificate.".into(),
-                };
-            };
-            let key_cert_sign = cert
-                .key_usage()
-                .ok()
-                .flatten()
-                .is_none_or(|ku| ku.value.key_cert_sign());
-            let self_signed = cert.subject() == cert.issuer();
-            let issuer = chain_der
-                .get(i + 1)
-                .and_then(|d| X509Certificate::from_der(d).ok())
-                .map(|(_, c)| c);
-            let (validation, message) = if cert.validity().not_after.timestamp() < now {
-                (2003, "The certificate is expired.")
-            } else if cert.validity().not_before.timestamp() > now {
-                (2004, "The certificate is not yet valid.")
-            } else if !cert.is_ca() || !key_cert_sign {
-                (
-                    2012,
-                    "The certificate's key usage or extended key usage does not match its purpose.",
-                )
-            } else if self_signed && cert.verify_signature(None).is_err() {
-                (2014, "The certificate is an invalid self-signed certificate.")
-            } else if let Some(issuer) = issuer.filter(|_| !self_signed) {
-                if cert.verify_signature(Some(issuer.public_key())).is_ok() {
-                    (0, "Certificate is valid.")
-                } else {
-                    (2013, "Error validating the full chain of the certificate.")
-                }
-            } else {
-                (0, "Certificate is valid.")
-            };
-            let not_after = jiff::Timestamp::from_second(cert.validity().not_after.timestamp())
-                .ok()
-                .map(Time);
-            TrustAnchor {
-                subject: cert.subject().to_string(),
-                subject_key_id: cert.extensions().iter().find_map(|e| match e.parsed_extension() {
-                    x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(id) => {
-                        Some(crate::pki::chain::hex(id.0))
-                    }
-                    _ => None,
-                }),
-                not_after,
-                validation,
-                validation_message: message.into(),
-            }
+    crate::pki::trust_anchor::check_chain(chain_der, jiff::Timestamp::now().as_second())
+        .into_iter()
+        .map(|anchor| TrustAnchor {
+            subject: anchor.subject,
+            subject_key_id: anchor.subject_key_id,
+            not_after: anchor
+                .not_after
+                .and_then(|s| jiff::Timestamp::from_second(s).ok())
+                .map(Time),
+            validation: anchor.code,
+            validation_message: anchor.message.into(),
         })
         .collect()
 }

@@ -7,3 +7,4 @@ pub mod csr;
 pub mod inspect;
 pub mod key;
 pub mod pkcs12;
+pub mod trust_anchor;
