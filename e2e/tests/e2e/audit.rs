@@ -18,10 +18,13 @@ use crate::support::{
 
 /// This area's trials: a test function not listed here is dead code, which fails the build.
 pub fn trials() -> Vec<Trial> {
-    vec![trial(
-        "steady_state_makes_no_writes",
-        steady_state_makes_no_writes,
-    )]
+    vec![
+        trial(
+            "audit_log_records_the_operators_writes",
+            audit_log_records_the_operators_writes,
+        ),
+        trial("steady_state_makes_no_writes", steady_state_makes_no_writes),
+    ]
 }
 
 /// Once Ready, the operator writes nothing more for the Certificate for two minutes.
@@ -79,6 +82,65 @@ fn steady_state_makes_no_writes() -> Result<()> {
         ensure!(
             status == 200 && metrics.contains("pki_operator_reconciliations_total"),
             "metrics unavailable"
+        );
+        Ok(())
+    })
+}
+
+/// The positive control for [`steady_state_makes_no_writes`]: the audit log, read the one way
+/// every test reads it, does show the operator's writes (the output Secret and the Certificate's
+/// status) once it issues, and leaves out the test's own kubectl, which the raw log does hold.
+/// Without this, "no writes" could mean that nothing is recorded or that the reading is wrong.
+fn audit_log_records_the_operators_writes() -> Result<()> {
+    block_on(async {
+        let dir = work_dir("audited")?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "audited").await?;
+        ca_issuer(&ns.name, "local-ca")?;
+        let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        let since = jiff::Timestamp::now();
+        apply(&ns.name, &certificate_yaml("recorded", "local-ca", ""))?;
+        wait_certificate(
+            &client,
+            &ns.name,
+            "recorded",
+            "Ready",
+            Duration::from_secs(60),
+            is_ready,
+        )
+        .await
+        .with_context(|| operator.log_text())?;
+        let writes = wait_for(
+            "the operator's Secret and status writes in the audit log",
+            Duration::from_secs(30),
+            || async {
+                let writes = audited_writes(&ns.name, since).ok()?;
+                let secret = writes
+                    .iter()
+                    .any(|w| w.resource == "secrets" && w.name == "recorded-tls");
+                let status = writes
+                    .iter()
+                    .any(|w| w.resource == "certificates/status" && w.name == "recorded");
+                (secret && status).then_some(writes)
+            },
+        )
+        .await
+        .with_context(|| {
+            let seen = plane().audited_writes(&ns.name, since);
+            format!("audit log since {since}: {seen:#?}")
+        })?;
+        ensure!(
+            writes.iter().all(|w| !w.user_agent.starts_with("kubectl")),
+            "the test's kubectl was not left out: {writes:#?}"
+        );
+        let raw = plane().audited_writes(&ns.name, since)?;
+        ensure!(
+            raw.iter().any(|w| w.user_agent.starts_with("kubectl")
+                && w.verb == "create"
+                && w.resource == "certificates"
+                && w.name == "recorded"),
+            "the audit log lacks the test's own kubectl create: {raw:#?}"
         );
         Ok(())
     })

@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use k8s_openapi::api::{core::v1::Secret, events::v1::Event};
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, Client,
-    api::{DeleteParams, ListParams, Patch, PatchParams},
+    Api,
+    api::{DeleteParams, Patch, PatchParams},
 };
 use libtest_mimic::Trial;
 use pki_operator::crd::v1alpha1::Certificate;
@@ -20,8 +20,8 @@ use pki_operator_e2e::{
 };
 
 use crate::support::{
-    SCM_PASSWORD, ScmScene, apply, block_on, ca_issuer, certificate_yaml, condition, is_ready, plane,
-    scm_issuer, secret_text, total_orders, trial, wait_certificate, wait_gone,
+    SCM_PASSWORD, ScmScene, apply, block_on, ca_issuer, certificate_yaml, condition, event_reasons, is_ready,
+    plane, scm_issuer, secret_text, total_orders, trial, wait_certificate, wait_gone,
 };
 
 /// This area's trials: a test function not listed here is dead code, which fails the build.
@@ -60,19 +60,6 @@ pub fn trials() -> Vec<Trial> {
 
 fn status_of(cert: &Certificate) -> pki_operator::crd::v1alpha1::certificate::CertificateStatus {
     cert.status.clone().unwrap_or_default()
-}
-
-/// Reasons of the Events recorded for `name` in `namespace`.
-async fn event_reasons(client: &Client, namespace: &str, name: &str) -> Result<Vec<String>> {
-    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
-    Ok(events
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .filter_map(|e| e.reason)
-        .collect())
 }
 
 /// The `sslId`s and serials (colon-free, lower case) a simulator issued itself.

@@ -15,8 +15,8 @@ use pki_operator_e2e::{
 };
 
 use crate::support::{
-    SCM_PASSWORD, ScmScene, apply, block_on, certificate_yaml, condition, is_ready, plane, scm_issuer,
-    secret_text, total_orders, trial, verify_tls_secret, wait_certificate, wait_gone,
+    SCM_PASSWORD, ScmScene, apply, block_on, certificate_yaml, condition, event_reasons, is_ready, plane,
+    scm_issuer, secret_text, total_orders, trial, verify_tls_secret, wait_certificate, wait_gone,
 };
 
 /// This area's trials: a test function not listed here is dead code, which fails the build.
@@ -37,6 +37,10 @@ pub fn trials() -> Vec<Trial> {
         trial(
             "scm_revoke_on_delete_revokes_and_releases_the_finalizer",
             scm_revoke_on_delete,
+        ),
+        trial(
+            "scm_skip_revoke_annotation_releases_a_certificate_whose_revocation_fails",
+            scm_skip_revoke_annotation_releases_a_certificate_whose_revocation_fails,
         ),
         trial(
             "scm_invalid_credentials_are_reported_and_recover_when_fixed",
@@ -554,6 +558,99 @@ fn scm_tampered_secret_repaired() -> Result<()> {
             total_orders(&sim) == 1,
             "a second order was placed: {:?}",
             sim.stats().orders_per_csr
+        );
+        Ok(())
+    })
+}
+
+/// Revoke-on-delete against a CA that answers every revocation with a 5xx: the Certificate stays
+/// (finalizer held) and a `RevokeFailed` Warning names the way out; annotated
+/// `pki-operator.io/skip-revoke=true` it goes without a revocation, and the certificate is still
+/// valid at the CA.
+fn scm_skip_revoke_annotation_releases_a_certificate_whose_revocation_fails() -> Result<()> {
+    use kube::api::{Patch, PatchParams};
+    block_on(async {
+        let ScmScene {
+            client,
+            ns,
+            sim,
+            operator,
+        } = ScmScene::start("scm-skip-revoke", ScmSimulatorConfig::default(), SCM_PASSWORD).await?;
+        apply(
+            &ns.name,
+            &certificate_yaml(
+                "stuck",
+                "sectigo",
+                "  revocationPolicy: {onDelete: Revoke, onDeleteReason: CessationOfOperation}\n",
+            ),
+        )?;
+        let cert = wait_certificate(
+            &client,
+            &ns.name,
+            "stuck",
+            "Ready",
+            Duration::from_secs(60),
+            is_ready,
+        )
+        .await
+        .with_context(|| operator.log_text())?;
+        let order_id = cert.status.and_then(|s| s.order).context("order")?.id;
+        sim.set_faults(Faults {
+            server_error_rate: 1.0,
+            endpoints: Some(vec!["revoke".into(), "revokeBySerial".into()]),
+            ..Faults::default()
+        });
+        let revokes = || {
+            let requests = sim.stats().requests;
+            ["revoke", "revokeBySerial"]
+                .iter()
+                .map(|e| requests.get(*e).copied().unwrap_or(0))
+                .sum::<u64>()
+        };
+        let certs: Api<Certificate> = Api::namespaced(client.clone(), &ns.name);
+        certs.delete("stuck", &kube::api::DeleteParams::default()).await?;
+        wait_for(
+            "a RevokeFailed Warning after a refused revocation",
+            Duration::from_secs(60),
+            || async {
+                let reasons = event_reasons(&client, &ns.name, "stuck").await.ok()?;
+                (revokes() >= 1 && reasons.iter().any(|r| r == "RevokeFailed")).then_some(())
+            },
+        )
+        .await
+        .with_context(|| operator.log_text())?;
+        let held = certs
+            .get_opt("stuck")
+            .await?
+            .context("the Certificate went although its revocation failed")?;
+        ensure!(
+            held.metadata.deletion_timestamp.is_some()
+                && held
+                    .metadata
+                    .finalizers
+                    .as_ref()
+                    .is_some_and(|f| f.iter().any(|f| f == "pki-operator.io/revoke-on-delete")),
+            "the finalizer was released although the revocation failed: {:?}",
+            held.metadata
+        );
+
+        let annotate =
+            serde_json::json!({"metadata": {"annotations": {"pki-operator.io/skip-revoke": "true"}}});
+        certs
+            .patch("stuck", &PatchParams::default(), &Patch::Merge(&annotate))
+            .await?;
+        wait_gone(&certs, "stuck", "the annotated Certificate to be gone")
+            .await
+            .with_context(|| operator.log_text())?;
+        let order = sim
+            .stats()
+            .orders
+            .into_iter()
+            .find(|o| o.ssl_id.to_string() == order_id)
+            .context("order gone")?;
+        ensure!(
+            order.status != "Revoked",
+            "the certificate was revoked although skip-revoke was set"
         );
         Ok(())
     })

@@ -206,6 +206,19 @@ pub fn verify_tls_secret(
     Ok(())
 }
 
+/// Reasons of the Events recorded for `name` in `namespace`.
+pub async fn event_reasons(client: &Client, namespace: &str, name: &str) -> Result<Vec<String>> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), namespace);
+    Ok(events
+        .list(&kube::api::ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect())
+}
+
 /// Writes in `namespace` recorded in the audit log at or after `since`, excluding the test's
 /// own kubectl: what the operator (or anything else but the test) changed. The one reader of the
 /// audit log; `audit_log_records_the_operators_writes` proves it sees the operator's writes.
