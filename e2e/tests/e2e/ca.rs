@@ -336,7 +336,10 @@ fn keystore_waits_for_its_password_secret() -> Result<()> {
 /// which object and why, and keeps serving the others; once the field is fixed it issues the
 /// Certificate as usual.
 fn unreadable_certificate_is_reported_and_recovers_when_fixed() -> Result<()> {
-    use kube::api::{Patch, PatchParams};
+    use kube::{
+        api::{DynamicObject, Patch, PatchParams},
+        discovery::ApiResource,
+    };
     block_on(async {
         let dir = work_dir("invalid-object")?;
         let client = plane().client().await?;
@@ -356,8 +359,11 @@ fn unreadable_certificate_is_reported_and_recovers_when_fixed() -> Result<()> {
         .await
         .with_context(|| operator.log_text())?;
         let certs: Api<Certificate> = Api::namespaced(client.clone(), &ns.name);
+        // Untyped, since the typed answer to this very patch could not be read either.
+        let untyped: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &ns.name, &ApiResource::erase::<Certificate>(&()));
         let garble = serde_json::json!({"status": {"notAfter": "2030-01-01T00:00:00+99:99"}});
-        certs
+        untyped
             .patch_status("garbled", &PatchParams::default(), &Patch::Merge(&garble))
             .await
             .context("the apiserver refused the out-of-range offset")?;
@@ -400,7 +406,7 @@ fn unreadable_certificate_is_reported_and_recovers_when_fixed() -> Result<()> {
         );
 
         let repair = serde_json::json!({"status": {"notAfter": null}});
-        certs
+        untyped
             .patch_status("garbled", &PatchParams::default(), &Patch::Merge(&repair))
             .await?;
         wait_certificate(
