@@ -91,6 +91,29 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
 }
 
+/// One write recorded in the control plane's audit log ([`ControlPlane::audited_writes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditedWrite {
+    /// `create`, `update`, `patch`, `delete` or `deletecollection`.
+    pub verb: String,
+    /// The resource, with its subresource when there is one: `secrets`, `certificates/status`.
+    pub resource: String,
+    /// The object's name (empty for a collection).
+    pub name: String,
+    /// The client's `User-Agent`: `kubectl/...` for the tests' kubectl.
+    pub user_agent: String,
+}
+
+impl std::fmt::Display for AuditedWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {} ({})",
+            self.verb, self.resource, self.name, self.user_agent
+        )
+    }
+}
+
 impl ControlPlane {
     /// Starts a fresh control plane with its state in `dir` and waits until `/readyz` is 200.
     pub async fn start(dir: &Path) -> Result<Self> {
@@ -158,6 +181,38 @@ impl ControlPlane {
     /// The state directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The writes in `namespace` the apiserver's audit log recorded at or after `since`. The
+    /// control plane's audit policy records every write (and only writes) at Metadata level, so
+    /// this is what anyone changed there, without request bodies.
+    pub fn audited_writes(&self, namespace: &str, since: jiff::Timestamp) -> Result<Vec<AuditedWrite>> {
+        let log = fs::read_to_string(self.dir.join("audit.log"))?;
+        let mut writes = Vec::new();
+        for line in log.lines() {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let reference = &event["objectRef"];
+            let received = event["requestReceivedTimestamp"]
+                .as_str()
+                .and_then(|at| at.parse::<jiff::Timestamp>().ok());
+            if reference["namespace"].as_str() != Some(namespace) || received.is_none_or(|at| at < since) {
+                continue;
+            }
+            let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_owned();
+            let resource = match reference["subresource"].as_str() {
+                Some(sub) => format!("{}/{sub}", text(&reference["resource"])),
+                None => text(&reference["resource"]),
+            };
+            writes.push(AuditedWrite {
+                verb: text(&event["verb"]),
+                resource,
+                name: text(&reference["name"]),
+                user_agent: text(&event["userAgent"]),
+            });
+        }
+        Ok(writes)
     }
 
     /// A new admin client.

@@ -13,6 +13,7 @@ use std::{
 
 use anyhow::{Context as _, Result, ensure};
 use kube::Api;
+use libtest_mimic::Trial;
 use pki_operator::crd::v1alpha1::Issuer;
 use pki_operator_e2e::{Operator, TestNamespace, sim::TestCa, wait_for, work_dir};
 use tokio::{
@@ -22,7 +23,18 @@ use tokio::{
 };
 use tokio_rustls::TlsAcceptor;
 
-use super::{apply, block_on, plane};
+use crate::support::{apply, block_on, plane, trial};
+
+/// This area's trials: a test function not listed here is dead code, which fails the build.
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial(
+            "hostile_ca_endless_body_is_cut_off_and_the_operator_stays_up",
+            endless_body_is_cut_off_and_the_operator_stays_up,
+        ),
+        trial("hostile_ca_redirect_is_not_followed", redirect_is_not_followed),
+    ]
+}
 
 /// What the body of the streaming server adds up to at most: 1 GiB, far beyond any limit.
 const STREAMED_BYTES: u64 = 1 << 30;
@@ -231,7 +243,7 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 /// An Issuer pointed at a server that streams 1 GiB: the operator reads at most its response
 /// limit, reports the Issuer `Ready=False` naming that limit, stays up, and its peak RSS stays
 /// under [`PEAK_RSS_LIMIT_KIB`].
-pub fn endless_body_is_cut_off_and_the_operator_stays_up() -> Result<()> {
+fn endless_body_is_cut_off_and_the_operator_stays_up() -> Result<()> {
     block_on(async {
         let dir = work_dir("hostile-body")?;
         let client = plane().client().await?;
@@ -275,7 +287,7 @@ pub fn endless_body_is_cut_off_and_the_operator_stays_up() -> Result<()> {
 /// An Issuer pointed at a server answering `302` to another port: the Issuer is `Ready=False`
 /// naming the redirect, and the redirect target never receives a connection (so never the
 /// `password` header either).
-pub fn redirect_is_not_followed() -> Result<()> {
+fn redirect_is_not_followed() -> Result<()> {
     block_on(async {
         let dir = work_dir("hostile-redirect")?;
         let client = plane().client().await?;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
+use libtest_mimic::Trial;
 use pki_operator::crd::v1alpha1::{Certificate, Issuer};
 use pki_operator_e2e::{
     Operator, TestNamespace,
@@ -16,10 +17,28 @@ use pki_operator_e2e::{
     wait_for, work_dir,
 };
 
-use super::{
-    apply, block_on, certificate_yaml, condition, is_ready, plane, verify_tls_secret, wait_certificate,
-    wait_gone,
+use crate::support::{
+    apply, block_on, certificate_yaml, condition, is_ready, plane, trial, verify_tls_secret,
+    wait_certificate, wait_gone,
 };
+
+/// This area's trials: a test function not listed here is dead code, which fails the build.
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial(
+            "nexus_certificates_are_issued_with_both_signing_modes_and_revoked_on_delete",
+            certificate_is_issued_and_revoked_on_delete,
+        ),
+        trial(
+            "nexus_wrong_signer_and_foreign_client_certificate_are_reported",
+            wrong_signer_and_foreign_client_certificate_are_reported,
+        ),
+        trial(
+            "nexus_crash_after_issuance_recovers_by_search_without_a_second_issuance",
+            crash_after_issuance_recovers_by_search,
+        ),
+    ]
+}
 
 /// A `kubernetes.io/tls` Secret holding an officer identity (certificate chain and key).
 fn identity_secret(namespace: &str, name: &str, (chain, key): (String, String)) -> Result<()> {
@@ -93,7 +112,7 @@ fn issuances(sim: &NexusSimulator) -> u32 {
 /// Certificate becomes Ready with a Secret that verifies to the simulator's root and the status
 /// names the CM `certid`; deleting a Certificate with revoke-on-delete revokes it at the
 /// simulator, and the finalizer goes.
-pub fn certificate_is_issued_and_revoked_on_delete() -> Result<()> {
+fn certificate_is_issued_and_revoked_on_delete() -> Result<()> {
     block_on(async {
         let dir = work_dir("nexus-issue")?;
         let client = plane().client().await?;
@@ -181,7 +200,7 @@ pub fn certificate_is_issued_and_revoked_on_delete() -> Result<()> {
 /// A signing officer from another CA: the Issuer is Ready (reads need no signature) but the
 /// simulator refuses the signed issuance with -17, and the Certificate says so. A client
 /// certificate from another CA is refused in the TLS handshake, and that Issuer says so.
-pub fn wrong_signer_and_foreign_client_certificate_are_reported() -> Result<()> {
+fn wrong_signer_and_foreign_client_certificate_are_reported() -> Result<()> {
     block_on(async {
         let dir = work_dir("nexus-refused")?;
         let client = plane().client().await?;
@@ -241,7 +260,7 @@ pub fn wrong_signer_and_foreign_client_certificate_are_reported() -> Result<()> 
 /// The simulator issues but the connection drops before the answer; the operator is killed
 /// right then. After a restart it finds the certificate by search and the Certificate becomes
 /// Ready with it: the simulator counts exactly one issuance.
-pub fn crash_after_issuance_recovers_by_search() -> Result<()> {
+fn crash_after_issuance_recovers_by_search() -> Result<()> {
     block_on(async {
         let dir = work_dir("nexus-crash")?;
         let client = plane().client().await?;

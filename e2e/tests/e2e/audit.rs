@@ -1,0 +1,147 @@
+//! End-to-end tests of what the operator writes, read from the apiserver's audit log: its writes
+//! are seen there (the positive control), and once a Certificate is Ready it writes nothing more.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, ensure};
+use libtest_mimic::Trial;
+use pki_operator_e2e::{
+    Operator, TestNamespace,
+    sim::scm::{ScmSimulator, ScmSimulatorConfig},
+    wait_for, work_dir,
+};
+
+use crate::support::{
+    SCM_PASSWORD, apply, audited_writes, block_on, ca_issuer, certificate_yaml, is_ready, plane, scm_issuer,
+    trial, wait_certificate,
+};
+
+/// This area's trials: a test function not listed here is dead code, which fails the build.
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial(
+            "audit_log_records_the_operators_writes",
+            audit_log_records_the_operators_writes,
+        ),
+        trial("steady_state_makes_no_writes", steady_state_makes_no_writes),
+    ]
+}
+
+/// Once Ready, the operator writes nothing more for the Certificate for two minutes.
+fn steady_state_makes_no_writes() -> Result<()> {
+    block_on(async {
+        let dir = work_dir("steady")?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "steady").await?;
+        ca_issuer(&ns.name, "local-ca")?;
+        let sim = ScmSimulator::start(ScmSimulatorConfig::default()).await?;
+        scm_issuer(&ns.name, "sectigo", &sim, SCM_PASSWORD)?;
+        let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        apply(&ns.name, &certificate_yaml("calm", "local-ca", ""))?;
+        apply(&ns.name, &certificate_yaml("quiet", "sectigo", ""))?;
+        for name in ["calm", "quiet"] {
+            wait_certificate(
+                &client,
+                &ns.name,
+                name,
+                "Ready",
+                Duration::from_secs(60),
+                is_ready,
+            )
+            .await?;
+        }
+        // Let the writes that made them Ready and their watch echoes settle, then watch a
+        // 2-minute window: no API writes in the namespace, no calls to the CA.
+        let settle_until = Instant::now() + Duration::from_secs(5);
+        wait_for("settle", Duration::from_secs(10), || async {
+            (Instant::now() >= settle_until).then_some(())
+        })
+        .await?;
+        let since = jiff::Timestamp::now();
+        let ca_requests_before: u64 = sim.stats().requests.values().sum();
+        let window_end = Instant::now() + Duration::from_secs(120);
+        wait_for("the 2-minute window", Duration::from_secs(130), || async {
+            (Instant::now() >= window_end).then_some(())
+        })
+        .await?;
+        let writes = audited_writes(&ns.name, since)?;
+        ensure!(
+            writes.is_empty(),
+            "the operator wrote {} time(s) in steady state: {writes:?}",
+            writes.len()
+        );
+        let ca_requests_after: u64 = sim.stats().requests.values().sum();
+        ensure!(
+            ca_requests_after == ca_requests_before,
+            "the operator called the CA {} time(s) in steady state: {:?}",
+            ca_requests_after - ca_requests_before,
+            sim.stats().requests
+        );
+        let (status, metrics) = operator.get("/metrics").await.context("metrics")?;
+        ensure!(
+            status == 200 && metrics.contains("pki_operator_reconciliations_total"),
+            "metrics unavailable"
+        );
+        Ok(())
+    })
+}
+
+/// The positive control for [`steady_state_makes_no_writes`]: the audit log, read the one way
+/// every test reads it, does show the operator's writes (the output Secret and the Certificate's
+/// status) once it issues, and leaves out the test's own kubectl, which the raw log does hold.
+/// Without this, "no writes" could mean that nothing is recorded or that the reading is wrong.
+fn audit_log_records_the_operators_writes() -> Result<()> {
+    block_on(async {
+        let dir = work_dir("audited")?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "audited").await?;
+        ca_issuer(&ns.name, "local-ca")?;
+        let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        let since = jiff::Timestamp::now();
+        apply(&ns.name, &certificate_yaml("recorded", "local-ca", ""))?;
+        wait_certificate(
+            &client,
+            &ns.name,
+            "recorded",
+            "Ready",
+            Duration::from_secs(60),
+            is_ready,
+        )
+        .await
+        .with_context(|| operator.log_text())?;
+        let writes = wait_for(
+            "the operator's Secret and status writes in the audit log",
+            Duration::from_secs(30),
+            || async {
+                let writes = audited_writes(&ns.name, since).ok()?;
+                let secret = writes
+                    .iter()
+                    .any(|w| w.resource == "secrets" && w.name == "recorded-tls");
+                let status = writes
+                    .iter()
+                    .any(|w| w.resource == "certificates/status" && w.name == "recorded");
+                (secret && status).then_some(writes)
+            },
+        )
+        .await
+        .with_context(|| {
+            let seen = plane().audited_writes(&ns.name, since);
+            format!("audit log since {since}: {seen:#?}")
+        })?;
+        ensure!(
+            writes.iter().all(|w| !w.user_agent.starts_with("kubectl")),
+            "the test's kubectl was not left out: {writes:#?}"
+        );
+        let raw = plane().audited_writes(&ns.name, since)?;
+        ensure!(
+            raw.iter().any(|w| w.user_agent.starts_with("kubectl")
+                && w.verb == "create"
+                && w.resource == "certificates"
+                && w.name == "recorded"),
+            "the audit log lacks the test's own kubectl create: {raw:#?}"
+        );
+        Ok(())
+    })
+}
