@@ -20,7 +20,8 @@ where
     if wanted {
         list.push(finalizer.to_owned());
     }
-    let patch = serde_json::json!({"metadata": {"finalizers": list, "resourceVersion": object.resource_version()}});
+    let patch =
+        serde_json::json!({"metadata": {"finalizers": list, "resourceVersion": object.resource_version()}});
     api.patch(&object.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(())

@@ -5,11 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time};
-use kube::{
-    Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
-    runtime::controller::Action,
-};
+use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
 
 use super::{
     Context,
@@ -17,7 +13,6 @@ use super::{
     conditions,
 };
 use crate::{
-    FIELD_MANAGER,
     backend::{
         Backend, BackendError, CaBackend,
         ca::{CaIssuerBackend, LocalCa},
@@ -418,7 +413,9 @@ pub async fn reconcile_issuer(issuer: Arc<Issuer>, ctx: Arc<Context>) -> Result<
     .await;
     if status_changed(issuer.status.as_ref(), &status) {
         let api: Api<Issuer> = Api::namespaced(ctx.client.clone(), &namespace);
-        patch_status(&api, &issuer.name_any(), "Issuer", &status).await?;
+        super::status::write(&api, &issuer.name_any(), &status)
+            .await
+            .map_err(IssuerError::UpdateStatus)?;
     }
     Ok(Action::requeue(if ready { RECHECK } else { RETRY }))
 }
@@ -444,33 +441,11 @@ pub async fn reconcile_cluster_issuer(
     .await;
     if status_changed(issuer.status.as_ref(), &status) {
         let api: Api<ClusterIssuer> = Api::all(ctx.client.clone());
-        patch_status(&api, &issuer.name_any(), "ClusterIssuer", &status).await?;
+        super::status::write(&api, &issuer.name_any(), &status)
+            .await
+            .map_err(IssuerError::UpdateStatus)?;
     }
     Ok(Action::requeue(if ready { RECHECK } else { RETRY }))
-}
-
-async fn patch_status<K>(
-    api: &Api<K>,
-    name: &str,
-    kind: &str,
-    status: &IssuerStatus,
-) -> Result<(), IssuerError>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let body = serde_json::json!({
-        "apiVersion": "pki-operator.io/v1alpha1",
-        "kind": kind,
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(IssuerError::UpdateStatus)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -10,7 +10,10 @@
 pub mod certificate;
 pub mod conditions;
 pub mod errors;
+pub mod events;
+pub mod finalizer;
 pub mod issuer;
+pub mod status;
 
 use std::{fmt::Debug, sync::Arc};
 

@@ -9,9 +9,29 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::FIELD_MANAGER;
 
-/// Applies `new` as the status of `name` when it differs from `old`; returns whether a write
-/// happened. The body names the kind's `apiVersion` and `kind`, as server-side apply requires.
-pub async fn apply<K, S>(api: &Api<K>, name: &str, old: &S, new: &S) -> Result<bool, kube::Error>
+/// Applies `status` as the status of `name`. The body names the kind's `apiVersion` and `kind`,
+/// as server-side apply requires.
+pub async fn write<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
+/// [`write`]s `new` when it differs from `old`; returns whether a write happened.
+pub async fn write_if_changed<K, S>(api: &Api<K>, name: &str, old: &S, new: &S) -> Result<bool, kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
@@ -19,12 +39,6 @@ where
     if old == new {
         return Ok(false);
     }
-    let body = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": new,
-    });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await?;
+    write(api, name, new).await?;
     Ok(true)
 }

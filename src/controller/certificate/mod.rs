@@ -26,11 +26,7 @@ use std::{sync::Arc, time::Duration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
-    runtime::{
-        controller::Action,
-        events::{Event, EventType},
-    },
+    runtime::{controller::Action, events::EventType},
 };
 
 pub use self::error::{DeliveryProblem, Error};
@@ -309,34 +305,14 @@ async fn act(
 }
 
 async fn ensure_finalizer(cert: &Certificate, api: &Api<Certificate>, wanted: bool) -> Result<(), Error> {
-    let finalizers = cert.finalizers();
-    let has = finalizers.iter().any(|f| f == FINALIZER);
-    if has == wanted {
-        return Ok(());
-    }
-    let mut list: Vec<String> = finalizers.iter().filter(|f| *f != FINALIZER).cloned().collect();
-    if wanted {
-        list.push(FINALIZER.to_owned());
-    }
-    let patch =
-        serde_json::json!({"metadata": {"finalizers": list, "resourceVersion": cert.resource_version()}});
-    api.patch(&cert.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+    super::finalizer::ensure(api, cert, FINALIZER, wanted)
         .await
-        .map_err(kube_error("update finalizers"))?;
-    Ok(())
+        .map_err(kube_error("update finalizers"))
 }
 
+/// An Event about `cert` ([`super::events`]).
 pub(crate) async fn publish(ctx: &Context, cert: &Certificate, type_: EventType, reason: &str, note: &str) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note.chars().take(1024).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &cert.object_ref(&())).await {
-        tracing::debug!(%error, "cannot publish event");
-    }
+    super::events::publish(&ctx.recorder, cert, type_, reason, note).await;
 }
 
 #[cfg(test)]

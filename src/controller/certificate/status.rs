@@ -4,13 +4,11 @@ use super::error::{Error, kube_error};
 use super::plan::SecretState;
 use super::validate::Renewal;
 use super::{ABANDONED_RETRY, MAX_FAILURE_MESSAGE, MAX_RESYNC, backoff, now, time};
-use crate::FIELD_MANAGER;
 use crate::controller::conditions;
 use crate::crd::v1alpha1::Certificate;
 use crate::crd::v1alpha1::certificate::CertificateStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use std::time::Duration;
 
@@ -142,20 +140,7 @@ pub(super) async fn write_status(
     old: &CertificateStatus,
     new: &CertificateStatus,
 ) -> Result<bool, Error> {
-    if old == new {
-        return Ok(false);
-    }
-    let body = serde_json::json!({
-        "apiVersion": "pki-operator.io/v1alpha1",
-        "kind": "Certificate",
-        "status": new,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(kube_error("update status"))?;
-    Ok(true)
+    crate::controller::status::write_if_changed(api, name, old, new)
+        .await
+        .map_err(kube_error("update status"))
 }
