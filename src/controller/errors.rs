@@ -168,17 +168,13 @@ impl From<Retry> for Action {
     }
 }
 
-/// First wait after a transient failure.
-const BACKOFF_BASE: Duration = Duration::from_secs(5);
 /// Longest wait between attempts.
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
 
 /// Wait after `failures` consecutive transient failures: 5 s doubling to 5 min, ±20 % jitter so
 /// objects that failed together (an apiserver blip) do not retry together.
 pub fn backoff(failures: u32) -> Duration {
-    let exponent = failures.clamp(1, 16) - 1;
-    let base = BACKOFF_BASE.saturating_mul(2u32.pow(exponent)).min(BACKOFF_CAP);
-    base.mul_f64(0.8 + fastrand::f64() * 0.4)
+    super::backoff::exponential(failures, BACKOFF_CAP)
 }
 
 /// An object's identity within one controller: namespace (if any) and name.

@@ -7,6 +7,7 @@
 //! `DeserializeGuard`, metadata-only Secret watches, and the error policy of [`errors`]: retry
 //! with per-object backoff what can pass, wait for a change what cannot) is shared.
 
+pub mod backoff;
 pub mod certificate;
 pub mod conditions;
 pub mod errors;

@@ -379,11 +379,18 @@ fn unreadable_certificate_is_reported_and_recovers_when_fixed() -> Result<()> {
         )
         .await
         .with_context(|| operator.log_text())?;
-        let log = operator.log_text();
-        ensure!(
-            log.contains("garbled") && log.contains("cannot be read by this operator version"),
-            "the log does not say which object cannot be read:\n{log}"
-        );
+        // The metric is counted before the error policy logs the failure: await the line.
+        wait_for(
+            "the log to name the unreadable object",
+            Duration::from_secs(30),
+            || async {
+                let log = operator.log_text();
+                (log.contains("garbled") && log.contains("cannot be read by this operator version"))
+                    .then_some(())
+            },
+        )
+        .await
+        .with_context(|| operator.log_text())?;
 
         // The operator keeps working: the issuer appears and another Certificate issues, while
         // the unreadable one stays as it was.

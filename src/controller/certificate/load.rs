@@ -7,8 +7,8 @@ use super::plan::{Observed, SecretState};
 use super::status::write_status;
 use super::validate::{ValidatedCertificate, validate};
 use super::{
-    ISSUER_WAIT, ORDER_ANNOTATION, RENEW_ANNOTATION, SERVED_RENEW_ANNOTATION, backoff, delivered_order,
-    ensure_finalizer, issuer_ref, now, policy, publish,
+    ISSUER_WAIT, MAX_ISSUANCE_BACKOFF, ORDER_ANNOTATION, RENEW_ANNOTATION, SERVED_RENEW_ANNOTATION,
+    delivered_order, ensure_finalizer, issuer_ref, now, policy, publish,
 };
 use crate::controller::{Context, conditions};
 use crate::crd::v1alpha1::Certificate;
@@ -114,7 +114,11 @@ pub(super) async fn admit(
     } else if let (Some(attempts), Some(failed_at)) =
         (old_status.failed_issuance_attempts, &old_status.last_failure_time)
     {
-        let due = failed_at.0.as_second() + i64::try_from(backoff(attempts).as_secs()).unwrap_or(600);
+        let due = crate::controller::backoff::persisted_until(
+            attempts.max(1).unsigned_abs(),
+            failed_at.0.as_second(),
+            MAX_ISSUANCE_BACKOFF,
+        );
         if attempts > 0 && now() < due {
             let wait = Duration::from_secs((due - now()).unsigned_abs());
             return Ok(Admission::Stop(Action::requeue(wait)));

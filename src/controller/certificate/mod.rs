@@ -96,13 +96,13 @@ fn rfc3339(seconds: i64) -> String {
     time(seconds).map(|t| t.0.to_string()).unwrap_or_default()
 }
 
-/// Backoff after `attempts` consecutive failures: 5 s doubling to 10 min, ±20% jitter.
+/// Longest persisted issuance backoff.
+const MAX_ISSUANCE_BACKOFF: Duration = Duration::from_secs(600);
+
+/// Backoff after `attempts` consecutive failed issuances: 5 s doubling to 10 min, ±20 % jitter
+/// ([`super::backoff`]).
 pub fn backoff(attempts: i32) -> Duration {
-    let exponent = u32::try_from(attempts.clamp(1, 10) - 1).unwrap_or(0);
-    let base = Duration::from_secs(5)
-        .saturating_mul(2u32.pow(exponent))
-        .min(Duration::from_secs(600));
-    base.mul_f64(0.8 + fastrand::f64() * 0.4)
+    super::backoff::exponential(attempts.max(1).unsigned_abs(), MAX_ISSUANCE_BACKOFF)
 }
 
 /// The order whose certificate is in the Secret now: the last order when it was delivered,
