@@ -20,8 +20,8 @@ use time::OffsetDateTime;
 use x509_parser::{certificate::X509Certificate, prelude::FromDer as _};
 
 use super::{
-    BackendError, BackendKind, CaBackend, Collected, EnrollRequest, IssuedCertificate, OrderHandle, Profile,
-    RevocationReason, RevokeTarget,
+    BackendError, BackendKind, CaBackend, Capabilities, Capability, Collected, EnrollRequest,
+    IssuedCertificate, OrderHandle, Profile, RevocationReason, RevokeTarget,
 };
 use crate::pki::{csr::signer, key::PrivateKey};
 
@@ -209,6 +209,13 @@ impl CaBackend for CaIssuerBackend {
         KIND
     }
 
+    /// Issuance only. `renew` is a fresh signature, not a renewal of an order at a CA; there is
+    /// no CRL or OCSP, so `revoke` changes nothing a relying party could see; nothing is kept
+    /// to search or validate.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::of(&[Capability::Issue])
+    }
+
     async fn check(&self) -> Result<Vec<Profile>, BackendError> {
         self.ca.valid_until(OffsetDateTime::now_utc())?;
         Ok(Vec::new())
@@ -290,6 +297,23 @@ mod tests {
             cert.pem(),
             key.to_pem(KeyEncoding::Pkcs8).unwrap().expose().to_owned(),
         )
+    }
+
+    #[test]
+    fn declares_issuance_only() {
+        let (cert, key) = test_ca(true);
+        let backend = CaIssuerBackend::new(LocalCa::from_pem(&cert, &key).unwrap());
+        assert_eq!(backend.capabilities(), Capabilities::of(&[Capability::Issue]));
+        // Through the enum as the controllers hold it: the declaration is not lost in dispatch.
+        let backend = super::super::Backend::Ca(backend);
+        assert_eq!(backend.capabilities(), Capabilities::of(&[Capability::Issue]));
+        match backend
+            .capabilities()
+            .require(BackendKind::Ca, Capability::Revoke.into())
+        {
+            Err(BackendError::Unsupported { operation, .. }) => assert_eq!(operation, "revocation"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

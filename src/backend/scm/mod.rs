@@ -43,8 +43,8 @@ use self::{
     },
 };
 use super::{
-    BackendError, BackendKind, CaBackend, Collected, EnrollRequest, OrderHandle, Profile, RevocationReason,
-    RevokeTarget, http,
+    BackendError, BackendKind, CaBackend, Capabilities, Capability, Collected, EnrollRequest, OrderHandle,
+    Profile, RevocationReason, RevokeTarget, http,
     retry::{Idempotency, RetryPolicy},
 };
 use crate::pki::{chain, credentials::SecretString};
@@ -395,6 +395,10 @@ impl CaBackend for ScmBackend {
         KIND
     }
 
+    fn capabilities(&self) -> Capabilities {
+        flavor_capabilities(self.config.flavor)
+    }
+
     async fn check(&self) -> Result<Vec<Profile>, BackendError> {
         let profiles = self.profiles().await?;
         let _ = self.profiles.set(profiles.clone());
@@ -690,6 +694,26 @@ impl CaBackend for ScmBackend {
     }
 }
 
+/// What SCM offers in `flavor`: issuance, revocation, certificate search (the filtered list,
+/// spec §3.4), domain control validation (`/api/dcv`, `/api/domain`) and discovery
+/// (`/api/discovery`) everywhere, since InCommon Certificate Manager "exposes the same API"
+/// (spec `scm-ssl.md` scope note; seed 004 documents only an SSL subset and no other family).
+/// Renewal by id with a new key only on Sectigo: InCommon's `renewById` reuses the original CSR
+/// (seed 004, spec §5), so there a renewal is a new enrollment.
+fn flavor_capabilities(flavor: ScmFlavor) -> Capabilities {
+    let everywhere = Capabilities::of(&[
+        Capability::Issue,
+        Capability::Revoke,
+        Capability::CertificateSearch,
+        Capability::DomainValidation,
+        Capability::Discovery,
+    ]);
+    match flavor {
+        ScmFlavor::Sectigo => everywhere.with(Capability::Renew),
+        ScmFlavor::InCommon => everywhere,
+    }
+}
+
 /// Order recovery stopped at its bounds before it could rule out an order for the CSR.
 fn recovery_gave_up(examined: usize) -> BackendError {
     BackendError::Unavailable {
@@ -843,6 +867,24 @@ mod tests {
         // Bounded.
         assert_eq!(page_positions(&[1, 2], 10_000).len(), MAX_RECOVERY_PAGES);
         assert_eq!(page_positions(&[1, 2], 10_000)[0], 9_998);
+    }
+
+    #[test]
+    fn only_sectigo_renews_by_id_and_both_flavours_share_the_rest() {
+        let sectigo = flavor_capabilities(ScmFlavor::Sectigo);
+        let incommon = flavor_capabilities(ScmFlavor::InCommon);
+        assert!(sectigo.contains(Capability::Renew));
+        assert!(!incommon.contains(Capability::Renew));
+        assert_eq!(sectigo.without(Capability::Renew), incommon);
+        for capability in [
+            Capability::Issue,
+            Capability::Revoke,
+            Capability::DomainValidation,
+            Capability::Discovery,
+            Capability::CertificateSearch,
+        ] {
+            assert!(incommon.contains(capability), "{capability:?}");
+        }
     }
 
     #[test]
