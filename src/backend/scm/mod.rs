@@ -27,7 +27,7 @@
 //!   collect's path style (`collect/{id}/{format}`), the enroll fields
 //!   `numberServers`/`serverType`, and revoke bodies with only `reason` (spec §5).
 
-mod client;
+pub mod client;
 mod model;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
@@ -36,7 +36,7 @@ use reqwest::{Method, StatusCode};
 use tokio::sync::OnceCell;
 
 use self::{
-    client::{CallError, ScmHttp},
+    client::{ApiFamily, CallError, ScmHttp},
     model::{
         CustomField, Details, EnrollBody, EnrollResponse, ListItem, ProfileDto, RenewByIdBody,
         RenewByIdResponse, ReplaceBody, RevokeBody,
@@ -174,6 +174,7 @@ impl ScmBackend {
     async fn profiles(&self) -> Result<Vec<Profile>, BackendError> {
         let reply = self
             .http
+            .api(ApiFamily::SslV1)
             .call(
                 "types",
                 Method::GET,
@@ -250,6 +251,7 @@ impl ScmBackend {
     async fn details(&self, ssl_id: &str) -> Result<Details, BackendError> {
         let reply = self
             .http
+            .api(ApiFamily::SslV1)
             .call(
                 "details",
                 Method::GET,
@@ -274,6 +276,7 @@ impl ScmBackend {
         query.push(("position", position.to_string()));
         let reply = self
             .http
+            .api(ApiFamily::SslV1)
             .call(
                 "list",
                 Method::GET,
@@ -429,6 +432,7 @@ impl CaBackend for ScmBackend {
         // Never retried: a lost response is resolved by find_existing_order.
         let reply = self
             .http
+            .api(ApiFamily::SslV1)
             .call(
                 "enroll",
                 Method::POST,
@@ -457,6 +461,7 @@ impl CaBackend for ScmBackend {
         };
         let reply = match self
             .http
+            .api(ApiFamily::SslV1)
             .call(
                 "collect",
                 Method::GET,
@@ -531,6 +536,7 @@ impl CaBackend for ScmBackend {
         };
         let reply = self
             .http
+            .api(ApiFamily::SslV1)
             .call(
                 "renewById",
                 Method::POST,
@@ -562,6 +568,7 @@ impl CaBackend for ScmBackend {
             subject_alternative_names: request.all_sans(),
         };
         self.http
+            .api(ApiFamily::SslV1)
             .call(
                 "replace",
                 Method::POST,
@@ -595,6 +602,7 @@ impl CaBackend for ScmBackend {
         // Revocation is idempotent at the CA (a second call answers -159), so it may be retried.
         match self
             .http
+            .api(ApiFamily::SslV1)
             .call(
                 endpoint,
                 Method::POST,
