@@ -1,14 +1,16 @@
 //! The backend conformance suite: what every [`CaBackend`] must do, written once and run against
 //! each backend with its simulator (SCM in both flavours and both logins, Nexus in both signing
-//! modes). Each check returns an error that says what the backend did instead; [`Check`] lists
-//! them. A synchronous CA (Nexus) skips [`Check::CollectBeforeIssuanceIsPending`].
+//! modes, and the local `ca`). Each check returns an error that says what the backend did
+//! instead; [`Check`] lists them. Which checks apply to a backend follows from its declared
+//! capabilities ([`Check::applicable`]); besides that a synchronous CA (Nexus, `ca`) skips
+//! [`Check::CollectBeforeIssuanceIsPending`].
 
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use pki_operator::backend::{
-    BackendError, CaBackend, Collected, EnrollRequest, IssuedCertificate, OrderHandle, RevocationReason,
-    RevokeTarget,
+    BackendError, CaBackend, Capabilities, Capability, Collected, EnrollRequest, IssuedCertificate,
+    OrderHandle, RevocationReason, RevokeTarget,
 };
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ECDSA_P256_SHA256, PublicKeyData as _,
@@ -48,6 +50,24 @@ impl Check {
         Check::FindExistingOrderSkipsKnownOrders,
         Check::CollectForAnotherKeyFails,
     ];
+
+    /// What a backend must be able to do for the check to apply to it.
+    pub fn needs(self) -> Capabilities {
+        match self {
+            // Revoking something the CA cannot revoke proves nothing.
+            Check::RevokeIsIdempotent => Capabilities::of(&[Capability::Issue, Capability::Revoke]),
+            // Renewal is checked the way the controller drives it: by id where the backend
+            // renews, by a fresh enrollment where it answers Unsupported; issuing is enough.
+            _ => Capabilities::from(Capability::Issue),
+        }
+    }
+
+    /// The checks that apply to a backend with `capabilities`, in [`Check::ALL`] order.
+    pub fn applicable(capabilities: Capabilities) -> impl Iterator<Item = Check> {
+        Check::ALL
+            .into_iter()
+            .filter(move |check| capabilities.missing(check.needs()).is_empty())
+    }
 
     /// The check's function name, used as the trial name.
     pub fn name(self) -> &'static str {

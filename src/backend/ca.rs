@@ -3,9 +3,10 @@
 //!
 //! It is stateless on purpose: an order id is the CSR's SHA-256 plus the requested lifetime, so
 //! `collect` can sign from the CSR alone, a restarted operator loses nothing, and
-//! `find_existing_order` simply recomputes the id. A local signature costs nothing, so signing
-//! the same CSR twice is harmless (unlike a second order at a paid CA). There is no CRL, so
-//! revocation is accepted and has no effect beyond the certificate's expiry.
+//! `find_existing_order` simply recomputes the id (unless the caller already accounts for it).
+//! A local signature costs nothing, so signing the same CSR twice is harmless (unlike a second
+//! order at a paid CA). There is no CRL, so revocation is accepted and has no effect beyond the
+//! certificate's expiry; the backend does not declare [`Capability::Revoke`].
 //!
 //! An order id comes back from Certificate status, which whoever may write status controls, so
 //! no value in it may panic: the lifetime it carries is clamped like any other, and no leaf
@@ -20,8 +21,8 @@ use time::OffsetDateTime;
 use x509_parser::{certificate::X509Certificate, prelude::FromDer as _};
 
 use super::{
-    BackendError, BackendKind, CaBackend, Collected, EnrollRequest, IssuedCertificate, OrderHandle, Profile,
-    RevocationReason, RevokeTarget,
+    BackendError, BackendKind, CaBackend, Capabilities, Capability, Collected, EnrollRequest,
+    IssuedCertificate, OrderHandle, Profile, RevocationReason, RevokeTarget,
 };
 use crate::pki::{csr::signer, key::PrivateKey};
 
@@ -209,6 +210,13 @@ impl CaBackend for CaIssuerBackend {
         KIND
     }
 
+    /// Issuance only. `renew` is a fresh signature, not a renewal of an order at a CA; there is
+    /// no CRL or OCSP, so `revoke` changes nothing a relying party could see; nothing is kept
+    /// to search or validate.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::of(&[Capability::Issue])
+    }
+
     async fn check(&self) -> Result<Vec<Profile>, BackendError> {
         self.ca.valid_until(OffsetDateTime::now_utc())?;
         Ok(Vec::new())
@@ -224,9 +232,13 @@ impl CaBackend for CaIssuerBackend {
             what: format!("order {}", order.id),
         })?;
         if hash != crate::pki::chain::sha256_hex(csr_der) {
-            return Err(BackendError::NotFound {
-                backend: KIND,
-                what: format!("order {} for this CSR", order.id),
+            // The order is for another CSR: signing it would never yield a certificate for this
+            // one, so the order fails (the caller enrolls afresh) rather than look unknown.
+            return Ok(Collected::Failed {
+                reason: format!(
+                    "order {} was placed for a different key or names (another CSR)",
+                    order.id
+                ),
             });
         }
         let seconds: u64 = lifetime.parse().map_err(|_| BackendError::NotFound {
@@ -254,7 +266,10 @@ impl CaBackend for CaIssuerBackend {
         &self,
         request: &EnrollRequest,
     ) -> Result<Option<OrderHandle>, BackendError> {
-        Ok(Some(Self::order_for(request)))
+        let order = Self::order_for(request);
+        // The trait's promise: an order the caller accounts for is never recovered (a reused
+        // RSA or Ed25519 key gives a byte-identical CSR, hence the same id).
+        Ok((!request.known_orders.contains(&order.id)).then_some(order))
     }
 }
 
@@ -292,6 +307,55 @@ mod tests {
         )
     }
 
+    #[test]
+    fn declares_issuance_only() {
+        let (cert, key) = test_ca(true);
+        let backend = CaIssuerBackend::new(LocalCa::from_pem(&cert, &key).unwrap());
+        assert_eq!(backend.capabilities(), Capabilities::of(&[Capability::Issue]));
+        // Through the enum as the controllers hold it: the declaration is not lost in dispatch.
+        let backend = super::super::Backend::Ca(backend);
+        assert_eq!(backend.capabilities(), Capabilities::of(&[Capability::Issue]));
+        match backend
+            .capabilities()
+            .require(BackendKind::Ca, Capability::Revoke.into())
+        {
+            Err(BackendError::Unsupported { operation, .. }) => assert_eq!(operation, "revocation"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn known_orders_are_not_recovered_and_another_csr_fails_the_order() {
+        let (cert, key) = test_ca(true);
+        let backend = CaIssuerBackend::new(LocalCa::from_pem(&cert, &key).unwrap());
+        let request = |leaf_key: &PrivateKey| EnrollRequest {
+            csr_der: build_csr(
+                leaf_key,
+                &CsrSubject {
+                    dns_names: vec!["k.example.com".into()],
+                    ..CsrSubject::default()
+                },
+            )
+            .unwrap(),
+            dns_names: vec!["k.example.com".into()],
+            ..EnrollRequest::default()
+        };
+        let mut first = request(&PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap());
+        let order = backend.enroll(&first).await.unwrap();
+        first.known_orders = vec![order.id.clone()];
+        assert_eq!(backend.find_existing_order(&first).await.unwrap(), None);
+        let other = request(&PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap());
+        match backend.collect(&order, &other.csr_der).await.unwrap() {
+            Collected::Failed { reason } => {
+                assert!(
+                    reason.contains(&order.id) && reason.contains("different key"),
+                    "{reason}"
+                );
+            }
+            collected => panic!("{collected:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn signs_a_csr_with_the_requested_lifetime_and_names() {
         let (cert, key) = test_ca(true);
@@ -324,11 +388,11 @@ mod tests {
         );
         let lifetime = leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp();
         assert_eq!(lifetime, 3600 + 60);
-        // Another CSR does not match the order.
+        // Another CSR does not match the order: the order fails for it (the trait's contract).
         let other = build_csr(&PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap(), &subject).unwrap();
         assert!(matches!(
             backend.collect(&order, &other).await,
-            Err(BackendError::NotFound { .. })
+            Ok(Collected::Failed { .. })
         ));
     }
 

@@ -11,12 +11,15 @@
 //! a lost response is resolved with [`CaBackend::find_existing_order`], not with a second POST.
 
 pub mod ca;
+pub mod capability;
 pub mod http;
 pub mod nexus;
 pub mod retry;
 pub mod scm;
 
 use std::{fmt, time::Duration};
+
+pub use self::capability::{Capabilities, Capability};
 
 /// Which backend holds an order (recorded in Certificate status).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -329,6 +332,10 @@ pub trait CaBackend: Send + Sync {
     /// Which backend this is.
     fn kind(&self) -> BackendKind;
 
+    /// What this backend (in its configured flavour) can do. A resource needing a capability
+    /// outside this set is refused before any CA call ([`Capabilities::require`]).
+    fn capabilities(&self) -> Capabilities;
+
     /// A cheap authenticated call proving the issuer works; returns the orderable profiles.
     fn check(&self) -> impl Future<Output = Result<Vec<Profile>, BackendError>> + Send;
 
@@ -404,45 +411,41 @@ pub enum Backend {
     Ca(ca::CaIssuerBackend),
 }
 
+/// Calls `$call` on whichever backend `$backend` holds, bound to `$inner`: the one place that
+/// lists the variants, so a new trait method costs one line, not an arm per backend.
+macro_rules! dispatch {
+    ($backend:expr, $inner:ident => $call:expr) => {
+        match $backend {
+            Backend::Scm($inner) => $call,
+            Backend::Nexus($inner) => $call,
+            Backend::Ca($inner) => $call,
+        }
+    };
+}
+
 impl CaBackend for Backend {
     fn kind(&self) -> BackendKind {
-        match self {
-            Self::Scm(b) => b.kind(),
-            Self::Nexus(b) => b.kind(),
-            Self::Ca(b) => b.kind(),
-        }
+        dispatch!(self, b => b.kind())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        dispatch!(self, b => b.capabilities())
     }
 
     async fn check(&self) -> Result<Vec<Profile>, BackendError> {
-        match self {
-            Self::Scm(b) => b.check().await,
-            Self::Nexus(b) => b.check().await,
-            Self::Ca(b) => b.check().await,
-        }
+        dispatch!(self, b => b.check().await)
     }
 
     async fn enroll(&self, request: &EnrollRequest) -> Result<OrderHandle, BackendError> {
-        match self {
-            Self::Scm(b) => b.enroll(request).await,
-            Self::Nexus(b) => b.enroll(request).await,
-            Self::Ca(b) => b.enroll(request).await,
-        }
+        dispatch!(self, b => b.enroll(request).await)
     }
 
     async fn collect(&self, order: &OrderHandle, csr_der: &[u8]) -> Result<Collected, BackendError> {
-        match self {
-            Self::Scm(b) => b.collect(order, csr_der).await,
-            Self::Nexus(b) => b.collect(order, csr_der).await,
-            Self::Ca(b) => b.collect(order, csr_der).await,
-        }
+        dispatch!(self, b => b.collect(order, csr_der).await)
     }
 
     async fn renew(&self, order: &OrderHandle, request: &EnrollRequest) -> Result<OrderHandle, BackendError> {
-        match self {
-            Self::Scm(b) => b.renew(order, request).await,
-            Self::Nexus(b) => b.renew(order, request).await,
-            Self::Ca(b) => b.renew(order, request).await,
-        }
+        dispatch!(self, b => b.renew(order, request).await)
     }
 
     async fn replace(
@@ -451,29 +454,17 @@ impl CaBackend for Backend {
         request: &EnrollRequest,
         reason: &str,
     ) -> Result<OrderHandle, BackendError> {
-        match self {
-            Self::Scm(b) => b.replace(order, request, reason).await,
-            Self::Nexus(b) => b.replace(order, request, reason).await,
-            Self::Ca(b) => b.replace(order, request, reason).await,
-        }
+        dispatch!(self, b => b.replace(order, request, reason).await)
     }
 
     async fn revoke(&self, target: &RevokeTarget, reason: RevocationReason) -> Result<(), BackendError> {
-        match self {
-            Self::Scm(b) => b.revoke(target, reason).await,
-            Self::Nexus(b) => b.revoke(target, reason).await,
-            Self::Ca(b) => b.revoke(target, reason).await,
-        }
+        dispatch!(self, b => b.revoke(target, reason).await)
     }
 
     async fn find_existing_order(
         &self,
         request: &EnrollRequest,
     ) -> Result<Option<OrderHandle>, BackendError> {
-        match self {
-            Self::Scm(b) => b.find_existing_order(request).await,
-            Self::Nexus(b) => b.find_existing_order(request).await,
-            Self::Ca(b) => b.find_existing_order(request).await,
-        }
+        dispatch!(self, b => b.find_existing_order(request).await)
     }
 }

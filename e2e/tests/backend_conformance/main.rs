@@ -1,10 +1,12 @@
 //! The backend conformance suite (`pki_operator_e2e::conformance`) run against every CA backend
-//! with its simulator, plus each client's error, retry and crash-recovery behaviour. Every trial
-//! starts its own simulator, so counters and faults never leak between tests.
+//! (with its simulator, or in process for the local `ca`), plus each client's error, retry and
+//! crash-recovery behaviour. Every trial starts its own simulator, so counters and faults never
+//! leak between tests.
 
 // A test binary with its own harness: a panic is a test failure.
 #![allow(clippy::expect_used)]
 
+mod ca;
 mod nexus;
 mod scm;
 
@@ -20,6 +22,7 @@ fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();
     let mut trials = scm::trials();
     trials.extend(nexus::trials());
+    trials.extend(ca::trials());
     libtest_mimic::run(&args, trials).exit_code()
 }
 

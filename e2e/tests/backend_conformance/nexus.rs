@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail, ensure};
 use libtest_mimic::Trial;
 use pki_operator::backend::{
-    BackendError, CaBackend, Collected, RevocationReason, RevokeTarget,
+    BackendError, CaBackend, Capabilities, Capability, Collected, RevocationReason, RevokeTarget,
     nexus::{CertificateQuery, DownloadFormat, NexusBackend, NexusConfig, NexusSigner},
     retry::RetryPolicy,
 };
@@ -140,7 +140,13 @@ pub fn trials() -> Vec<Trial> {
             ),
         ]);
     }
-    trials.extend([
+    trials.extend(one_off_trials());
+    trials
+}
+
+/// The trials that run once, in one mode and reading.
+fn one_off_trials() -> Vec<Trial> {
+    vec![
         trial("nexus::caller_signing_answers_the_challenge_once".into(), || {
             run(caller_signing_answers_the_challenge_once())
         }),
@@ -181,6 +187,10 @@ pub fn trials() -> Vec<Trial> {
         ),
         trial("nexus::hold_then_reinstate".into(), || run(hold_then_reinstate())),
         trial(
+            "nexus::declares_issuance_revocation_and_search_only".into(),
+            || run(declares_its_capabilities()),
+        ),
+        trial(
             "nexus::dates_as_rfc3339_strings_read_like_epoch_milliseconds".into(),
             || run(string_dates_are_read()),
         ),
@@ -199,8 +209,28 @@ pub fn trials() -> Vec<Trial> {
             "nexus::logs_and_errors_never_contain_officer_or_certificate_keys".into(),
             logs_never_contain_keys,
         ),
-    ]);
-    trials
+    ]
+}
+
+/// Nexus declares what CM offers: issuance, revocation and search, no renewal by id (there is
+/// no renew endpoint), no domain validation, no discovery; so every conformance check applies.
+async fn declares_its_capabilities() -> Result<()> {
+    let sim = NexusSimulator::start(sim_config(Mode::Caller)).await?;
+    let declared = backend_for(&sim, Mode::Caller)?.capabilities();
+    ensure!(
+        declared
+            == Capabilities::of(&[
+                Capability::Issue,
+                Capability::Revoke,
+                Capability::CertificateSearch
+            ]),
+        "Nexus declares {declared}"
+    );
+    ensure!(
+        Check::applicable(declared).eq(Check::ALL),
+        "a conformance check does not apply to Nexus"
+    );
+    Ok(())
 }
 
 async fn check_lists_token_procedures(mode: Mode, reading: NexusReading) -> Result<()> {

@@ -10,8 +10,11 @@ use anyhow::{Result, bail, ensure};
 use libtest_mimic::Trial;
 use pki_operator::backend::{
     BackendError, CaBackend, Collected, OrderHandle,
-    retry::RetryPolicy,
-    scm::{ScmAuth, ScmBackend, ScmConfig, ScmFlavor},
+    retry::{Idempotency, RetryPolicy},
+    scm::{
+        ScmAuth, ScmBackend, ScmConfig, ScmFlavor,
+        client::{ApiFamily, CallError, ScmHttp},
+    },
 };
 use pki_operator::pki::credentials::SecretString;
 use pki_operator_e2e::{
@@ -131,6 +134,13 @@ pub fn trials() -> Vec<Trial> {
                 format!("{prefix}{}::check_lists_profiles", mode.name()),
                 move || run(check_lists_profiles(mode, reading)),
             ));
+            trials.push(trial(
+                format!(
+                    "{prefix}{}::every_api_family_is_reached_authenticated",
+                    mode.name()
+                ),
+                move || run(every_api_family_is_reached(mode, reading)),
+            ));
         }
         trials.extend([
             trial(
@@ -216,6 +226,49 @@ async fn check_lists_profiles(mode: Mode, reading: ScmReading) -> Result<()> {
         misses == expected,
         "{misses} requests to a path the server does not serve, expected {expected}"
     );
+    Ok(())
+}
+
+/// The client reaches every API family at the path the simulator serves for the login and
+/// flavour, and is authenticated there: SSL answers, every other family answers the simulator's
+/// 501 (an authentication failure would be 401, a wrong path 404).
+async fn every_api_family_is_reached(mode: Mode, reading: ScmReading) -> Result<()> {
+    let sim = ScmSimulator::start(reading_config(mode, reading)).await?;
+    let http = ScmHttp::new(&config_for(&sim, mode, PASSWORD))?;
+    let private = match mode {
+        Mode::SectigoPassword | Mode::InCommonPassword => "",
+        Mode::SectigoClientCertificate | Mode::InCommonClientCertificate => "/private",
+    };
+    for family in ApiFamily::ALL {
+        let outcome = http
+            .api(family)
+            .call(
+                "probe",
+                reqwest::Method::GET,
+                "/types",
+                &[],
+                None::<&()>,
+                Idempotency::Once,
+            )
+            .await;
+        match (family, outcome) {
+            (ApiFamily::SslV1, Ok(_)) => {}
+            (ApiFamily::SslV1, Err(error)) => bail!("ssl/v1 types failed: {error:?}"),
+            (_, Err(CallError::Backend(BackendError::Unavailable { message, .. })))
+                if message.contains("HTTP 501") => {}
+            (_, other) => bail!(
+                "{} answered {other:?}, expected the simulator's 501",
+                family.path()
+            ),
+        }
+        let wanted = format!("GET {private}/api/{}/types", family.path());
+        let calls = sim.stats().calls;
+        ensure!(
+            family == ApiFamily::SslV1 || calls.last() == Some(&wanted),
+            "the last call was {:?}, expected {wanted}",
+            calls.last()
+        );
+    }
     Ok(())
 }
 

@@ -48,8 +48,8 @@ use self::{
     signing::OfficerSigner,
 };
 use super::{
-    BackendError, BackendKind, CaBackend, Collected, EnrollRequest, OrderHandle, Profile, RevocationReason,
-    RevokeTarget,
+    BackendError, BackendKind, CaBackend, Capabilities, Capability, Collected, EnrollRequest, OrderHandle,
+    Profile, RevocationReason, RevokeTarget,
     retry::{Idempotency, RetryPolicy},
 };
 use crate::pki::{chain, credentials::SecretString};
@@ -582,6 +582,16 @@ impl NexusBackend {
 impl CaBackend for NexusBackend {
     fn kind(&self) -> BackendKind {
         KIND
+    }
+
+    /// Issuance, revocation and search (`GET /certificates`, §7.1). CM has no renew endpoint
+    /// (§12: `renew` is a new issuance), and no domain validation or discovery API.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::of(&[
+            Capability::Issue,
+            Capability::Revoke,
+            Capability::CertificateSearch,
+        ])
     }
 
     async fn check(&self) -> Result<Vec<Profile>, BackendError> {

@@ -48,17 +48,138 @@ pub struct Reply {
     pub body: bytes::Bytes,
 }
 
+/// An SCM REST API family: the `{name}/v{n}` after `/api` that every path of the family
+/// shares. Every family the specs document that the operator has a use for, deprecated versions
+/// (discovery v2) left out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ApiFamily {
+    /// SSL certificates (`scm-ssl.md`).
+    SslV1,
+    /// SSL import, extended (`scm-ssl.md` §3.25).
+    SslV2,
+    /// Domain control validation (`scm-dcv-domains.md` §3).
+    DcvV1,
+    /// Domain control validation status, preferred (`scm-dcv-domains.md` §3.2).
+    DcvV2,
+    /// Domains and delegations (`scm-dcv-domains.md` §5).
+    DomainV1,
+    /// DNS connectors (`scm-dcv-domains.md` §6).
+    ConnectorV1,
+    /// Discovery assignment rules, buckets, operations and Azure tasks
+    /// (`scm-discovery-alerts.md` §2.1, §2.7-§2.9).
+    DiscoveryV1,
+    /// Discovery tasks: list, start, delete (`scm-discovery-alerts.md` §2.1).
+    DiscoveryV3,
+    /// Discovery tasks: create, update, get (`scm-discovery-alerts.md` §2.1).
+    DiscoveryV4,
+    /// JSON reports (`scm-discovery-alerts.md` §4.2, `scm-dcv-domains.md` §7).
+    ReportV1,
+    /// CSV report stream (`scm-discovery-alerts.md` §4.1).
+    ReportV2,
+    /// Notifications (`scm-discovery-alerts.md` §3).
+    NotificationV1,
+    /// Network discovery agents (`scm-discovery-alerts.md` §5).
+    AgentV1,
+}
+
+impl ApiFamily {
+    /// Every family.
+    pub const ALL: [ApiFamily; 13] = [
+        ApiFamily::SslV1,
+        ApiFamily::SslV2,
+        ApiFamily::DcvV1,
+        ApiFamily::DcvV2,
+        ApiFamily::DomainV1,
+        ApiFamily::ConnectorV1,
+        ApiFamily::DiscoveryV1,
+        ApiFamily::DiscoveryV3,
+        ApiFamily::DiscoveryV4,
+        ApiFamily::ReportV1,
+        ApiFamily::ReportV2,
+        ApiFamily::NotificationV1,
+        ApiFamily::AgentV1,
+    ];
+
+    /// The family's path after `/api`, e.g. `dcv/v2`.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::SslV1 => "ssl/v1",
+            Self::SslV2 => "ssl/v2",
+            Self::DcvV1 => "dcv/v1",
+            Self::DcvV2 => "dcv/v2",
+            Self::DomainV1 => "domain/v1",
+            Self::ConnectorV1 => "connector/v1",
+            Self::DiscoveryV1 => "discovery/v1",
+            Self::DiscoveryV3 => "discovery/v3",
+            Self::DiscoveryV4 => "discovery/v4",
+            Self::ReportV1 => "report/v1",
+            Self::ReportV2 => "report/v2",
+            Self::NotificationV1 => "notification/v1",
+            Self::AgentV1 => "agent/v1",
+        }
+    }
+}
+
+/// How the client logs in, as far as URLs are concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginStyle {
+    /// `login` + `password` headers on `/api/…`.
+    Password,
+    /// A TLS client certificate + `login` header on `/private/…`.
+    ClientCertificate,
+}
+
+impl LoginStyle {
+    /// The style of `auth`.
+    pub fn of(auth: &ScmAuth) -> Self {
+        match auth {
+            ScmAuth::Password { .. } => Self::Password,
+            ScmAuth::ClientCertificate { .. } => Self::ClientCertificate,
+        }
+    }
+}
+
+/// The base URLs of `family` on `host` (`https://host`, no trailing slash), in the order they
+/// are tried: the one place the `/private` rule lives. Certificate login puts `/private` before
+/// `/api` for every family (`scm-ssl.md` §1.1, `scm-dcv-domains.md` §1.1,
+/// `scm-discovery-alerts.md` §1). For InCommon's `ssl/v1` the seeds disagree about the same
+/// host: 004 (InCommon's own document, SSL only) writes `/private/ssl/v1`, 001
+/// `/private/api/ssl/v1`; both are returned, 004's first. 004 documents no other family, so
+/// those follow 001.
+pub fn api_bases(host: &str, login: LoginStyle, flavor: ScmFlavor, family: ApiFamily) -> Vec<String> {
+    let api = family.path();
+    match (login, flavor, family) {
+        (LoginStyle::Password, ..) => vec![format!("{host}/api/{api}")],
+        (LoginStyle::ClientCertificate, ScmFlavor::InCommon, ApiFamily::SslV1) => {
+            vec![
+                format!("{host}/private/{api}"),
+                format!("{host}/private/api/{api}"),
+            ]
+        }
+        (LoginStyle::ClientCertificate, ..) => vec![format!("{host}/private/api/{api}")],
+    }
+}
+
 /// The SCM HTTP client.
 #[derive(Clone, Debug)]
 pub struct ScmHttp {
     http: reqwest::Client,
-    /// `https://host[/private]/api/ssl/v1`, or for InCommon's client-certificate login the two
-    /// documented spellings in the order they are tried (see [`ScmHttp::ssl_base`]).
-    ssl_bases: Arc<[String]>,
-    /// The one of several `ssl_bases` that answered; shared by clones.
+    /// `https://host`, without a trailing slash.
+    host: Arc<str>,
+    login: LoginStyle,
+    flavor: ScmFlavor,
+    /// The one of several candidate bases that answered; shared by clones. Only `ssl/v1` under
+    /// InCommon's certificate login has several (see [`api_bases`]).
     detected_base: Arc<OnceCell<String>>,
     auth_headers: HeaderMap,
     retry: RetryPolicy,
+}
+
+/// [`ScmHttp`] addressing one [`ApiFamily`].
+#[derive(Clone, Copy, Debug)]
+pub struct Api<'a> {
+    http: &'a ScmHttp,
+    family: ApiFamily,
 }
 
 impl ScmHttp {
@@ -82,9 +203,9 @@ impl ScmHttp {
                 .map_err(|e| invalid(format!("caBundle is not a PEM certificate bundle: {e}")))?;
             builder = builder.tls_certs_merge(certs);
         }
-        let base = config.base_url.trim_end_matches('/');
-        if !base.starts_with("https://") {
-            return Err(invalid(format!("url {base:?} must start with https://")));
+        let host = config.base_url.trim_end_matches('/');
+        if !host.starts_with("https://") {
+            return Err(invalid(format!("url {host:?} must start with https://")));
         }
         let mut auth_headers = HeaderMap::new();
         let header = |value: &str, sensitive: bool| {
@@ -97,14 +218,13 @@ impl ScmHttp {
             HeaderName::from_static("customeruri"),
             header(&config.customer_uri, false)?,
         );
-        let ssl_bases: Vec<String> = match &config.auth {
+        match &config.auth {
             ScmAuth::Password { login, password } => {
                 auth_headers.insert(HeaderName::from_static("login"), header(login, true)?);
                 auth_headers.insert(
                     HeaderName::from_static("password"),
                     header(password.expose(), true)?,
                 );
-                vec![format!("{base}/api/ssl/v1")]
             }
             ScmAuth::ClientCertificate { login, identity_pem } => {
                 let identity =
@@ -115,31 +235,30 @@ impl ScmHttp {
                     })?;
                 builder = builder.identity(identity);
                 auth_headers.insert(HeaderName::from_static("login"), header(login, true)?);
-                // Spec §1.1/§5: certificate login uses the `/private` prefix. For InCommon the
-                // seeds disagree about the same host: 004 (InCommon's own document) writes
-                // `/private/ssl/v1`, 001 `/private/api/ssl/v1`. Both are tried, 004's first.
-                match config.flavor {
-                    ScmFlavor::Sectigo => vec![format!("{base}/private/api/ssl/v1")],
-                    ScmFlavor::InCommon => vec![
-                        format!("{base}/private/ssl/v1"),
-                        format!("{base}/private/api/ssl/v1"),
-                    ],
-                }
             }
-        };
+        }
         let http = builder
             .build()
             .map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             http,
-            ssl_bases: ssl_bases.into(),
+            host: host.into(),
+            login: LoginStyle::of(&config.auth),
+            flavor: config.flavor,
             detected_base: Arc::new(OnceCell::new()),
             auth_headers,
             retry: config.retry,
         })
     }
 
-    /// Sends one API call to `path` (relative to the SSL base, e.g. `/enroll`), repeating it only
+    /// The client addressing `family`.
+    pub fn api(&self, family: ApiFamily) -> Api<'_> {
+        Api { http: self, family }
+    }
+}
+
+impl Api<'_> {
+    /// Sends one API call to `path` (relative to the family's base, e.g. `/enroll`), repeating it only
     /// if it is idempotent. `endpoint` names the call in logs.
     pub async fn call(
         &self,
@@ -150,14 +269,18 @@ impl ScmHttp {
         body: Option<&(impl Serialize + Sync)>,
         idempotency: Idempotency,
     ) -> Result<Reply, CallError> {
-        let url = format!("{}{path}", self.ssl_base().await.map_err(CallError::Backend)?);
-        let mut backoff = Backoff::new(self.retry);
+        let http = self.http;
+        let url = format!(
+            "{}{path}",
+            http.base(self.family).await.map_err(CallError::Backend)?
+        );
+        let mut backoff = Backoff::new(http.retry);
         loop {
             let attempt = backoff.attempt();
-            let mut request = self
+            let mut request = http
                 .http
                 .request(method.clone(), &url)
-                .headers(self.auth_headers.clone())
+                .headers(http.auth_headers.clone())
                 .query(query);
             if let Some(body) = body {
                 request = request.json(body);
@@ -244,21 +367,24 @@ impl ScmHttp {
 }
 
 impl ScmHttp {
-    /// The SSL API base: the only candidate, or the first of several whose `GET /types` is
-    /// answered with anything but 404, detected once (normally by the issuer check) and then
+    /// The base URL of `family`: its only candidate, or the first of several whose `GET /types`
+    /// is answered with anything but 404, detected once (normally by the issuer check) and then
     /// remembered.
-    async fn ssl_base(&self) -> Result<&str, BackendError> {
-        if let [only] = &*self.ssl_bases {
-            return Ok(only);
+    async fn base(&self, family: ApiFamily) -> Result<String, BackendError> {
+        let mut candidates = api_bases(&self.host, self.login, self.flavor, family);
+        if candidates.len() == 1 {
+            return Ok(candidates.swap_remove(0));
         }
+        // Only ssl/v1 has several spellings (a test holds api_bases to that), so one cell and
+        // its `/types` probe serve.
         self.detected_base
-            .get_or_try_init(|| self.detect_base())
+            .get_or_try_init(|| self.detect_base(&candidates))
             .await
-            .map(String::as_str)
+            .cloned()
     }
 
-    async fn detect_base(&self) -> Result<String, BackendError> {
-        for base in self.ssl_bases.iter() {
+    async fn detect_base(&self, candidates: &[String]) -> Result<String, BackendError> {
+        for base in candidates {
             // Any answer but 404 (even 401) proves the path exists; the real call follows.
             let response = self
                 .http
@@ -284,7 +410,7 @@ impl ScmHttp {
             backend: KIND,
             message: format!(
                 "no client-certificate API path answers on this host (tried {})",
-                self.ssl_bases
+                candidates
                     .iter()
                     .map(|base| base_path(base))
                     .collect::<Vec<_>>()
@@ -354,6 +480,92 @@ fn decode_error(status: StatusCode, body: &[u8]) -> CallError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HOST: &str = "https://scm.example";
+
+    #[test]
+    fn password_login_uses_api_for_every_family() {
+        for flavor in [ScmFlavor::Sectigo, ScmFlavor::InCommon] {
+            for family in ApiFamily::ALL {
+                assert_eq!(
+                    api_bases(HOST, LoginStyle::Password, flavor, family),
+                    [format!("{HOST}/api/{}", family.path())],
+                    "{flavor:?} {family:?}"
+                );
+            }
+        }
+        assert_eq!(
+            api_bases(HOST, LoginStyle::Password, ScmFlavor::Sectigo, ApiFamily::DcvV2),
+            ["https://scm.example/api/dcv/v2"]
+        );
+    }
+
+    #[test]
+    fn certificate_login_puts_private_before_api_for_every_family() {
+        let certificate = LoginStyle::ClientCertificate;
+        for family in ApiFamily::ALL {
+            assert_eq!(
+                api_bases(HOST, certificate, ScmFlavor::Sectigo, family),
+                [format!("{HOST}/private/api/{}", family.path())],
+                "{family:?}"
+            );
+        }
+        assert_eq!(
+            api_bases(HOST, certificate, ScmFlavor::Sectigo, ApiFamily::DiscoveryV4),
+            ["https://scm.example/private/api/discovery/v4"]
+        );
+        assert_eq!(
+            api_bases(HOST, certificate, ScmFlavor::InCommon, ApiFamily::NotificationV1),
+            ["https://scm.example/private/api/notification/v1"]
+        );
+    }
+
+    #[test]
+    fn incommon_certificate_login_tries_both_ssl_spellings_and_no_other_family_has_two() {
+        assert_eq!(
+            api_bases(
+                HOST,
+                LoginStyle::ClientCertificate,
+                ScmFlavor::InCommon,
+                ApiFamily::SslV1
+            ),
+            [
+                "https://scm.example/private/ssl/v1",
+                "https://scm.example/private/api/ssl/v1"
+            ]
+        );
+        // ScmHttp keeps one detection cell probed with ssl/v1's `/types`: that only works
+        // while ssl/v1 is the one family with several candidates.
+        for login in [LoginStyle::Password, LoginStyle::ClientCertificate] {
+            for flavor in [ScmFlavor::Sectigo, ScmFlavor::InCommon] {
+                for family in ApiFamily::ALL {
+                    let several = api_bases(HOST, login, flavor, family).len() > 1;
+                    assert_eq!(
+                        several,
+                        (login, flavor, family)
+                            == (
+                                LoginStyle::ClientCertificate,
+                                ScmFlavor::InCommon,
+                                ApiFamily::SslV1
+                            ),
+                        "{login:?} {flavor:?} {family:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn family_paths_are_distinct_name_and_version() {
+        let mut paths: Vec<&str> = ApiFamily::ALL.iter().map(|f| f.path()).collect();
+        for path in &paths {
+            let (name, version) = path.split_once('/').unwrap();
+            assert!(!name.is_empty() && version.starts_with('v'), "{path}");
+        }
+        paths.sort_unstable();
+        paths.dedup();
+        assert_eq!(paths.len(), ApiFamily::ALL.len());
+    }
 
     #[test]
     fn base_paths_are_named_without_the_host() {

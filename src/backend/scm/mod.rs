@@ -27,7 +27,7 @@
 //!   collect's path style (`collect/{id}/{format}`), the enroll fields
 //!   `numberServers`/`serverType`, and revoke bodies with only `reason` (spec §5).
 
-mod client;
+pub mod client;
 mod model;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
@@ -36,15 +36,15 @@ use reqwest::{Method, StatusCode};
 use tokio::sync::OnceCell;
 
 use self::{
-    client::{CallError, ScmHttp},
+    client::{ApiFamily, CallError, ScmHttp},
     model::{
         CustomField, Details, EnrollBody, EnrollResponse, ListItem, ProfileDto, RenewByIdBody,
         RenewByIdResponse, ReplaceBody, RevokeBody,
     },
 };
 use super::{
-    BackendError, BackendKind, CaBackend, Collected, EnrollRequest, OrderHandle, Profile, RevocationReason,
-    RevokeTarget, http,
+    BackendError, BackendKind, CaBackend, Capabilities, Capability, Collected, EnrollRequest, OrderHandle,
+    Profile, RevocationReason, RevokeTarget, http,
     retry::{Idempotency, RetryPolicy},
 };
 use crate::pki::{chain, credentials::SecretString};
@@ -174,6 +174,7 @@ impl ScmBackend {
     async fn profiles(&self) -> Result<Vec<Profile>, BackendError> {
         let reply = self
             .http
+            .api(ApiFamily::SslV1)
             .call(
                 "types",
                 Method::GET,
@@ -250,6 +251,7 @@ impl ScmBackend {
     async fn details(&self, ssl_id: &str) -> Result<Details, BackendError> {
         let reply = self
             .http
+            .api(ApiFamily::SslV1)
             .call(
                 "details",
                 Method::GET,
@@ -274,6 +276,7 @@ impl ScmBackend {
         query.push(("position", position.to_string()));
         let reply = self
             .http
+            .api(ApiFamily::SslV1)
             .call(
                 "list",
                 Method::GET,
@@ -395,6 +398,10 @@ impl CaBackend for ScmBackend {
         KIND
     }
 
+    fn capabilities(&self) -> Capabilities {
+        flavor_capabilities(self.config.flavor)
+    }
+
     async fn check(&self) -> Result<Vec<Profile>, BackendError> {
         let profiles = self.profiles().await?;
         let _ = self.profiles.set(profiles.clone());
@@ -425,6 +432,7 @@ impl CaBackend for ScmBackend {
         // Never retried: a lost response is resolved by find_existing_order.
         let reply = self
             .http
+            .api(ApiFamily::SslV1)
             .call(
                 "enroll",
                 Method::POST,
@@ -453,6 +461,7 @@ impl CaBackend for ScmBackend {
         };
         let reply = match self
             .http
+            .api(ApiFamily::SslV1)
             .call(
                 "collect",
                 Method::GET,
@@ -527,6 +536,7 @@ impl CaBackend for ScmBackend {
         };
         let reply = self
             .http
+            .api(ApiFamily::SslV1)
             .call(
                 "renewById",
                 Method::POST,
@@ -558,6 +568,7 @@ impl CaBackend for ScmBackend {
             subject_alternative_names: request.all_sans(),
         };
         self.http
+            .api(ApiFamily::SslV1)
             .call(
                 "replace",
                 Method::POST,
@@ -591,6 +602,7 @@ impl CaBackend for ScmBackend {
         // Revocation is idempotent at the CA (a second call answers -159), so it may be retried.
         match self
             .http
+            .api(ApiFamily::SslV1)
             .call(
                 endpoint,
                 Method::POST,
@@ -687,6 +699,26 @@ impl CaBackend for ScmBackend {
         } else {
             Err(recovery_gave_up(examined))
         }
+    }
+}
+
+/// What SCM offers in `flavor`: issuance, revocation, certificate search (the filtered list,
+/// spec §3.4), domain control validation (`/api/dcv`, `/api/domain`) and discovery
+/// (`/api/discovery`) everywhere, since InCommon Certificate Manager "exposes the same API"
+/// (spec `scm-ssl.md` scope note; seed 004 documents only an SSL subset and no other family).
+/// Renewal by id with a new key only on Sectigo: InCommon's `renewById` reuses the original CSR
+/// (seed 004, spec §5), so there a renewal is a new enrollment.
+fn flavor_capabilities(flavor: ScmFlavor) -> Capabilities {
+    let everywhere = Capabilities::of(&[
+        Capability::Issue,
+        Capability::Revoke,
+        Capability::CertificateSearch,
+        Capability::DomainValidation,
+        Capability::Discovery,
+    ]);
+    match flavor {
+        ScmFlavor::Sectigo => everywhere.with(Capability::Renew),
+        ScmFlavor::InCommon => everywhere,
     }
 }
 
@@ -843,6 +875,24 @@ mod tests {
         // Bounded.
         assert_eq!(page_positions(&[1, 2], 10_000).len(), MAX_RECOVERY_PAGES);
         assert_eq!(page_positions(&[1, 2], 10_000)[0], 9_998);
+    }
+
+    #[test]
+    fn only_sectigo_renews_by_id_and_both_flavours_share_the_rest() {
+        let sectigo = flavor_capabilities(ScmFlavor::Sectigo);
+        let incommon = flavor_capabilities(ScmFlavor::InCommon);
+        assert!(sectigo.contains(Capability::Renew));
+        assert!(!incommon.contains(Capability::Renew));
+        assert_eq!(sectigo.without(Capability::Renew), incommon);
+        for capability in [
+            Capability::Issue,
+            Capability::Revoke,
+            Capability::DomainValidation,
+            Capability::Discovery,
+            Capability::CertificateSearch,
+        ] {
+            assert!(incommon.contains(capability), "{capability:?}");
+        }
     }
 
     #[test]

@@ -171,6 +171,7 @@ pub fn dispatch(shared: &Shared, endpoint: &Endpoint, call: &Call) -> Result<Rep
         Endpoint::RenewById(id) => renew_by_id(shared, call, id),
         Endpoint::Replace(id) => replace(shared, call, id),
         Endpoint::Delete(id) => delete(shared, id),
+        Endpoint::UnimplementedFamily(_) => Err(ScmError::Unknown(StatusCode::NOT_IMPLEMENTED)),
     }
 }
 

@@ -1,5 +1,8 @@
-//! URL routing of the SCM SSL API: which prefix (password or certificate login) and which
-//! endpoint a request addresses, with literal segments matched before `{sslId}` (spec §2 note).
+//! URL routing of the SCM API: which login (password on `/api/…`, certificate on
+//! `/private/api/…`), which API family (`ssl/v1`, `dcv/v2`, `discovery/v4`, …) and which endpoint
+//! a request addresses, with literal segments matched before `{sslId}` (`scm-ssl.md` §2 note).
+//! Of the families only `ssl/v1` is simulated; a request to another documented family is
+//! routed (and authenticated) and answered 501, so a client's URL for it can be checked.
 
 use hyper::Method;
 use percent_encoding::percent_decode_str;
@@ -54,6 +57,9 @@ pub enum Endpoint {
     Replace(String),
     /// 3.23 `DELETE /{sslId}`
     Delete(String),
+    /// Any path of a documented API family the simulator does not implement (the family's path
+    /// after `/api`, e.g. `dcv/v2`): answered 501 after authentication.
+    UnimplementedFamily(&'static str),
 }
 
 impl Endpoint {
@@ -78,6 +84,7 @@ impl Endpoint {
             Self::RenewById(_) => "renewById",
             Self::Replace(_) => "replace",
             Self::Delete(_) => "delete",
+            Self::UnimplementedFamily(_) => "unimplementedFamily",
         }
     }
 }
@@ -97,6 +104,27 @@ pub enum NoRoute {
 /// Documented literal segments whose endpoints the simulator leaves out (spec §2).
 const UNIMPLEMENTED: [&str; 3] = ["enroll-keygen", "keystore", "import"];
 
+/// The SSL family, the only one simulated.
+const SSL_V1: &str = "ssl/v1";
+
+/// Every API family the specs document (the path after `/api`; deprecated discovery v2 left
+/// out): `scm-ssl.md` §1.1, `scm-dcv-domains.md` §3, §5-§7, `scm-discovery-alerts.md` §2-§5.
+pub const FAMILIES: [&str; 13] = [
+    SSL_V1,
+    "ssl/v2",
+    "dcv/v1",
+    "dcv/v2",
+    "domain/v1",
+    "connector/v1",
+    "discovery/v1",
+    "discovery/v3",
+    "discovery/v4",
+    "report/v1",
+    "report/v2",
+    "notification/v1",
+    "agent/v1",
+];
+
 /// Resolves `method path` for `flavor` under `reading`.
 pub fn route(
     flavor: ScmFlavor,
@@ -104,18 +132,30 @@ pub fn route(
     method: &Method,
     path: &str,
 ) -> Result<(Login, Endpoint), NoRoute> {
-    let private_prefix = match (flavor, reading) {
-        (ScmFlavor::Sectigo, _) | (ScmFlavor::InCommon, ScmReading::Strict) => "/private/api/ssl/v1",
-        // 004's documented client-auth base has no `/api` (spec §5); see ScmReading item 1.
-        (ScmFlavor::InCommon, ScmReading::Common) => "/private/ssl/v1",
-    };
-    let (login, rest) = if let Some(rest) = strip_prefix(path, "/api/ssl/v1") {
-        (Login::Password, rest)
-    } else if let Some(rest) = strip_prefix(path, private_prefix) {
-        (Login::Certificate, rest)
+    // Certificate login puts `/private` before `/api` (spec §1.1). For InCommon's SSL family the
+    // seeds disagree: 004 writes `/private/ssl/v1` (no `/api`), 001 `/private/api/ssl/v1`; see
+    // ScmReading item 1. 004 documents no other family, so those follow 001.
+    let (login, with_api, rest) = if let Some(rest) = path.strip_prefix("/api/") {
+        (Login::Password, true, rest)
+    } else if let Some(rest) = path.strip_prefix("/private/api/") {
+        (Login::Certificate, true, rest)
+    } else if let Some(rest) = path.strip_prefix("/private/") {
+        (Login::Certificate, false, rest)
     } else {
         return Err(NoRoute::NotFound);
     };
+    let (family, rest) = FAMILIES
+        .iter()
+        .find_map(|family| strip_prefix(rest, family).map(|rest| (*family, rest)))
+        .ok_or(NoRoute::NotFound)?;
+    let incommon_004_spelling =
+        flavor == ScmFlavor::InCommon && reading == ScmReading::Common && family == SSL_V1;
+    if login == Login::Certificate && with_api == incommon_004_spelling {
+        return Err(NoRoute::NotFound);
+    }
+    if family != SSL_V1 {
+        return Ok((login, Endpoint::UnimplementedFamily(family)));
+    }
     let mut segments: Vec<String> = rest
         .split('/')
         .skip(1)
@@ -255,6 +295,35 @@ mod tests {
             get(ScmFlavor::InCommon, "/private/api/ssl/v1/types"),
             Err(NoRoute::NotFound)
         );
+    }
+
+    #[test]
+    fn every_family_is_routed_under_both_logins_and_only_ssl_v1_is_simulated() {
+        for flavor in [ScmFlavor::Sectigo, ScmFlavor::InCommon] {
+            for reading in [ScmReading::Common, ScmReading::Strict] {
+                let at = |path: &str| route(flavor, reading, &Method::POST, path);
+                for family in FAMILIES.into_iter().filter(|f| *f != SSL_V1) {
+                    let unimplemented = |login| Ok((login, Endpoint::UnimplementedFamily(family)));
+                    assert_eq!(at(&format!("/api/{family}")), unimplemented(Login::Password));
+                    assert_eq!(
+                        at(&format!("/api/{family}/validation/status")),
+                        unimplemented(Login::Password)
+                    );
+                    assert_eq!(
+                        at(&format!("/private/api/{family}/validation/status")),
+                        unimplemented(Login::Certificate),
+                        "{flavor:?} {reading:?}"
+                    );
+                    // 004's spelling without `/api` is InCommon's and for SSL only.
+                    assert_eq!(at(&format!("/private/{family}/x")), Err(NoRoute::NotFound));
+                    assert_eq!(at(&format!("/{family}/x")), Err(NoRoute::NotFound));
+                }
+                assert_eq!(at("/api/dcv/v3/validation"), Err(NoRoute::NotFound));
+                assert_eq!(at("/api/dcvx/v1/validation"), Err(NoRoute::NotFound));
+                assert_eq!(at("/api/discovery/v2/net_task"), Err(NoRoute::NotFound));
+                assert_eq!(at("/api/ssl/v1/enroll").map(|(_, e)| e), Ok(Endpoint::Enroll));
+            }
+        }
     }
 
     #[test]
