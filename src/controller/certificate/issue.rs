@@ -11,7 +11,7 @@ use super::{
     delivered_order, finalize, issuer_ref, now, plan, publish,
 };
 use crate::backend::OrderHandle;
-use crate::backend::{BackendError, BackendKind, CaBackend, Collected, EnrollRequest};
+use crate::backend::{BackendError, CaBackend, Collected, EnrollRequest};
 use crate::controller::{Context, conditions};
 use crate::crd::v1alpha1::Certificate;
 use crate::crd::v1alpha1::certificate::{CertificateOrder, CertificateStatus};
@@ -291,13 +291,15 @@ pub(super) async fn issue(
         .order
         .clone()
         .filter(|o| plan::resumable(o, &csr_sha, &issuer.identity, backend.kind().as_str()));
-    // SCM renews a delivered order by id (the new sslId comes back at once), only through the
-    // issuer that placed it; otherwise a renewal is a new enrollment.
+    // A backend that renews by id (SCM's renewById: the new sslId comes back at once) renews the
+    // delivered order, only through the issuer that placed it; otherwise a renewal enrolls.
     let renewal = matches!(reason, IssueReason::Renewal | IssueReason::Manual);
-    let renewable = status
-        .order
-        .clone()
-        .filter(|o| renewal && o.state == "Issued" && issuer.placed(o) && backend.kind() == BackendKind::Scm);
+    let renewable = status.order.clone().filter(|o| {
+        renewal
+            && o.state == "Issued"
+            && issuer.placed(o)
+            && backend.capabilities().contains(crate::backend::Capability::Renew)
+    });
     let order = match (
         plan::order_step(current.is_some(), pending.fresh, renewable.is_some()),
         current,

@@ -10,6 +10,7 @@ use super::{
     ISSUER_WAIT, MAX_ISSUANCE_BACKOFF, ORDER_ANNOTATION, RENEW_ANNOTATION, SERVED_RENEW_ANNOTATION,
     delivered_order, ensure_finalizer, issuer_ref, now, policy, publish,
 };
+use crate::backend::CaBackend as _;
 use crate::controller::{Context, conditions};
 use crate::crd::v1alpha1::Certificate;
 use crate::crd::v1alpha1::certificate::CertificateStatus;
@@ -141,36 +142,57 @@ pub(super) async fn admit(
             return Ok(Admission::Stop(Action::requeue(ISSUER_WAIT)));
         }
     };
-    // The issuer's policy decides before any CA call whether it serves this namespace and
-    // these names; a violation waits for a change of the Certificate or the issuer (both watched).
-    if let Err(violation) = policy::check_optional(issuer.policy.as_ref(), &namespace, &spec.subject) {
-        let message = violation.to_string();
-        let (ready, issuing) = (
-            message.clone(),
-            "no order is placed while the issuer's policy refuses the request",
-        );
+    if let Some((reason, message)) = refused_by_issuer(&issuer, &namespace, &spec) {
+        let issuing = "no order is placed while the issuer refuses the request";
         conditions::set(
             &mut status.conditions,
             "Ready",
             false,
-            "PolicyViolation",
-            ready,
+            reason,
+            message.clone(),
             generation,
         );
         conditions::set(
             &mut status.conditions,
             "Issuing",
             false,
-            "PolicyViolation",
+            reason,
             issuing,
             generation,
         );
         if write_status(certs, &name, old_status, status).await? {
-            publish(ctx, cert, EventType::Warning, "PolicyViolation", &message).await;
+            publish(ctx, cert, EventType::Warning, reason, &message).await;
         }
+        // Waits for a change of the Certificate or the issuer (both watched).
         return Ok(Admission::Stop(Action::await_change()));
     }
     Ok(Admission::Proceed(Box::new((spec, issuer))))
+}
+
+/// Why the issuer refuses this request before any CA call, as (reason, message): its policy
+/// does not serve this namespace or these names (`PolicyViolation`), or its backend cannot
+/// issue (`Unsupported`). Revocation policies are not required to be backed: the `ca` backend
+/// keeps no revocation list, so there is nothing to revoke there.
+fn refused_by_issuer(
+    issuer: &ResolvedIssuer,
+    namespace: &str,
+    spec: &ValidatedCertificate,
+) -> Option<(&'static str, String)> {
+    if let Err(violation) = policy::check_optional(issuer.policy.as_ref(), namespace, &spec.subject) {
+        return Some(("PolicyViolation", violation.to_string()));
+    }
+    let needed = crate::backend::Capabilities::from(crate::backend::Capability::Issue);
+    let backend = &issuer.backend;
+    backend
+        .capabilities()
+        .require(backend.kind(), needed)
+        .err()
+        .map(|unsupported| {
+            (
+                "Unsupported",
+                format!("{} {}: {unsupported}", issuer.kind, issuer.name),
+            )
+        })
 }
 
 /// The output Secret as observed, and what the Certificate asks of it.
