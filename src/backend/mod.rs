@@ -411,6 +411,15 @@ pub enum Backend {
     Ca(ca::CaIssuerBackend),
 }
 
+impl Backend {
+    /// Whether issuance is local, synchronous and free (the `ca` backend): there is no order at
+    /// a CA to lose or pay twice for, so the controller needs neither the persisted pending key
+    /// nor the "order placed" status write before collecting.
+    pub fn signs_locally(&self) -> bool {
+        matches!(self, Self::Ca(_))
+    }
+}
+
 /// Calls `$call` on whichever backend `$backend` holds, bound to `$inner`: the one place that
 /// lists the variants, so a new trait method costs one line, not an arm per backend.
 macro_rules! dispatch {

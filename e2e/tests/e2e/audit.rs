@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, ensure};
 use libtest_mimic::Trial;
 use pki_operator_e2e::{
-    Operator, TestNamespace,
+    Operator, TestNamespace, metric_value,
     sim::scm::{ScmSimulator, ScmSimulatorConfig},
     wait_for, work_dir,
 };
@@ -24,6 +24,7 @@ pub fn trials() -> Vec<Trial> {
             audit_log_records_the_operators_writes,
         ),
         trial("steady_state_makes_no_writes", steady_state_makes_no_writes),
+        trial("ca_issuance_takes_three_writes", ca_issuance_takes_three_writes),
     ]
 }
 
@@ -142,6 +143,83 @@ fn audit_log_records_the_operators_writes() -> Result<()> {
                 && w.name == "recorded"),
             "the audit log lacks the test's own kubectl create: {raw:#?}"
         );
+        Ok(())
+    })
+}
+
+/// Issuance from the `ca` issuer (local, synchronous, free) takes three API writes: the Secret,
+/// the status, and the `Issued` Event — no next-key Secret and no "order placed" status write,
+/// which only paid CAs need — and the reconcile that follows (the Secret's watch event) writes
+/// nothing.
+fn ca_issuance_takes_three_writes() -> Result<()> {
+    block_on(async {
+        let dir = work_dir("ca-writes")?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "ca-writes").await?;
+        ca_issuer(&ns.name, "local-ca")?;
+        let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        let successes = r#"pki_operator_reconciliations_total{controller="certificate",outcome="success"}"#;
+        let since = jiff::Timestamp::now();
+        apply(&ns.name, &certificate_yaml("counted", "local-ca", ""))?;
+        wait_certificate(
+            &client,
+            &ns.name,
+            "counted",
+            "Ready",
+            Duration::from_secs(60),
+            is_ready,
+        )
+        .await
+        .with_context(|| operator.log_text())?;
+        // The issuing reconcile and the one its Secret write triggers have both run.
+        wait_for("two Certificate reconciles", Duration::from_secs(30), || async {
+            let (status, body) = operator.get("/metrics").await?;
+            (status == 200 && metric_value(&body, successes).is_some_and(|v| v >= 2.0)).then_some(())
+        })
+        .await
+        .with_context(|| operator.log_text())?;
+        let writes: Vec<_> = wait_for(
+            "the issuance's writes in the audit log",
+            Duration::from_secs(30),
+            || async {
+                let writes: Vec<_> = audited_writes(&ns.name, since)
+                    .ok()?
+                    .into_iter()
+                    .filter(|w| {
+                        w.name == "counted"
+                            || w.name.starts_with("counted-")
+                            || w.name.starts_with("counted.")
+                    })
+                    .collect();
+                writes.iter().any(|w| w.resource == "secrets").then_some(writes)
+            },
+        )
+        .await?;
+        let describe = || {
+            writes
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        ensure!(
+            writes.len() == 3,
+            "{} writes for one ca issuance:\n{}",
+            writes.len(),
+            describe()
+        );
+        for (verb, resource) in [
+            ("patch", "secrets"),
+            ("patch", "certificates/status"),
+            ("create", "events"),
+        ] {
+            ensure!(
+                writes.iter().any(|w| w.verb == verb && w.resource == resource),
+                "no {verb} {resource}:\n{}",
+                describe()
+            );
+        }
         Ok(())
     })
 }

@@ -107,15 +107,9 @@ pub(super) async fn pending_key(
             .map_err(kube_error("replace the stale next-key Secret"))?;
     }
     let reusable = reuse.filter(|k| spec.reuse_key && k.algorithm() == spec.key_algorithm);
-    let key = if let Some(key) = reusable {
-        key
-    } else {
-        let algorithm = spec.key_algorithm;
-        // RSA generation takes a while; keep it off the async workers.
-        tokio::task::spawn_blocking(move || PrivateKey::generate(algorithm))
-            .await
-            .map_err(|e| Error::Key(e.to_string()))?
-            .map_err(|e| Error::Key(e.to_string()))?
+    let key = match reusable {
+        Some(key) => key,
+        None => generate_key(spec).await?,
     };
     let created_at = jiff::Timestamp::now();
     let csr = build_csr(&key, &spec.subject).map_err(|e| Error::Key(e.to_string()))?;
@@ -150,6 +144,30 @@ pub(super) async fn pending_key(
         csr_der: csr,
         fresh: true,
         created_at,
+    })
+}
+
+/// A new key of the spec's algorithm. RSA generation takes a while: off the async workers.
+async fn generate_key(spec: &ValidatedCertificate) -> Result<PrivateKey, Error> {
+    let algorithm = spec.key_algorithm;
+    tokio::task::spawn_blocking(move || PrivateKey::generate(algorithm))
+        .await
+        .map_err(|e| Error::Key(e.to_string()))?
+        .map_err(|e| Error::Key(e.to_string()))
+}
+
+/// The key and CSR of a local signing: reused or generated, never persisted before the Secret.
+async fn local_key(spec: &ValidatedCertificate, reuse: Option<PrivateKey>) -> Result<PendingKey, Error> {
+    let key = match reuse.filter(|k| spec.reuse_key && k.algorithm() == spec.key_algorithm) {
+        Some(key) => key,
+        None => generate_key(spec).await?,
+    };
+    let csr_der = build_csr(&key, &spec.subject).map_err(|e| Error::Key(e.to_string()))?;
+    Ok(PendingKey {
+        key,
+        csr_der,
+        fresh: true,
+        created_at: jiff::Timestamp::now(),
     })
 }
 
@@ -277,13 +295,22 @@ pub(super) async fn issue(
     status: &mut CertificateStatus,
 ) -> Result<Action, Error> {
     let backend = &issuer.backend;
-    let pending = pending_key(cert, ctx, spec, existing_key).await?;
+    // Local signing has no order to lose: the key stays in memory until the Secret is written
+    // (a crash only means signing again), saving the next-key Secret's create and delete.
+    let local = backend.signs_locally();
+    let pending = if local {
+        local_key(spec, existing_key).await?
+    } else {
+        pending_key(cert, ctx, spec, existing_key).await?
+    };
     let mut request = enroll_request(spec, pending.csr_der.clone());
     request.csr_created_at = Some(pending.created_at);
     // Orders already accounted for (delivered, failed, abandoned) are never "recovered": with
     // a reused RSA or Ed25519 key the CSR is byte-identical to the last issuance's.
     request.known_orders = plan::known_orders(status, &issuer.identity, backend.kind().as_str());
-    status.next_private_key_secret_name = Some(next_key_secret_name(&cert.name_any()));
+    if !local {
+        status.next_private_key_secret_name = Some(next_key_secret_name(&cert.name_any()));
+    }
     // Only a pending order placed through this issuer for this very CSR is resumed; an issued
     // order is finished (resuming it would deliver the old certificate again).
     let csr_sha = request.csr_sha256_hex();
@@ -307,7 +334,10 @@ pub(super) async fn issue(
         (plan::OrderStep::Resume, Some(order)) => issuer.handle(&order),
         (step, _) => {
             let handle = order_at_ca(cert, issuer, step, &request, renewable.as_ref()).await?;
-            record_order(cert, ctx, issuer, reason, &handle, csr_sha, status).await?;
+            file_order(cert, ctx, issuer, reason, &handle, csr_sha, status).await;
+            if !local {
+                persist_order(cert, ctx, &handle, reason, status).await?;
+            }
             handle
         }
     };
@@ -369,9 +399,9 @@ async fn order_at_ca(
     }
 }
 
-/// Records a placed order in status at once — this write is what prevents a second order —
-/// and files the order it replaces (superseded, abandoned or finished).
-async fn record_order(
+/// Files a placed order in status (in memory): it becomes `status.order`, and the order it
+/// replaces is kept as superseded, abandoned or dropped as finished.
+async fn file_order(
     cert: &Certificate,
     ctx: &Context,
     issuer: &ResolvedIssuer,
@@ -379,11 +409,7 @@ async fn record_order(
     handle: &OrderHandle,
     csr_sha: String,
     status: &mut CertificateStatus,
-) -> Result<(), Error> {
-    let generation = cert.meta().generation;
-    let certs: Api<Certificate> = Api::namespaced(ctx.client.clone(), &cert.namespace().unwrap_or_default());
-    let backend = &issuer.backend;
-    // What becomes of the order being replaced.
+) {
     // The same order found again (same id at this issuer, or an order recorded without its
     // issuer that this issuer's search returned) is not replaced; an equal id at another
     // issuer is another order.
@@ -396,7 +422,7 @@ async fn record_order(
         }
     }
     status.order = Some(CertificateOrder {
-        backend: backend.kind().as_str().into(),
+        backend: issuer.backend.kind().as_str().into(),
         id: handle.id.clone(),
         renew_id: handle.renew_id.clone(),
         state: "Pending".into(),
@@ -405,25 +431,32 @@ async fn record_order(
         issuer: Some(issuer.identity.clone()),
         serial_number: None,
     });
+    let message = format!("order {} placed with {} {}", handle.id, issuer.kind, issuer.name);
+    let generation = cert.meta().generation;
     conditions::set(
         &mut status.conditions,
         "Issuing",
         true,
         reason.as_str(),
-        format!("order {} placed with {} {}", handle.id, issuer.kind, issuer.name),
+        message,
         generation,
     );
-    // Persist the order id at once: this write is what prevents a second order.
+}
+
+/// Writes a placed order to status at once — this write is what prevents a second paid order —
+/// and says so in an Event.
+async fn persist_order(
+    cert: &Certificate,
+    ctx: &Context,
+    handle: &OrderHandle,
+    reason: IssueReason,
+    status: &CertificateStatus,
+) -> Result<(), Error> {
+    let certs: Api<Certificate> = Api::namespaced(ctx.client.clone(), &cert.namespace().unwrap_or_default());
     let empty = CertificateStatus::default();
     write_status(&certs, &cert.name_any(), &empty, status).await?;
-    publish(
-        ctx,
-        cert,
-        EventType::Normal,
-        "OrderPlaced",
-        &format!("order {} placed ({})", handle.id, reason.as_str()),
-    )
-    .await;
+    let note = format!("order {} placed ({})", handle.id, reason.as_str());
+    publish(ctx, cert, EventType::Normal, "OrderPlaced", &note).await;
     Ok(())
 }
 

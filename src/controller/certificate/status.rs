@@ -64,27 +64,42 @@ pub(super) fn mark_up_to_date(
     status.failed_issuance_attempts = None;
     status.last_failure_time = None;
     status.last_failure_message = None;
-    let message = if renewal.renew_before_too_long {
-        RENEW_BEFORE_TOO_LONG.to_owned()
-    } else {
-        "the certificate is up to date".to_owned()
+    // A certificate just delivered keeps the delivery's words (Issued/Repaired): rewording the
+    // same state would cost a status write per issuance and say nothing new.
+    let settled = |type_: &str, status_: &str| {
+        conditions::get(&status.conditions, type_).is_some_and(|c| {
+            c.status == status_
+                && c.observed_generation == generation
+                && ["Issued", "Repaired", "Ready", "UpToDate"].contains(&c.reason.as_str())
+        })
     };
-    conditions::set(
-        &mut status.conditions,
-        "Ready",
-        true,
-        "Ready",
-        message,
-        generation,
-    );
-    conditions::set(
-        &mut status.conditions,
-        "Issuing",
-        false,
-        "UpToDate",
-        "no issuance in progress",
-        generation,
-    );
+    let (ready_settled, issuing_settled) = (settled("Ready", "True"), settled("Issuing", "False"));
+    if !ready_settled {
+        let message = if renewal.renew_before_too_long {
+            RENEW_BEFORE_TOO_LONG.to_owned()
+        } else {
+            "the certificate is up to date".to_owned()
+        };
+        conditions::set(
+            &mut status.conditions,
+            "Ready",
+            true,
+            "Ready",
+            message,
+            generation,
+        );
+    }
+    if !issuing_settled {
+        let message = "no issuance in progress";
+        conditions::set(
+            &mut status.conditions,
+            "Issuing",
+            false,
+            "UpToDate",
+            message,
+            generation,
+        );
+    }
 }
 
 /// Said in the Ready condition and a Warning event when `renewBefore` had to be overridden.
