@@ -96,6 +96,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         cluster_resource_namespace,
         max_concurrent_reconciles: config.max_concurrent_reconciles,
         issuer_secret_label: config.issuer_secret_label.clone(),
+        backends: controller::issuer::cache::BackendCache::default(),
     });
     let scope = WatchScope {
         namespace: config.namespace.clone(),

@@ -52,6 +52,8 @@ pub struct Context {
     pub max_concurrent_reconciles: u16,
     /// The label a Secret must carry for an issuer to use it (`--issuer-secret-label`).
     pub issuer_secret_label: Option<crate::config::LabelRequirement>,
+    /// Built backends, reused across reconciles while their issuer and Secrets are unchanged.
+    pub backends: issuer::cache::BackendCache,
 }
 
 /// Why a reconcile run failed.
@@ -129,17 +131,21 @@ pub async fn run(ctx: Arc<Context>, scope: &WatchScope, readiness: Readiness, sh
         ),
         runner_with::<v1alpha1::Issuer, _, _>(
             "issuer",
-            issuer_controller(&client, scope),
+            issuer_controller(scope.namespaced(&client), scope.namespaced(&client), &ctx),
             &ctx,
             &shutdown,
-            issuer::reconcile_issuer,
+            issuer::reconcile::<v1alpha1::Issuer>,
         ),
         runner_with::<v1alpha1::ClusterIssuer, _, _>(
             "cluster_issuer",
-            cluster_issuer_controller(&client, &ctx.cluster_resource_namespace),
+            issuer_controller(
+                Api::all(client.clone()),
+                Api::namespaced(client.clone(), &ctx.cluster_resource_namespace),
+                &ctx,
+            ),
             &ctx,
             &shutdown,
-            issuer::reconcile_cluster_issuer,
+            issuer::reconcile::<v1alpha1::ClusterIssuer>,
         ),
         runner_with::<v1alpha1::DomainValidation, _, _>(
             "domain_validation",
@@ -182,125 +188,59 @@ fn certificate_controller(
     scope: &WatchScope,
 ) -> Controller<DeserializeGuard<v1alpha1::Certificate>> {
     let controller = controller_for::<v1alpha1::Certificate>(scope.namespaced(client));
-    let store = controller.store();
-    let referencing = move |kind: v1alpha1::common::IssuerKind, name: String, namespace: Option<String>| {
-        store
-            .state()
-            .into_iter()
-            .filter_map(|guard| guard.0.as_ref().ok().cloned())
-            .filter(|cert| {
-                cert.spec.issuer_ref.kind == kind
-                    && cert.spec.issuer_ref.name == name
-                    && (namespace.is_none() || cert.metadata.namespace == namespace)
-            })
-            .map(|cert| ObjectRef::from_obj(&DeserializeGuard(Ok(cert))))
-            .collect::<Vec<_>>()
-    };
-    let by_issuer = referencing.clone();
-    let issuers: Api<DeserializeGuard<v1alpha1::Issuer>> = scope.namespaced(client);
-    let cluster_issuers: Api<DeserializeGuard<v1alpha1::ClusterIssuer>> = Api::all(client.clone());
+    let by_issuer = certificates_referencing::<v1alpha1::Issuer>(controller.store());
+    let by_cluster_issuer = certificates_referencing::<v1alpha1::ClusterIssuer>(controller.store());
     controller
-        .watches(issuers, watcher::Config::default(), move |issuer| {
-            let meta = &issuer.0.as_ref().map(|i| i.metadata.clone()).unwrap_or_default();
-            by_issuer(
-                v1alpha1::common::IssuerKind::Issuer,
-                meta.name.clone().unwrap_or_default(),
-                meta.namespace.clone(),
-            )
-        })
-        .watches(cluster_issuers, watcher::Config::default(), move |issuer| {
-            let meta = &issuer.0.as_ref().map(|i| i.metadata.clone()).unwrap_or_default();
-            referencing(
-                v1alpha1::common::IssuerKind::ClusterIssuer,
-                meta.name.clone().unwrap_or_default(),
-                None,
-            )
-        })
+        .watches(
+            scope.namespaced::<DeserializeGuard<v1alpha1::Issuer>>(client),
+            watcher::Config::default(),
+            by_issuer,
+        )
+        .watches(
+            Api::<DeserializeGuard<v1alpha1::ClusterIssuer>>::all(client.clone()),
+            watcher::Config::default(),
+            by_cluster_issuer,
+        )
 }
 
-/// Names of the Secrets an issuer spec references.
-fn referenced_secrets(
-    scm: Option<&v1alpha1::issuer::ScmIssuer>,
-    nexus: Option<&v1alpha1::issuer::NexusIssuer>,
-    ca: Option<&v1alpha1::issuer::CaIssuer>,
-) -> Vec<String> {
-    let mut names = Vec::new();
-    if let Some(scm) = scm {
-        names.extend(scm.auth.password.as_ref().map(|p| p.secret_name.clone()));
-        names.extend(
-            scm.auth
-                .client_certificate
-                .as_ref()
-                .map(|c| c.secret_name.clone()),
-        );
-    }
-    if let Some(nexus) = nexus {
-        names.push(nexus.client_certificate_secret_name.clone());
-        names.extend(nexus.signing_secret_name.clone());
-    }
-    names.extend(ca.map(|c| c.secret_name.clone()));
-    names
-}
-
-/// The Issuer controller also watches Secret metadata, so fixing a credentials Secret re-checks
-/// the issuers that reference it at once.
-fn issuer_controller(client: &Client, scope: &WatchScope) -> Controller<DeserializeGuard<v1alpha1::Issuer>> {
-    let controller = controller_for::<v1alpha1::Issuer>(scope.namespaced(client));
-    let store = controller.store();
-    let secrets: Api<PartialObjectMeta<Secret>> = match &scope.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    controller.watches(secrets, watcher::Config::default(), move |secret| {
-        let (name, namespace) = (
-            secret.metadata.name.clone().unwrap_or_default(),
-            secret.metadata.namespace.clone(),
-        );
-        store
+/// Maps an issuer of kind `K` to the cached Certificates whose `issuerRef` names it.
+fn certificates_referencing<K: issuer::IssuerObject>(
+    certificates: Store<DeserializeGuard<v1alpha1::Certificate>>,
+) -> impl Fn(DeserializeGuard<K>) -> Vec<ObjectRef<DeserializeGuard<v1alpha1::Certificate>>> + Send + Sync + 'static
+{
+    move |changed| {
+        let Ok(changed) = changed.0 else {
+            return Vec::new();
+        };
+        let target = issuer::IssuerTarget::of(&changed);
+        certificates
             .state()
             .into_iter()
             .filter(|guard| {
-                guard.0.as_ref().is_ok_and(|issuer| {
-                    issuer.metadata.namespace == namespace
-                        && referenced_secrets(
-                            issuer.spec.scm.as_ref(),
-                            issuer.spec.nexus.as_ref(),
-                            issuer.spec.ca.as_ref(),
-                        )
-                        .contains(&name)
+                guard.0.as_ref().is_ok_and(|cert| {
+                    issuer::IssuerTarget::from_namespaced(
+                        &cert.spec.issuer_ref,
+                        cert.metadata.namespace.as_deref().unwrap_or_default(),
+                    ) == target
                 })
             })
             .map(|guard| ObjectRef::from_obj(guard.as_ref()))
-            .collect::<Vec<_>>()
-    })
+            .collect()
+    }
 }
 
-/// The ClusterIssuer controller watches Secret metadata in the cluster resource namespace.
-fn cluster_issuer_controller(
-    client: &Client,
-    namespace: &str,
-) -> Controller<DeserializeGuard<v1alpha1::ClusterIssuer>> {
-    let controller = controller_for::<v1alpha1::ClusterIssuer>(Api::all(client.clone()));
-    let store = controller.store();
-    let secrets: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), namespace);
-    controller.watches(secrets, watcher::Config::default(), move |secret| {
-        let name = secret.metadata.name.clone().unwrap_or_default();
-        store
-            .state()
-            .into_iter()
-            .filter(|guard| {
-                guard.0.as_ref().is_ok_and(|issuer| {
-                    referenced_secrets(
-                        issuer.spec.scm.as_ref(),
-                        issuer.spec.nexus.as_ref(),
-                        issuer.spec.ca.as_ref(),
-                    )
-                    .contains(&name)
-                })
-            })
-            .map(|guard| ObjectRef::from_obj(guard.as_ref()))
-            .collect::<Vec<_>>()
-    })
+/// An issuer kind's controller: its kind plus the metadata of the Secrets in `secrets`
+/// ([`issuer::controller`]).
+fn issuer_controller<K: issuer::IssuerObject>(
+    issuers: Api<DeserializeGuard<K>>,
+    secrets: Api<PartialObjectMeta<Secret>>,
+    ctx: &Context,
+) -> Controller<DeserializeGuard<K>> {
+    issuer::controller(
+        controller_for(issuers),
+        secrets,
+        ctx.cluster_resource_namespace.clone(),
+    )
 }
 
 /// A controller for `api` that tolerates objects it cannot deserialize (they are reported, not
@@ -474,7 +414,8 @@ mod tests {
             .unwrap()
     }
 
-    fn context(client: Client) -> Arc<Context> {
+    /// A context around `client` with the defaults of a single-replica operator.
+    pub(crate) fn context(client: Client) -> Arc<Context> {
         Arc::new(Context {
             recorder: Recorder::new(
                 client.clone(),
@@ -488,6 +429,7 @@ mod tests {
             cluster_resource_namespace: "default".into(),
             max_concurrent_reconciles: 1,
             issuer_secret_label: None,
+            backends: issuer::cache::BackendCache::default(),
         })
     }
 
@@ -529,9 +471,15 @@ mod tests {
         let ctx = context(client);
         let failures = errors::Failures::default();
         let obj = Arc::new(DeserializeGuard(Ok(issuer())));
-        let error = reconcile_once("issuer", issuer::reconcile_issuer, &obj, &ctx, &failures)
-            .await
-            .expect_err("the status write failed");
+        let error = reconcile_once(
+            "issuer",
+            issuer::reconcile::<v1alpha1::Issuer>,
+            &obj,
+            &ctx,
+            &failures,
+        )
+        .await
+        .expect_err("the status write failed");
         answers.await.unwrap();
         assert!(
             matches!(&error, Error::Issuer(issuer::IssuerError::UpdateStatus(_))),

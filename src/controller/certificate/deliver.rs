@@ -1,7 +1,6 @@
 //! Delivering: checking a certificate before it may be written, writing the Secret, recording the delivery, revoking the superseded one, and repairs.
 
 use super::error::{DeliveryProblem, Error, kube_error};
-use super::issuer_ref::ResolvedIssuer;
 use super::status::{RENEW_BEFORE_TOO_LONG, requeue_at};
 use super::validate::{Renewal, ValidatedCertificate};
 use super::{
@@ -9,6 +8,7 @@ use super::{
     publish, rfc3339, time,
 };
 use crate::backend::{BackendError, CaBackend, Collected, IssuedCertificate};
+use crate::controller::issuer::ResolvedIssuer;
 use crate::controller::{Context, conditions};
 use crate::crd::v1alpha1::Certificate;
 use crate::crd::v1alpha1::certificate::CertificateStatus;
@@ -99,18 +99,13 @@ pub(super) async fn deliver(
     };
     // The Secret names the issuer of the certificate it holds.
     let (issuer_name, issuer_kind) = if delivery.new_issuance {
-        (issuer.name.clone(), issuer.kind)
+        (issuer.target.name.clone(), issuer.target.kind.as_str())
     } else {
-        delivered_order(status).and_then(|o| o.issuer.as_ref()).map_or(
-            (issuer.name.clone(), issuer.kind),
-            |i| {
-                let kind = match i.kind {
-                    crate::crd::v1alpha1::common::IssuerKind::Issuer => "Issuer",
-                    crate::crd::v1alpha1::common::IssuerKind::ClusterIssuer => "ClusterIssuer",
-                };
-                (i.name.clone(), kind)
-            },
-        )
+        delivered_order(status)
+            .and_then(|o| o.issuer.as_ref())
+            .map_or((issuer.target.name.clone(), issuer.target.kind.as_str()), |i| {
+                (i.name.clone(), i.kind.as_str())
+            })
     };
     let mut desired = secret::build(
         &name,

@@ -47,8 +47,10 @@ pub async fn revoke_order(ctx: &Context, order: &CertificateOrder, reason: Revoc
     }
     let issuer = match issuer_ref::resolve_recorded(ctx, order).await {
         Ok(issuer) => issuer,
-        Err(issuer_ref::Unusable::Gone(why)) => return Revocation::Impossible(why),
-        Err(issuer_ref::Unusable::NotReady(why)) => return Revocation::Failed(why),
+        Err(unusable) if unusable.is_gone() => {
+            return Revocation::Impossible(crate::controller::errors::error_chain(&unusable));
+        }
+        Err(unusable) => return Revocation::Failed(crate::controller::errors::error_chain(&unusable)),
     };
     match issuer
         .backend

@@ -2,7 +2,6 @@
 
 use super::deliver::{Delivery, deliver};
 use super::error::{Error, backend_error, kube_error};
-use super::issuer_ref::ResolvedIssuer;
 use super::plan::IssueReason;
 use super::status::write_status;
 use super::validate::ValidatedCertificate;
@@ -12,6 +11,7 @@ use super::{
 };
 use crate::backend::OrderHandle;
 use crate::backend::{BackendError, CaBackend, Collected, EnrollRequest};
+use crate::controller::issuer::ResolvedIssuer;
 use crate::controller::{Context, conditions};
 use crate::crd::v1alpha1::Certificate;
 use crate::crd::v1alpha1::certificate::{CertificateOrder, CertificateStatus};
@@ -431,7 +431,7 @@ async fn file_order(
         issuer: Some(issuer.identity.clone()),
         serial_number: None,
     });
-    let message = format!("order {} placed with {} {}", handle.id, issuer.kind, issuer.name);
+    let message = format!("order {} placed with {}", handle.id, issuer.target);
     let generation = cert.meta().generation;
     conditions::set(
         &mut status.conditions,

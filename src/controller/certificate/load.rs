@@ -2,7 +2,6 @@
 //! issuer whose policy allows the request) and the observation of the output Secret.
 
 use super::error::{Error, kube_error};
-use super::issuer_ref::ResolvedIssuer;
 use super::plan::{Observed, SecretState};
 use super::status::write_status;
 use super::validate::{ValidatedCertificate, validate};
@@ -11,6 +10,7 @@ use super::{
     delivered_order, ensure_finalizer, issuer_ref, now, policy, publish,
 };
 use crate::backend::CaBackend as _;
+use crate::controller::issuer::ResolvedIssuer;
 use crate::controller::{Context, conditions};
 use crate::crd::v1alpha1::Certificate;
 use crate::crd::v1alpha1::certificate::CertificateStatus;
@@ -125,11 +125,10 @@ pub(super) async fn admit(
             return Ok(Admission::Stop(Action::requeue(wait)));
         }
     }
-    let issuer_ref = &cert.spec.issuer_ref;
-    let issuer = match issuer_ref::resolve_spec(ctx, issuer_ref.kind, &issuer_ref.name, &namespace).await {
+    let issuer = match issuer_ref::resolve_spec(ctx, &cert.spec.issuer_ref, &namespace).await {
         Ok(issuer) => issuer,
         Err(unusable) => {
-            let message = unusable.message();
+            let message = crate::controller::errors::error_chain(&unusable);
             conditions::set(
                 &mut status.conditions,
                 "Ready",
@@ -187,12 +186,7 @@ fn refused_by_issuer(
         .capabilities()
         .require(backend.kind(), needed)
         .err()
-        .map(|unsupported| {
-            (
-                "Unsupported",
-                format!("{} {}: {unsupported}", issuer.kind, issuer.name),
-            )
-        })
+        .map(|unsupported| ("Unsupported", format!("{}: {unsupported}", issuer.target)))
 }
 
 /// The output Secret as observed, and what the Certificate asks of it.

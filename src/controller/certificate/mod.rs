@@ -38,11 +38,10 @@ use self::{
     status::{mark_conflict, mark_up_to_date, record_failure, requeue_at, write_status},
 };
 use self::{
-    issuer_ref::ResolvedIssuer,
     plan::{IssueReason, Plan},
     validate::ValidatedCertificate,
 };
-use super::{Context, conditions};
+use super::{Context, conditions, issuer::ResolvedIssuer};
 use crate::{
     backend::IssuedCertificate,
     crd::v1alpha1::{

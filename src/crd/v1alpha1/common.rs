@@ -11,13 +11,29 @@ use serde::{Deserialize, Serialize};
 pub(crate) const DURATION_PATTERN: &str = r"^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
 
 /// Which kind of issuer a reference points at.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 pub enum IssuerKind {
     /// A namespaced `Issuer` in the referencing object's namespace.
     #[default]
     Issuer,
     /// A cluster-scoped `ClusterIssuer`.
     ClusterIssuer,
+}
+
+impl IssuerKind {
+    /// The kind's name, as in `kind:` and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Issuer => "Issuer",
+            Self::ClusterIssuer => "ClusterIssuer",
+        }
+    }
+}
+
+impl std::fmt::Display for IssuerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A reference from a namespaced object to the issuer that serves it.

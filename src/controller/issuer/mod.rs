@@ -1,11 +1,24 @@
-//! Issuer and ClusterIssuer: build the backend from the spec and its Secrets, prove it works with
-//! a cheap authenticated call, list the trust anchors with the CA-certificate validation codes,
-//! and report `Ready`. Re-checked periodically, so a fixed Secret recovers without manual steps.
+//! Issuer and ClusterIssuer behind one abstraction ([`IssuerObject`]): one reconcile, one watch
+//! wiring, one backend builder ([`build`]), one backend cache ([`cache`]) and one resolver
+//! ([`resolve`]) serve both kinds — they differ only in scope and in where their Secrets live.
+//!
+//! The reconcile builds the backend from the spec and its Secrets, proves it works with a cheap
+//! authenticated call, lists the trust anchors with the CA-certificate validation codes, and
+//! reports `Ready`. Re-checked periodically, so a fixed Secret recovers without manual steps.
 
-use std::{sync::Arc, time::Duration};
+pub mod build;
+pub mod cache;
+pub mod resolve;
+
+use std::{fmt::Debug, sync::Arc, time::Duration};
 
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time};
-use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    core::{DeserializeGuard, PartialObjectMeta},
+    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
+};
+use serde::{Serialize, de::DeserializeOwned};
 
 use super::{
     Context,
@@ -13,22 +26,14 @@ use super::{
     conditions,
 };
 use crate::{
-    backend::{
-        Backend, BackendError, CaBackend,
-        ca::{CaIssuerBackend, LocalCa},
-        nexus::{NexusBackend, NexusConfig, NexusSigner},
-        scm::{ScmAuth, ScmBackend, ScmConfig, ScmFlavor},
-    },
-    config::LabelRequirement,
+    backend::{Backend, BackendError, CaBackend},
     crd::v1alpha1::{
         ClusterIssuer, Issuer,
-        issuer::{
-            CaIssuer, IssuerPolicy, IssuerStatus, NexusIssuer, NexusSigningMode, ScmFlavor as SpecFlavor,
-            ScmIssuer, TrustAnchor,
-        },
+        common::IssuerKind,
+        issuer::{CaIssuer, IssuerPolicy, IssuerStatus, NexusIssuer, ScmIssuer, TrustAnchor},
     },
-    pki::credentials::SecretString,
 };
+pub use resolve::{IssuerTarget, ResolveError, ResolvedIssuer, resolve};
 
 /// How often a Ready issuer is re-checked.
 const RECHECK: Duration = Duration::from_secs(300);
@@ -104,194 +109,140 @@ impl IssuerError {
     }
 }
 
-/// The parts of Issuer and ClusterIssuer specs the backend builder needs.
-pub struct IssuerParts<'a> {
+/// What the operator reads of an issuer's spec. Issuer and ClusterIssuer specs carry the same
+/// backends and policy; this view lets every code path take either.
+#[derive(Clone, Copy, Debug)]
+pub struct IssuerSpecView<'a> {
     /// SCM settings.
     pub scm: Option<&'a ScmIssuer>,
     /// Nexus settings.
     pub nexus: Option<&'a NexusIssuer>,
     /// Local CA settings.
     pub ca: Option<&'a CaIssuer>,
-    /// Where referenced Secrets live.
-    pub secret_namespace: String,
+    /// Which namespaces and names the issuer serves.
+    pub policy: Option<&'a IssuerPolicy>,
 }
 
-/// Where an issuer's Secrets are read, and the label they must carry (`--issuer-secret-label`).
-struct SecretSource<'a> {
-    api: Api<Secret>,
-    namespace: &'a str,
-    required_label: Option<&'a LabelRequirement>,
-}
-
-impl SecretSource<'_> {
-    /// Reads a Secret the issuer references; refuses it without the required label.
-    async fn read(&self, name: &str) -> Result<Secret, IssuerError> {
-        let secret = self
-            .api
-            .get_opt(name)
-            .await
-            .map_err(|source| IssuerError::ReadSecret {
-                namespace: self.namespace.into(),
-                name: name.into(),
-                source,
-            })?
-            .ok_or_else(|| IssuerError::SecretNotFound {
-                namespace: self.namespace.into(),
-                name: name.into(),
-            })?;
-        check_secret_label(self.required_label, &secret, self.namespace)?;
-        Ok(secret)
-    }
-}
-
-/// The opt-in guard: with `--issuer-secret-label`, an issuer may only use Secrets carrying the
-/// label, so creating an Issuer no longer grants the use of every Secret in its namespace.
-fn check_secret_label(
-    required: Option<&LabelRequirement>,
-    secret: &Secret,
-    namespace: &str,
-) -> Result<(), IssuerError> {
-    match required {
-        Some(required) if !required.matches(secret.metadata.labels.as_ref()) => {
-            Err(IssuerError::SecretNotLabelled {
-                namespace: namespace.into(),
-                name: secret.name_any(),
-                label: required.to_string(),
-                assignment: required.kubectl_argument(),
-            })
-        }
-        _ => Ok(()),
-    }
-}
-
-fn secret_text(secret: &Secret, namespace: &str, key: &str) -> Result<String, IssuerError> {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .and_then(|v| String::from_utf8(v.0.clone()).ok())
-        .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-        .ok_or_else(|| IssuerError::SecretKeyMissing {
-            namespace: namespace.into(),
-            name: secret.name_any(),
-            key: key.into(),
-        })
-}
-
-/// Builds the backend an issuer describes, reading its Secrets.
-pub async fn build_backend(ctx: &Context, parts: &IssuerParts<'_>) -> Result<Backend, IssuerError> {
-    let ns = parts.secret_namespace.as_str();
-    let secrets = SecretSource {
-        api: Api::namespaced(ctx.client.clone(), ns),
-        namespace: ns,
-        required_label: ctx.issuer_secret_label.as_ref(),
-    };
-    if let Some(ca) = parts.ca {
-        let secret = secrets.read(&ca.secret_name).await?;
-        let local = LocalCa::from_pem(
-            &secret_text(&secret, ns, "tls.crt")?,
-            &secret_text(&secret, ns, "tls.key")?,
-        )?;
-        return Ok(Backend::Ca(CaIssuerBackend::new(local)));
-    }
-    if let Some(scm) = parts.scm {
-        let auth = if let Some(password) = &scm.auth.password {
-            let secret = secrets.read(&password.secret_name).await?;
-            ScmAuth::Password {
-                login: secret_text(&secret, ns, password.login_key.as_deref().unwrap_or("login"))?,
-                password: SecretString::new(secret_text(
-                    &secret,
-                    ns,
-                    password.password_key.as_deref().unwrap_or("password"),
-                )?),
-            }
-        } else if let Some(cert) = &scm.auth.client_certificate {
-            let secret = secrets.read(&cert.secret_name).await?;
-            let identity = format!(
-                "{}\n{}\n",
-                secret_text(&secret, ns, "tls.crt")?,
-                secret_text(&secret, ns, "tls.key")?
+impl IssuerSpecView<'_> {
+    /// Names of the Secrets the spec references (in the issuer's Secret namespace).
+    pub fn referenced_secrets(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        if let Some(scm) = self.scm {
+            names.extend(scm.auth.password.as_ref().map(|p| p.secret_name.clone()));
+            names.extend(
+                scm.auth
+                    .client_certificate
+                    .as_ref()
+                    .map(|c| c.secret_name.clone()),
             );
-            ScmAuth::ClientCertificate {
-                login: cert.login.clone(),
-                identity_pem: SecretString::new(identity),
-            }
-        } else {
-            return Err(IssuerError::Unsupported(
-                "scm.auth needs password or clientCertificate".into(),
-            ));
-        };
-        let mut config = ScmConfig::new(
-            scm.url.clone(),
-            scm.customer_uri.clone(),
-            auth,
-            scm.org_id,
-            scm.cert_type,
+        }
+        if let Some(nexus) = self.nexus {
+            names.push(nexus.client_certificate_secret_name.clone());
+            names.extend(nexus.signing_secret_name.clone());
+        }
+        names.extend(self.ca.map(|c| c.secret_name.clone()));
+        names
+    }
+}
+
+/// An Issuer or a ClusterIssuer: everything the operator does with issuers is written once
+/// against this trait.
+pub trait IssuerObject:
+    Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Serialize + Send + Sync + 'static
+{
+    /// Which kind this is.
+    const KIND: IssuerKind;
+
+    /// The backends and policy of the spec.
+    fn spec_view(&self) -> IssuerSpecView<'_>;
+
+    /// The status the operator last wrote.
+    fn issuer_status(&self) -> Option<&IssuerStatus>;
+
+    /// The namespace its Secret references resolve in: an Issuer's own namespace, for a
+    /// ClusterIssuer the operator's cluster resource namespace.
+    fn secret_namespace<'a>(&'a self, cluster_resource_namespace: &'a str) -> &'a str;
+
+    /// The API of this kind: in `namespace` for an Issuer (required), cluster-wide for a
+    /// ClusterIssuer (`namespace` ignored).
+    fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
+}
+
+impl IssuerObject for Issuer {
+    const KIND: IssuerKind = IssuerKind::Issuer;
+
+    fn spec_view(&self) -> IssuerSpecView<'_> {
+        IssuerSpecView {
+            scm: self.spec.scm.as_ref(),
+            nexus: self.spec.nexus.as_ref(),
+            ca: self.spec.ca.as_ref(),
+            policy: self.spec.policy(),
+        }
+    }
+
+    fn issuer_status(&self) -> Option<&IssuerStatus> {
+        self.status.as_ref()
+    }
+
+    fn secret_namespace<'a>(&'a self, _cluster_resource_namespace: &'a str) -> &'a str {
+        self.metadata.namespace.as_deref().unwrap_or_default()
+    }
+
+    fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
+        Api::namespaced(client, namespace.unwrap_or_default())
+    }
+}
+
+impl IssuerObject for ClusterIssuer {
+    const KIND: IssuerKind = IssuerKind::ClusterIssuer;
+
+    fn spec_view(&self) -> IssuerSpecView<'_> {
+        IssuerSpecView {
+            scm: self.spec.scm.as_ref(),
+            nexus: self.spec.nexus.as_ref(),
+            ca: self.spec.ca.as_ref(),
+            policy: self.spec.policy(),
+        }
+    }
+
+    fn issuer_status(&self) -> Option<&IssuerStatus> {
+        self.status.as_ref()
+    }
+
+    fn secret_namespace<'a>(&'a self, cluster_resource_namespace: &'a str) -> &'a str {
+        cluster_resource_namespace
+    }
+
+    fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
+        Api::all(client)
+    }
+}
+
+/// The issuer controller's watches besides its kind: the metadata of the Secrets in `secrets`,
+/// so fixing a credentials Secret re-checks the issuers that reference it at once.
+pub fn controller<K: IssuerObject>(
+    controller: Controller<DeserializeGuard<K>>,
+    secrets: Api<PartialObjectMeta<Secret>>,
+    cluster_resource_namespace: String,
+) -> Controller<DeserializeGuard<K>> {
+    let store = controller.store();
+    controller.watches(secrets, watcher::Config::default(), move |secret| {
+        let (name, namespace) = (
+            secret.metadata.name.clone().unwrap_or_default(),
+            secret.metadata.namespace.clone().unwrap_or_default(),
         );
-        config.flavor = match scm.flavor {
-            SpecFlavor::Sectigo => ScmFlavor::Sectigo,
-            SpecFlavor::InCommon => ScmFlavor::InCommon,
-        };
-        config.term_days = scm.term.and_then(|t| u32::try_from(t).ok());
-        config.external_requester.clone_from(&scm.external_requester);
-        config.comments.clone_from(&scm.comments);
-        config.custom_fields = scm
-            .custom_fields
-            .iter()
-            .map(|f| (f.name.clone(), f.value.clone()))
-            .collect();
-        config.ca_bundle_pem.clone_from(&scm.ca_bundle);
-        return Ok(Backend::Scm(ScmBackend::new(config)?));
-    }
-    if let Some(nexus) = parts.nexus {
-        return Ok(Backend::Nexus(NexusBackend::new(
-            nexus_config(&secrets, nexus).await?,
-        )?));
-    }
-    Err(IssuerError::Unsupported(
-        "exactly one of scm, nexus or ca must be set".into(),
-    ))
-}
-
-/// The Nexus client configuration: the officer's TLS identity from `clientCertificateSecretName`,
-/// and in `Caller` mode the signing officer from `signingSecretName` (the TLS officer when unset).
-async fn nexus_config(secrets: &SecretSource<'_>, nexus: &NexusIssuer) -> Result<NexusConfig, IssuerError> {
-    let ns = secrets.namespace;
-    let client = secrets.read(&nexus.client_certificate_secret_name).await?;
-    let client_certificate = secret_text(&client, ns, "tls.crt")?;
-    let client_key = secret_text(&client, ns, "tls.key")?;
-    let signer = match nexus.signing_mode {
-        NexusSigningMode::Server => None,
-        NexusSigningMode::Caller => Some(match &nexus.signing_secret_name {
-            Some(name) => {
-                let signing = secrets.read(name).await?;
-                NexusSigner {
-                    certificate_chain_pem: secret_text(&signing, ns, "tls.crt")?,
-                    key_pem: SecretString::new(secret_text(&signing, ns, "tls.key")?),
-                }
-            }
-            None => NexusSigner {
-                certificate_chain_pem: client_certificate.clone(),
-                key_pem: SecretString::new(client_key.clone()),
-            },
-        }),
-    };
-    let mut config = NexusConfig::new(
-        nexus.url.clone(),
-        SecretString::new(format!("{client_certificate}\n{client_key}\n")),
-    );
-    config.signer = signer;
-    config.token_procedure.clone_from(&nexus.token_procedure);
-    config.ca_bundle_pem.clone_from(&nexus.ca_bundle);
-    Ok(config)
-}
-
-/// Poll interval of an issuer's pending orders.
-pub fn poll_interval(scm: Option<&ScmIssuer>) -> Duration {
-    scm.and_then(|s| s.poll_interval.as_deref())
-        .and_then(|p| super::certificate::validate::parse_duration(p).ok())
-        .unwrap_or(Duration::from_secs(30))
-        .max(Duration::from_secs(1))
+        store
+            .state()
+            .into_iter()
+            .filter(|guard| {
+                guard.0.as_ref().is_ok_and(|issuer| {
+                    issuer.secret_namespace(&cluster_resource_namespace) == namespace
+                        && issuer.spec_view().referenced_secrets().contains(&name)
+                })
+            })
+            .map(|guard| ObjectRef::from_obj(guard.as_ref()))
+            .collect::<Vec<_>>()
+    })
 }
 
 /// The trust anchors of a CA chain as Issuer status lists them, with the validation codes of
@@ -312,33 +263,40 @@ pub fn trust_anchors(chain_der: &[Vec<u8>]) -> Vec<TrustAnchor> {
         .collect()
 }
 
-/// Checks one issuer and returns its new status.
-async fn check(
-    ctx: &Context,
-    parts: &IssuerParts<'_>,
-    policy: Option<&IssuerPolicy>,
-    old: Option<&IssuerStatus>,
-    generation: Option<i64>,
-) -> (IssuerStatus, bool) {
-    let mut status = old.cloned().unwrap_or_default();
+/// Checks one issuer and returns its new status. The backend it built and checked replaces the
+/// issuer's entry in the backend cache (so each check also renews what the backend learned
+/// once, such as SCM profiles); a failed check drops the entry.
+async fn check<K: IssuerObject>(ctx: &Context, issuer: &K) -> (IssuerStatus, bool) {
+    let target = IssuerTarget::of(issuer);
+    let meta = issuer.meta();
+    let spec = issuer.spec_view();
+    let generation = meta.generation;
+    let mut status = issuer.issuer_status().cloned().unwrap_or_default();
     status.observed_generation = generation;
     status.last_check_time = Some(Time(jiff::Timestamp::now()));
     // A policy entry that can never match is the administrator's mistake to see here, before
     // Certificates start failing against it.
-    let built = match policy.map_or(Ok(()), policy::validate) {
-        Ok(()) => build_backend(ctx, parts).await,
+    let built = match spec.policy.map_or(Ok(()), policy::validate) {
+        Ok(()) => {
+            build::build_backend(
+                ctx,
+                spec,
+                issuer.secret_namespace(&ctx.cluster_resource_namespace),
+            )
+            .await
+        }
         Err(invalid) => Err(IssuerError::from(invalid)),
     };
     let outcome = match built {
-        Ok(backend) => backend
+        Ok((backend, secrets)) => backend
             .check()
             .await
-            .map(|profiles| (backend, profiles))
+            .map(|profiles| (backend, secrets, profiles))
             .map_err(IssuerError::from),
         Err(e) => Err(e),
     };
     match outcome {
-        Ok((backend, profiles)) => {
+        Ok((backend, secrets, profiles)) => {
             let message = match &backend {
                 Backend::Ca(ca) => {
                     status.trust_anchors = trust_anchors(&ca.chain_der());
@@ -368,9 +326,11 @@ async fn check(
                 message,
                 generation,
             );
+            ctx.backends.remember(&target, meta, secrets, Arc::new(backend));
             (status, true)
         }
         Err(error) => {
+            ctx.backends.forget(&target);
             let message = super::errors::error_chain(&error);
             conditions::set(
                 &mut status.conditions,
@@ -394,53 +354,11 @@ fn status_changed(old: Option<&IssuerStatus>, new: &IssuerStatus) -> bool {
     old.is_none_or(|old| strip(old) != strip(new))
 }
 
-/// Reconciles a namespaced Issuer.
-pub async fn reconcile_issuer(issuer: Arc<Issuer>, ctx: Arc<Context>) -> Result<Action, IssuerError> {
-    let namespace = issuer.namespace().unwrap_or_default();
-    let parts = IssuerParts {
-        scm: issuer.spec.scm.as_ref(),
-        nexus: issuer.spec.nexus.as_ref(),
-        ca: issuer.spec.ca.as_ref(),
-        secret_namespace: namespace.clone(),
-    };
-    let (status, ready) = check(
-        &ctx,
-        &parts,
-        issuer.spec.policy(),
-        issuer.status.as_ref(),
-        issuer.meta().generation,
-    )
-    .await;
-    if status_changed(issuer.status.as_ref(), &status) {
-        let api: Api<Issuer> = Api::namespaced(ctx.client.clone(), &namespace);
-        super::status::write(&api, &issuer.name_any(), &status)
-            .await
-            .map_err(IssuerError::UpdateStatus)?;
-    }
-    Ok(Action::requeue(if ready { RECHECK } else { RETRY }))
-}
-
-/// Reconciles a ClusterIssuer (Secrets in the cluster resource namespace).
-pub async fn reconcile_cluster_issuer(
-    issuer: Arc<ClusterIssuer>,
-    ctx: Arc<Context>,
-) -> Result<Action, IssuerError> {
-    let parts = IssuerParts {
-        scm: issuer.spec.scm.as_ref(),
-        nexus: issuer.spec.nexus.as_ref(),
-        ca: issuer.spec.ca.as_ref(),
-        secret_namespace: ctx.cluster_resource_namespace.clone(),
-    };
-    let (status, ready) = check(
-        &ctx,
-        &parts,
-        issuer.spec.policy(),
-        issuer.status.as_ref(),
-        issuer.meta().generation,
-    )
-    .await;
-    if status_changed(issuer.status.as_ref(), &status) {
-        let api: Api<ClusterIssuer> = Api::all(ctx.client.clone());
+/// Reconciles an Issuer or a ClusterIssuer: checks it and writes its status when it changed.
+pub async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result<Action, IssuerError> {
+    let (status, ready) = check(&ctx, issuer.as_ref()).await;
+    if status_changed(issuer.issuer_status(), &status) {
+        let api = K::api(ctx.client.clone(), issuer.meta().namespace.as_deref());
         super::status::write(&api, &issuer.name_any(), &status)
             .await
             .map_err(IssuerError::UpdateStatus)?;
@@ -453,6 +371,7 @@ mod tests {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 
     use super::*;
+    use crate::config::LabelRequirement;
 
     fn ca(
         name: &str,
@@ -495,21 +414,22 @@ mod tests {
 
     #[test]
     fn without_the_flag_any_secret_may_be_used() {
-        assert!(check_secret_label(None, &secret(&[]), "team-a").is_ok());
+        assert!(build::check_secret_label(None, &secret(&[]), "team-a").is_ok());
     }
 
     #[test]
     fn with_the_flag_only_labelled_secrets_may_be_used() {
         let any_value: LabelRequirement = "pki-operator.io/issuer-secret".parse().unwrap();
         assert!(
-            check_secret_label(
+            build::check_secret_label(
                 Some(&any_value),
                 &secret(&[("pki-operator.io/issuer-secret", "")]),
                 "team-a"
             )
             .is_ok()
         );
-        let error = check_secret_label(Some(&any_value), &secret(&[("other", "x")]), "team-a").unwrap_err();
+        let error =
+            build::check_secret_label(Some(&any_value), &secret(&[("other", "x")]), "team-a").unwrap_err();
         assert_eq!(error.reason(), "SecretNotLabelled");
         let message = error.to_string();
         for needle in [
@@ -523,7 +443,7 @@ mod tests {
 
         let exact: LabelRequirement = "pki-operator.io/issuer-secret=approved".parse().unwrap();
         let wrong_value = secret(&[("pki-operator.io/issuer-secret", "yes")]);
-        let error = check_secret_label(Some(&exact), &wrong_value, "ns").unwrap_err();
+        let error = build::check_secret_label(Some(&exact), &wrong_value, "ns").unwrap_err();
         assert!(
             error
                 .to_string()
@@ -531,7 +451,7 @@ mod tests {
             "{error}"
         );
         let right_value = secret(&[("pki-operator.io/issuer-secret", "approved")]);
-        assert!(check_secret_label(Some(&exact), &right_value, "ns").is_ok());
+        assert!(build::check_secret_label(Some(&exact), &right_value, "ns").is_ok());
     }
 
     #[test]
