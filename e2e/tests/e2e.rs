@@ -26,6 +26,8 @@ mod hostile_ca;
 mod issuer_policy;
 #[path = "e2e/nexus.rs"]
 mod nexus;
+#[path = "e2e/observed_kinds.rs"]
+mod observed_kinds;
 #[path = "e2e/operator_lifecycle.rs"]
 mod operator_lifecycle;
 #[path = "e2e/order_promises.rs"]
@@ -55,6 +57,7 @@ fn main() -> std::process::ExitCode {
         order_promises::trials(),
         secret_guard::trials(),
         hostile_ca::trials(),
+        observed_kinds::trials(),
     ]
     .into_iter()
     .flatten()

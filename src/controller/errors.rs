@@ -147,6 +147,7 @@ pub fn reconcile(error: &Error) -> Classification {
         Error::InvalidObject { .. } => Classification::permanent("InvalidObject"),
         Error::Certificate(e) => certificate(e),
         Error::Issuer(e) => issuer(e),
+        Error::UpdateStatus { source, .. } => kube(source),
     }
 }
 

@@ -1,8 +1,9 @@
 //! The controllers, one per kind, and the loop that runs them until shutdown.
 //!
 //! Certificate, Issuer and ClusterIssuer have their reconcilers ([`certificate`], [`issuer`]).
-//! DomainValidation, DiscoveryTask and AlertConfig are still *observers*: they watch their kind
-//! and count reconciles but change nothing until their reconcilers land. The wiring here (watch
+//! DomainValidation, DiscoveryTask and AlertConfig are still *observers* ([`observer`]): they
+//! watch their kind and say in status that nothing is done yet (`Ready=False NotImplemented`,
+//! or why their issuer cannot serve them) until their reconcilers land. The wiring here (watch
 //! scope, readiness after cache sync, graceful shutdown, error isolation with
 //! `DeserializeGuard`, metadata-only Secret watches, and the error policy of [`errors`]: retry
 //! with per-object backoff what can pass, wait for a change what cannot) is shared.
@@ -14,6 +15,7 @@ pub mod errors;
 pub mod events;
 pub mod finalizer;
 pub mod issuer;
+pub mod observer;
 pub mod status;
 
 use std::{fmt::Debug, sync::Arc};
@@ -74,6 +76,15 @@ pub enum Error {
     /// The Issuer reconciler failed.
     #[error(transparent)]
     Issuer(#[from] issuer::IssuerError),
+    /// Writing the status of an observed kind failed.
+    #[error("cannot update the status of {object}")]
+    UpdateStatus {
+        /// `Kind name` of the object.
+        object: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
 }
 
 impl Error {
@@ -152,21 +163,21 @@ pub async fn run(ctx: Arc<Context>, scope: &WatchScope, readiness: Readiness, sh
             controller_for(Api::all(client.clone())),
             &ctx,
             &shutdown,
-            observe,
+            observer::reconcile::<v1alpha1::DomainValidation>,
         ),
         runner_with::<v1alpha1::DiscoveryTask, _, _>(
             "discovery_task",
             controller_for(scope.namespaced(&client)),
             &ctx,
             &shutdown,
-            observe,
+            observer::reconcile::<v1alpha1::DiscoveryTask>,
         ),
         runner_with::<v1alpha1::AlertConfig, _, _>(
             "alert_config",
             controller_for(Api::all(client.clone())),
             &ctx,
             &shutdown,
-            observe,
+            observer::reconcile::<v1alpha1::AlertConfig>,
         ),
     ];
     let names: Vec<_> = runners.iter().map(|r| r.name).collect();
@@ -310,17 +321,6 @@ where
         })
         .boxed();
     Runner { name, synced, run }
-}
-
-/// The observer reconcile of kinds whose controllers have not landed yet: the runner counts the
-/// run in the metrics; nothing is changed. `async` because the runtime expects a future.
-#[allow(clippy::unused_async)]
-async fn observe<K>(obj: Arc<K>, _ctx: Arc<Context>) -> Result<Action, Error>
-where
-    K: Resource<DynamicType = ()>,
-{
-    tracing::debug!(object = %ObjectRef::from_obj(obj.as_ref()), "observed");
-    Ok(Action::await_change())
 }
 
 /// The object's identity for the failure counts.

@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, ensure};
 use libtest_mimic::Trial;
 use pki_operator_e2e::{
-    Operator, TestNamespace, metric_value,
+    AuditedWrite, Operator, TestNamespace, metric_value,
     sim::scm::{ScmSimulator, ScmSimulatorConfig},
     wait_for, work_dir,
 };
 
 use crate::support::{
     SCM_PASSWORD, apply, audited_writes, block_on, ca_issuer, certificate_yaml, is_ready, plane, scm_issuer,
-    trial, wait_certificate,
+    total_orders, trial, wait_certificate,
 };
 
 /// This area's trials: a test function not listed here is dead code, which fails the build.
@@ -25,6 +25,7 @@ pub fn trials() -> Vec<Trial> {
         ),
         trial("steady_state_makes_no_writes", steady_state_makes_no_writes),
         trial("ca_issuance_takes_three_writes", ca_issuance_takes_three_writes),
+        trial("paid_issuance_takes_five_writes", paid_issuance_takes_five_writes),
     ]
 }
 
@@ -153,73 +154,148 @@ fn audit_log_records_the_operators_writes() -> Result<()> {
 /// nothing.
 fn ca_issuance_takes_three_writes() -> Result<()> {
     block_on(async {
-        let dir = work_dir("ca-writes")?;
         let client = plane().client().await?;
         let ns = TestNamespace::create(&client, "ca-writes").await?;
         ca_issuer(&ns.name, "local-ca")?;
-        let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
-        operator.wait_ready(Duration::from_secs(60)).await?;
-        let successes = r#"pki_operator_reconciliations_total{controller="certificate",outcome="success"}"#;
-        let since = jiff::Timestamp::now();
-        apply(&ns.name, &certificate_yaml("counted", "local-ca", ""))?;
-        wait_certificate(
-            &client,
-            &ns.name,
-            "counted",
-            "Ready",
-            Duration::from_secs(60),
-            is_ready,
+        let writes = writes_of_one_issuance(&client, &ns.name, "local-ca").await?;
+        expect_writes(
+            &writes,
+            &[
+                ("patch", "secrets"),
+                ("patch", "certificates/status"),
+                ("create", "events"),
+            ],
         )
-        .await
-        .with_context(|| operator.log_text())?;
-        // The issuing reconcile and the one its Secret write triggers have both run.
-        wait_for("two Certificate reconciles", Duration::from_secs(30), || async {
-            let (status, body) = operator.get("/metrics").await?;
-            (status == 200 && metric_value(&body, successes).is_some_and(|v| v >= 2.0)).then_some(())
+    })
+}
+
+/// Issuance from a paid CA that issues at once (the SCM simulator without pending collects)
+/// takes five writes: the next-key Secret (created before the order, deleted after the
+/// delivery is recorded — it is what makes a crash safe), the output Secret, one status write
+/// and the `Issued` Event. The order's own status write and `OrderPlaced` Event only happen
+/// when the order has to wait. Exactly one order is placed, and no next-key Secret (a private
+/// key) is left behind — before this test, one was whenever the CA issued at once.
+fn paid_issuance_takes_five_writes() -> Result<()> {
+    block_on(async {
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "paid-writes").await?;
+        let sim = ScmSimulator::start(ScmSimulatorConfig {
+            pending_collects: 0,
+            ..ScmSimulatorConfig::default()
         })
-        .await
-        .with_context(|| operator.log_text())?;
-        let writes: Vec<_> = wait_for(
-            "the issuance's writes in the audit log",
-            Duration::from_secs(30),
-            || async {
-                let writes: Vec<_> = audited_writes(&ns.name, since)
-                    .ok()?
-                    .into_iter()
-                    .filter(|w| {
-                        w.name == "counted"
-                            || w.name.starts_with("counted-")
-                            || w.name.starts_with("counted.")
-                    })
-                    .collect();
-                writes.iter().any(|w| w.resource == "secrets").then_some(writes)
-            },
-        )
         .await?;
-        let describe = || {
-            writes
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
+        scm_issuer(&ns.name, "sectigo", &sim, SCM_PASSWORD)?;
+        let writes = writes_of_one_issuance(&client, &ns.name, "sectigo").await?;
+        expect_writes(
+            &writes,
+            &[
+                ("create", "secrets"),
+                ("patch", "secrets"),
+                ("patch", "certificates/status"),
+                ("delete", "secrets"),
+                ("create", "events"),
+            ],
+        )?;
         ensure!(
-            writes.len() == 3,
-            "{} writes for one ca issuance:\n{}",
-            writes.len(),
-            describe()
+            total_orders(&sim) == 1,
+            "orders: {:?}",
+            sim.stats().orders_per_csr
         );
-        for (verb, resource) in [
-            ("patch", "secrets"),
-            ("patch", "certificates/status"),
-            ("create", "events"),
-        ] {
-            ensure!(
-                writes.iter().any(|w| w.verb == verb && w.resource == resource),
-                "no {verb} {resource}:\n{}",
-                describe()
-            );
-        }
+        // The next-key Secret holds a private key: it must not outlive the issuance.
+        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+            kube::Api::namespaced(client.clone(), &ns.name);
+        ensure!(
+            secrets.get_opt("counted-next-key").await?.is_none(),
+            "the next-key Secret was left behind"
+        );
         Ok(())
     })
+}
+
+/// The operator's API writes for one Certificate `counted` from `issuer` in `namespace`, up to
+/// and including the reconcile its own Secret write triggers.
+async fn writes_of_one_issuance(
+    client: &kube::Client,
+    namespace: &str,
+    issuer: &str,
+) -> Result<Vec<AuditedWrite>> {
+    let dir = work_dir(&format!("{namespace}-operator"))?;
+    let operator = Operator::start(plane(), &dir, "operator", &["--namespace", namespace])?;
+    operator.wait_ready(Duration::from_secs(60)).await?;
+    let successes = r#"pki_operator_reconciliations_total{controller="certificate",outcome="success"}"#;
+    let since = jiff::Timestamp::now();
+    apply(namespace, &certificate_yaml("counted", issuer, ""))?;
+    wait_certificate(
+        client,
+        namespace,
+        "counted",
+        "Ready",
+        Duration::from_secs(60),
+        is_ready,
+    )
+    .await
+    .with_context(|| operator.log_text())?;
+    // The issuing reconcile and the one its Secret write triggers have both run.
+    wait_for("two Certificate reconciles", Duration::from_secs(30), || async {
+        let (status, body) = operator.get("/metrics").await?;
+        (status == 200 && metric_value(&body, successes).is_some_and(|v| v >= 2.0)).then_some(())
+    })
+    .await
+    .with_context(|| operator.log_text())?;
+    // Every write of the issuance has been answered; a write of the test's own, once seen in
+    // the audit log, proves that the log holds everything answered before it.
+    audit_barrier(namespace).await?;
+    Ok(audited_writes(namespace, since)?
+        .into_iter()
+        .filter(|w| w.name == "counted" || w.name.starts_with("counted-") || w.name.starts_with("counted."))
+        .collect())
+}
+
+/// Writes a `ConfigMap` with kubectl and waits until the audit log records it: the writes the
+/// operator made before are in the log by then.
+async fn audit_barrier(namespace: &str) -> Result<()> {
+    let since = jiff::Timestamp::now();
+    apply(
+        namespace,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: audit-barrier}\ndata: {at: now}\n",
+    )?;
+    wait_for(
+        "the barrier in the audit log",
+        Duration::from_secs(30),
+        || async {
+            plane()
+                .audited_writes(namespace, since)
+                .ok()?
+                .iter()
+                .any(|w| w.resource == "configmaps" && w.name == "audit-barrier")
+                .then_some(())
+        },
+    )
+    .await
+}
+
+/// Checks that `writes` are exactly `expected` (verb, resource), in any order.
+fn expect_writes(writes: &[AuditedWrite], expected: &[(&str, &str)]) -> Result<()> {
+    let describe = || {
+        writes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let mut seen: Vec<_> = writes
+        .iter()
+        .map(|w| (w.verb.as_str(), w.resource.as_str()))
+        .collect();
+    let mut wanted = expected.to_vec();
+    seen.sort_unstable();
+    wanted.sort_unstable();
+    ensure!(
+        seen == wanted,
+        "{} writes for one issuance, expected {} ({expected:?}):\n{}",
+        writes.len(),
+        expected.len(),
+        describe()
+    );
+    Ok(())
 }

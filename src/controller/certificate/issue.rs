@@ -1,5 +1,8 @@
 //! Issuing: the pending key persisted before any order, placing or resuming exactly one order, abandoned orders, and collecting.
 
+use std::sync::atomic::Ordering;
+
+use super::Run;
 use super::deliver::{Delivery, deliver};
 use super::error::{Error, backend_error, kube_error};
 use super::plan::IssueReason;
@@ -282,18 +285,21 @@ pub(super) async fn settle_abandoned(cert: &Certificate, ctx: &Context, status: 
 
 /// Obtains the certificate for the pending key: resumes the order in progress for it, or
 /// places exactly one (after looking for one a crash may have left unrecorded), then collects.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn issue(
-    cert: &Certificate,
-    ctx: &Context,
-    spec: &ValidatedCertificate,
-    issuer: &ResolvedIssuer,
+    run: &Run<'_>,
     reason: IssueReason,
     existing_key: Option<PrivateKey>,
     renew_request: Option<String>,
-    outputs: &secret::Outputs<'_>,
     status: &mut CertificateStatus,
 ) -> Result<Action, Error> {
+    let &Run {
+        cert,
+        ctx,
+        spec,
+        issuer,
+        outputs,
+        ..
+    } = run;
     let backend = &issuer.backend;
     // Local signing has no order to lose: the key stays in memory until the Secret is written
     // (a crash only means signing again), saving the next-key Secret's create and delete.
@@ -310,6 +316,7 @@ pub(super) async fn issue(
     request.known_orders = plan::known_orders(status, &issuer.identity, backend.kind().as_str());
     if !local {
         status.next_private_key_secret_name = Some(next_key_secret_name(&cert.name_any()));
+        run.used_next_key.store(true, Ordering::Relaxed);
     }
     // Only a pending order placed through this issuer for this very CSR is resumed; an issued
     // order is finished (resuming it would deliver the old certificate again).
@@ -327,24 +334,29 @@ pub(super) async fn issue(
             && issuer.placed(o)
             && backend.capabilities().contains(crate::backend::Capability::Renew)
     });
-    let order = match (
+    let (order, placed) = match (
         plan::order_step(current.is_some(), pending.fresh, renewable.is_some()),
         current,
     ) {
-        (plan::OrderStep::Resume, Some(order)) => issuer.handle(&order),
+        (plan::OrderStep::Resume, Some(order)) => (issuer.handle(&order), false),
         (step, _) => {
             let handle = order_at_ca(cert, issuer, step, &request, renewable.as_ref()).await?;
             file_order(cert, ctx, issuer, reason, &handle, csr_sha, status).await;
-            if !local {
-                persist_order(cert, ctx, &handle, reason, status).await?;
-            }
-            handle
+            (handle, true)
         }
     };
-    let collected = backend
-        .collect(&order, &pending.csr_der)
-        .await
-        .map_err(backend_error("collect"))?;
+    let collected = backend.collect(&order, &pending.csr_der).await;
+    // A paid order that has to wait (or whose collection failed) is written to status at once:
+    // that write is what resumes it instead of ordering again. One the CA issued at once is
+    // recorded by the delivery's status write instead, saving a write and an Event per
+    // issuance; a crash before that record is the window every enrollment has between the CA's
+    // answer and any write: the next-key Secret keeps the key and the order is found again by
+    // its CSR (`OrderStep::Recover`), and once the output Secret is written its order
+    // annotation records the delivery.
+    if placed && !local && !matches!(collected, Ok(Collected::Issued(_))) {
+        persist_order(cert, ctx, &order, reason, status).await?;
+    }
+    let collected = collected.map_err(backend_error("collect"))?;
     let delivery = (pending.key, renew_request);
     collected_order(
         cert, ctx, spec, issuer, outputs, &order, collected, &delivery, status,
@@ -443,8 +455,8 @@ async fn file_order(
     );
 }
 
-/// Writes a placed order to status at once — this write is what prevents a second paid order —
-/// and says so in an Event.
+/// Writes a placed order that has to wait to status at once — this write is what resumes it
+/// instead of placing a second paid order — and says so in an Event.
 async fn persist_order(
     cert: &Certificate,
     ctx: &Context,

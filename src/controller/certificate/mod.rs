@@ -21,7 +21,13 @@ pub mod policy;
 mod status;
 pub mod validate;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
@@ -178,6 +184,7 @@ pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Ac
         spec: &spec,
         issuer: &issuer,
         outputs: &outputs,
+        used_next_key: AtomicBool::new(false),
     };
     match act(&run, plan, observation, &mut status).await {
         Ok(action) => {
@@ -185,9 +192,9 @@ pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Ac
             // The delivery is recorded now; only then may its key's copy in the next-key
             // Secret go (a crash before this point finds the key in both, and the order
             // annotation on the Secret).
-            if old_status.next_private_key_secret_name.is_some()
-                && status.next_private_key_secret_name.is_none()
-            {
+            let next_key_existed = old_status.next_private_key_secret_name.is_some()
+                || run.used_next_key.load(Ordering::Relaxed);
+            if next_key_existed && status.next_private_key_secret_name.is_none() {
                 discard_pending_key(&cert, &ctx, &mut status).await?;
             }
             Ok(action)
@@ -211,6 +218,9 @@ pub(super) struct Run<'a> {
     spec: &'a ValidatedCertificate,
     issuer: &'a ResolvedIssuer,
     outputs: &'a secret::Outputs<'a>,
+    /// Set when this run's issuance used the next-key Secret: once the status records the
+    /// outcome without it, the Secret is deleted.
+    used_next_key: AtomicBool,
 }
 
 /// Carries out the plan (other than a conflict, handled by the caller).
@@ -220,13 +230,14 @@ async fn act(
     observation: Observation,
     status: &mut CertificateStatus,
 ) -> Result<Action, Error> {
-    let Run {
+    let &Run {
         cert,
         ctx,
         spec,
         issuer,
         outputs,
-    } = *run;
+        ..
+    } = run;
     let Observation {
         secret,
         state,
@@ -272,34 +283,9 @@ async fn act(
                 return Ok(action);
             }
             // The order's certificate is revoked or no longer matches: issue a new one.
-            let reason = IssueReason::Damaged;
-            issue(
-                cert,
-                ctx,
-                spec,
-                issuer,
-                reason,
-                key,
-                renew_request,
-                outputs,
-                status,
-            )
-            .await
+            issue(run, IssueReason::Damaged, key, renew_request, status).await
         }
-        Plan::Issue(reason) => {
-            issue(
-                cert,
-                ctx,
-                spec,
-                issuer,
-                reason,
-                key,
-                renew_request,
-                outputs,
-                status,
-            )
-            .await
-        }
+        Plan::Issue(reason) => issue(run, reason, key, renew_request, status).await,
     }
 }
 
