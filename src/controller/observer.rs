@@ -51,16 +51,24 @@ pub trait ObservedKind:
     }
 }
 
+/// The status accessors, alike for every observed kind (each status has `conditions` and
+/// `observedGeneration`).
+macro_rules! status_of {
+    ($status:ty) => {
+        type Status = $status;
+
+        fn current_status(&self) -> Option<&Self::Status> {
+            self.status.as_ref()
+        }
+
+        fn parts_mut(status: &mut Self::Status) -> (&mut Vec<Condition>, &mut Option<i64>) {
+            (&mut status.conditions, &mut status.observed_generation)
+        }
+    };
+}
+
 impl ObservedKind for DomainValidation {
-    type Status = DomainValidationStatus;
-
-    fn current_status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
-
-    fn parts_mut(status: &mut Self::Status) -> (&mut Vec<Condition>, &mut Option<i64>) {
-        (&mut status.conditions, &mut status.observed_generation)
-    }
+    status_of!(DomainValidationStatus);
 
     fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
         Api::all(client)
@@ -75,15 +83,7 @@ impl ObservedKind for DomainValidation {
 }
 
 impl ObservedKind for DiscoveryTask {
-    type Status = DiscoveryTaskStatus;
-
-    fn current_status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
-
-    fn parts_mut(status: &mut Self::Status) -> (&mut Vec<Condition>, &mut Option<i64>) {
-        (&mut status.conditions, &mut status.observed_generation)
-    }
+    status_of!(DiscoveryTaskStatus);
 
     fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
         Api::namespaced(client, namespace.unwrap_or_default())
@@ -91,15 +91,7 @@ impl ObservedKind for DiscoveryTask {
 }
 
 impl ObservedKind for AlertConfig {
-    type Status = AlertConfigStatus;
-
-    fn current_status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
-
-    fn parts_mut(status: &mut Self::Status) -> (&mut Vec<Condition>, &mut Option<i64>) {
-        (&mut status.conditions, &mut status.observed_generation)
-    }
+    status_of!(AlertConfigStatus);
 
     fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
         Api::all(client)

@@ -315,7 +315,7 @@ fn crash_after_issuance_recovers_by_search() -> Result<()> {
         ensure!(
             logs.contains("recovered an order placed before a restart")
                 && stats.requests.get("listCertificates").is_some_and(|n| *n >= 1),
-            "the certificate was not recovered by search: {:?}",
+            "the certificate was not recovered by search: {:?}\noperator logs:\n{logs}",
             stats.requests
         );
         Ok(())

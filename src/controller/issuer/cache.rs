@@ -492,9 +492,26 @@ mod tests {
         reply.send_response(json(&serde_json::to_value(issuer).unwrap()));
     }
 
+    /// Answers the next request, which must create an Event of `reason` and `type_` about the
+    /// Issuer.
+    async fn answer_event(apiserver: &mut Handle<Request<Body>, Response<Body>>, reason: &str, type_: &str) {
+        let (request, reply) = apiserver.next_request().await.expect("an Event POST");
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(
+            request.uri().path(),
+            "/apis/events.k8s.io/v1/namespaces/team/events"
+        );
+        let body = request.into_body().collect_bytes().await.unwrap();
+        let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(event["reason"], reason, "{event}");
+        assert_eq!(event["type"], type_, "{event}");
+        assert_eq!(event["regarding"]["kind"], "Issuer", "{event}");
+        reply.send_response(json(&event));
+    }
+
     /// The Issuer's check puts the backend it built and checked into the cache (a Certificate
     /// then reuses it after one metadata GET), and a failed check — here the Secret lost its
-    /// key — drops it.
+    /// key — drops it. Each transition of `Ready` is announced in an Event.
     #[tokio::test]
     async fn the_issuer_check_refreshes_the_entry_and_a_failed_check_drops_it() {
         let (service, mut apiserver) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
@@ -511,9 +528,11 @@ mod tests {
             tokio::spawn(async move {
                 answer_secret_get(&mut apiserver, false, "100", Some(&pem)).await;
                 answer_status_patch(&mut apiserver, &issuer).await;
+                answer_event(&mut apiserver, "Checked", "Normal").await;
                 answer_secret_get(&mut apiserver, true, "100", Some(&pem)).await;
                 answer_secret_get(&mut apiserver, false, "101", None).await;
                 answer_status_patch(&mut apiserver, &issuer).await;
+                answer_event(&mut apiserver, "SecretNotFound", "Warning").await;
             })
         };
         super::super::reconcile::<Issuer>(Arc::new(issuer.clone()), ctx.clone())

@@ -16,7 +16,7 @@ use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time
 use kube::{
     Api, Client, Resource, ResourceExt,
     core::{DeserializeGuard, PartialObjectMeta},
-    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
+    runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef, watcher},
 };
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -168,16 +168,23 @@ pub trait IssuerObject:
     fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
 }
 
+/// The view of either spec type: both have the same backend and policy fields.
+macro_rules! spec_view {
+    ($spec:expr) => {
+        IssuerSpecView {
+            scm: $spec.scm.as_ref(),
+            nexus: $spec.nexus.as_ref(),
+            ca: $spec.ca.as_ref(),
+            policy: $spec.policy.as_ref(),
+        }
+    };
+}
+
 impl IssuerObject for Issuer {
     const KIND: IssuerKind = IssuerKind::Issuer;
 
     fn spec_view(&self) -> IssuerSpecView<'_> {
-        IssuerSpecView {
-            scm: self.spec.scm.as_ref(),
-            nexus: self.spec.nexus.as_ref(),
-            ca: self.spec.ca.as_ref(),
-            policy: self.spec.policy(),
-        }
+        spec_view!(self.spec)
     }
 
     fn issuer_status(&self) -> Option<&IssuerStatus> {
@@ -197,12 +204,7 @@ impl IssuerObject for ClusterIssuer {
     const KIND: IssuerKind = IssuerKind::ClusterIssuer;
 
     fn spec_view(&self) -> IssuerSpecView<'_> {
-        IssuerSpecView {
-            scm: self.spec.scm.as_ref(),
-            nexus: self.spec.nexus.as_ref(),
-            ca: self.spec.ca.as_ref(),
-            policy: self.spec.policy(),
-        }
+        spec_view!(self.spec)
     }
 
     fn issuer_status(&self) -> Option<&IssuerStatus> {
@@ -362,8 +364,32 @@ pub async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Re
         super::status::write(&api, &issuer.name_any(), &status)
             .await
             .map_err(IssuerError::UpdateStatus)?;
+        announce_transition(&ctx, issuer.as_ref(), &status).await;
     }
     Ok(Action::requeue(if ready { RECHECK } else { RETRY }))
+}
+
+/// An Event when the issuer's `Ready` condition changed status or reason (`kubectl describe`
+/// then tells when an issuer broke and recovered); none while it stays the same.
+async fn announce_transition<K: IssuerObject>(ctx: &Context, issuer: &K, new: &IssuerStatus) {
+    let ready = |status: Option<&IssuerStatus>| {
+        status
+            .and_then(|s| conditions::get(&s.conditions, "Ready"))
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let Some((now, reason, message)) = ready(Some(new)) else {
+        return;
+    };
+    let before = ready(issuer.issuer_status()).map(|(status, reason, _)| (status, reason));
+    if before == Some((now.clone(), reason.clone())) {
+        return;
+    }
+    let type_ = if now == "True" {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    super::events::publish(&ctx.recorder, issuer, type_, &reason, &message).await;
 }
 
 #[cfg(test)]
