@@ -30,7 +30,7 @@ where
     Ok(())
 }
 
-/// [`write`]s `new` when it differs from `old`; returns whether a write happened.
+/// [`write()`]s `new` when it differs from `old`; returns whether a write happened.
 pub async fn write_if_changed<K, S>(api: &Api<K>, name: &str, old: &S, new: &S) -> Result<bool, kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,

@@ -1,6 +1,7 @@
 //! Issuer and ClusterIssuer behind one abstraction ([`IssuerObject`]): one reconcile, one watch
 //! wiring, one backend builder ([`build`]), one backend cache ([`cache`]) and one resolver
-//! ([`resolve`]) serve both kinds — they differ only in scope and in where their Secrets live.
+//! ([`resolve`](mod@resolve)) serve both kinds — they differ only in scope and in where their
+//! Secrets live.
 //!
 //! The reconcile builds the backend from the spec and its Secrets, proves it works with a cheap
 //! authenticated call, lists the trust anchors with the CA-certificate validation codes, and
