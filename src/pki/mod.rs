@@ -2,10 +2,10 @@
 //! and checks of issued certificates before they are written anywhere.
 //!
 //! Two X.509 parsers, on purpose, each where the other cannot serve:
-//! - RustCrypto's `x509-cert` where CMS is involved: the only maintained CMS implementation
-//!   (`cms`) reads the PKCS#7 collections SCM and InCommon return ([`chain`]) and builds the
-//!   SignedData Nexus requires of caller-signed requests, and both speak `x509-cert` types, so
-//!   the chain assembled from them stays in those types.
+//! - `x509-cert` (from the `RustCrypto` project) where CMS is involved: the only maintained CMS
+//!   implementation (`cms`) reads the PKCS#7 collections SCM and InCommon return ([`chain`])
+//!   and builds the `SignedData` Nexus requires of caller-signed requests; both speak
+//!   `x509-cert` types, so the chain assembled from them stays in those types.
 //! - `x509-parser` for inspecting and verifying ([`inspect`], [`csr`], [`trust_anchor`], the
 //!   `ca` backend): it verifies signatures (its `verify` feature) and is what `rcgen` loads a CA
 //!   certificate with; `x509-cert` verifies nothing.

@@ -28,6 +28,7 @@
 //!   `numberServers`/`serverType`, and revoke bodies with only `reason` (spec §5).
 
 pub mod client;
+pub mod dcv;
 mod model;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
