@@ -52,6 +52,17 @@ pub struct Config {
     #[arg(long, env = "PKI_OPERATOR_ADMIN_ADDRESS", default_value = "0.0.0.0:8080")]
     pub admin_address: SocketAddr,
 
+    /// Address of the HTTP domain validation solver (`/.well-known/pki-validation/<file>`),
+    /// served on every replica.
+    #[arg(long, env = "PKI_OPERATOR_SOLVER_ADDRESS", default_value = "0.0.0.0:8089")]
+    pub solver_address: SocketAddr,
+
+    /// Where the HTTP(S) self-check of a domain validation connects instead of the domain's own
+    /// address: for networks where the operator cannot reach the domain's public address (e.g.
+    /// the Ingress controller's Service), and for tests.
+    #[arg(long, env = "PKI_OPERATOR_DCV_HTTP_SELF_CHECK_ADDRESS")]
+    pub dcv_http_self_check_address: Option<SocketAddr>,
+
     /// Run only while holding the leader Lease, so several replicas can run for availability.
     #[arg(long, env = "PKI_OPERATOR_LEADER_ELECTION", action = ArgAction::Set, default_value_t = false)]
     pub leader_election: bool,

@@ -21,6 +21,7 @@ pub mod leader;
 pub mod metrics;
 pub mod pki;
 pub mod secret;
+pub mod solver;
 pub mod startup;
 pub mod telemetry;
 

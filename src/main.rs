@@ -17,7 +17,7 @@ use pki_operator::{
     controller::{self, Context, WatchScope},
     leader::{LeaderElector, LeaseSettings},
     metrics::Metrics,
-    startup, telemetry,
+    solver, startup, telemetry,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +54,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await?;
     let admin = tokio::spawn(admin);
+    // Every replica answers HTTP challenges: the route to the operator may reach any pod.
+    let solver = solver::http::serve(
+        config.solver_address,
+        client.clone(),
+        shutdown.clone().cancelled_owned(),
+    )
+    .await?;
+    let solver = tokio::spawn(solver);
 
     startup::check_crds_installed(&client).await?;
 
@@ -97,6 +105,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         max_concurrent_reconciles: config.max_concurrent_reconciles,
         issuer_secret_label: config.issuer_secret_label.clone(),
         backends: controller::issuer::cache::BackendCache::default(),
+        dcv_self_check: controller::domain_validation::self_check::SelfCheckSettings {
+            http_address: config.dcv_http_self_check_address,
+        },
     });
     let scope = WatchScope {
         namespace: config.namespace.clone(),
@@ -122,6 +133,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("admin server task")?
         .context("admin server")?;
+    solver.await.context("HTTP solver task")?.context("HTTP solver")?;
     tracing::info!("shut down");
     result
 }

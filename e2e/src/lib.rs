@@ -383,6 +383,8 @@ pub struct Operator {
     child: Child,
     /// Admin server address (`127.0.0.1:<port>`).
     pub admin: String,
+    /// `host:port` of the HTTP domain validation solver.
+    pub solver: String,
     /// Combined stdout/stderr log file.
     pub log: PathBuf,
 }
@@ -403,6 +405,7 @@ impl Operator {
             );
         }
         let admin = format!("127.0.0.1:{}", free_port()?);
+        let solver = format!("127.0.0.1:{}", free_port()?);
         let log = dir.join(format!("{name}.log"));
         let file = fs::File::create(&log)?;
         let child = Command::new(binary)
@@ -411,6 +414,8 @@ impl Operator {
             .args([
                 "--admin-address",
                 &admin,
+                "--solver-address",
+                &solver,
                 "--log-level",
                 "info,pki_operator=debug",
             ])
@@ -419,7 +424,12 @@ impl Operator {
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()?;
-        Ok(Self { child, admin, log })
+        Ok(Self {
+            child,
+            admin,
+            solver,
+            log,
+        })
     }
 
     /// The process id.

@@ -148,6 +148,21 @@ pub fn reconcile(error: &Error) -> Classification {
         Error::Certificate(e) => certificate(e),
         Error::Issuer(e) => issuer(e),
         Error::UpdateStatus { source, .. } => kube(source),
+        Error::DomainValidation(e) => domain_validation(e),
+    }
+}
+
+/// A failed DomainValidation reconcile: only failures that may pass reach the runner (the rest
+/// are reasons in status), so the CA's or the apiserver's verdict decides.
+pub fn domain_validation(error: &crate::controller::domain_validation::Error) -> Classification {
+    use crate::controller::domain_validation::Error;
+    match error {
+        Error::Dcv { source, .. } => Classification {
+            reason: source.reason(),
+            transient: source.is_transient(),
+            retry_after: source.retry_after(),
+        },
+        Error::UpdateStatus { source, .. } => kube(source),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The controllers, one per kind, and the loop that runs them until shutdown.
 //!
-//! Certificate, Issuer and ClusterIssuer have their reconcilers ([`certificate`], [`issuer`]).
-//! DomainValidation, DiscoveryTask and AlertConfig are still *observers* ([`observer`]): they
+//! Certificate, Issuer, ClusterIssuer and DomainValidation have their reconcilers
+//! ([`certificate`], [`issuer`], [`domain_validation`]). DiscoveryTask and AlertConfig are still
+//! *observers* ([`observer`]): they
 //! watch their kind and say in status that nothing is done yet (`Ready=False NotImplemented`,
 //! or why their issuer cannot serve them) until their reconcilers land. The wiring here (watch
 //! scope, readiness after cache sync, graceful shutdown, error isolation with
@@ -11,6 +12,7 @@
 pub mod backoff;
 pub mod certificate;
 pub mod conditions;
+pub mod domain_validation;
 pub mod errors;
 pub mod events;
 pub mod finalizer;
@@ -56,6 +58,8 @@ pub struct Context {
     pub issuer_secret_label: Option<crate::config::LabelRequirement>,
     /// Built backends, reused across reconciles while their issuer and Secrets are unchanged.
     pub backends: issuer::cache::BackendCache,
+    /// Where domain validation self-checks connect.
+    pub dcv_self_check: domain_validation::self_check::SelfCheckSettings,
 }
 
 /// Why a reconcile run failed.
@@ -76,6 +80,9 @@ pub enum Error {
     /// The Issuer reconciler failed.
     #[error(transparent)]
     Issuer(#[from] issuer::IssuerError),
+    /// The DomainValidation reconciler failed.
+    #[error(transparent)]
+    DomainValidation(#[from] domain_validation::Error),
     /// Writing the status of an observed kind failed.
     #[error("cannot update the status of {object}")]
     UpdateStatus {
@@ -163,7 +170,7 @@ pub async fn run(ctx: Arc<Context>, scope: &WatchScope, readiness: Readiness, sh
             controller_for(Api::all(client.clone())),
             &ctx,
             &shutdown,
-            observer::reconcile::<v1alpha1::DomainValidation>,
+            domain_validation::reconcile,
         ),
         runner_with::<v1alpha1::DiscoveryTask, _, _>(
             "discovery_task",
@@ -430,6 +437,7 @@ mod tests {
             max_concurrent_reconciles: 1,
             issuer_secret_label: None,
             backends: issuer::cache::BackendCache::default(),
+            dcv_self_check: domain_validation::self_check::SelfCheckSettings::default(),
         })
     }
 

@@ -1,8 +1,8 @@
-//! The kinds whose controllers have not landed yet (DomainValidation, DiscoveryTask,
-//! AlertConfig): watched and answered on the shared machinery — status written by server-side
-//! apply, `Ready=False` with a reason a user can act on — so an applied object never looks as if
-//! it were being acted on. A DomainValidation's issuer is resolved through the shared resolver
-//! (its `ClusterScopedIssuerRef`) and must declare the capability, before anything else.
+//! The kinds whose controllers have not landed yet (DiscoveryTask, AlertConfig): watched and
+//! answered on the shared machinery — status written by server-side apply, `Ready=False` with a
+//! reason a user can act on — so an applied object never looks as if it were being acted on. A
+//! kind that names an issuer has it resolved through the shared resolver and checked for the
+//! capability it will need ([`ObservedKind::issuer_need`]), before anything else.
 
 use std::{fmt::Debug, sync::Arc, time::Duration};
 
@@ -17,8 +17,7 @@ use super::{
 use crate::{
     backend::{CaBackend as _, Capability},
     crd::v1alpha1::{
-        AlertConfig, DiscoveryTask, DomainValidation, alert_config::AlertConfigStatus,
-        discovery_task::DiscoveryTaskStatus, domain_validation::DomainValidationStatus,
+        AlertConfig, DiscoveryTask, alert_config::AlertConfigStatus, discovery_task::DiscoveryTaskStatus,
     },
 };
 
@@ -65,21 +64,6 @@ macro_rules! status_of {
             (&mut status.conditions, &mut status.observed_generation)
         }
     };
-}
-
-impl ObservedKind for DomainValidation {
-    status_of!(DomainValidationStatus);
-
-    fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
-        Api::all(client)
-    }
-
-    fn issuer_need(&self) -> Option<(IssuerTarget, Capability)> {
-        Some((
-            IssuerTarget::from_cluster_scoped(&self.spec.issuer_ref),
-            Capability::DomainValidation,
-        ))
-    }
 }
 
 impl ObservedKind for DiscoveryTask {

@@ -90,6 +90,31 @@ fn normalize(value: &str) -> String {
     value.trim().to_ascii_uppercase().replace([' ', '-'], "_")
 }
 
+impl ValidationStatus {
+    /// The value as SCM spells it (`NOT_VALIDATED`, ...), or as it was sent.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::NotValidated => "NOT_VALIDATED",
+            Self::Validated => "VALIDATED",
+            Self::Expired => "EXPIRED",
+            Self::Other(other) => other,
+        }
+    }
+}
+
+impl OrderStatus {
+    /// The value as SCM spells it (`NOT_INITIATED`, ...), or as it was sent.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::NotInitiated => "NOT_INITIATED",
+            Self::AwaitingSubmission => "AWAITING_SUBMISSION",
+            Self::Submitted => "SUBMITTED",
+            Self::Rejected => "REJECTED",
+            Self::Other(other) => other,
+        }
+    }
+}
+
 impl From<&str> for ValidationStatus {
     fn from(value: &str) -> Self {
         match normalize(value).as_str() {
@@ -333,6 +358,14 @@ impl DcvError {
             Self::NotHighLevelDomain { .. } => "NotHighLevelDomain",
             Self::OrderState { .. } => "DcvOrderConflict",
             Self::Backend(error) => error.category(),
+        }
+    }
+
+    /// How long the CA asked us to wait, when it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Backend(error) => error.retry_after(),
+            _ => None,
         }
     }
 

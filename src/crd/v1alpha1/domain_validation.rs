@@ -68,6 +68,19 @@ pub struct DomainValidationSpec {
     pub revalidate_before: Option<String>,
 }
 
+impl DcvMethod {
+    /// The method as written in the spec (`HTTP`, `CNAME`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HTTP => "HTTP",
+            Self::HTTPS => "HTTPS",
+            Self::CNAME => "CNAME",
+            Self::TXT => "TXT",
+            Self::EMAIL => "EMAIL",
+        }
+    }
+}
+
 /// Domain control validation method (SCM `dcvMode`).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[allow(clippy::upper_case_acronyms)] // the CA's own spelling of the methods
@@ -234,9 +247,18 @@ pub struct DcvChallenge {
     /// CNAME: record target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cname_point: Option<String>,
-    /// TXT: record value.
+    /// TXT: record name (`_pki-validation.<domain>.`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txt_host: Option<String>,
+    /// TXT: record value, exactly these characters as one TXT string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub txt_value: Option<String>,
+    /// EMAIL: the address the validation mail was sent to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// EMAIL: the CA's reference number of the mail order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_reference: Option<String>,
     /// EMAIL: addresses the CA accepts for the domain.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]

@@ -1,0 +1,483 @@
+//! The DomainValidation controller: proves control of a domain to SCM and keeps it proven.
+//!
+//! Each reconcile reads the CA's DCV state (`POST /api/dcv/v2/validation/status`, the source of
+//! truth), lets the pure [`plan`] decide, and takes at most one step that changes the CA's order
+//! (start, submit, clear), then requeues: a crash between steps leaves nothing the next read of
+//! the status does not show. A challenge is published through `status.challenge` (which the HTTP
+//! solver on every replica serves from) and checked by the operator itself before it is
+//! submitted.
+
+pub mod plan;
+pub mod self_check;
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{Api, ResourceExt as _, runtime::controller::Action};
+
+use self::plan::{Facts, Step};
+use super::{
+    Context, conditions, errors,
+    issuer::{IssuerTarget, resolve},
+};
+use crate::{
+    backend::{
+        Backend, CaBackend as _, Capability,
+        scm::{
+            ScmBackend,
+            dcv::{self, Challenge, DcvError, DcvState, ValidationStatus},
+        },
+    },
+    crd::v1alpha1::{
+        DomainValidation,
+        domain_validation::{DcvChallenge, DcvMethod as SpecMethod, DomainValidationStatus},
+    },
+};
+
+/// Default `revalidateBefore`: 30 days.
+const DEFAULT_REVALIDATE_BEFORE: Duration = Duration::from_secs(30 * 86_400);
+/// How soon the next step follows a step that changed the CA's order.
+const NEXT_STEP: Duration = Duration::from_secs(2);
+/// How soon a self-check that failed is tried again.
+const SELF_CHECK_RETRY: Duration = Duration::from_secs(10);
+/// How soon an object whose issuer or domain cannot be used looks again (nothing it waits for
+/// — an issuer becoming Ready, a domain created in SCM — is watched).
+const BLOCKED_RETRY: Duration = Duration::from_secs(60);
+/// The longest a validated domain goes without its status being read again.
+const MAX_IDLE: Duration = Duration::from_secs(12 * 3600);
+
+/// Why a DomainValidation reconcile failed (what is not recorded in status as a reason).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A DCV call failed in a way that may pass; retried with backoff.
+    #[error("DomainValidation {name}")]
+    Dcv {
+        /// The object.
+        name: String,
+        /// Cause.
+        #[source]
+        source: DcvError,
+    },
+    /// Writing status failed.
+    #[error("cannot update the status of DomainValidation {name}")]
+    UpdateStatus {
+        /// The object.
+        name: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// The backend's method for the spec's.
+fn method(spec: SpecMethod) -> dcv::DcvMethod {
+    match spec {
+        SpecMethod::HTTP => dcv::DcvMethod::Http,
+        SpecMethod::HTTPS => dcv::DcvMethod::Https,
+        SpecMethod::CNAME => dcv::DcvMethod::Cname,
+        SpecMethod::TXT => dcv::DcvMethod::Txt,
+        SpecMethod::EMAIL => dcv::DcvMethod::Email,
+    }
+}
+
+fn time(at: jiff::Timestamp) -> Time {
+    Time(at)
+}
+
+/// The status's picture of `challenge`.
+fn challenge_status(challenge: &Challenge, allowed_emails: Vec<String>) -> DcvChallenge {
+    let mut status = DcvChallenge {
+        allowed_emails,
+        ..DcvChallenge::default()
+    };
+    match challenge {
+        Challenge::File { url, content, .. } => {
+            status.file_url = Some(url.clone());
+            status.file_content = Some(content.clone());
+        }
+        Challenge::Cname { host, point } => {
+            status.cname_host = Some(host.clone());
+            status.cname_point = Some(point.clone());
+        }
+        Challenge::Txt { host, value } => {
+            status.txt_host = Some(host.clone());
+            status.txt_value = Some(value.clone());
+        }
+        Challenge::Email { email, reference } => {
+            status.email.clone_from(email);
+            status.email_reference.clone_from(reference);
+        }
+    }
+    status
+}
+
+/// Records the CA's state in status (validation, order, dates).
+fn record_state(status: &mut DomainValidationStatus, state: &DcvState) {
+    status.validation_status = Some(state.status.as_str().to_owned());
+    status.order_status = Some(state.order_status.as_str().to_owned());
+    status.validated_at = state.validation_date.map(|d| time(plan::start_of(d)));
+    status.expires_at = state.expiration_date.map(|d| time(plan::start_of(d)));
+}
+
+/// Reconciles one DomainValidation.
+pub async fn reconcile(dv: Arc<DomainValidation>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = dv.name_any();
+    let generation = dv.metadata.generation;
+    let old = dv.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    status.observed_generation = generation;
+    let outcome = step(&dv, &ctx, &mut status).await;
+    let (action, error) = match outcome {
+        Ok(Outcome {
+            ready,
+            reason,
+            message,
+            next,
+            scheduled,
+        }) => {
+            conditions::set(
+                &mut status.conditions,
+                "Ready",
+                ready,
+                reason,
+                message,
+                generation,
+            );
+            status.next_check_time = scheduled.map(time);
+            (Action::requeue(next), None)
+        }
+        Err(error) => {
+            conditions::set(
+                &mut status.conditions,
+                "Ready",
+                false,
+                error.reason(),
+                error.to_string(),
+                generation,
+            );
+            (Action::await_change(), Some(error))
+        }
+    };
+    let api: Api<DomainValidation> = Api::all(ctx.client.clone());
+    super::status::write_if_changed(&api, &name, &old, &status)
+        .await
+        .map_err(|source| Error::UpdateStatus {
+            name: name.clone(),
+            source,
+        })?;
+    match error {
+        Some(source) => Err(Error::Dcv { name, source }),
+        None => Ok(action),
+    }
+}
+
+/// What a reconcile concluded, for the `Ready` condition and the requeue.
+struct Outcome {
+    ready: bool,
+    reason: &'static str,
+    message: String,
+    next: Duration,
+    /// The scheduled look at the CA's state shown in `status.nextCheckTime`: a submitted
+    /// order's poll or the revalidation time. Retries and short steps show none, so waiting
+    /// costs no status write per retry.
+    scheduled: Option<jiff::Timestamp>,
+}
+
+impl Outcome {
+    fn not_ready(reason: &'static str, message: impl Into<String>, next: Duration) -> Self {
+        Self {
+            ready: false,
+            reason,
+            message: message.into(),
+            next,
+            scheduled: None,
+        }
+    }
+}
+
+/// The step of one reconcile; transient CA failures are returned for the backoff.
+async fn step(
+    dv: &DomainValidation,
+    ctx: &Context,
+    status: &mut DomainValidationStatus,
+) -> Result<Outcome, DcvError> {
+    let domain = dv.spec.domain.as_str();
+    let target = IssuerTarget::from_cluster_scoped(&dv.spec.issuer_ref);
+    let issuer = match resolve(ctx, &target, None).await {
+        Ok(issuer) => issuer,
+        Err(unusable) => {
+            return Ok(Outcome::not_ready(
+                "IssuerNotReady",
+                errors::error_chain(&unusable),
+                BLOCKED_RETRY,
+            ));
+        }
+    };
+    let backend = &issuer.backend;
+    let scm = match (
+        backend
+            .capabilities()
+            .require(backend.kind(), Capability::DomainValidation.into()),
+        backend.as_ref(),
+    ) {
+        (Ok(()), Backend::Scm(scm)) => scm,
+        (Err(unsupported), _) => {
+            return Ok(Outcome::not_ready(
+                "Unsupported",
+                format!("{target}: {unsupported}"),
+                BLOCKED_RETRY,
+            ));
+        }
+        (Ok(()), _) => {
+            return Ok(Outcome::not_ready(
+                "Unsupported",
+                format!("{target}: only SCM issuers validate domains"),
+                BLOCKED_RETRY,
+            ));
+        }
+    };
+    let state = match scm.dcv_status(domain).await {
+        Ok(state) => state,
+        Err(error) if error.is_transient() => return Err(error),
+        Err(error) => return Ok(blocked(&error)),
+    };
+    record_state(status, &state);
+    let revalidate_before = dv
+        .spec
+        .revalidate_before
+        .as_deref()
+        .and_then(|text| super::certificate::validate::parse_duration(text).ok())
+        .unwrap_or(DEFAULT_REVALIDATE_BEFORE);
+    let now = jiff::Timestamp::now();
+    let method = method(dv.spec.method);
+    let step = plan::plan(&Facts {
+        state: &state,
+        method,
+        now,
+        revalidate_before,
+    });
+    tracing::debug!(domain, ?step, "domain validation step");
+    let result = act(dv, ctx, scm, &state, step, now, status).await;
+    match result {
+        Err(error) if !error.is_transient() => Ok(blocked(&error)),
+        other => other,
+    }
+}
+
+/// `Ready=False` for a DCV error that waits for someone to act (the domain in SCM, the account).
+fn blocked(error: &DcvError) -> Outcome {
+    Outcome::not_ready(error.reason(), error.to_string(), BLOCKED_RETRY)
+}
+
+fn wait_until(at: jiff::Timestamp, now: jiff::Timestamp) -> Duration {
+    Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
+}
+
+/// Carries out `step`: at most one call that changes the CA's order.
+async fn act(
+    dv: &DomainValidation,
+    ctx: &Context,
+    scm: &ScmBackend,
+    state: &DcvState,
+    step: Step,
+    now: jiff::Timestamp,
+    status: &mut DomainValidationStatus,
+) -> Result<Outcome, DcvError> {
+    let domain = dv.spec.domain.as_str();
+    match step {
+        Step::Valid { revalidate_at } => {
+            // Done: the challenge is no longer needed, so nothing serves or shows it any more.
+            status.challenge = None;
+            let expires = state
+                .expiration_date
+                .map_or_else(|| "unknown".to_owned(), |d| d.to_string());
+            Ok(Outcome {
+                ready: true,
+                reason: "Validated",
+                message: format!(
+                    "{domain} is validated at the CA until {expires}; revalidation starts at {revalidate_at}"
+                ),
+                next: wait_until(revalidate_at, now).clamp(plan::MIN_POLL, MAX_IDLE),
+                scheduled: Some(revalidate_at),
+            })
+        }
+        Step::Follow { poll_at, challenge } => {
+            Ok(follow(dv, state, poll_at, challenge.as_ref(), now, status))
+        }
+        Step::Clear => {
+            scm.dcv_clear(domain).await?;
+            Ok(Outcome::not_ready(
+                "OrderLapsed",
+                format!("the DCV order for {domain} lapsed without success; it was cleared and starts again"),
+                NEXT_STEP,
+            ))
+        }
+        Step::Start => {
+            check_domain(scm, domain).await?;
+            let challenge = scm.dcv_start(domain, method(dv.spec.method)).await?;
+            status.challenge = Some(challenge_status(&challenge, Vec::new()));
+            Ok(Outcome::not_ready(
+                "ChallengeIssued",
+                format!(
+                    "the CA issued the {} challenge; publishing it",
+                    dv.spec.method.as_str()
+                ),
+                NEXT_STEP,
+            ))
+        }
+        Step::PublishAndSubmit(challenge) => publish_and_submit(dv, ctx, scm, &challenge, status).await,
+        Step::SubmitTxt => {
+            check_domain(scm, domain).await?;
+            let submitted = scm.dcv_submit(domain, dcv::DcvMethod::Txt, None).await?;
+            if let Some(challenge) = &submitted.challenge {
+                status.challenge = Some(challenge_status(challenge, Vec::new()));
+            }
+            Ok(Outcome::not_ready(
+                "Submitted",
+                "TXT order submitted; publish the record in status.challenge",
+                NEXT_STEP,
+            ))
+        }
+        Step::SubmitEmail => submit_email(dv, scm, status).await,
+    }
+}
+
+/// Following a submitted order: keep our challenge published and say what is awaited.
+fn follow(
+    dv: &DomainValidation,
+    state: &DcvState,
+    poll_at: jiff::Timestamp,
+    challenge: Option<&Challenge>,
+    now: jiff::Timestamp,
+    status: &mut DomainValidationStatus,
+) -> Outcome {
+    if let Some(challenge) = challenge {
+        let allowed = status
+            .challenge
+            .as_ref()
+            .map(|c| c.allowed_emails.clone())
+            .unwrap_or_default();
+        status.challenge = Some(challenge_status(challenge, allowed));
+    }
+    let message = match (challenge, &state.next_check) {
+        (Some(Challenge::Email { email, .. }), _) => format!(
+            "a validation mail was sent to {}; a person must follow its link; checking again at {poll_at}",
+            email
+                .as_deref()
+                .or(dv.spec.email.as_deref())
+                .unwrap_or("an approver address")
+        ),
+        (_, Some(next_check)) => format!(
+            "order {} submitted; the CA checks next at {next_check}; reading its result at {poll_at}",
+            state.order_backend_id.as_deref().unwrap_or("(no id)")
+        ),
+        _ => format!("a DCV order is submitted; reading its result at {poll_at}"),
+    };
+    // A revalidation in flight: the domain is still validated until its expiry.
+    let validated = state.status == ValidationStatus::Validated;
+    Outcome {
+        ready: validated,
+        reason: if validated { "Revalidating" } else { "Submitted" },
+        message,
+        next: wait_until(poll_at, now),
+        scheduled: Some(poll_at),
+    }
+}
+
+/// The challenge goes to status first (the solvers publish from there), is checked by the
+/// operator itself, and only then submitted.
+async fn publish_and_submit(
+    dv: &DomainValidation,
+    ctx: &Context,
+    scm: &ScmBackend,
+    challenge: &Challenge,
+    status: &mut DomainValidationStatus,
+) -> Result<Outcome, DcvError> {
+    let published = challenge_status(challenge, Vec::new());
+    if status.challenge.as_ref() != Some(&published) {
+        status.challenge = Some(published);
+        return Ok(Outcome::not_ready(
+            "ChallengeIssued",
+            "publishing the challenge",
+            NEXT_STEP,
+        ));
+    }
+    if let Err(why) = self_check::check(ctx, dv, challenge).await {
+        return Ok(Outcome::not_ready(
+            "ChallengeNotReachable",
+            format!("the challenge is not answered yet, so it is not submitted: {why}"),
+            SELF_CHECK_RETRY,
+        ));
+    }
+    let submitted = scm
+        .dcv_submit(&dv.spec.domain, method(dv.spec.method), None)
+        .await?;
+    Ok(Outcome::not_ready(
+        "Submitted",
+        format!(
+            "the challenge answers; order {} submitted",
+            submitted.order_backend_id.as_deref().unwrap_or("(no id)")
+        ),
+        NEXT_STEP,
+    ))
+}
+
+/// EMAIL: the allowed addresses go to status; the order is submitted only to `spec.email`, and
+/// only when the CA allows it.
+async fn submit_email(
+    dv: &DomainValidation,
+    scm: &ScmBackend,
+    status: &mut DomainValidationStatus,
+) -> Result<Outcome, DcvError> {
+    let domain = dv.spec.domain.as_str();
+    check_domain(scm, domain).await?;
+    let allowed = scm.dcv_approver_emails(domain).await?.emails;
+    let wanted = dv.spec.email.clone().unwrap_or_default();
+    let mut shown = DcvChallenge {
+        allowed_emails: allowed.iter().take(32).cloned().collect(),
+        ..DcvChallenge::default()
+    };
+    if !allowed.iter().any(|a| a.eq_ignore_ascii_case(&wanted)) {
+        status.challenge = Some(shown);
+        return Ok(Outcome::not_ready(
+            "EmailNotAllowed",
+            format!(
+                "the CA does not send validation mail for {domain} to {wanted}; set spec.email to one of: {}",
+                allowed.join(", ")
+            ),
+            BLOCKED_RETRY,
+        ));
+    }
+    let submitted = scm
+        .dcv_submit(domain, dcv::DcvMethod::Email, Some(&wanted))
+        .await?;
+    if let Some(Challenge::Email { email, reference }) = submitted.challenge {
+        shown.email = email;
+        shown.email_reference = reference;
+    }
+    status.challenge = Some(shown);
+    Ok(Outcome::not_ready(
+        "WaitingForEmail",
+        format!("a validation mail was sent to {wanted}; a person must follow its link"),
+        NEXT_STEP,
+    ))
+}
+
+/// Before placing an order: the domain exists in SCM, is active, and DCV is enabled for it.
+async fn check_domain(scm: &ScmBackend, domain: &str) -> Result<(), DcvError> {
+    let Some(details) = scm.find_domain(domain).await? else {
+        return Err(DcvError::DomainNotFound {
+            domain: domain.to_owned(),
+        });
+    };
+    if !details.is_active() {
+        return Err(DcvError::DomainInactive {
+            domain: domain.to_owned(),
+        });
+    }
+    if details.validation_status.is_none() {
+        // §5.3: `validationStatus` is "shown only if DCV is enabled".
+        return Err(DcvError::DcvNotEnabled);
+    }
+    Ok(())
+}
