@@ -199,8 +199,9 @@ pub async fn run(ctx: Arc<Context>, scope: &WatchScope, readiness: Readiness, sh
     tokio::join!(mark_ready, futures::future::join_all(loops));
 }
 
-/// The Certificate controller's watches: its kind, plus Issuers and ClusterIssuers, so a
-/// Certificate waiting for its issuer moves on as soon as the issuer turns Ready.
+/// The Certificate controller's watches: its kind, plus Issuers, ClusterIssuers and
+/// DomainValidations, so a Certificate waiting for its issuer or its domain moves on as soon as
+/// that turns Ready.
 fn certificate_controller(
     client: &Client,
     scope: &WatchScope,
@@ -208,6 +209,7 @@ fn certificate_controller(
     let controller = controller_for::<v1alpha1::Certificate>(scope.namespaced(client));
     let by_issuer = certificates_referencing::<v1alpha1::Issuer>(controller.store());
     let by_cluster_issuer = certificates_referencing::<v1alpha1::ClusterIssuer>(controller.store());
+    let by_domain = certificates_under_domain(controller.store());
     controller
         .watches(
             scope.namespaced::<DeserializeGuard<v1alpha1::Issuer>>(client),
@@ -219,6 +221,41 @@ fn certificate_controller(
             watcher::Config::default(),
             by_cluster_issuer,
         )
+        .watches(
+            Api::<DeserializeGuard<v1alpha1::DomainValidation>>::all(client.clone()),
+            watcher::Config::default(),
+            by_domain,
+        )
+}
+
+/// Maps a DomainValidation to the cached Certificates with a name under its domain, so a
+/// Certificate waiting for the domain (`DomainNotValidated`) moves on once it validates.
+fn certificates_under_domain(
+    certificates: Store<DeserializeGuard<v1alpha1::Certificate>>,
+) -> impl Fn(
+    DeserializeGuard<v1alpha1::DomainValidation>,
+) -> Vec<ObjectRef<DeserializeGuard<v1alpha1::Certificate>>>
++ Send
++ Sync
++ 'static {
+    move |changed| {
+        let Ok(changed) = changed.0 else {
+            return Vec::new();
+        };
+        certificates
+            .state()
+            .into_iter()
+            .filter(|guard| {
+                guard.0.as_ref().is_ok_and(|cert| {
+                    cert.spec
+                        .dns_names
+                        .iter()
+                        .any(|name| domain_validation::covers(&changed.spec.domain, name))
+                })
+            })
+            .map(|guard| ObjectRef::from_obj(guard.as_ref()))
+            .collect()
+    }
 }
 
 /// Maps an issuer of kind `K` to the cached Certificates whose `issuerRef` names it.

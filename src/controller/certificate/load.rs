@@ -141,8 +141,16 @@ pub(super) async fn admit(
             return Ok(Admission::Stop(Action::requeue(ISSUER_WAIT)));
         }
     };
-    if let Some((reason, message)) = refused_by_issuer(&issuer, &namespace, &spec) {
-        let issuing = "no order is placed while the issuer refuses the request";
+    let refusal = match refused_by_issuer(&issuer, &namespace, &spec) {
+        Some(refusal) => Some(refusal),
+        None => awaiting_domain_validation(ctx, &issuer, &spec).await?,
+    };
+    if let Some((reason, message)) = refusal {
+        let issuing = if reason == "DomainNotValidated" {
+            "no order is placed until the domain is validated"
+        } else {
+            "no order is placed while the issuer refuses the request"
+        };
         conditions::set(
             &mut status.conditions,
             "Ready",
@@ -162,7 +170,7 @@ pub(super) async fn admit(
         if write_status(certs, &name, old_status, status).await? {
             publish(ctx, cert, EventType::Warning, reason, &message).await;
         }
-        // Waits for a change of the Certificate or the issuer (both watched).
+        // Waits for a change of the Certificate, the issuer or a DomainValidation (all watched).
         return Ok(Admission::Stop(Action::await_change()));
     }
     Ok(Admission::Proceed(Box::new((spec, issuer))))
@@ -187,6 +195,48 @@ fn refused_by_issuer(
         .require(backend.kind(), needed)
         .err()
         .map(|unsupported| ("Unsupported", format!("{}: {unsupported}", issuer.target)))
+}
+
+/// `DomainNotValidated` when a DomainValidation for this issuer covers one of the Certificate's
+/// names and is not Ready: the CA would refuse the order (SCM -107), so none is placed. Only for
+/// backends that validate domains; the list is served from the apiserver's watch cache.
+async fn awaiting_domain_validation(
+    ctx: &Context,
+    issuer: &ResolvedIssuer,
+    spec: &ValidatedCertificate,
+) -> Result<Option<(&'static str, String)>, Error> {
+    let backend = &issuer.backend;
+    if !backend
+        .capabilities()
+        .contains(crate::backend::Capability::DomainValidation)
+    {
+        return Ok(None);
+    }
+    let validations = Api::<crate::crd::v1alpha1::DomainValidation>::all(ctx.client.clone())
+        .list(&kube::api::ListParams::default().match_any())
+        .await
+        .map_err(kube_error("list DomainValidations"))?
+        .items;
+    Ok(crate::controller::domain_validation::awaited(
+        &validations,
+        &issuer.target,
+        &spec.subject.dns_names,
+    )
+    .map(|(dv, name)| {
+        let why = dv
+            .status
+            .as_ref()
+            .and_then(|s| conditions::get(&s.conditions, "Ready"))
+            .map_or_else(|| "not checked yet".to_owned(), |c| format!("{}: {}", c.reason, c.message));
+        (
+            "DomainNotValidated",
+            format!(
+                "{name} is under {}, which is not validated yet at the CA (DomainValidation {}: {why})",
+                dv.spec.domain,
+                dv.name_any()
+            ),
+        )
+    }))
 }
 
 /// The output Secret as observed, and what the Certificate asks of it.

@@ -34,6 +34,44 @@ use crate::{
     },
 };
 
+/// Whether validating `domain` covers the certificate name `name` (the domain itself, any name
+/// under it, and wildcards under it: sub-domains inherit their registered domain's validation,
+/// `scm-dcv-domains.md` §8.4).
+pub fn covers(domain: &str, name: &str) -> bool {
+    let domain = domain
+        .trim_end_matches('.')
+        .trim_start_matches("*.")
+        .to_ascii_lowercase();
+    let name = name
+        .trim_end_matches('.')
+        .trim_start_matches("*.")
+        .to_ascii_lowercase();
+    name == domain || name.ends_with(&format!(".{domain}"))
+}
+
+/// The first DomainValidation for the issuer `target` that covers one of `names` and is not
+/// Ready, with the name it covers: certificates for that name wait for it.
+pub fn awaited<'a>(
+    validations: &'a [DomainValidation],
+    target: &IssuerTarget,
+    names: &'a [String],
+) -> Option<(&'a DomainValidation, &'a str)> {
+    validations
+        .iter()
+        .filter(|dv| IssuerTarget::from_cluster_scoped(&dv.spec.issuer_ref) == *target)
+        .filter(|dv| {
+            !dv.status
+                .as_ref()
+                .is_some_and(|s| conditions::is_true(&s.conditions, "Ready"))
+        })
+        .find_map(|dv| {
+            names
+                .iter()
+                .find(|name| covers(&dv.spec.domain, name))
+                .map(|name| (dv, name.as_str()))
+        })
+}
+
 /// Default `revalidateBefore`: 30 days.
 const DEFAULT_REVALIDATE_BEFORE: Duration = Duration::from_secs(30 * 86_400);
 /// How soon the next step follows a step that changed the CA's order.
@@ -480,4 +518,53 @@ async fn check_domain(scm: &ScmBackend, domain: &str) -> Result<(), DcvError> {
         return Err(DcvError::DcvNotEnabled);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dv(name: &str, domain: &str, issuer: &str, ready: Option<bool>) -> DomainValidation {
+        let mut value = serde_json::json!({
+            "apiVersion": "pki-operator.io/v1alpha1", "kind": "DomainValidation",
+            "metadata": {"name": name},
+            "spec": {"domain": domain, "issuerRef": {"name": issuer}, "method": "EMAIL", "email": "a@b.c"},
+        });
+        if let Some(ready) = ready {
+            value["status"] = serde_json::json!({"conditions": [{"type": "Ready",
+                "status": if ready { "True" } else { "False" }, "reason": "x", "message": "",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
+        }
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_domain_covers_itself_its_subdomains_and_wildcards_under_it() {
+        assert!(covers("example.com", "example.com"));
+        assert!(covers("example.com", "www.Example.com."));
+        assert!(covers("example.com", "*.shop.example.com"));
+        assert!(!covers("example.com", "badexample.com"));
+        assert!(!covers("shop.example.com", "example.com"));
+    }
+
+    #[test]
+    fn certificates_wait_only_for_unready_validations_of_their_issuer() {
+        let corp = IssuerTarget::from_cluster_scoped(&crate::crd::v1alpha1::common::ClusterScopedIssuerRef {
+            name: "corp".into(),
+            kind: crate::crd::v1alpha1::common::IssuerKind::ClusterIssuer,
+            namespace: None,
+        });
+        let names = vec!["www.example.com".to_owned(), "api.other.org".to_owned()];
+        let validations = vec![
+            dv("ready", "example.com", "corp", Some(true)),
+            dv("elsewhere", "other.org", "another-issuer", Some(false)),
+        ];
+        assert!(awaited(&validations, &corp, &names).is_none());
+        let validations = vec![
+            dv("ready", "example.com", "corp", Some(true)),
+            dv("pending", "other.org", "corp", None),
+        ];
+        let (waiting, name) = awaited(&validations, &corp, &names).unwrap();
+        assert_eq!((waiting.name_any().as_str(), name), ("pending", "api.other.org"));
+    }
 }
