@@ -63,6 +63,12 @@ pub struct Config {
     #[arg(long, env = "PKI_OPERATOR_DCV_HTTP_SELF_CHECK_ADDRESS")]
     pub dcv_http_self_check_address: Option<SocketAddr>,
 
+    /// The DNS server the self-check of a manually published CNAME or TXT record asks (an
+    /// authoritative server of the zone). Default: the first `nameserver` of /etc/resolv.conf.
+    /// RFC 2136 solvers are checked at their own server.
+    #[arg(long, env = "PKI_OPERATOR_DCV_DNS_SELF_CHECK_SERVER")]
+    pub dcv_dns_self_check_server: Option<SocketAddr>,
+
     /// Run only while holding the leader Lease, so several replicas can run for availability.
     #[arg(long, env = "PKI_OPERATOR_LEADER_ELECTION", action = ArgAction::Set, default_value_t = false)]
     pub leader_election: bool,

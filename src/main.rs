@@ -107,6 +107,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         backends: controller::issuer::cache::BackendCache::default(),
         dcv_self_check: controller::domain_validation::self_check::SelfCheckSettings {
             http_address: config.dcv_http_self_check_address,
+            dns_server: config.dcv_dns_self_check_server,
         },
     });
     let scope = WatchScope {

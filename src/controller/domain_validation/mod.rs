@@ -9,13 +9,17 @@
 
 pub mod plan;
 pub mod self_check;
+pub mod solvers;
 
 use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Api, ResourceExt as _, runtime::controller::Action};
 
-use self::plan::{Facts, Step};
+use self::{
+    plan::{Facts, Step},
+    solvers::Solver,
+};
 use super::{
     Context, conditions, errors,
     issuer::{IssuerTarget, resolve},
@@ -274,6 +278,16 @@ async fn step(
             ));
         }
     };
+    let solver = match solvers::solver(ctx, dv).await {
+        Ok(solver) => solver,
+        Err(error) => {
+            return Ok(Outcome::not_ready(
+                error.reason(),
+                error.to_string(),
+                BLOCKED_RETRY,
+            ));
+        }
+    };
     let state = match scm.dcv_status(domain).await {
         Ok(state) => state,
         Err(error) if error.is_transient() => return Err(error),
@@ -295,7 +309,13 @@ async fn step(
         revalidate_before,
     });
     tracing::debug!(domain, ?step, "domain validation step");
-    let result = act(dv, ctx, scm, &state, step, now, status).await;
+    let run = Run {
+        dv,
+        ctx,
+        scm,
+        solver: &solver,
+    };
+    let result = act(&run, &state, step, now, status).await;
     match result {
         Err(error) if !error.is_transient() => Ok(blocked(&error)),
         other => other,
@@ -311,20 +331,34 @@ fn wait_until(at: jiff::Timestamp, now: jiff::Timestamp) -> Duration {
     Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
 }
 
+/// What acting on a step needs besides the state and the status.
+struct Run<'a> {
+    dv: &'a DomainValidation,
+    ctx: &'a Context,
+    scm: &'a ScmBackend,
+    solver: &'a Solver,
+}
+
 /// Carries out `step`: at most one call that changes the CA's order.
 async fn act(
-    dv: &DomainValidation,
-    ctx: &Context,
-    scm: &ScmBackend,
+    run: &Run<'_>,
     state: &DcvState,
     step: Step,
     now: jiff::Timestamp,
     status: &mut DomainValidationStatus,
 ) -> Result<Outcome, DcvError> {
+    let &Run { dv, scm, .. } = run;
     let domain = dv.spec.domain.as_str();
     match step {
         Step::Valid { revalidate_at } => {
             // Done: the challenge is no longer needed, so nothing serves or shows it any more.
+            if let Err(why) = unpublish(run.solver, status).await {
+                return Ok(Outcome::not_ready(
+                    "CleanupFailed",
+                    format!("{domain} is validated, but its challenge record could not be removed: {why}"),
+                    SELF_CHECK_RETRY,
+                ));
+            }
             status.challenge = None;
             let expires = state
                 .expiration_date
@@ -340,7 +374,7 @@ async fn act(
             })
         }
         Step::Follow { poll_at, challenge } => {
-            Ok(follow(dv, state, poll_at, challenge.as_ref(), now, status))
+            follow(run, state, poll_at, challenge.as_ref(), now, status).await
         }
         Step::Clear => {
             scm.dcv_clear(domain).await?;
@@ -363,7 +397,7 @@ async fn act(
                 NEXT_STEP,
             ))
         }
-        Step::PublishAndSubmit(challenge) => publish_and_submit(dv, ctx, scm, &challenge, status).await,
+        Step::PublishAndSubmit(challenge) => publish_and_submit(run, &challenge, status).await,
         Step::SubmitTxt => {
             check_domain(scm, domain).await?;
             let submitted = scm.dcv_submit(domain, dcv::DcvMethod::Txt, None).await?;
@@ -372,7 +406,7 @@ async fn act(
             }
             Ok(Outcome::not_ready(
                 "Submitted",
-                "TXT order submitted; publish the record in status.challenge",
+                "TXT order submitted; its record is published next (shown in status.challenge)",
                 NEXT_STEP,
             ))
         }
@@ -380,15 +414,18 @@ async fn act(
     }
 }
 
-/// Following a submitted order: keep our challenge published and say what is awaited.
-fn follow(
-    dv: &DomainValidation,
+/// Following a submitted order: keep our challenge published (a TXT record is published here:
+/// its value exists only after submit), ask the CA to check once it answers, and say what is
+/// awaited.
+async fn follow(
+    run: &Run<'_>,
     state: &DcvState,
     poll_at: jiff::Timestamp,
     challenge: Option<&Challenge>,
     now: jiff::Timestamp,
     status: &mut DomainValidationStatus,
-) -> Outcome {
+) -> Result<Outcome, DcvError> {
+    let dv = run.dv;
     if let Some(challenge) = challenge {
         let allowed = status
             .challenge
@@ -396,6 +433,25 @@ fn follow(
             .map(|c| c.allowed_emails.clone())
             .unwrap_or_default();
         status.challenge = Some(challenge_status(challenge, allowed));
+        if !matches!(challenge, Challenge::Email { .. }) {
+            if let Err(why) = publish(run.solver, challenge).await {
+                return Ok(Outcome::not_ready("PublishFailed", why, SELF_CHECK_RETRY));
+            }
+            match self_check::check(run.ctx, dv, run.solver, challenge).await {
+                // The CA would only look at its next check, hours away: ask it now.
+                Ok(()) if state.last_check.is_none() => {
+                    run.scm.dcv_sync(&dv.spec.domain).await?;
+                }
+                Ok(()) => {}
+                Err(why) => {
+                    return Ok(Outcome::not_ready(
+                        "ChallengeNotReachable",
+                        format!("order submitted, but its challenge is not answered yet: {why}"),
+                        SELF_CHECK_RETRY,
+                    ));
+                }
+            }
+        }
     }
     let message = match (challenge, &state.next_check) {
         (Some(Challenge::Email { email, .. }), _) => format!(
@@ -413,24 +469,46 @@ fn follow(
     };
     // A revalidation in flight: the domain is still validated until its expiry.
     let validated = state.status == ValidationStatus::Validated;
-    Outcome {
+    Ok(Outcome {
         ready: validated,
         reason: if validated { "Revalidating" } else { "Submitted" },
         message,
         next: wait_until(poll_at, now),
         scheduled: Some(poll_at),
+    })
+}
+
+/// Publishes a DNS challenge with the RFC 2136 solver; the HTTP solver and manual DNS publish
+/// from status.
+async fn publish(solver: &Solver, challenge: &Challenge) -> Result<(), String> {
+    match (solver, solvers::record(challenge)) {
+        (Solver::Rfc2136(rfc2136), Some(record)) => {
+            // Checked first, so a followed order does not cost an update per poll.
+            if record.is_served(rfc2136.server).await.unwrap_or(false) {
+                return Ok(());
+            }
+            rfc2136.add(&record).await.map_err(|e| e.to_string())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Removes the record the RFC 2136 solver published for the challenge shown in status.
+async fn unpublish(solver: &Solver, status: &DomainValidationStatus) -> Result<(), String> {
+    match (solver, status.challenge.as_ref().and_then(solvers::recorded)) {
+        (Solver::Rfc2136(rfc2136), Some(record)) => rfc2136.remove(&record).await.map_err(|e| e.to_string()),
+        _ => Ok(()),
     }
 }
 
 /// The challenge goes to status first (the solvers publish from there), is checked by the
 /// operator itself, and only then submitted.
 async fn publish_and_submit(
-    dv: &DomainValidation,
-    ctx: &Context,
-    scm: &ScmBackend,
+    run: &Run<'_>,
     challenge: &Challenge,
     status: &mut DomainValidationStatus,
 ) -> Result<Outcome, DcvError> {
+    let &Run { dv, ctx, scm, solver } = run;
     let published = challenge_status(challenge, Vec::new());
     if status.challenge.as_ref() != Some(&published) {
         status.challenge = Some(published);
@@ -440,7 +518,10 @@ async fn publish_and_submit(
             NEXT_STEP,
         ));
     }
-    if let Err(why) = self_check::check(ctx, dv, challenge).await {
+    if let Err(why) = publish(solver, challenge).await {
+        return Ok(Outcome::not_ready("PublishFailed", why, SELF_CHECK_RETRY));
+    }
+    if let Err(why) = self_check::check(ctx, dv, solver, challenge).await {
         return Ok(Outcome::not_ready(
             "ChallengeNotReachable",
             format!("the challenge is not answered yet, so it is not submitted: {why}"),

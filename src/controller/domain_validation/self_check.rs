@@ -4,6 +4,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use super::solvers::{self, Solver};
 use crate::{backend::scm::dcv::Challenge, controller::Context, crd::v1alpha1::DomainValidation};
 
 /// How long one self-check request may take.
@@ -17,20 +18,34 @@ const MAX_FILE_BYTES: usize = 4096;
 pub struct SelfCheckSettings {
     /// HTTP(S) file checks connect here (`--dcv-http-self-check-address`).
     pub http_address: Option<SocketAddr>,
+    /// DNS checks of manually published records ask this server (`--dcv-dns-self-check-server`).
+    pub dns_server: Option<SocketAddr>,
 }
 
 /// Checks that `challenge` is answered the way the CA will look for it; the error says what was
 /// found instead.
-pub async fn check(ctx: &Context, dv: &DomainValidation, challenge: &Challenge) -> Result<(), String> {
+pub async fn check(
+    ctx: &Context,
+    dv: &DomainValidation,
+    solver: &Solver,
+    challenge: &Challenge,
+) -> Result<(), String> {
     match challenge {
         Challenge::File { url, content, .. } => {
             check_file(&ctx.dcv_self_check, &dv.spec.domain, url, content).await
         }
-        Challenge::Cname { .. } | Challenge::Txt { .. } => Err(
-            "checking DNS records is not implemented in this version; publish the record and it is \
-             submitted after the check exists"
-                .into(),
-        ),
+        Challenge::Cname { .. } | Challenge::Txt { .. } => {
+            let Some(record) = solvers::record(challenge) else {
+                return Ok(());
+            };
+            let server = solvers::check_server(ctx, solver)
+                .ok_or("no DNS server to check the record at (set --dcv-dns-self-check-server)")?;
+            match record.is_served(server).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(format!("{server} does not answer the record {record:?} yet")),
+                Err(error) => Err(error.to_string()),
+            }
+        }
         // Nothing to check: a person answers the mail.
         Challenge::Email { .. } => Ok(()),
     }
