@@ -438,9 +438,19 @@ async fn follow(
                 return Ok(Outcome::not_ready("PublishFailed", why, SELF_CHECK_RETRY));
             }
             match self_check::check(run.ctx, dv, run.solver, challenge).await {
-                // The CA would only look at its next check, hours away: ask it now.
+                // The CA would only look at its next check, hours away: ask it now, and read
+                // the result at once when that check settled the order.
                 Ok(()) if state.last_check.is_none() => {
-                    run.scm.dcv_sync(&dv.spec.domain).await?;
+                    let synced = run.scm.dcv_sync(&dv.spec.domain).await?;
+                    if synced.order_status != dcv::OrderStatus::Submitted {
+                        return Ok(Outcome {
+                            ready: state.status == ValidationStatus::Validated,
+                            reason: "Submitted",
+                            message: "the CA checked the order; reading its result".into(),
+                            next: NEXT_STEP,
+                            scheduled: None,
+                        });
+                    }
                 }
                 Ok(()) => {}
                 Err(why) => {
