@@ -69,6 +69,11 @@ pub struct Config {
     #[arg(long, env = "PKI_OPERATOR_DCV_DNS_SELF_CHECK_SERVER")]
     pub dcv_dns_self_check_server: Option<SocketAddr>,
 
+    /// The longest a validated domain goes without its DCV state being read from the CA again
+    /// (so a validation deleted or expired early in the CA's console is noticed).
+    #[arg(long, env = "PKI_OPERATOR_DCV_RECHECK_INTERVAL", value_parser = parse_seconds, default_value = "21600")]
+    pub dcv_recheck_interval: Duration,
+
     /// Run only while holding the leader Lease, so several replicas can run for availability.
     #[arg(long, env = "PKI_OPERATOR_LEADER_ELECTION", action = ArgAction::Set, default_value_t = false)]
     pub leader_election: bool,

@@ -108,6 +108,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         dcv_self_check: controller::domain_validation::self_check::SelfCheckSettings {
             http_address: config.dcv_http_self_check_address,
             dns_server: config.dcv_dns_self_check_server,
+            recheck_interval: config.dcv_recheck_interval,
         },
     });
     let scope = WatchScope {

@@ -85,8 +85,6 @@ const SELF_CHECK_RETRY: Duration = Duration::from_secs(10);
 /// How soon an object whose issuer or domain cannot be used looks again (nothing it waits for
 /// — an issuer becoming Ready, a domain created in SCM — is watched).
 const BLOCKED_RETRY: Duration = Duration::from_secs(60);
-/// The longest a validated domain goes without its status being read again.
-const MAX_IDLE: Duration = Duration::from_secs(12 * 3600);
 
 /// Why a DomainValidation reconcile failed (what is not recorded in status as a reason).
 #[derive(Debug, thiserror::Error)]
@@ -369,7 +367,9 @@ async fn act(
                 message: format!(
                     "{domain} is validated at the CA until {expires}; revalidation starts at {revalidate_at}"
                 ),
-                next: wait_until(revalidate_at, now).clamp(plan::MIN_POLL, MAX_IDLE),
+                // Re-read now and then, so a validation deleted or expired early at the CA is seen.
+                next: wait_until(revalidate_at, now)
+                    .clamp(plan::MIN_POLL, run.ctx.dcv_self_check.recheck_interval),
                 scheduled: Some(revalidate_at),
             })
         }

@@ -83,15 +83,28 @@ fn minus(at: Timestamp, wait: Duration) -> Timestamp {
 }
 
 /// When a validated domain is due for revalidation; `None` when it is not validated now.
+/// `revalidateBefore` not shorter than the validation's lifetime (validities shrink: 200, 100,
+/// then 10 days under CA/B SC-081, `scm-dcv-domains.md` §8.4) would make a fresh validation due
+/// at once, an order per reconcile: then revalidation starts at two thirds of the lifetime, the
+/// rule Certificates follow for `renewBefore`.
 pub fn revalidation_time(state: &DcvState, revalidate_before: Duration) -> Option<Timestamp> {
     if state.status != ValidationStatus::Validated {
         return None;
     }
     // A validation without an expiry date is taken as due: reading it again costs one order,
     // missing its expiry costs every certificate of the domain.
-    Some(state.expiration_date.map_or(Timestamp::UNIX_EPOCH, |expires| {
-        minus(start_of(expires), revalidate_before)
-    }))
+    let Some(expires) = state.expiration_date.map(start_of) else {
+        return Some(Timestamp::UNIX_EPOCH);
+    };
+    let lifetime = state
+        .validation_date
+        .map(start_of)
+        .and_then(|validated| Duration::try_from(expires.duration_since(validated)).ok())
+        .filter(|lifetime| !lifetime.is_zero());
+    Some(match lifetime {
+        Some(lifetime) if revalidate_before >= lifetime => minus(expires, lifetime / 3),
+        _ => minus(expires, revalidate_before),
+    })
 }
 
 /// Whether the order's mode is `method` (`orderMode` is read in any case).
@@ -216,6 +229,20 @@ mod tests {
             decide(&no_expiry, DcvMethod::Cname),
             Step::Start,
             "no expiry is due"
+        );
+    }
+
+    #[test]
+    fn revalidate_before_longer_than_the_validity_revalidates_at_two_thirds() {
+        let mut short = state(ValidationStatus::Validated, OrderStatus::NotInitiated);
+        short.validation_date = Some(jiff::civil::date(2026, 6, 1));
+        short.expiration_date = Some(jiff::civil::date(2026, 6, 10));
+        // 9 days of validity, 30 days of revalidateBefore: due after 6 days, not at once.
+        assert_eq!(
+            decide(&short, DcvMethod::Http),
+            Step::Valid {
+                revalidate_at: "2026-06-07T00:00:00Z".parse().unwrap()
+            }
         );
     }
 

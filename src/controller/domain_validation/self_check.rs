@@ -7,15 +7,29 @@ use std::{net::SocketAddr, time::Duration};
 use super::solvers::{self, Solver};
 use crate::{backend::scm::dcv::Challenge, controller::Context, crd::v1alpha1::DomainValidation};
 
+impl Default for SelfCheckSettings {
+    fn default() -> Self {
+        Self {
+            recheck_interval: Duration::from_secs(6 * 3600),
+            http_address: None,
+            dns_server: None,
+        }
+    }
+}
+
 /// How long one self-check request may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// The most of a validation file read (the real one is two short lines).
 const MAX_FILE_BYTES: usize = 4096;
 
 /// Where self-checks connect instead of resolving the domain, for networks where the domain's
-/// public address is not reachable from the operator (and for tests).
-#[derive(Clone, Debug, Default)]
+/// public address is not reachable from the operator (and for tests), and how often a
+/// validated domain's state is read again.
+#[derive(Clone, Debug)]
 pub struct SelfCheckSettings {
+    /// The longest a validated domain goes without its CA state being read
+    /// (`--dcv-recheck-interval`).
+    pub recheck_interval: Duration,
     /// HTTP(S) file checks connect here (`--dcv-http-self-check-address`).
     pub http_address: Option<SocketAddr>,
     /// DNS checks of manually published records ask this server (`--dcv-dns-self-check-server`).
