@@ -146,6 +146,8 @@ struct Issuance {
     /// Next-key Secrets (a private key kept while an order is open) still there once every
     /// Certificate was Ready and the writes stopped.
     next_keys_left: usize,
+    /// The machine's 1-minute load average as the run started: other work shows up here.
+    load: f64,
 }
 
 impl Issuance {
@@ -334,6 +336,14 @@ fn throughput_rows(count: usize, runs: &[Vec<Issuance>], ceiling: &Spread) -> (V
     let mut writes = Vec::new();
     let of = |runs: &[Issuance], figure: fn(&Issuance) -> f64| Spread::of(runs.iter().map(figure));
     rows.push(Row {
+        name: "Machine load (1-minute load average) as each throughput run started: other work \
+               sharing the cores shows here"
+            .into(),
+        target: "-".into(),
+        measured: Spread::of(runs.iter().flatten().map(|run| run.load)).show(1, ""),
+        met: None,
+    });
+    rows.push(Row {
         name: format!(
             "Ceiling: `kubernetes.io/tls` Secrets created directly, {count} per run, \
              {CREATE_CONCURRENCY} at once"
@@ -485,6 +495,7 @@ async fn issue_many(
     // The watch is established (its initial list done) before the first create, so every
     // Ready is seen as it happens.
     let ready = watch_until(api.clone(), count, is_ready).await?;
+    let load = load_average()?;
     let cpu_before = cpu_time(operator.pid())?;
     let started = Instant::now();
     let created = stream::iter(0..count)
@@ -531,6 +542,7 @@ async fn issue_many(
         cpu,
         writes,
         next_keys_left,
+        load,
     })
 }
 
@@ -868,6 +880,15 @@ fn status_mib(pid: u32, name: &str) -> Result<f64> {
         .context("malformed status line")?
         .parse()?;
     Ok(kib / 1024.0)
+}
+
+/// The 1-minute load average (`/proc/loadavg`).
+fn load_average() -> Result<f64> {
+    Ok(std::fs::read_to_string("/proc/loadavg")?
+        .split_whitespace()
+        .next()
+        .context("empty /proc/loadavg")?
+        .parse()?)
 }
 
 /// User + system CPU time `pid` has used so far (`utime` and `stime` of `/proc/<pid>/stat`).
