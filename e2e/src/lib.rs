@@ -397,6 +397,23 @@ impl Operator {
 
     /// Starts the operator with its own kubeconfig (e.g. a service-account token).
     pub fn start_with_kubeconfig(kubeconfig: &Path, dir: &Path, name: &str, args: &[&str]) -> Result<Self> {
+        Self::spawn(kubeconfig, dir, name, args, &[])
+    }
+
+    /// Starts the operator against `plane` with extra environment variables (e.g. a profiler's
+    /// `LD_PRELOAD`): the process is still the operator itself, so its pid, memory and signals
+    /// are the operator's.
+    pub fn start_with_env(
+        plane: &ControlPlane,
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
+        Self::spawn(plane.kubeconfig(), dir, name, args, env)
+    }
+
+    fn spawn(kubeconfig: &Path, dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let binary = operator_binary();
         if !binary.exists() {
             bail!(
@@ -421,6 +438,7 @@ impl Operator {
             ])
             .args(args)
             .env_remove("KUBECONFIG")
+            .envs(env.iter().copied())
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()?;
