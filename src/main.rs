@@ -9,7 +9,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::{
     Api, Client,
     config::KubeConfigOptions,
-    runtime::events::{Recorder, Reporter},
+    runtime::events::Reporter,
 };
 use pki_operator::{
     admin::{self, Readiness},
@@ -85,7 +85,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     metrics.set_leader(true);
 
-    let recorder = Recorder::new(
+    let events = controller::events::Events::new(
         client.clone(),
         Reporter {
             controller: "pki-operator".into(),
@@ -100,7 +100,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let ctx = Arc::new(Context {
         client,
         metrics: metrics.clone(),
-        recorder,
+        events,
         cluster_resource_namespace,
         max_concurrent_reconciles: config.max_concurrent_reconciles,
         issuer_secret_label: config.issuer_secret_label.clone(),

@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::{core::PartialObjectMeta, runtime::events::Recorder};
+use kube::core::PartialObjectMeta;
 
 use crate::{admin::Readiness, crd::v1alpha1, metrics::Metrics, secret};
 
@@ -49,7 +49,7 @@ pub struct Context {
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Event publisher.
-    pub recorder: Recorder,
+    pub events: events::Events,
     /// Namespace of the Secrets ClusterIssuers reference.
     pub cluster_resource_namespace: String,
     /// Reconciles each controller runs at once.
@@ -461,7 +461,7 @@ mod tests {
     /// A context around `client` with the defaults of a single-replica operator.
     pub(crate) fn context(client: Client) -> Arc<Context> {
         Arc::new(Context {
-            recorder: Recorder::new(
+            events: events::Events::new(
                 client.clone(),
                 Reporter {
                     controller: "pki-operator".into(),

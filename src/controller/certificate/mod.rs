@@ -297,7 +297,7 @@ async fn ensure_finalizer(cert: &Certificate, api: &Api<Certificate>, wanted: bo
 
 /// An Event about `cert` ([`super::events`]).
 pub(crate) async fn publish(ctx: &Context, cert: &Certificate, type_: EventType, reason: &str, note: &str) {
-    super::events::publish(&ctx.recorder, cert, type_, reason, note).await;
+    ctx.events.publish(cert, type_, reason, note).await;
 }
 
 #[cfg(test)]

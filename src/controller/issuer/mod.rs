@@ -390,7 +390,7 @@ async fn announce_transition<K: IssuerObject>(ctx: &Context, issuer: &K, new: &I
     } else {
         EventType::Warning
     };
-    super::events::publish(&ctx.recorder, issuer, type_, &reason, &message).await;
+    ctx.events.publish(issuer, type_, &reason, &message).await;
 }
 
 #[cfg(test)]
