@@ -18,6 +18,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use base64::Engine as _;
 use hickory_client::{
+    ClientErrorKind,
     client::{Client, ClientHandle as _},
     proto::{
         dnssec::{rdata::tsig::TsigAlgorithm, tsig::TSigner},
@@ -51,7 +52,10 @@ pub async fn lookup(server: SocketAddr, name: &str, record_type: RecordType) -> 
     let response = match response {
         Ok(response) => response,
         // hickory reports NXDOMAIN/NODATA as an error carrying the response code.
-        Err(error) if error.is_nx_domain() || error.is_no_records_found() => return Ok(Vec::new()),
+        Err(error) if matches!(error.kind(), ClientErrorKind::Proto(proto) if proto.is_nx_domain() || proto.is_no_records_found()) =>
+        {
+            return Ok(Vec::new());
+        }
         Err(error) => return Err(error).with_context(|| format!("asking {server} for {name} {record_type}")),
     };
     match response.response_code() {

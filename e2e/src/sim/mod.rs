@@ -40,7 +40,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use scm::{
-    ClickError, DcvCheck, OrderSummary, PendingVariant, ScmFlavor, ScmProfile, ScmSimulator,
+    ClickError, DcvAccess, DcvCheck, OrderSummary, PendingVariant, ScmFlavor, ScmProfile, ScmSimulator,
     ScmSimulatorConfig, SimDomain, Stats, TxtAlphabet,
 };
 

@@ -668,11 +668,10 @@ fn check_names(shared: &Shared, common_name: Option<&str>, names: &[String]) -> 
         let book = shared.dcv();
         if book.managed {
             for name in names {
-                let target = match crate::sim::SubjectName::parse(name) {
-                    crate::sim::SubjectName::Dns(dns) => dns,
-                    // Inferred: DCV is about host names; IP addresses, mailbox and URI names
-                    // are not domain-validated here.
-                    _ => continue,
+                // Inferred: DCV is about host names; IP addresses, mailbox and URI names are
+                // not domain-validated here.
+                let crate::sim::SubjectName::Dns(target) = crate::sim::SubjectName::parse(name) else {
+                    continue;
                 };
                 if let Some(refusal) = book.enroll_refusal(&target) {
                     return Err(refusal);

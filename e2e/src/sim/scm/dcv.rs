@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use super::{
-    Shared, SimDomain,
+    DcvAccess, Shared, SimDomain,
     api::{Call, Reply, is_dns_name, is_email},
     error::ScmError,
     probe::{self, Probe},
@@ -501,12 +501,11 @@ struct DomainRequest {
 
 /// Runs one authenticated DCV API call.
 pub async fn dispatch(shared: &Shared, endpoint: &Endpoint, call: &Call) -> Result<Reply, ScmError> {
-    if !shared.config.dcv_allowed {
+    match shared.config.dcv_access {
+        DcvAccess::Allowed => {}
         // The only -3 example is this exact message (spec §1.3).
-        return Err(ScmError::NotAuthorized("DCV validation"));
-    }
-    if !shared.config.dcv_enabled {
-        return Err(ScmError::DcvNotEnabled);
+        DcvAccess::NotPrivileged => return Err(ScmError::NotAuthorized("DCV validation")),
+        DcvAccess::DisabledForCustomer => return Err(ScmError::DcvNotEnabled),
     }
     match endpoint {
         Endpoint::DcvList => list(shared, call).await,

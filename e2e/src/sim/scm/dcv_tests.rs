@@ -168,6 +168,21 @@ fn keys(value: &Value) -> Vec<&str> {
     keys
 }
 
+/// The §3.2 fields of a submitted HTTP order after a failed check, sorted.
+const SUBMITTED_HTTP_FIELDS: [&str; 11] = [
+    "firstLine",
+    "lastCheck",
+    "nextCheck",
+    "orderBackendId",
+    "orderExpiration",
+    "orderMode",
+    "orderStatus",
+    "secondLine",
+    "status",
+    "submittedDate",
+    "url",
+];
+
 #[tokio::test]
 async fn http_validation_runs_the_state_machine_against_a_real_web_server() {
     let solver = Arc::new(Solver::default());
@@ -237,22 +252,7 @@ async fn http_validation_runs_the_state_machine_against_a_real_web_server() {
         "a decimal string: {backend_id}"
     );
     let status = api.status(domain).await;
-    assert_eq!(
-        keys(&status),
-        [
-            "firstLine",
-            "lastCheck",
-            "nextCheck",
-            "orderBackendId",
-            "orderExpiration",
-            "orderMode",
-            "orderStatus",
-            "secondLine",
-            "status",
-            "submittedDate",
-            "url"
-        ]
-    );
+    assert_eq!(keys(&status), SUBMITTED_HTTP_FIELDS);
     assert_eq!(status["orderStatus"], "SUBMITTED");
     assert!(status["orderExpiration"].as_str().unwrap().ends_with('Z'));
     assert_eq!(status["submittedDate"].as_str().unwrap().len(), 10);
@@ -291,14 +291,31 @@ async fn http_validation_runs_the_state_machine_against_a_real_web_server() {
     assert_eq!(api.sim.stats().dcv_http_fetches, 2);
     assert!(api.sim.stats().dcv_checks[1].passed);
     assert_eq!(api.enroll_error("app.dcv-http.test").await, None);
+    api.sim.shutdown().await;
+    web_task.abort();
+}
+
+#[tokio::test]
+async fn validations_are_listed_cleared_and_deleted() {
+    let api = start(ScmSimulatorConfig {
+        domains: vec![SimDomain {
+            validated: true,
+            ..SimDomain::new("dcv-http.test")
+        }],
+        ..ScmSimulatorConfig::default()
+    })
+    .await;
+    let domain = "dcv-http.test";
+    let status = api.status(domain).await;
+    assert_eq!(status["status"], "VALIDATED");
+    // The v1 status is the same body.
+    assert_eq!(api.ok("status", domain).await, status);
     assert_eq!(api.enroll_error("*.dcv-http.test").await, None);
     assert_eq!(
         api.enroll_error("elsewhere.test").await,
         Some((-1010, "Domain 'elsewhere.test' is not allowed.".into()))
     );
 
-    // The v1 status is the same body.
-    assert_eq!(api.ok("status", domain).await, status);
     let listed = api
         .call(
             Method::GET,
@@ -336,7 +353,6 @@ async fn http_validation_runs_the_state_machine_against_a_real_web_server() {
         Some(-107)
     );
     api.sim.shutdown().await;
-    web_task.abort();
 }
 
 #[tokio::test]
@@ -484,7 +500,7 @@ async fn cname_and_txt_validation_ask_a_real_bind9() {
     );
 
     // TXT: submit first (no start), the value comes back; only that exact value validates.
-    api.ok("delete", domain).await;
+    assert_eq!(api.dcv("delete", domain).await.status, StatusCode::OK);
     let submitted = api.ok("submit/domain/txt", domain).await;
     assert_eq!(submitted["host"], "_pki-validation.pki-test.example.");
     let value = submitted["point"].as_str().unwrap().to_owned();
@@ -697,7 +713,7 @@ async fn dcv_refusals_use_the_documented_codes() {
     for (config, code, description) in [
         (
             ScmSimulatorConfig {
-                dcv_enabled: false,
+                dcv_access: DcvAccess::DisabledForCustomer,
                 ..ScmSimulatorConfig::default()
             },
             -1608,
@@ -705,7 +721,7 @@ async fn dcv_refusals_use_the_documented_codes() {
         ),
         (
             ScmSimulatorConfig {
-                dcv_allowed: false,
+                dcv_access: DcvAccess::NotPrivileged,
                 ..ScmSimulatorConfig::default()
             },
             -3,

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    Shared,
+    DcvAccess, Shared,
     api::{Call, Reply, is_dns_name},
     error::ScmError,
     routes::Endpoint,
@@ -129,7 +129,7 @@ fn details(shared: &Shared, id: &str) -> Result<Reply, ScmError> {
     if let Some(description) = &entry.description {
         body["description"] = description.clone().into();
     }
-    if shared.config.dcv_enabled
+    if shared.config.dcv_access != DcvAccess::DisabledForCustomer
         && let Some(object) = body.as_object_mut()
     {
         object.extend(book.domain_validation(&entry.name));

@@ -138,6 +138,19 @@ impl SimDomain {
     }
 }
 
+/// Whether the account and admin may use the DCV API (spec §1.4, §9).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DcvAccess {
+    /// DCV is enabled for the customer and the admin has `allowDCV`.
+    #[default]
+    Allowed,
+    /// The customer has DCV switched off: every DCV call fails with -1608, and domain details
+    /// omit the validation fields.
+    DisabledForCustomer,
+    /// The admin lacks the `allowDCV` privilege: every DCV call fails with -3.
+    NotPrivileged,
+}
+
 /// How the simulated SCM account behaves.
 #[derive(Clone)]
 pub struct ScmSimulatorConfig {
@@ -172,10 +185,8 @@ pub struct ScmSimulatorConfig {
     /// Domains registered at start. Once any domain is registered, enrollment follows DCV state:
     /// a name must be under a validated, active registered domain.
     pub domains: Vec<SimDomain>,
-    /// DCV is enabled for the customer; otherwise every DCV call fails with -1608.
-    pub dcv_enabled: bool,
-    /// The admin has the `allowDCV` privilege; otherwise every DCV call fails with -3.
-    pub dcv_allowed: bool,
+    /// Whether the DCV API may be used at all.
+    pub dcv_access: DcvAccess,
     /// How long a validation lasts (spec §8.4: 365 days in the examples, shrinking under SC-081;
     /// tests set seconds to watch expiry).
     pub dcv_validity: Duration,
@@ -223,8 +234,7 @@ impl Default for ScmSimulatorConfig {
             require_approval: false,
             validated_domains: None,
             domains: Vec::new(),
-            dcv_enabled: true,
-            dcv_allowed: true,
+            dcv_access: DcvAccess::Allowed,
             dcv_validity: Duration::from_secs(365 * 24 * 3600),
             dcv_check_interval: Duration::from_secs(3600),
             dcv_order_lifetime: Duration::from_secs(30 * 24 * 3600),
@@ -257,8 +267,7 @@ impl fmt::Debug for ScmSimulatorConfig {
             .field("require_approval", &self.require_approval)
             .field("validated_domains", &self.validated_domains)
             .field("domains", &self.domains)
-            .field("dcv_enabled", &self.dcv_enabled)
-            .field("dcv_allowed", &self.dcv_allowed)
+            .field("dcv_access", &self.dcv_access)
             .field("dcv_validity", &self.dcv_validity)
             .field("dcv_check_interval", &self.dcv_check_interval)
             .field("dcv_order_lifetime", &self.dcv_order_lifetime)

@@ -85,18 +85,15 @@ async fn http(
     // With an address configured the connection goes there while the URL, the `Host` header
     // and (for HTTPS) the SNI name are the domain's, as if DNS resolved the domain to it.
     // Without one, the domain is resolved by the system on the default port.
-    let (url, shown) = match address {
-        Some(address) => {
-            builder = builder.resolve(domain, address);
-            (
-                format!("{scheme}://{domain}:{}{path}", address.port()),
-                format!("{scheme}://{domain}{path} via {address}"),
-            )
-        }
-        None => {
-            let url = format!("{scheme}://{domain}{path}");
-            (url.clone(), url)
-        }
+    let (url, shown) = if let Some(address) = address {
+        builder = builder.resolve(domain, address);
+        (
+            format!("{scheme}://{domain}:{}{path}", address.port()),
+            format!("{scheme}://{domain}{path} via {address}"),
+        )
+    } else {
+        let url = format!("{scheme}://{domain}{path}");
+        (url.clone(), url)
     };
     let fail = |detail: String| Outcome {
         passed: false,
@@ -194,8 +191,7 @@ async fn txt(server: Option<SocketAddr>, host: &str, point: &str) -> Outcome {
                     strings
                         .iter()
                         .map(|s| String::from_utf8_lossy(s).into_owned())
-                        .collect::<Vec<_>>()
-                        .join("")
+                        .collect::<String>()
                 })
                 .collect();
             Outcome {
