@@ -953,6 +953,11 @@ fn txt_point(alphabet: TxtAlphabet) -> String {
 /// `force`, every submitted one, and applies the outcomes. The book's lock is not held while a
 /// file is fetched or DNS is asked; an outcome applies only if its order is still the one
 /// checked.
+///
+/// Inferred (spec §9 "Checker"): due checks run when a DCV call reads the order (status, sync,
+/// list) instead of on a timer, so advancing the DCV clock needs no waiting and nothing is
+/// fetched while nobody looks; a client that polls status, as spec §10.2 prescribes, sees the
+/// same outcomes at the same simulated times.
 pub async fn run_due_checks(shared: &Shared, ids: &[i64], force: bool) {
     let mut probes = Vec::new();
     {

@@ -635,16 +635,7 @@ impl Shared {
             Err(_) => return error_response(&ScmError::Unknown(StatusCode::PAYLOAD_TOO_LARGE)),
         };
         let call = api::Call::new(&query, body).with_host(host);
-        let outcome = if matches!(
-            endpoint,
-            Endpoint::DomainList
-                | Endpoint::DomainCount
-                | Endpoint::DomainDetails(_)
-                | Endpoint::DomainCreate
-                | Endpoint::DomainDelete(_)
-                | Endpoint::DomainActivate(_)
-                | Endpoint::DomainSuspend(_)
-        ) {
+        let outcome = if endpoint.is_domain() {
             domains::dispatch(self, &endpoint, &call)
         } else if endpoint.is_dcv() {
             dcv::dispatch(self, &endpoint, &call).await

@@ -150,8 +150,8 @@ impl Endpoint {
         }
     }
 
-    /// Whether the DCV or Domain API serves it (asynchronous handlers: a DCV check fetches files
-    /// and queries DNS).
+    /// Whether the DCV API serves it (asynchronous handlers: a DCV check fetches files and
+    /// queries DNS).
     pub fn is_dcv(&self) -> bool {
         matches!(
             self,
@@ -163,7 +163,14 @@ impl Endpoint {
                 | Self::DcvStart(_)
                 | Self::DcvSubmit(_)
                 | Self::DcvSubmitBulkEmail
-                | Self::DomainList
+        )
+    }
+
+    /// Whether the Domain API serves it.
+    pub fn is_domain(&self) -> bool {
+        matches!(
+            self,
+            Self::DomainList
                 | Self::DomainCount
                 | Self::DomainDetails(_)
                 | Self::DomainCreate
