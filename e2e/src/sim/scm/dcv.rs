@@ -466,14 +466,14 @@ impl DcvBook {
     pub fn enroll_refusal(&self, name: &str) -> Option<ScmError> {
         let target = normalise(name.strip_prefix("*.").unwrap_or(name));
         let now = self.now();
-        let candidates = self.ancestors_or_self(&target);
-        let Some(governing) = candidates.first() else {
+        // The highest registered domain decides: its validation covers the names below it,
+        // and suspending it suspends them.
+        let Some(governing) = self.governing(&target) else {
             return Some(ScmError::DomainNotAllowed(name.to_owned()));
         };
-        if candidates.iter().all(|entry| !entry.active) {
-            return Some(ScmError::DomainInactive(governing.name.clone()));
-        }
-        if governing.is_validated(now) && candidates.iter().any(|entry| entry.active) {
+        if !governing.active {
+            Some(ScmError::DomainInactive(governing.name.clone()))
+        } else if governing.is_validated(now) {
             None
         } else {
             Some(ScmError::DcvIncomplete(name.to_owned()))
