@@ -265,9 +265,13 @@ impl Bind9 {
             {
                 bail!("named exited with {status} during startup: {}", self.log_tail());
             }
-            if lookup(self.addr, Self::ZONE, RecordType::SOA)
-                .await
-                .is_ok_and(|soa| !soa.is_empty())
+            // named opens its TCP and UDP listeners together once the zone is loaded. A refused
+            // TCP connection says "not yet" at once, where an unanswered UDP query would wait
+            // for the exchange timeout.
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok()
+                && lookup(self.addr, Self::ZONE, RecordType::SOA)
+                    .await
+                    .is_ok_and(|soa| !soa.is_empty())
             {
                 return Ok(());
             }
@@ -482,7 +486,7 @@ mod tests {
         drop(bind);
         assert!(!dir.exists(), "the directory is removed on drop");
         assert!(
-            lookup(addr, Bind9::ZONE, RecordType::SOA).await.is_err(),
+            tokio::net::TcpStream::connect(addr).await.is_err(),
             "named stops on drop"
         );
     }
