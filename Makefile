@@ -49,8 +49,12 @@ crds-check: ## Fail when crds/ differs from the Rust types
 unit: ## Unit tests (no cluster needed)
 	$(CARGO) test --locked --lib --bins
 
+.PHONY: packages
+packages: ## Install the Debian packages the tests run as real peers (BIND9), only when missing
+	scripts/ensure-packages.sh
+
 .PHONY: e2e
-e2e: $(DEVCLUSTER) $(HELM) ## End-to-end tests against a real local control plane
+e2e: packages $(DEVCLUSTER) $(HELM) ## End-to-end tests against a real local control plane (and the e2e crate's own tests: simulators, BIND9)
 	$(CARGO) build --locked --bin pki-operator
 	PKI_E2E_DEVCLUSTER=$(CURDIR)/$(DEVCLUSTER) PKI_E2E_HELM=$(CURDIR)/$(HELM) \
 		$(CARGO) test --locked -p pki-operator-e2e -- $(E2E_ARGS)

@@ -4,6 +4,7 @@
 //! they expect, with a deadline.
 
 pub mod conformance;
+pub mod dns;
 pub mod sim;
 
 use std::{

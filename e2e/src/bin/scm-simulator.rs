@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
 use pki_operator_e2e::sim::{
-    ScmFlavor, ScmSimulator, ScmSimulatorConfig,
+    ScmFlavor, ScmSimulator, ScmSimulatorConfig, SimDomain,
     process::{self, StateFile},
 };
 
@@ -15,7 +15,8 @@ enum Flavor {
     Incommon,
 }
 
-/// Simulates the Sectigo Certificate Manager SSL REST API (or its InCommon flavour) over HTTPS.
+/// Simulates the Sectigo Certificate Manager SSL, DCV and Domain REST APIs (or the InCommon
+/// flavour) over HTTPS.
 // No `Debug`: the arguments hold the password.
 #[derive(Parser)]
 #[command(version)]
@@ -44,6 +45,25 @@ struct Args {
     /// Minimum time between order and issuance, milliseconds.
     #[arg(long)]
     processing_delay_ms: Option<u64>,
+    /// A domain registered in the account (repeatable). With any, enroll needs a validated
+    /// domain and the DCV API decides validation.
+    #[arg(long = "domain")]
+    domains: Vec<String>,
+    /// Like `--domain`, but already validated.
+    #[arg(long = "validated-domain")]
+    validated_domains: Vec<String>,
+    /// Where DCV HTTP checks connect (the domain is sent as `Host`).
+    #[arg(long)]
+    dcv_http_address: Option<SocketAddr>,
+    /// Where DCV HTTPS checks connect (the certificate is not verified).
+    #[arg(long)]
+    dcv_https_address: Option<SocketAddr>,
+    /// The DNS server DCV CNAME and TXT checks ask.
+    #[arg(long)]
+    dcv_dns_server: Option<SocketAddr>,
+    /// How long a domain validation lasts, seconds.
+    #[arg(long)]
+    dcv_validity_secs: Option<u64>,
     /// Directory for `tls-ca.pem`, `issuing-root.pem` and `ready` (the base URL, written last).
     #[arg(long)]
     state_dir: Option<PathBuf>,
@@ -67,6 +87,21 @@ async fn main() -> anyhow::Result<()> {
         processing_delay: args
             .processing_delay_ms
             .map_or(defaults.processing_delay, Duration::from_millis),
+        domains: args
+            .domains
+            .iter()
+            .map(|name| SimDomain::new(name))
+            .chain(args.validated_domains.iter().map(|name| SimDomain {
+                validated: true,
+                ..SimDomain::new(name)
+            }))
+            .collect(),
+        dcv_http_address: args.dcv_http_address,
+        dcv_https_address: args.dcv_https_address,
+        dcv_dns_server: args.dcv_dns_server,
+        dcv_validity: args
+            .dcv_validity_secs
+            .map_or(defaults.dcv_validity, Duration::from_secs),
         ..ScmSimulatorConfig::default()
     };
     let simulator = ScmSimulator::start_on(args.listen, config).await?;

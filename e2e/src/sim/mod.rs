@@ -39,7 +39,10 @@ use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub use scm::{OrderSummary, PendingVariant, ScmFlavor, ScmProfile, ScmSimulator, ScmSimulatorConfig, Stats};
+pub use scm::{
+    ClickError, DcvAccess, DcvCheck, OrderSummary, PendingVariant, ScmFlavor, ScmProfile, ScmSimulator,
+    ScmSimulatorConfig, SimDomain, Stats, TxtAlphabet,
+};
 
 /// A response as every simulator handler builds it: the whole body in memory.
 pub type HttpResponse = Response<Full<Bytes>>;

@@ -6,7 +6,7 @@ use std::{net::IpAddr, time::Instant};
 use bytes::Bytes;
 use hyper::{
     HeaderMap, StatusCode,
-    header::{CONTENT_DISPOSITION, CONTENT_TYPE, HeaderValue},
+    header::{CONTENT_DISPOSITION, CONTENT_TYPE, HeaderValue, LOCATION},
 };
 use rand::Rng as _;
 use serde::{Deserialize, de::DeserializeOwned};
@@ -26,11 +26,12 @@ use super::{
     routes::Endpoint,
 };
 
-/// A request's query parameters and body.
+/// A request's query parameters, body and `Host`.
 #[derive(Debug)]
 pub struct Call {
     query: Vec<(String, String)>,
     body: Bytes,
+    host: Option<String>,
 }
 
 impl Call {
@@ -39,17 +40,30 @@ impl Call {
         Self {
             query: form_urlencoded::parse(query.as_bytes()).into_owned().collect(),
             body,
+            host: None,
         }
     }
 
-    fn param(&self, name: &str) -> Option<&str> {
+    /// The request's `Host` header, for absolute URLs in answers (`Location`).
+    #[must_use]
+    pub fn with_host(mut self, host: Option<String>) -> Self {
+        self.host = host;
+        self
+    }
+
+    /// `https://<Host>` (the simulator serves TLS only).
+    pub fn base_url(&self) -> String {
+        format!("https://{}", self.host.as_deref().unwrap_or("127.0.0.1"))
+    }
+
+    pub(super) fn param(&self, name: &str) -> Option<&str> {
         self.query
             .iter()
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.as_str())
     }
 
-    fn int_param(&self, name: &'static str) -> Result<Option<i64>, ScmError> {
+    pub(super) fn int_param(&self, name: &'static str) -> Result<Option<i64>, ScmError> {
         self.param(name)
             .map(|value| {
                 value
@@ -61,7 +75,7 @@ impl Call {
     }
 
     /// The JSON body; an empty body reads as `{}` so that required fields are reported by name.
-    fn json<T: DeserializeOwned>(&self) -> Result<T, ScmError> {
+    pub(super) fn json<T: DeserializeOwned>(&self) -> Result<T, ScmError> {
         let body: &[u8] = if self.body.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
@@ -93,6 +107,15 @@ pub enum Reply {
     NoContent,
     /// 202.
     Accepted,
+    /// 200 with JSON as the DCV and Domain APIs send it: `application/json` without charset
+    /// (spec §1.1).
+    Dcv(Value),
+    /// [`Reply::Dcv`] with a JSON array and `X-Total-Count`.
+    DcvPage(Value, usize),
+    /// 201 with `Location` and no body (domain create, spec §5.4).
+    Created(String),
+    /// 200 with an empty body (DCV delete, domain activate/suspend).
+    Empty,
     /// 200 with a certificate file.
     File {
         /// The bytes.
@@ -128,6 +151,30 @@ impl Reply {
                 headers.insert("X-Total-Count", HeaderValue::from(total));
                 response(StatusCode::OK, headers, Vec::new())
             }
+            Self::Dcv(value) => {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                response(
+                    StatusCode::OK,
+                    headers,
+                    serde_json::to_vec(&value).unwrap_or_default(),
+                )
+            }
+            Self::DcvPage(value, total) => {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                headers.insert("X-Total-Count", HeaderValue::from(total));
+                response(
+                    StatusCode::OK,
+                    headers,
+                    serde_json::to_vec(&value).unwrap_or_default(),
+                )
+            }
+            Self::Created(location) => {
+                if let Ok(value) = HeaderValue::from_str(&location) {
+                    headers.insert(LOCATION, value);
+                }
+                response(StatusCode::CREATED, headers, Vec::new())
+            }
+            Self::Empty => response(StatusCode::OK, headers, Vec::new()),
             Self::NoContent => response(StatusCode::NO_CONTENT, headers, Vec::new()),
             Self::Accepted => response(StatusCode::ACCEPTED, headers, Vec::new()),
             Self::File { body, filename } => {
@@ -171,7 +218,8 @@ pub fn dispatch(shared: &Shared, endpoint: &Endpoint, call: &Call) -> Result<Rep
         Endpoint::RenewById(id) => renew_by_id(shared, call, id),
         Endpoint::Replace(id) => replace(shared, call, id),
         Endpoint::Delete(id) => delete(shared, id),
-        Endpoint::UnimplementedFamily(_) => Err(ScmError::Unknown(StatusCode::NOT_IMPLEMENTED)),
+        // Unimplemented families; the DCV and Domain endpoints go to `dcv`/`domains` instead.
+        _ => Err(ScmError::Unknown(StatusCode::NOT_IMPLEMENTED)),
     }
 }
 
@@ -534,7 +582,7 @@ fn check_emails(field: &'static str, value: Option<String>, max: usize) -> Resul
     Ok(value)
 }
 
-fn is_email(text: &str) -> bool {
+pub(super) fn is_email(text: &str) -> bool {
     text.split_once('@').is_some_and(|(local, domain)| {
         !local.is_empty()
             && !text.contains(char::is_whitespace)
@@ -565,7 +613,7 @@ fn check_dcv(
     Ok((mode, email))
 }
 
-fn is_dns_name(name: &str) -> bool {
+pub(super) fn is_dns_name(name: &str) -> bool {
     let name = name.strip_prefix("*.").unwrap_or(name);
     !name.is_empty()
         && name.len() <= 253
@@ -612,6 +660,24 @@ fn check_names(shared: &Shared, common_name: Option<&str>, names: &[String]) -> 
             // Inferred (spec §3.9): we chose -1601 naming the field because a malformed SAN has
             // no dedicated code.
             return Err(ScmError::InvalidField("subjAltNames".to_owned()));
+        }
+    }
+    {
+        // With registered domains, DCV state decides (spec §4: enroll fails until the domain
+        // is validated).
+        let book = shared.dcv();
+        if book.managed {
+            for name in names {
+                // Inferred: DCV is about host names; IP addresses, mailbox and URI names are
+                // not domain-validated here.
+                let crate::sim::SubjectName::Dns(target) = crate::sim::SubjectName::parse(name) else {
+                    continue;
+                };
+                if let Some(refusal) = book.enroll_refusal(&target) {
+                    return Err(refusal);
+                }
+            }
+            return Ok(());
         }
     }
     let Some(validated) = &shared.config.validated_domains else {

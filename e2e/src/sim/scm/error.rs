@@ -94,6 +94,44 @@ pub enum ScmError {
     /// Revoke by serial number of a serial no certificate has.
     #[error("Certificate not found. {0}")]
     CertificateNotFound(String),
+    /// The admin lacks a privilege, e.g. `allowDCV` ("DCV validation").
+    #[error("You are not authorized to perform {0}.")]
+    NotAuthorized(&'static str),
+    /// Domain create with a name that is already registered.
+    #[error("Such domain already exists")]
+    DomainExists,
+    /// Domain create without a delegation.
+    #[error("Please delegate domain to at least one organization or department.")]
+    DelegationRequired,
+    /// Domain create with a name shorter than the minimum.
+    #[error("The domain name should be at least {0} characters in length.")]
+    DomainTooShort(usize),
+    /// Domain create with a name longer than the maximum.
+    #[error("The domain name should be at most {0} characters in length.")]
+    DomainTooLong(usize),
+    /// A suspended domain used in DCV or enroll.
+    #[error("The domain '{0}' is inactive.")]
+    DomainInactive(String),
+    /// DCV on a name that cannot carry its own validation (a wildcard, or a name under a
+    /// registered domain).
+    #[error("{0} is not a high-level domain. Only high-level domains can be validated.")]
+    NotHighLevel(String),
+    /// A DCV call the order's current state forbids: the domain and the state.
+    #[error("The request for '{0}' cannot be processed since it's domain validation status is {1}.")]
+    DcvStateForbids(String, String),
+    /// DCV on a domain not registered in SCM; with [`StatusCode::NOT_FOUND`] also an unknown
+    /// domain id in a Domain API path.
+    #[error("The domain '{0}' does not exist.")]
+    DomainUnknown(String, StatusCode),
+    /// A name that is not a domain name.
+    #[error("Invalid domain name.")]
+    InvalidDomainName,
+    /// Enroll for a name under no registered domain.
+    #[error("Domain '{0}' is not allowed.")]
+    DomainNotAllowed(String),
+    /// Any DCV call while the customer has DCV switched off.
+    #[error("DCV is not enabled for this customer.")]
+    DcvNotEnabled,
     /// A simulated server-side failure (fault injection).
     #[error("Internal error. Please contact Support for details.")]
     Internal(StatusCode),
@@ -134,6 +172,18 @@ impl ScmError {
             Self::BeingProcessed => -1400,
             Self::BeingProcessedCodeZero => 0,
             Self::InvalidField(_) => -1601,
+            Self::NotAuthorized(_) => -3,
+            Self::DomainExists => -700,
+            Self::DelegationRequired => -709,
+            Self::DomainTooShort(_) => -712,
+            Self::DomainTooLong(_) => -713,
+            Self::DomainInactive(_) => -715,
+            Self::NotHighLevel(_) => -723,
+            Self::DcvStateForbids(..) => -724,
+            Self::DomainUnknown(..) => -727,
+            Self::InvalidDomainName => -732,
+            Self::DomainNotAllowed(_) => -1010,
+            Self::DcvNotEnabled => -1608,
             Self::CertificateNotFound(_) => -5101,
             Self::Internal(_) => -2,
             Self::Unknown(_) => -1,
@@ -144,7 +194,7 @@ impl ScmError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::UnknownUser => StatusCode::UNAUTHORIZED,
-            Self::Internal(status) | Self::Unknown(status) => *status,
+            Self::Internal(status) | Self::Unknown(status) | Self::DomainUnknown(_, status) => *status,
             // Inferred (spec §1.4): we chose 400 for every validation and business error,
             // including unknown ids, because the docs list 400 as the error status and show no
             // 404 for a certificate id; a Spring controller that looks an id up and throws its
@@ -183,6 +233,15 @@ mod tests {
             "SSL state is not 'ISSUED': Applied"
         );
         assert_eq!(ScmError::OrgInvalid.to_string(), "Supplied orgid invalid..");
+        assert_eq!(
+            ScmError::DcvStateForbids("a.example".into(), "SUBMITTED".into()).to_string(),
+            "The request for 'a.example' cannot be processed since it's domain validation status is \
+             SUBMITTED."
+        );
+        assert_eq!(
+            ScmError::DomainUnknown("a.example".into(), StatusCode::BAD_REQUEST).body(),
+            serde_json::json!({"code": -727, "description": "The domain 'a.example' does not exist."})
+        );
         assert_eq!(
             ScmError::UnknownUser.body(),
             serde_json::json!({"code": -16, "description": "Unknown user"})

@@ -1,16 +1,23 @@
 //! A simulator of the Sectigo Certificate Manager SSL REST API and its InCommon flavour, written
 //! from `shared/spec/scm-ssl.md`: same paths, headers, field spellings, status codes, error codes
-//! and asynchronous issuance, signing real certificates with a throw-away CA.
+//! and asynchronous issuance, signing real certificates with a throw-away CA. It also serves the
+//! DCV and Domain APIs of `shared/spec/scm-dcv-domains.md`, validating domains for real: it
+//! fetches HTTP(S) files from a configured address and asks a configured DNS server.
 //!
 //! Tests start it in-process with [`ScmSimulator::start`]; demos run the `scm-simulator` binary.
 //! Besides the API it serves unauthenticated control endpoints on the same server:
-//! `GET /__simulator/stats`, `PUT /__simulator/faults` and `POST /__simulator/reset`.
+//! `GET /__simulator/stats`, `PUT /__simulator/faults`, `POST /__simulator/reset`,
+//! `POST /__simulator/dcv/click?domain=<d>` (the approver clicks the DCV email's link) and
+//! `POST /__simulator/dcv/advance?seconds=<n>` (the DCV clock moves forward).
 
 mod api;
 mod collect;
 mod csr;
+mod dcv;
+mod domains;
 mod error;
 mod orders;
+mod probe;
 mod routes;
 
 use std::{
@@ -37,6 +44,8 @@ use super::{
     PeerCertificates, RequestCounters, TestCa, TlsServer, TlsServerOptions, random_serial,
 };
 pub use super::{Faults, RateLimitFault};
+use dcv::DcvBook;
+pub use dcv::{ClickError, DcvCheck, TxtAlphabet};
 use error::ScmError;
 use orders::OrderBook;
 use routes::{Endpoint, Login, NoRoute};
@@ -106,6 +115,42 @@ pub struct ScmProfile {
     pub terms: Vec<u32>,
 }
 
+/// A domain registered in the simulated account at start (spec §5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimDomain {
+    /// The domain name.
+    pub name: String,
+    /// `ACTIVE` (true) or `SUSPENDED`.
+    pub active: bool,
+    /// Starts validated (by HTTP, valid for `dcv_validity` from the start), so enrollment under
+    /// it works without a DCV run.
+    pub validated: bool,
+}
+
+impl SimDomain {
+    /// An active, not yet validated domain.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            active: true,
+            validated: false,
+        }
+    }
+}
+
+/// Whether the account and admin may use the DCV API (spec §1.4, §9).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DcvAccess {
+    /// DCV is enabled for the customer and the admin has `allowDCV`.
+    #[default]
+    Allowed,
+    /// The customer has DCV switched off: every DCV call fails with -1608, and domain details
+    /// omit the validation fields.
+    DisabledForCustomer,
+    /// The admin lacks the `allowDCV` privilege: every DCV call fails with -3.
+    NotPrivileged,
+}
+
 /// How the simulated SCM account behaves.
 #[derive(Clone)]
 pub struct ScmSimulatorConfig {
@@ -134,9 +179,31 @@ pub struct ScmSimulatorConfig {
     pub pending_variant: PendingVariant,
     /// Orders wait in `Requested` until approved.
     pub require_approval: bool,
-    /// `None`: every domain is validated. `Some(list)`: names not equal to or under one of these
-    /// fail enroll with -107.
+    /// Without registered domains (`domains` empty and none created): `None`, every domain is
+    /// validated; `Some(list)`, names not equal to or under one of these fail enroll with -107.
     pub validated_domains: Option<Vec<String>>,
+    /// Domains registered at start. Once any domain is registered, enrollment follows DCV state:
+    /// a name must be under a validated, active registered domain.
+    pub domains: Vec<SimDomain>,
+    /// Whether the DCV API may be used at all.
+    pub dcv_access: DcvAccess,
+    /// How long a validation lasts (spec §8.4: 365 days in the examples, shrinking under SC-081;
+    /// tests set seconds to watch expiry).
+    pub dcv_validity: Duration,
+    /// Time from a failed check to the next (`nextCheck`; spec §9 default 60 min).
+    pub dcv_check_interval: Duration,
+    /// A submitted order lapses this long after submit (`orderExpiration`, spec §8.4: 30 days).
+    pub dcv_order_lifetime: Duration,
+    /// Where HTTP checks connect (with the domain as `Host`); `None`: the domain on port 80 via
+    /// the system resolver.
+    pub dcv_http_address: Option<SocketAddr>,
+    /// Where HTTPS checks connect (the certificate is not verified); `None`: the domain on
+    /// port 443.
+    pub dcv_https_address: Option<SocketAddr>,
+    /// The DNS server CNAME and TXT checks ask; `None`: they fail (no public DNS in tests).
+    pub dcv_dns_server: Option<SocketAddr>,
+    /// Characters of the TXT value.
+    pub dcv_txt_alphabet: TxtAlphabet,
     /// Accept client-certificate login on the `/private` prefix.
     pub client_certificate_login: bool,
     /// Not in SCM: the `sslId` of the first order, so tests running two simulators (two CA
@@ -166,6 +233,15 @@ impl Default for ScmSimulatorConfig {
             pending_variant: PendingVariant::Code1400,
             require_approval: false,
             validated_domains: None,
+            domains: Vec::new(),
+            dcv_access: DcvAccess::Allowed,
+            dcv_validity: Duration::from_secs(365 * 24 * 3600),
+            dcv_check_interval: Duration::from_secs(3600),
+            dcv_order_lifetime: Duration::from_secs(30 * 24 * 3600),
+            dcv_http_address: None,
+            dcv_https_address: None,
+            dcv_dns_server: None,
+            dcv_txt_alphabet: TxtAlphabet::Hostile,
             client_certificate_login: true,
             first_ssl_id: 1000,
             reading: ScmReading::Common,
@@ -190,6 +266,15 @@ impl fmt::Debug for ScmSimulatorConfig {
             .field("pending_variant", &self.pending_variant)
             .field("require_approval", &self.require_approval)
             .field("validated_domains", &self.validated_domains)
+            .field("domains", &self.domains)
+            .field("dcv_access", &self.dcv_access)
+            .field("dcv_validity", &self.dcv_validity)
+            .field("dcv_check_interval", &self.dcv_check_interval)
+            .field("dcv_order_lifetime", &self.dcv_order_lifetime)
+            .field("dcv_http_address", &self.dcv_http_address)
+            .field("dcv_https_address", &self.dcv_https_address)
+            .field("dcv_dns_server", &self.dcv_dns_server)
+            .field("dcv_txt_alphabet", &self.dcv_txt_alphabet)
             .field("client_certificate_login", &self.client_certificate_login)
             .field("first_ssl_id", &self.first_ssl_id)
             .field("reading", &self.reading)
@@ -210,6 +295,15 @@ pub struct Stats {
     /// `METHOD path` of every API request routed to an endpoint, in arrival order (the first
     /// [`MAX_CALL_LOG`] only), so tests can check which ids and serials reached this CA.
     pub calls: Vec<String>,
+    /// Every DCV check the simulator made (file fetches, DNS questions, link clicks), in order.
+    #[serde(default)]
+    pub dcv_checks: Vec<DcvCheck>,
+    /// HTTP(S) files fetched by DCV checks.
+    #[serde(default)]
+    pub dcv_http_fetches: u64,
+    /// DNS questions asked by DCV checks.
+    #[serde(default)]
+    pub dcv_dns_queries: u64,
 }
 
 /// Longest call log kept by a simulator.
@@ -271,10 +365,16 @@ impl ScmSimulator {
         };
         let shutdown = CancellationToken::new();
         let book = Mutex::new(OrderBook::starting_at(config.first_ssl_id));
+        let dcv = Mutex::new(DcvBook::seeded(
+            &config.domains,
+            config.org_id,
+            config.dcv_validity,
+        ));
         let shared = Arc::new(Shared {
             config,
             issuing,
             book,
+            dcv,
             counters: RequestCounters::default(),
             calls: Mutex::new(Vec::new()),
             faults: FaultInjector::default(),
@@ -361,9 +461,20 @@ impl ScmSimulator {
         self.shared.stats()
     }
 
-    /// Forgets the request counters and orders-per-CSR counts (orders themselves stay).
+    /// Forgets the request counters, orders-per-CSR counts and DCV checks (orders and domains
+    /// themselves stay).
     pub fn reset_stats(&self) {
         self.shared.reset_stats();
+    }
+
+    /// The approver clicks the link of `domain`'s submitted EMAIL order, which validates it.
+    pub fn click_email_link(&self, domain: &str) -> Result<(), ClickError> {
+        dcv::click(&self.shared, domain)
+    }
+
+    /// Moves the DCV clock forward (validity expiry, order lapse and `nextCheck` follow it).
+    pub fn advance_dcv_clock(&self, by: Duration) {
+        self.shared.dcv().advance_clock(by);
     }
 
     /// Stops the server and drops open connections.
@@ -380,6 +491,7 @@ struct Shared {
     config: ScmSimulatorConfig,
     issuing: TestCa,
     book: Mutex<OrderBook>,
+    dcv: Mutex<DcvBook>,
     counters: RequestCounters,
     calls: Mutex<Vec<String>>,
     faults: FaultInjector,
@@ -393,7 +505,21 @@ impl Shared {
         self.book.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn dcv(&self) -> MutexGuard<'_, DcvBook> {
+        // As for the order book: every change is complete before the lock is released.
+        self.dcv.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn stats(&self) -> Stats {
+        let dcv_checks = self.dcv().checks.clone();
+        let count = |methods: [&str; 2]| {
+            let checks = dcv_checks
+                .iter()
+                .filter(|check| methods.contains(&check.method.as_str()))
+                .count();
+            u64::try_from(checks).unwrap_or(u64::MAX)
+        };
+        let (dcv_http_fetches, dcv_dns_queries) = (count(["HTTP", "HTTPS"]), count(["CNAME", "TXT"]));
         let mut book = self.book();
         for order in book.orders.values_mut() {
             order.advance(&self.issuing);
@@ -413,11 +539,15 @@ impl Shared {
                     common_name: order.common_name.clone(),
                 })
                 .collect(),
+            dcv_checks,
+            dcv_http_fetches,
+            dcv_dns_queries,
         }
     }
 
     fn reset_stats(&self) {
         self.counters.reset();
+        self.dcv().checks.clear();
         self.book().orders_per_csr.clear();
     }
 
@@ -495,12 +625,23 @@ impl Shared {
         }
         let control = request.extensions().get::<ConnectionControl>().cloned();
         let query = request.uri().query().unwrap_or_default().to_owned();
+        let host = request
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
         let body = match Limited::new(request.into_body(), MAX_BODY_BYTES).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(_) => return error_response(&ScmError::Unknown(StatusCode::PAYLOAD_TOO_LARGE)),
         };
-        let call = api::Call::new(&query, body);
-        let outcome = api::dispatch(self, &endpoint, &call);
+        let call = api::Call::new(&query, body).with_host(host);
+        let outcome = if endpoint.is_domain() {
+            domains::dispatch(self, &endpoint, &call)
+        } else if endpoint.is_dcv() {
+            dcv::dispatch(self, &endpoint, &call).await
+        } else {
+            api::dispatch(self, &endpoint, &call)
+        };
         tracing::debug!(
             endpoint = name,
             %method,
@@ -545,9 +686,43 @@ impl Shared {
                 self.reset_stats();
                 empty_response(StatusCode::NO_CONTENT)
             }
+            (Method::POST, "/__simulator/dcv/click") => {
+                let Some(domain) = query_param(&request, "domain") else {
+                    return text_response(StatusCode::BAD_REQUEST, "domain query parameter missing");
+                };
+                match dcv::click(self, &domain) {
+                    Ok(()) => empty_response(StatusCode::NO_CONTENT),
+                    Err(error @ ClickError::UnknownDomain(_)) => {
+                        text_response(StatusCode::NOT_FOUND, &error.to_string())
+                    }
+                    Err(error @ ClickError::NoEmailOrder(_)) => {
+                        text_response(StatusCode::CONFLICT, &error.to_string())
+                    }
+                }
+            }
+            (Method::POST, "/__simulator/dcv/advance") => {
+                match query_param(&request, "seconds").and_then(|s| s.parse::<u64>().ok()) {
+                    Some(seconds) => {
+                        self.dcv().advance_clock(Duration::from_secs(seconds));
+                        empty_response(StatusCode::NO_CONTENT)
+                    }
+                    None => text_response(
+                        StatusCode::BAD_REQUEST,
+                        "seconds query parameter missing or invalid",
+                    ),
+                }
+            }
             _ => text_response(StatusCode::NOT_FOUND, "unknown control endpoint"),
         }
     }
+}
+
+/// A control endpoint's query parameter.
+fn query_param(request: &Request<Incoming>, name: &str) -> Option<String> {
+    let query = request.uri().query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
 }
 
 impl Handler for Shared {
@@ -621,5 +796,7 @@ fn fault_response(fault: InjectedFault) -> HttpResponse {
     }
 }
 
+#[cfg(test)]
+mod dcv_tests;
 #[cfg(test)]
 mod tests;

@@ -1,13 +1,14 @@
 //! URL routing of the SCM API: which login (password on `/api/…`, certificate on
 //! `/private/api/…`), which API family (`ssl/v1`, `dcv/v2`, `discovery/v4`, …) and which endpoint
 //! a request addresses, with literal segments matched before `{sslId}` (`scm-ssl.md` §2 note).
-//! Of the families only `ssl/v1` is simulated; a request to another documented family is
-//! routed (and authenticated) and answered 501, so a client's URL for it can be checked.
+//! The families `ssl/v1`, `dcv/v1`, `dcv/v2` and `domain/v1` are simulated; a request to another
+//! documented family is routed (and authenticated) and answered 501, so a client's URL for it can
+//! be checked.
 
 use hyper::Method;
 use percent_encoding::percent_decode_str;
 
-use super::{ScmFlavor, ScmReading};
+use super::{ScmFlavor, ScmReading, dcv::Mode};
 
 /// How the caller must authenticate, decided by the path prefix (spec §1.1, §1.2, §5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +58,39 @@ pub enum Endpoint {
     Replace(String),
     /// 3.23 `DELETE /{sslId}`
     Delete(String),
+    /// dcv 3.1 `GET /api/dcv/v1/validation`
+    DcvList,
+    /// dcv 3.2 `POST /api/dcv/v2/validation/status` (`v2`) and 3.3, its deprecated v1
+    DcvStatus {
+        /// The preferred v2 path.
+        v2: bool,
+    },
+    /// dcv 3.4 `POST /api/dcv/v1/validation/sync`
+    DcvSync,
+    /// dcv 3.5 `POST /api/dcv/v1/validation/clear`
+    DcvClear,
+    /// dcv 3.6 `POST /api/dcv/v1/validation/delete`
+    DcvDelete,
+    /// dcv 3.8, 3.9, 3.11 `POST /api/dcv/v1/validation/start/domain/{http|https|cname|email}`
+    DcvStart(Mode),
+    /// dcv 3.8-3.11 `POST /api/dcv/v1/validation/submit/domain/{http|https|cname|txt|email}`
+    DcvSubmit(Mode),
+    /// dcv 3.11 `POST /api/dcv/v1/validation/submit-bulk/domain/email`
+    DcvSubmitBulkEmail,
+    /// dcv 5.1 `GET /api/domain/v1`
+    DomainList,
+    /// dcv 5.2 `GET /api/domain/v1/count`
+    DomainCount,
+    /// dcv 5.3 `GET /api/domain/v1/{id}`
+    DomainDetails(String),
+    /// dcv 5.4 `POST /api/domain/v1`
+    DomainCreate,
+    /// dcv 5.6 `DELETE /api/domain/v1/{id}`
+    DomainDelete(String),
+    /// dcv 5.7 `PUT /api/domain/v1/{id}/activate`
+    DomainActivate(String),
+    /// dcv 5.7 `PUT /api/domain/v1/{id}/suspend`
+    DomainSuspend(String),
     /// Any path of a documented API family the simulator does not implement (the family's path
     /// after `/api`, e.g. `dcv/v2`): answered 501 after authentication.
     UnimplementedFamily(&'static str),
@@ -84,8 +118,66 @@ impl Endpoint {
             Self::RenewById(_) => "renewById",
             Self::Replace(_) => "replace",
             Self::Delete(_) => "delete",
+            Self::DcvList => "dcvList",
+            Self::DcvStatus { v2: true } => "dcvStatusV2",
+            Self::DcvStatus { v2: false } => "dcvStatusV1",
+            Self::DcvSync => "dcvSync",
+            Self::DcvClear => "dcvClear",
+            Self::DcvDelete => "dcvDelete",
+            Self::DcvStart(mode) => match mode {
+                Mode::Http => "dcvStartHttp",
+                Mode::Https => "dcvStartHttps",
+                Mode::Cname => "dcvStartCname",
+                Mode::Txt => "dcvStartTxt",
+                Mode::Email => "dcvStartEmail",
+            },
+            Self::DcvSubmit(mode) => match mode {
+                Mode::Http => "dcvSubmitHttp",
+                Mode::Https => "dcvSubmitHttps",
+                Mode::Cname => "dcvSubmitCname",
+                Mode::Txt => "dcvSubmitTxt",
+                Mode::Email => "dcvSubmitEmail",
+            },
+            Self::DcvSubmitBulkEmail => "dcvSubmitBulkEmail",
+            Self::DomainList => "domainList",
+            Self::DomainCount => "domainCount",
+            Self::DomainDetails(_) => "domainDetails",
+            Self::DomainCreate => "domainCreate",
+            Self::DomainDelete(_) => "domainDelete",
+            Self::DomainActivate(_) => "domainActivate",
+            Self::DomainSuspend(_) => "domainSuspend",
             Self::UnimplementedFamily(_) => "unimplementedFamily",
         }
+    }
+
+    /// Whether the DCV API serves it (asynchronous handlers: a DCV check fetches files and
+    /// queries DNS).
+    pub fn is_dcv(&self) -> bool {
+        matches!(
+            self,
+            Self::DcvList
+                | Self::DcvStatus { .. }
+                | Self::DcvSync
+                | Self::DcvClear
+                | Self::DcvDelete
+                | Self::DcvStart(_)
+                | Self::DcvSubmit(_)
+                | Self::DcvSubmitBulkEmail
+        )
+    }
+
+    /// Whether the Domain API serves it.
+    pub fn is_domain(&self) -> bool {
+        matches!(
+            self,
+            Self::DomainList
+                | Self::DomainCount
+                | Self::DomainDetails(_)
+                | Self::DomainCreate
+                | Self::DomainDelete(_)
+                | Self::DomainActivate(_)
+                | Self::DomainSuspend(_)
+        )
     }
 }
 
@@ -104,17 +196,24 @@ pub enum NoRoute {
 /// Documented literal segments whose endpoints the simulator leaves out (spec §2).
 const UNIMPLEMENTED: [&str; 3] = ["enroll-keygen", "keystore", "import"];
 
-/// The SSL family, the only one simulated.
+/// The SSL family.
 const SSL_V1: &str = "ssl/v1";
+/// The DCV families: v2 has only `status` (spec §10.1 item 11).
+const DCV_V1: &str = "dcv/v1";
+const DCV_V2: &str = "dcv/v2";
+/// The Domain family.
+const DOMAIN_V1: &str = "domain/v1";
+/// The families the simulator serves.
+pub const SIMULATED: [&str; 4] = [SSL_V1, DCV_V1, DCV_V2, DOMAIN_V1];
 
 /// Every API family the specs document (the path after `/api`; deprecated discovery v2 left
 /// out): `scm-ssl.md` §1.1, `scm-dcv-domains.md` §3, §5-§7, `scm-discovery-alerts.md` §2-§5.
 pub const FAMILIES: [&str; 13] = [
     SSL_V1,
     "ssl/v2",
-    "dcv/v1",
-    "dcv/v2",
-    "domain/v1",
+    DCV_V1,
+    DCV_V2,
+    DOMAIN_V1,
     "connector/v1",
     "discovery/v1",
     "discovery/v3",
@@ -153,7 +252,7 @@ pub fn route(
     if login == Login::Certificate && with_api == incommon_004_spelling {
         return Err(NoRoute::NotFound);
     }
-    if family != SSL_V1 {
+    if !SIMULATED.contains(&family) {
         return Ok((login, Endpoint::UnimplementedFamily(family)));
     }
     let mut segments: Vec<String> = rest
@@ -168,7 +267,68 @@ pub fn route(
         segments.pop();
     }
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-    endpoint(method, &segments).map(|endpoint| (login, endpoint))
+    match family {
+        DCV_V1 | DCV_V2 => dcv_endpoint(family == DCV_V2, method, &segments),
+        DOMAIN_V1 => domain_endpoint(method, &segments),
+        _ => endpoint(method, &segments),
+    }
+    .map(|endpoint| (login, endpoint))
+}
+
+fn only(allowed: bool, endpoint: Endpoint) -> Result<Endpoint, NoRoute> {
+    if allowed {
+        Ok(endpoint)
+    } else {
+        Err(NoRoute::MethodNotAllowed)
+    }
+}
+
+/// The DCV API (spec §3): every call is a POST naming the domain in its body, except the list.
+fn dcv_endpoint(v2: bool, method: &Method, segments: &[&str]) -> Result<Endpoint, NoRoute> {
+    let post = method == Method::POST;
+    let mode = |text: &str| match text {
+        "http" => Some(Mode::Http),
+        "https" => Some(Mode::Https),
+        "cname" => Some(Mode::Cname),
+        "txt" => Some(Mode::Txt),
+        "email" => Some(Mode::Email),
+        _ => None,
+    };
+    match segments {
+        ["validation", "status"] => only(post, Endpoint::DcvStatus { v2 }),
+        // v2 exists only for `status` (spec §10.1 item 11).
+        _ if v2 => Err(NoRoute::NotFound),
+        ["validation"] => only(method == Method::GET, Endpoint::DcvList),
+        ["validation", "sync"] => only(post, Endpoint::DcvSync),
+        ["validation", "clear"] => only(post, Endpoint::DcvClear),
+        ["validation", "delete"] => only(post, Endpoint::DcvDelete),
+        // "Start request is not supported by the API" for TXT (spec §3.10): no such path.
+        ["validation", "start", "domain", "txt"] => Err(NoRoute::NotFound),
+        ["validation", "start", "domain", name] => mode(name).map_or(Err(NoRoute::NotFound), |mode| {
+            only(post, Endpoint::DcvStart(mode))
+        }),
+        ["validation", "submit", "domain", name] => mode(name).map_or(Err(NoRoute::NotFound), |mode| {
+            only(post, Endpoint::DcvSubmit(mode))
+        }),
+        ["validation", "submit-bulk", "domain", "email"] => only(post, Endpoint::DcvSubmitBulkEmail),
+        _ => Err(NoRoute::NotFound),
+    }
+}
+
+/// The Domain API (spec §5); CT-log monitoring and delegations are not simulated.
+fn domain_endpoint(method: &Method, segments: &[&str]) -> Result<Endpoint, NoRoute> {
+    let id = |s: &str| s.to_owned();
+    match segments {
+        [] if method == Method::POST => Ok(Endpoint::DomainCreate),
+        [] => only(method == Method::GET, Endpoint::DomainList),
+        ["count"] => only(method == Method::GET, Endpoint::DomainCount),
+        ["delegation"] | [_, "delegation", ..] | [_, "monitoring"] => Err(NoRoute::NotImplemented),
+        [domain_id] if method == Method::GET => Ok(Endpoint::DomainDetails(id(domain_id))),
+        [domain_id] => only(method == Method::DELETE, Endpoint::DomainDelete(id(domain_id))),
+        [domain_id, "activate"] => only(method == Method::PUT, Endpoint::DomainActivate(id(domain_id))),
+        [domain_id, "suspend"] => only(method == Method::PUT, Endpoint::DomainSuspend(id(domain_id))),
+        _ => Err(NoRoute::NotFound),
+    }
 }
 
 /// `path` without `prefix`, when `prefix` is a whole-segment prefix of it.
@@ -179,13 +339,6 @@ fn strip_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
 
 fn endpoint(method: &Method, segments: &[&str]) -> Result<Endpoint, NoRoute> {
     let is = |wanted: &Method| method == wanted;
-    let only = |allowed: bool, endpoint: Endpoint| {
-        if allowed {
-            Ok(endpoint)
-        } else {
-            Err(NoRoute::MethodNotAllowed)
-        }
-    };
     let id = |s: &str| s.to_owned();
     match segments {
         [] if is(&Method::GET) => Ok(Endpoint::List),
@@ -298,11 +451,11 @@ mod tests {
     }
 
     #[test]
-    fn every_family_is_routed_under_both_logins_and_only_ssl_v1_is_simulated() {
+    fn every_family_is_routed_under_both_logins_and_the_unsimulated_ones_are_501() {
         for flavor in [ScmFlavor::Sectigo, ScmFlavor::InCommon] {
             for reading in [ScmReading::Common, ScmReading::Strict] {
                 let at = |path: &str| route(flavor, reading, &Method::POST, path);
-                for family in FAMILIES.into_iter().filter(|f| *f != SSL_V1) {
+                for family in FAMILIES.into_iter().filter(|f| !SIMULATED.contains(f)) {
                     let unimplemented = |login| Ok((login, Endpoint::UnimplementedFamily(family)));
                     assert_eq!(at(&format!("/api/{family}")), unimplemented(Login::Password));
                     assert_eq!(
@@ -318,12 +471,72 @@ mod tests {
                     assert_eq!(at(&format!("/private/{family}/x")), Err(NoRoute::NotFound));
                     assert_eq!(at(&format!("/{family}/x")), Err(NoRoute::NotFound));
                 }
+                assert_eq!(
+                    at("/private/api/dcv/v2/validation/status"),
+                    Ok((Login::Certificate, Endpoint::DcvStatus { v2: true }))
+                );
+                assert_eq!(at("/private/dcv/v1/validation/clear"), Err(NoRoute::NotFound));
                 assert_eq!(at("/api/dcv/v3/validation"), Err(NoRoute::NotFound));
                 assert_eq!(at("/api/dcvx/v1/validation"), Err(NoRoute::NotFound));
                 assert_eq!(at("/api/discovery/v2/net_task"), Err(NoRoute::NotFound));
                 assert_eq!(at("/api/ssl/v1/enroll").map(|(_, e)| e), Ok(Endpoint::Enroll));
             }
         }
+    }
+
+    #[test]
+    fn dcv_and_domain_paths() {
+        let at = |method: Method, path: &str| {
+            route(ScmFlavor::Sectigo, ScmReading::Common, &method, path).map(|(_, e)| e)
+        };
+        assert_eq!(at(Method::GET, "/api/dcv/v1/validation"), Ok(Endpoint::DcvList));
+        assert_eq!(
+            at(Method::POST, "/api/dcv/v1/validation"),
+            Err(NoRoute::MethodNotAllowed)
+        );
+        assert_eq!(
+            at(Method::POST, "/api/dcv/v1/validation/status"),
+            Ok(Endpoint::DcvStatus { v2: false })
+        );
+        assert_eq!(
+            at(Method::POST, "/api/dcv/v2/validation/status"),
+            Ok(Endpoint::DcvStatus { v2: true })
+        );
+        assert_eq!(
+            at(Method::POST, "/api/dcv/v2/validation/clear"),
+            Err(NoRoute::NotFound)
+        );
+        assert_eq!(
+            at(Method::POST, "/api/dcv/v1/validation/start/domain/https"),
+            Ok(Endpoint::DcvStart(Mode::Https))
+        );
+        assert_eq!(
+            at(Method::POST, "/api/dcv/v1/validation/start/domain/txt"),
+            Err(NoRoute::NotFound)
+        );
+        assert_eq!(
+            at(Method::POST, "/api/dcv/v1/validation/submit/domain/txt"),
+            Ok(Endpoint::DcvSubmit(Mode::Txt))
+        );
+        assert_eq!(
+            at(Method::POST, "/api/dcv/v1/validation/submit-bulk/domain/email"),
+            Ok(Endpoint::DcvSubmitBulkEmail)
+        );
+        assert_eq!(at(Method::GET, "/api/domain/v1"), Ok(Endpoint::DomainList));
+        assert_eq!(at(Method::POST, "/api/domain/v1"), Ok(Endpoint::DomainCreate));
+        assert_eq!(at(Method::GET, "/api/domain/v1/count"), Ok(Endpoint::DomainCount));
+        assert_eq!(
+            at(Method::GET, "/api/domain/v1/2031"),
+            Ok(Endpoint::DomainDetails("2031".into()))
+        );
+        assert_eq!(
+            at(Method::PUT, "/api/domain/v1/2031/suspend"),
+            Ok(Endpoint::DomainSuspend("2031".into()))
+        );
+        assert_eq!(
+            at(Method::POST, "/api/domain/v1/2031/delegation"),
+            Err(NoRoute::NotImplemented)
+        );
     }
 
     #[test]

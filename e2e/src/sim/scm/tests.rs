@@ -15,17 +15,17 @@ use serde_json::{Value, json};
 use super::{csr::tests::p256_csr, *};
 use crate::sim::test_support::{Answer, Client};
 
-struct Api {
-    sim: ScmSimulator,
-    client: Client,
-    prefix: &'static str,
-    password: Option<String>,
+pub(super) struct Api {
+    pub(super) sim: ScmSimulator,
+    pub(super) client: Client,
+    pub(super) prefix: &'static str,
+    pub(super) password: Option<String>,
     login: String,
     customer_uri: String,
 }
 
 impl Api {
-    async fn start(config: ScmSimulatorConfig) -> Self {
+    pub(super) async fn start(config: ScmSimulatorConfig) -> Self {
         let sim = ScmSimulator::start(config.clone()).await.unwrap();
         let client = Client::new(sim.server.local_addr(), &sim.tls_ca_pem(), None);
         Self {
@@ -38,7 +38,12 @@ impl Api {
         }
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<Answer, hyper::Error> {
+    pub(super) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Answer, hyper::Error> {
         let mut builder = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.prefix))
@@ -58,11 +63,11 @@ impl Api {
         self.client.send(builder.body(Full::new(body)).unwrap()).await
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+    pub(super) async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
         self.send(method, path, body).await.unwrap()
     }
 
-    async fn enroll(&self, csr: &str, extra: Value) -> Answer {
+    pub(super) async fn enroll(&self, csr: &str, extra: Value) -> Answer {
         let mut body = json!({
             "orgId": 8932, "csr": csr, "certType": 5153, "term": 365,
             "subjAltNames": "", "comments": "k8s-op:test", "externalRequester": "",
@@ -81,7 +86,7 @@ impl Api {
     }
 }
 
-fn error_of(answer: &Answer) -> (StatusCode, i64, String) {
+pub(super) fn error_of(answer: &Answer) -> (StatusCode, i64, String) {
     let body = answer.json();
     (
         answer.status,

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests run as real peers (guide §4), only when they are
+# missing, so CI and a developer's second run do nothing: BIND9 (`named`, and bind9-utils'
+# `named-checkconf`/`named-checkzone` for checking a test's configuration by hand). Needs apt (Debian/Ubuntu); uses sudo only when
+# not already root.
+set -euo pipefail
+
+missing=()
+command -v named >/dev/null || [ -x /usr/sbin/named ] || missing+=(bind9)
+command -v named-checkconf >/dev/null || [ -x /usr/bin/named-checkconf ] || missing+=(bind9-utils)
+
+if [ ${#missing[@]} -eq 0 ]; then
+	exit 0
+fi
+command -v apt-get >/dev/null || { echo "need ${missing[*]}, but apt-get is not available; install them by hand" >&2; exit 1; }
+sudo=()
+[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+echo "installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# An install on a machine whose package lists were never fetched fails; update only then.
+"${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}" \
+	|| { "${sudo[@]}" apt-get update && "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"; }
