@@ -6,11 +6,7 @@ use std::{process::ExitCode, sync::Arc};
 use anyhow::Context as _;
 use clap::Parser;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::{
-    Api, Client,
-    config::KubeConfigOptions,
-    runtime::events::Reporter,
-};
+use kube::{Api, Client, config::KubeConfigOptions, runtime::events::Reporter};
 use pki_operator::{
     admin::{self, Readiness},
     config::Config,

@@ -423,7 +423,21 @@ impl Operator {
             );
         }
         let admin = format!("127.0.0.1:{}", free_port()?);
-        let solver = format!("127.0.0.1:{}", free_port()?);
+        // A test that must know the solver's address before the operator starts (a CA
+        // simulator fetching from it) passes `--solver-address` itself.
+        let given = args
+            .iter()
+            .position(|a| *a == "--solver-address")
+            .and_then(|i| args.get(i + 1));
+        let solver = match given {
+            Some(address) => (*address).to_owned(),
+            None => format!("127.0.0.1:{}", free_port()?),
+        };
+        let solver_args: &[&str] = if given.is_some() {
+            &[]
+        } else {
+            &["--solver-address", &solver]
+        };
         let log = dir.join(format!("{name}.log"));
         let file = fs::File::create(&log)?;
         let child = Command::new(binary)
@@ -432,11 +446,10 @@ impl Operator {
             .args([
                 "--admin-address",
                 &admin,
-                "--solver-address",
-                &solver,
                 "--log-level",
                 "info,pki_operator=debug",
             ])
+            .args(solver_args)
             .args(args)
             .env_remove("KUBECONFIG")
             .envs(env.iter().copied())
@@ -503,9 +516,15 @@ impl Drop for Operator {
 
 /// A minimal HTTP/1.0 GET, enough for the operator's admin endpoints.
 pub async fn http_get(address: &str, path: &str) -> Result<(u16, String)> {
+    http_get_with_host(address, path, address).await
+}
+
+/// [`http_get`] with another `Host` header, as a virtual host is asked (the HTTP solver serves
+/// each domain's files by `Host`).
+pub async fn http_get_with_host(address: &str, path: &str, host: &str) -> Result<(u16, String)> {
     let mut stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(address)).await??;
     stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
         .await?;
     let mut response = String::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response)).await??;

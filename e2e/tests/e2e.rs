@@ -18,6 +18,8 @@ mod audit;
 mod ca;
 #[path = "e2e/control_plane.rs"]
 mod control_plane;
+#[path = "e2e/domain_validation.rs"]
+mod domain_validation;
 #[path = "e2e/helm.rs"]
 mod helm;
 #[path = "e2e/hostile_ca.rs"]
@@ -58,6 +60,7 @@ fn main() -> std::process::ExitCode {
         secret_guard::trials(),
         hostile_ca::trials(),
         observed_kinds::trials(),
+        domain_validation::trials(),
     ]
     .into_iter()
     .flatten()

@@ -167,7 +167,7 @@ pub async fn run(ctx: Arc<Context>, scope: &WatchScope, readiness: Readiness, sh
         ),
         runner_with::<v1alpha1::DomainValidation, _, _>(
             "domain_validation",
-            controller_for(Api::all(client.clone())),
+            spec_controller_for(Api::all(client.clone())),
             &ctx,
             &shutdown,
             domain_validation::reconcile,
@@ -299,21 +299,47 @@ fn issuer_controller<K: issuer::IssuerObject>(
 }
 
 /// A controller for `api` that tolerates objects it cannot deserialize (they are reported, not
-/// fatal) and caches them without their managedFields. `any_semantic` lets the initial list be served from the apiserver's watch cache
-/// instead of a quorum read of etcd, which is cheaper and enough for a controller that resyncs.
+/// fatal) and caches them without their managedFields. `any_semantic` lets the initial list be
+/// served from the apiserver's watch cache instead of a quorum read of etcd, which is cheaper and
+/// enough for a controller that resyncs.
 fn controller_for<K>(api: Api<DeserializeGuard<K>>) -> Controller<DeserializeGuard<K>>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = kube::runtime::reflector::store();
+    Controller::for_stream(cached_objects(api, writer), reader)
+}
+
+/// [`controller_for`] reconciling only on spec changes (a new `metadata.generation`) and its own
+/// requeues, not on its status writes: for a reconciler that calls a CA on every run and writes
+/// status it computed from that call, each status write would otherwise be another CA call.
+fn spec_controller_for<K>(api: Api<DeserializeGuard<K>>) -> Controller<DeserializeGuard<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = kube::runtime::reflector::store();
+    let objects = cached_objects(api, writer).predicate_filter(
+        kube::runtime::predicates::generation,
+        kube::runtime::PredicateConfig::default(),
+    );
+    Controller::for_stream(objects, reader)
+}
+
+/// The watched objects, cached in `writer` without their managedFields.
+fn cached_objects<K>(
+    api: Api<DeserializeGuard<K>>,
+    writer: kube::runtime::reflector::store::Writer<DeserializeGuard<K>>,
+) -> impl futures::Stream<Item = Result<DeserializeGuard<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
     // managedFields are the largest part of a cached object and nothing here reads them (every
     // write is a server-side apply that the apiserver merges): they never reach the cache.
-    let objects = watcher(api, watcher::Config::default().any_semantic())
+    watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(|object| object.managed_fields_mut().clear())
         .reflect(writer)
-        .applied_objects();
-    Controller::for_stream(objects, reader)
+        .applied_objects()
 }
 
 /// A controller running a real reconciler over the typed object; objects that fail to

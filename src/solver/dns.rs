@@ -55,6 +55,14 @@ pub enum DnsError {
     Key(String),
 }
 
+/// A client error with its cause (hickory's own text of a protocol error is just "proto error").
+fn describe(error: &hickory_client::ClientError) -> String {
+    match error.kind() {
+        ClientErrorKind::Proto(proto) => proto.to_string(),
+        other => other.to_string(),
+    }
+}
+
 fn name(text: &str) -> Result<Name, DnsError> {
     let mut parsed = Name::from_str(text).map_err(|_| DnsError::InvalidName(text.to_owned()))?;
     parsed.set_fqdn(true);
@@ -88,7 +96,7 @@ pub async fn lookup(
         {
             return Ok(Vec::new());
         }
-        Err(error) => return Err(unreachable(error.to_string())),
+        Err(error) => return Err(unreachable(describe(&error))),
     };
     match response.response_code() {
         ResponseCode::NoError => {}
@@ -253,9 +261,21 @@ impl Rfc2136 {
             Change::Remove => client.delete_by_rdata(published.record(0)?, zone.clone()).await,
         };
         background.abort();
-        let response = response.map_err(|e| DnsError::Unreachable {
-            server,
-            message: e.to_string(),
+        let response = response.map_err(|e| {
+            let detail = describe(&e);
+            // A server that refuses the key answers NOTAUTH/BADSIG with an empty MAC, which
+            // hickory reports only as a MAC it cannot verify.
+            if detail.contains("TSIG") || detail.contains("HMAC") {
+                DnsError::Key(format!(
+                    "{server} did not accept the TSIG signature; check tsigKeyName, tsigAlgorithm \
+                     and the secret ({detail})"
+                ))
+            } else {
+                DnsError::Unreachable {
+                    server,
+                    message: detail,
+                }
+            }
         })?;
         match response.response_code() {
             ResponseCode::NoError => Ok(()),

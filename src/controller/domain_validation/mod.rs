@@ -80,6 +80,8 @@ pub fn awaited<'a>(
 const DEFAULT_REVALIDATE_BEFORE: Duration = Duration::from_secs(30 * 86_400);
 /// How soon the next step follows a step that changed the CA's order.
 const NEXT_STEP: Duration = Duration::from_secs(2);
+/// The least time between two requests that the CA check a submitted order now.
+const SYNC_INTERVAL: Duration = Duration::from_secs(60);
 /// How soon a self-check that failed is tried again.
 const SELF_CHECK_RETRY: Duration = Duration::from_secs(10);
 /// How soon an object whose issuer or domain cannot be used looks again (nothing it waits for
@@ -325,6 +327,11 @@ fn blocked(error: &DcvError) -> Outcome {
     Outcome::not_ready(error.reason(), error.to_string(), BLOCKED_RETRY)
 }
 
+fn plus_secs(at: jiff::Timestamp, wait: Duration) -> jiff::Timestamp {
+    at.checked_add(jiff::SignedDuration::try_from(wait).unwrap_or_default())
+        .unwrap_or(jiff::Timestamp::MAX)
+}
+
 fn wait_until(at: jiff::Timestamp, now: jiff::Timestamp) -> Duration {
     Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
 }
@@ -368,8 +375,11 @@ async fn act(
                     "{domain} is validated at the CA until {expires}; revalidation starts at {revalidate_at}"
                 ),
                 // Re-read now and then, so a validation deleted or expired early at the CA is seen.
+                // (`min` then `max`, not `clamp`, which panics: the interval is configurable
+                // and may be shorter than a poll.)
                 next: wait_until(revalidate_at, now)
-                    .clamp(plan::MIN_POLL, run.ctx.dcv_self_check.recheck_interval),
+                    .min(run.ctx.dcv_self_check.recheck_interval)
+                    .max(NEXT_STEP),
                 scheduled: Some(revalidate_at),
             })
         }
@@ -426,6 +436,7 @@ async fn follow(
     status: &mut DomainValidationStatus,
 ) -> Result<Outcome, DcvError> {
     let dv = run.dv;
+    let mut poll_at = poll_at;
     if let Some(challenge) = challenge {
         let allowed = status
             .challenge
@@ -438,9 +449,15 @@ async fn follow(
                 return Ok(Outcome::not_ready("PublishFailed", why, SELF_CHECK_RETRY));
             }
             match self_check::check(run.ctx, dv, run.solver, challenge).await {
-                // The CA would only look at its next check, hours away: ask it now, and read
-                // the result at once when that check settled the order.
-                Ok(()) if state.last_check.is_none() => {
+                // Our check passes and the CA's has not (yet): its next check may be hours
+                // away, so ask it now — at most once a minute (the record may have appeared after
+                // the CA's last look, e.g. a TXT published after its submit) — and read the
+                // result at once when that check settled the order.
+                Ok(())
+                    if state
+                        .last_check
+                        .is_none_or(|last| plus_secs(last, SYNC_INTERVAL) <= now) =>
+                {
                     let synced = run.scm.dcv_sync(&dv.spec.domain).await?;
                     if synced.order_status != dcv::OrderStatus::Submitted {
                         return Ok(Outcome {
@@ -452,7 +469,12 @@ async fn follow(
                         });
                     }
                 }
-                Ok(()) => {}
+                // Answered, but the CA looked moments ago: come back when a request may follow.
+                Ok(()) => {
+                    if let Some(last) = state.last_check {
+                        poll_at = poll_at.min(plus_secs(last, SYNC_INTERVAL));
+                    }
+                }
                 Err(why) => {
                     return Ok(Outcome::not_ready(
                         "ChallengeNotReachable",
@@ -465,17 +487,17 @@ async fn follow(
     }
     let message = match (challenge, &state.next_check) {
         (Some(Challenge::Email { email, .. }), _) => format!(
-            "a validation mail was sent to {}; a person must follow its link; checking again at {poll_at}",
+            "a validation mail was sent to {}; a person must follow its link",
             email
                 .as_deref()
                 .or(dv.spec.email.as_deref())
                 .unwrap_or("an approver address")
         ),
         (_, Some(next_check)) => format!(
-            "order {} submitted; the CA checks next at {next_check}; reading its result at {poll_at}",
+            "order {} submitted; the CA checks next at {next_check}",
             state.order_backend_id.as_deref().unwrap_or("(no id)")
         ),
-        _ => format!("a DCV order is submitted; reading its result at {poll_at}"),
+        _ => "a DCV order is submitted; waiting for the CA's check".to_owned(),
     };
     // A revalidation in flight: the domain is still validated until its expiry.
     let validated = state.status == ValidationStatus::Validated;
@@ -484,7 +506,8 @@ async fn follow(
         reason: if validated { "Revalidating" } else { "Submitted" },
         message,
         next: wait_until(poll_at, now),
-        scheduled: Some(poll_at),
+        // The CA's own next check: stable across polls, so following an order writes nothing.
+        scheduled: state.next_check,
     })
 }
 

@@ -22,6 +22,9 @@ const AFTER_CHECK: Duration = Duration::from_secs(60);
 /// The poll when the CA announces no next check.
 const DEFAULT_POLL: Duration = Duration::from_secs(5 * 60);
 
+/// The precision of SCM's validation dates.
+const DATE_PRECISION: Duration = Duration::from_secs(86_400);
+
 /// What to do next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -101,8 +104,11 @@ pub fn revalidation_time(state: &DcvState, revalidate_before: Duration) -> Optio
         .map(start_of)
         .and_then(|validated| Duration::try_from(expires.duration_since(validated)).ok())
         .filter(|lifetime| !lifetime.is_zero());
+    // SCM's dates are days: a validation may be up to a day older than its date says, so a
+    // `revalidateBefore` within a day of the lifetime would also fall due on the day of a fresh
+    // validation.
     Some(match lifetime {
-        Some(lifetime) if revalidate_before >= lifetime => minus(expires, lifetime / 3),
+        Some(lifetime) if revalidate_before + DATE_PRECISION >= lifetime => minus(expires, lifetime / 3),
         _ => minus(expires, revalidate_before),
     })
 }
@@ -242,6 +248,23 @@ mod tests {
             decide(&short, DcvMethod::Http),
             Step::Valid {
                 revalidate_at: "2026-06-07T00:00:00Z".parse().unwrap()
+            }
+        );
+        // 2 days of validity, validated today, revalidateBefore 40 h: with day-precise dates
+        // that would be due already; two thirds it is.
+        let mut two_days = state(ValidationStatus::Validated, OrderStatus::NotInitiated);
+        two_days.validation_date = Some(jiff::civil::date(2026, 6, 1));
+        two_days.expiration_date = Some(jiff::civil::date(2026, 6, 3));
+        let step = plan(&Facts {
+            state: &two_days,
+            method: DcvMethod::Http,
+            now: now(),
+            revalidate_before: Duration::from_secs(40 * 3600),
+        });
+        assert_eq!(
+            step,
+            Step::Valid {
+                revalidate_at: "2026-06-02T08:00:00Z".parse().unwrap()
             }
         );
     }

@@ -1,0 +1,715 @@
+//! End-to-end tests of DomainValidation: the operator against the SCM simulator, which validates
+//! for real (it fetches the file from the operator's HTTP solver, asks BIND9 for the record, or
+//! waits for the "click" on the mail's link), and BIND9 taking RFC 2136 updates.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, ensure};
+use base64::Engine as _;
+use hickory_client::proto::rr::{RData, RecordType, rdata::TXT};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, DynamicObject, GroupVersionKind},
+    discovery::ApiResource,
+};
+use libtest_mimic::Trial;
+use pki_operator_e2e::{
+    Operator, TestNamespace,
+    dns::Bind9,
+    free_port, http_get_with_host,
+    sim::scm::{DcvAccess, ScmSimulator, ScmSimulatorConfig, SimDomain},
+    wait_for, work_dir,
+};
+
+use crate::support::{SCM_PASSWORD, apply, block_on, is_ready, plane, scm_issuer, trial, wait_certificate};
+
+/// This area's trials: a test function not listed here is dead code, which fails the build.
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial(
+            "http_validation_is_served_checked_and_withdrawn",
+            http_validation_is_served_checked_and_withdrawn,
+        ),
+        trial(
+            "certificates_wait_for_an_email_validation_then_issue",
+            certificates_wait_for_an_email_validation_then_issue,
+        ),
+        trial(
+            "rfc2136_cname_and_txt_records_are_published_and_removed",
+            rfc2136_cname_and_txt_records_are_published_and_removed,
+        ),
+        trial(
+            "manual_dns_waits_for_the_record_then_validates",
+            manual_dns_waits_for_the_record_then_validates,
+        ),
+        trial(
+            "an_expired_validation_is_renewed_without_anyone_acting",
+            an_expired_validation_is_renewed_without_anyone_acting,
+        ),
+        trial(
+            "bad_domain_validations_say_why_without_a_hot_loop",
+            bad_domain_validations_say_why_without_a_hot_loop,
+        ),
+    ]
+}
+
+fn validations(client: &Client) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("pki-operator.io", "v1alpha1", "DomainValidation");
+    Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk))
+}
+
+/// The `Ready` condition's (status, reason, message).
+fn ready(object: &DynamicObject) -> Option<(String, String, String)> {
+    let conditions = object.data["status"]["conditions"].as_array()?;
+    let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
+    let text = |key: &str| ready[key].as_str().unwrap_or_default().to_owned();
+    Some((text("status"), text("reason"), text("message")))
+}
+
+/// Waits until DomainValidation `name` passes `check`; the error shows its last status.
+async fn wait_validation(
+    client: &Client,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&DynamicObject) -> bool,
+) -> Result<DynamicObject> {
+    let api = validations(client);
+    let result = wait_for(what, timeout, || async {
+        api.get_opt(name).await.ok().flatten().filter(|o| check(o))
+    })
+    .await;
+    if result.is_err() {
+        let last = api
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .map(|o| o.data["status"].clone());
+        return result.with_context(|| format!("last status of {name}: {last:#?}"));
+    }
+    result
+}
+
+fn reason_is(reason: &'static str) -> impl Fn(&DynamicObject) -> bool {
+    move |o| ready(o).is_some_and(|(_, found, _)| found == reason)
+}
+
+fn is_validated(o: &DynamicObject) -> bool {
+    ready(o).is_some_and(|(status, reason, _)| status == "True" && reason == "Validated")
+}
+
+/// A DomainValidation `name` for `domain` through the Issuer `sectigo` of `namespace`.
+fn validation_yaml(name: &str, namespace: &str, domain: &str, rest: &str) -> String {
+    format!(
+        "apiVersion: pki-operator.io/v1alpha1\nkind: DomainValidation\nmetadata: {{name: {name}}}\nspec:\n  domain: {domain}\n  issuerRef: {{kind: Issuer, namespace: {namespace}, name: sectigo}}\n{rest}"
+    )
+}
+
+/// A Certificate `name` from `sectigo` for `dns_name`.
+fn certificate_for(name: &str, dns_name: &str) -> String {
+    format!(
+        "apiVersion: pki-operator.io/v1alpha1\nkind: Certificate\nmetadata: {{name: {name}}}\nspec:\n  secretName: {name}-tls\n  issuerRef: {{name: sectigo}}\n  dnsNames: [{dns_name}]\n"
+    )
+}
+
+/// A namespace, an SCM simulator made by `config` (given the solver address the operator will
+/// listen on), its Issuer `sectigo`, and a Ready operator with `args`.
+struct Scene {
+    client: Client,
+    ns: TestNamespace,
+    sim: ScmSimulator,
+    operator: Operator,
+    solver: String,
+}
+
+impl Scene {
+    async fn start(
+        name: &str,
+        config: impl FnOnce(&str) -> Result<ScmSimulatorConfig>,
+        args: &[&str],
+    ) -> Result<Self> {
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, name).await?;
+        let solver = format!("127.0.0.1:{}", free_port()?);
+        let sim = ScmSimulator::start(config(&solver)?).await?;
+        scm_issuer(&ns.name, "sectigo", &sim, SCM_PASSWORD)?;
+        let dir = work_dir(name)?;
+        // In a cluster the domain routes to the solver Service; here the self-check is told so.
+        let mut all = vec![
+            "--namespace",
+            &ns.name,
+            "--solver-address",
+            &solver,
+            "--dcv-http-self-check-address",
+            &solver,
+        ];
+        all.extend_from_slice(args);
+        let operator = Operator::start(plane(), &dir, "operator", &all)?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        Ok(Self {
+            client,
+            ns,
+            sim,
+            operator,
+            solver,
+        })
+    }
+
+    async fn cleanup(&self, names: &[&str]) -> Result<()> {
+        for name in names {
+            validations(&self.client)
+                .delete(name, &DeleteParams::default())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn simulator(domains: Vec<SimDomain>) -> ScmSimulatorConfig {
+    ScmSimulatorConfig {
+        pending_collects: 0,
+        domains,
+        ..ScmSimulatorConfig::default()
+    }
+}
+
+/// HTTP: the operator publishes the file on its solver, checks it there and submits; the
+/// simulator fetches it from the solver and validates; a Certificate under the domain then
+/// issues; the solver answers 404 for the file afterwards.
+fn http_validation_is_served_checked_and_withdrawn() -> Result<()> {
+    block_on(async {
+        let domain = format!("http-{}.test", std::process::id());
+        let scene = Scene::start(
+            "dcv-http",
+            |solver| {
+                Ok(ScmSimulatorConfig {
+                    dcv_http_address: Some(solver.parse()?),
+                    ..simulator(vec![SimDomain::new(&domain)])
+                })
+            },
+            &[],
+        )
+        .await?;
+        let name = scene.ns.name.clone();
+        apply(
+            &scene.ns.name,
+            &validation_yaml(
+                &name,
+                &scene.ns.name,
+                &domain,
+                "  method: HTTP\n  solver: {http: {}}\n",
+            ),
+        )?;
+        let validated = wait_validation(
+            &scene.client,
+            &name,
+            "validated",
+            Duration::from_secs(90),
+            is_validated,
+        )
+        .await
+        .with_context(|| scene.operator.log_text())?;
+        ensure!(
+            validated.data["status"]["challenge"].is_null(),
+            "the challenge stays in status after success: {}",
+            validated.data["status"]
+        );
+        let stats = scene.sim.stats();
+        let fetched = stats
+            .dcv_checks
+            .iter()
+            .find(|c| c.method == "HTTP" && c.passed)
+            .with_context(|| format!("no passed HTTP check: {:?}", stats.dcv_checks))?;
+        ensure!(
+            fetched.target.contains(&scene.solver),
+            "the simulator fetched {} instead of from the operator's solver {}",
+            fetched.target,
+            scene.solver
+        );
+        let path = fetched
+            .target
+            .split_whitespace()
+            .next()
+            .and_then(|url| url.split_once(&domain))
+            .map(|(_, path)| path.to_owned())
+            .context("no path in the check's target")?;
+        let (status, _) = http_get_with_host(&scene.solver, &path, &domain).await?;
+        ensure!(
+            status == 404,
+            "the solver still answers {status} for {path} after success"
+        );
+
+        apply(&scene.ns.name, &certificate_for("www", &format!("www.{domain}")))?;
+        wait_certificate(
+            &scene.client,
+            &scene.ns.name,
+            "www",
+            "Ready",
+            Duration::from_secs(60),
+            is_ready,
+        )
+        .await
+        .with_context(|| scene.operator.log_text())?;
+        scene.cleanup(&[&name]).await
+    })
+}
+
+/// EMAIL: status lists the allowed addresses and waits for a person; meanwhile a Certificate
+/// under the domain is `DomainNotValidated` and the simulator counts no order; after the
+/// simulator's "click" the domain validates and the Certificate issues by itself.
+fn certificates_wait_for_an_email_validation_then_issue() -> Result<()> {
+    block_on(async {
+        let domain = format!("mail-{}.test", std::process::id());
+        let scene = Scene::start("dcv-email", |_| Ok(simulator(vec![SimDomain::new(&domain)])), &[]).await?;
+        let name = scene.ns.name.clone();
+        apply(
+            &scene.ns.name,
+            &validation_yaml(
+                &name,
+                &scene.ns.name,
+                &domain,
+                &format!("  method: EMAIL\n  email: hostmaster@{domain}\n"),
+            ),
+        )?;
+        let waiting = wait_validation(
+            &scene.client,
+            &name,
+            "waiting for the mail",
+            Duration::from_secs(60),
+            |o| ready(o).is_some_and(|(_, reason, _)| reason == "Submitted" || reason == "WaitingForEmail"),
+        )
+        .await
+        .with_context(|| scene.operator.log_text())?;
+        let allowed = waiting.data["status"]["challenge"]["allowedEmails"].to_string();
+        ensure!(
+            allowed.contains(&format!("hostmaster@{domain}")),
+            "allowed addresses not listed: {allowed}"
+        );
+        let (_, _, message) = ready(&waiting).unwrap_or_default();
+        ensure!(message.contains("a person must follow"), "{message}");
+
+        apply(
+            &scene.ns.name,
+            &certificate_for("shop", &format!("shop.{domain}")),
+        )?;
+        let blocked = wait_certificate(
+            &scene.client,
+            &scene.ns.name,
+            "shop",
+            "DomainNotValidated",
+            Duration::from_secs(60),
+            |c| {
+                crate::support::condition(c, "Ready")
+                    .is_some_and(|(_, reason, _)| reason == "DomainNotValidated")
+            },
+        )
+        .await
+        .with_context(|| scene.operator.log_text())?;
+        let (_, _, message) = crate::support::condition(&blocked, "Ready").unwrap_or_default();
+        ensure!(
+            message.contains(&domain),
+            "the message names no domain: {message}"
+        );
+        ensure!(
+            crate::support::total_orders(&scene.sim) == 0,
+            "orders placed for an unvalidated domain: {:?}",
+            scene.sim.stats().orders_per_csr
+        );
+
+        scene
+            .sim
+            .click_email_link(&domain)
+            .map_err(|e| anyhow::anyhow!("click: {e:?}"))?;
+        wait_validation(
+            &scene.client,
+            &name,
+            "validated after the click",
+            Duration::from_secs(90),
+            is_validated,
+        )
+        .await
+        .with_context(|| scene.operator.log_text())?;
+        wait_certificate(
+            &scene.client,
+            &scene.ns.name,
+            "shop",
+            "Ready",
+            Duration::from_secs(90),
+            is_ready,
+        )
+        .await
+        .with_context(|| scene.operator.log_text())?;
+        ensure!(
+            crate::support::total_orders(&scene.sim) == 1,
+            "one order after validation"
+        );
+        scene.cleanup(&[&name]).await
+    })
+}
+
+/// A Secret with the BIND9 harness's TSIG key in `namespace`.
+fn tsig_secret(namespace: &str, bind: &Bind9) -> Result<()> {
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tsig"},
+        "stringData": {"secret": base64::engine::general_purpose::STANDARD.encode(&bind.key().secret)},
+    });
+    apply(namespace, &serde_json::to_string(&secret)?)
+}
+
+fn rfc2136_solver(namespace: &str, bind: &Bind9) -> String {
+    format!(
+        "  solver:\n    dns:\n      rfc2136: {{nameserver: \"{}\", zone: \"{}\", tsigKeyName: \"{}\", tsigSecretRef: {{namespace: {namespace}, name: tsig, key: secret}}}}\n",
+        bind.addr(),
+        Bind9::ZONE,
+        bind.key().name
+    )
+}
+
+/// CNAME and TXT through RFC 2136: the record appears in BIND9, the simulator validates by asking
+/// BIND9, and the operator removes the record afterwards.
+fn rfc2136_cname_and_txt_records_are_published_and_removed() -> Result<()> {
+    block_on(async {
+        let bind = Bind9::start().await?;
+        let zone = Bind9::ZONE.trim_end_matches('.');
+        let (cname_domain, txt_domain) = (format!("cname.{zone}"), format!("txt.{zone}"));
+        let dns = bind.addr();
+        let scene = Scene::start(
+            "dcv-rfc2136",
+            |_| {
+                Ok(ScmSimulatorConfig {
+                    dcv_dns_server: Some(dns),
+                    ..simulator(vec![SimDomain::new(&cname_domain), SimDomain::new(&txt_domain)])
+                })
+            },
+            &[],
+        )
+        .await?;
+        tsig_secret(&scene.ns.name, &bind)?;
+        let (cname, txt) = (
+            format!("{}-cname", scene.ns.name),
+            format!("{}-txt", scene.ns.name),
+        );
+        let solver = rfc2136_solver(&scene.ns.name, &bind);
+        apply(
+            &scene.ns.name,
+            &validation_yaml(
+                &cname,
+                &scene.ns.name,
+                &cname_domain,
+                &format!("  method: CNAME\n{solver}"),
+            ),
+        )?;
+        apply(
+            &scene.ns.name,
+            &validation_yaml(
+                &txt,
+                &scene.ns.name,
+                &txt_domain,
+                &format!("  method: TXT\n{solver}"),
+            ),
+        )?;
+        for name in [&cname, &txt] {
+            wait_validation(
+                &scene.client,
+                name,
+                "validated",
+                Duration::from_secs(120),
+                is_validated,
+            )
+            .await
+            .with_context(|| scene.operator.log_text())?;
+        }
+        let stats = scene.sim.stats();
+        for method in ["CNAME", "TXT"] {
+            ensure!(
+                stats.dcv_checks.iter().any(|c| c.method == method && c.passed),
+                "the simulator validated no {method} at BIND9: {:?}",
+                stats.dcv_checks
+            );
+        }
+        // Removed after success (the operator removes what it added, nothing else).
+        wait_for("the records removed", Duration::from_secs(30), || async {
+            let cnames = bind
+                .lookup(&format!("_x.{cname_domain}."), RecordType::CNAME)
+                .await
+                .ok()?;
+            let txts = bind.txt(&format!("_pki-validation.{txt_domain}.")).await.ok()?;
+            (cnames.is_empty() && txts.is_empty()).then_some(())
+        })
+        .await?;
+        let leftovers = stats
+            .dcv_checks
+            .iter()
+            .filter(|c| c.method == "CNAME")
+            .map(|c| c.target.clone())
+            .collect::<Vec<_>>();
+        for target in leftovers {
+            let owner = target.split_whitespace().next().unwrap_or_default().to_owned();
+            let found = bind.lookup(&owner, RecordType::CNAME).await?;
+            ensure!(found.is_empty(), "{owner} CNAME still published: {found:?}");
+        }
+        scene.cleanup(&[&cname, &txt]).await
+    })
+}
+
+/// Manual DNS: status shows the TXT record; the test creates it in BIND9; the operator's
+/// self-check at BIND9 then passes and the domain validates.
+fn manual_dns_waits_for_the_record_then_validates() -> Result<()> {
+    block_on(async {
+        let bind = Bind9::start().await?;
+        let zone = Bind9::ZONE.trim_end_matches('.');
+        let domain = format!("manual.{zone}");
+        let dns = bind.addr().to_string();
+        let scene = Scene::start(
+            "dcv-manual",
+            |_| {
+                Ok(ScmSimulatorConfig {
+                    dcv_dns_server: Some(bind.addr()),
+                    ..simulator(vec![SimDomain::new(&domain)])
+                })
+            },
+            &["--dcv-dns-self-check-server", &dns],
+        )
+        .await?;
+        let name = scene.ns.name.clone();
+        apply(
+            &scene.ns.name,
+            &validation_yaml(
+                &name,
+                &scene.ns.name,
+                &domain,
+                "  method: TXT\n  solver: {dns: {manual: {}}}\n",
+            ),
+        )?;
+        let shown = wait_validation(
+            &scene.client,
+            &name,
+            "the record shown",
+            Duration::from_secs(60),
+            |o| o.data["status"]["challenge"]["txtValue"].is_string(),
+        )
+        .await
+        .with_context(|| scene.operator.log_text())?;
+        let host = shown.data["status"]["challenge"]["txtHost"]
+            .as_str()
+            .context("no txtHost")?
+            .to_owned();
+        let value = shown.data["status"]["challenge"]["txtValue"]
+            .as_str()
+            .context("no txtValue")?
+            .to_owned();
+        ensure!(host == format!("_pki-validation.{domain}."), "host {host}");
+        let (_, reason, _) = ready(&shown).unwrap_or_default();
+        ensure!(reason != "Validated", "validated before the record exists");
+        bind.add(&host, RData::TXT(TXT::new(vec![value.clone()]))).await?;
+        wait_validation(
+            &scene.client,
+            &name,
+            "validated",
+            Duration::from_secs(120),
+            is_validated,
+        )
+        .await
+        .with_context(|| scene.operator.log_text())?;
+        scene.cleanup(&[&name]).await
+    })
+}
+
+/// A validation that expired at the CA (the simulator's DCV clock moved past its expiry) is
+/// noticed at the next re-read and validated again by HTTP without anyone acting: `expiresAt`
+/// moves forward. (Revalidation *before* the expiry is decided by the planner, whose timing is
+/// unit-tested: the operator's own clock cannot be moved here.)
+fn an_expired_validation_is_renewed_without_anyone_acting() -> Result<()> {
+    block_on(async {
+        let domain = format!("renew-{}.test", std::process::id());
+        let scene = Scene::start(
+            "dcv-renew",
+            |solver| {
+                Ok(ScmSimulatorConfig {
+                    dcv_http_address: Some(solver.parse()?),
+                    ..simulator(vec![SimDomain::new(&domain)])
+                })
+            },
+            &["--dcv-recheck-interval", "3"],
+        )
+        .await?;
+        let name = scene.ns.name.clone();
+        apply(
+            &scene.ns.name,
+            &validation_yaml(
+                &name,
+                &scene.ns.name,
+                &domain,
+                "  method: HTTP\n  solver: {http: {}}\n",
+            ),
+        )?;
+        let first = wait_validation(
+            &scene.client,
+            &name,
+            "validated",
+            Duration::from_secs(90),
+            is_validated,
+        )
+        .await
+        .with_context(|| scene.operator.log_text())?;
+        let expiry = |o: &DynamicObject| {
+            o.data["status"]["expiresAt"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let first_expiry = expiry(&first);
+        ensure!(!first_expiry.is_empty(), "no expiresAt: {}", first.data["status"]);
+        scene.sim.advance_dcv_clock(Duration::from_secs(400 * 86_400));
+        let renewed = wait_validation(
+            &scene.client,
+            &name,
+            "validated again with a later expiry",
+            Duration::from_secs(120),
+            |o| is_validated(o) && expiry(o) > first_expiry,
+        )
+        .await
+        .with_context(|| scene.operator.log_text())?;
+        let passed = scene
+            .sim
+            .stats()
+            .dcv_checks
+            .iter()
+            .filter(|c| c.method == "HTTP" && c.passed)
+            .count();
+        ensure!(passed >= 2, "expected a second HTTP check, saw {passed}");
+        ensure!(
+            renewed.data["status"]["challenge"].is_null(),
+            "challenge left in status"
+        );
+        scene.cleanup(&[&name]).await
+    })
+}
+
+/// Unknown domain, suspended domain, DCV disabled for the account, a wrong TSIG key: each is
+/// Ready=False with a reason and a message naming the cause, and the CA is not called in a hot
+/// loop while they wait.
+fn bad_domain_validations_say_why_without_a_hot_loop() -> Result<()> {
+    block_on(async {
+        let bind = Bind9::start().await?;
+        let zone = Bind9::ZONE.trim_end_matches('.');
+        let (suspended, tsig_domain) = (
+            format!("suspended-{}.test", std::process::id()),
+            format!("wrongkey.{zone}"),
+        );
+        let dns = bind.addr();
+        let scene = Scene::start(
+            "dcv-bad",
+            |_| {
+                Ok(ScmSimulatorConfig {
+                    dcv_dns_server: Some(dns),
+                    ..simulator(vec![
+                        SimDomain {
+                            active: false,
+                            ..SimDomain::new(&suspended)
+                        },
+                        SimDomain::new(&tsig_domain),
+                    ])
+                })
+            },
+            &[],
+        )
+        .await?;
+        // A TSIG Secret with another key than the server's.
+        let wrong = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tsig"},
+            "stringData": {"secret": base64::engine::general_purpose::STANDARD.encode([7_u8; 32])},
+        });
+        apply(&scene.ns.name, &serde_json::to_string(&wrong)?)?;
+        let ns = scene.ns.name.clone();
+        let cases = [
+            (
+                format!("{ns}-unknown"),
+                format!("unknown-{}.test", std::process::id()),
+                "  method: EMAIL\n  email: admin@x.test\n".to_owned(),
+                "DomainNotFound",
+                "does not exist in SCM",
+            ),
+            (
+                format!("{ns}-suspended"),
+                suspended.clone(),
+                format!("  method: EMAIL\n  email: admin@{suspended}\n"),
+                "DomainInactive",
+                "inactive",
+            ),
+            (
+                format!("{ns}-wrongkey"),
+                tsig_domain.clone(),
+                format!("  method: CNAME\n{}", rfc2136_solver(&ns, &bind)),
+                "PublishFailed",
+                "did not accept the TSIG signature",
+            ),
+        ];
+        for (name, domain, rest, _, _) in &cases {
+            apply(&ns, &validation_yaml(name, &ns, domain, rest))?;
+        }
+        for (name, _, _, reason, needle) in &cases {
+            let found = wait_validation(
+                &scene.client,
+                name,
+                reason,
+                Duration::from_secs(60),
+                reason_is(reason),
+            )
+            .await
+            .with_context(|| scene.operator.log_text())?;
+            let (status, _, message) = ready(&found).unwrap_or_default();
+            ensure!(status == "False", "{name}: Ready={status}");
+            ensure!(
+                message
+                    .to_ascii_lowercase()
+                    .contains(&needle.to_ascii_lowercase()),
+                "{name}: {message:?} lacks {needle:?}"
+            );
+        }
+        // No hot loop: over 20 s, a handful of CA calls for three waiting objects.
+        let before: u64 = scene.sim.stats().requests.values().sum();
+        let window_end = Instant::now() + Duration::from_secs(20);
+        wait_for("the 20-second window", Duration::from_secs(30), || async {
+            (Instant::now() >= window_end).then_some(())
+        })
+        .await?;
+        let calls: u64 = scene.sim.stats().requests.values().sum::<u64>() - before;
+        ensure!(
+            calls <= 12,
+            "{calls} CA calls in 20 s while waiting: {:?}",
+            scene.sim.stats().requests
+        );
+
+        // DCV disabled for the whole account.
+        let disabled = ScmSimulator::start(ScmSimulatorConfig {
+            dcv_access: DcvAccess::DisabledForCustomer,
+            ..simulator(vec![SimDomain::new("off.test")])
+        })
+        .await?;
+        scm_issuer(&ns, "sectigo-off", &disabled, SCM_PASSWORD)?;
+        let off = format!("{ns}-off");
+        apply(
+            &ns,
+            &validation_yaml(
+                &off,
+                &ns,
+                "off.test",
+                "  method: EMAIL\n  email: admin@off.test\n",
+            )
+            .replace("name: sectigo}", "name: sectigo-off}"),
+        )?;
+        wait_validation(
+            &scene.client,
+            &off,
+            "DcvNotEnabled",
+            Duration::from_secs(60),
+            reason_is("DcvNotEnabled"),
+        )
+        .await
+        .with_context(|| scene.operator.log_text())?;
+        let names: Vec<&str> = cases.iter().map(|c| c.0.as_str()).chain([off.as_str()]).collect();
+        scene.cleanup(&names).await
+    })
+}
