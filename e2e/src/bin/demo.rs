@@ -1,6 +1,7 @@
 //! `make demo`: the main job on embedded defaults. Starts the local control plane and the SCM and
 //! Nexus simulators, runs the operator, applies `examples/demo/` (a `ca`, an SCM and a Nexus
-//! ClusterIssuer and several Certificates), waits until every Certificate is Ready, prints a
+//! ClusterIssuer, an HTTP DomainValidation of the SCM Certificates' domain and several
+//! Certificates), waits until every Certificate and the DomainValidation are Ready, prints a
 //! summary, cleans up.
 
 use std::{path::Path, time::Duration};
@@ -8,12 +9,12 @@ use std::{path::Path, time::Duration};
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use pki_operator::crd::v1alpha1::{Certificate, ClusterIssuer};
+use pki_operator::crd::v1alpha1::{Certificate, ClusterIssuer, DomainValidation};
 use pki_operator_e2e::{
-    ControlPlane, Operator, repo_root,
+    ControlPlane, Operator, free_port, repo_root,
     sim::{
         nexus::{NexusSimulator, NexusSimulatorConfig},
-        scm::{ScmSimulator, ScmSimulatorConfig},
+        scm::{ScmSimulator, ScmSimulatorConfig, SimDomain},
     },
     wait_for, work_dir,
 };
@@ -42,10 +43,15 @@ async fn run() -> Result<()> {
     let dir = work_dir("demo")?;
     println!("==> starting the local control plane (kube-apiserver 1.36 + etcd)");
     let plane = ControlPlane::start(&dir.join("cluster")).await?;
-    println!("==> starting the SCM simulator");
+    // The simulator validates demo.example.com by fetching the file from the operator's HTTP
+    // solver, so the solver's address is chosen before either starts.
+    let solver = format!("127.0.0.1:{}", free_port()?);
+    println!("==> starting the SCM simulator (demo.example.com registered, validated over HTTP)");
     let sim = ScmSimulator::start(ScmSimulatorConfig {
         pending_collects: 1,
         processing_delay: Duration::from_secs(2),
+        domains: vec![SimDomain::new("demo.example.com")],
+        dcv_http_address: Some(solver.parse()?),
         ..ScmSimulatorConfig::default()
     })
     .await?;
@@ -59,35 +65,21 @@ async fn run() -> Result<()> {
         &plane,
         &dir,
         "operator",
-        &["--cluster-resource-namespace", OPERATOR_NAMESPACE],
+        &[
+            "--cluster-resource-namespace",
+            OPERATOR_NAMESPACE,
+            "--solver-address",
+            &solver,
+            // On a laptop demo.example.com does not resolve to the solver; in a cluster an
+            // Ingress routes it there.
+            "--dcv-http-self-check-address",
+            &solver,
+        ],
     )?;
     operator.wait_ready(Duration::from_secs(60)).await?;
 
     println!("==> applying examples/demo/");
-    let manifests = root.join("examples/demo");
-    let indent = |pem: String| {
-        pem.lines()
-            .map(|l| format!("      {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-            + "\n"
-    };
-    let issuers = std::fs::read_to_string(manifests.join("clusterissuers.yaml"))?
-        .replace("NEXUS_SIMULATOR_URL", &nexus.base_url())
-        .replace("NEXUS_SIMULATOR_CA_BUNDLE\n", &indent(nexus.tls_ca_pem()))
-        .replace("SCM_SIMULATOR_URL", &sim.base_url())
-        .replace("SCM_SIMULATOR_CA_BUNDLE\n", &indent(sim.tls_ca_pem()));
-    plane.kubectl_ok(&["apply", "-f", "-"], Some(&issuers))?;
-    plane.kubectl_ok(
-        &[
-            "apply",
-            "-n",
-            NAMESPACE,
-            "-f",
-            &manifests.join("certificates.yaml").to_string_lossy(),
-        ],
-        None,
-    )?;
+    apply_examples(&plane, &root, &sim, &nexus)?;
 
     let client = plane.client().await?;
     let certs: Api<Certificate> = Api::namespaced(client.clone(), NAMESPACE);
@@ -114,7 +106,18 @@ async fn run() -> Result<()> {
     .await
     .with_context(|| format!("operator log:\n{}", operator.log_text()))?;
 
+    let validated = wait_validated(&client)
+        .await
+        .with_context(|| format!("operator log:\n{}", operator.log_text()))?;
+
     print_summary(&plane, &client, &sim, &nexus, &names).await?;
+    let status = validated.status.unwrap_or_default();
+    println!(
+        "\n== DomainValidation demo-example-com: {} validated over HTTP through the operator's solver, {} (expires {})",
+        validated.spec.domain,
+        status.validation_status.unwrap_or_default(),
+        status.expires_at.map(|t| t.0.to_string()).unwrap_or_default()
+    );
     println!("==> cleaning up");
     drop(operator);
     sim.shutdown().await;
@@ -122,6 +125,67 @@ async fn run() -> Result<()> {
     plane.stop();
     let _ = std::fs::remove_dir_all(Path::new(&dir));
     println!("demo complete: every example is Ready");
+    Ok(())
+}
+
+/// Waits until the demo's DomainValidation is Ready.
+async fn wait_validated(client: &kube::Client) -> Result<DomainValidation> {
+    let validations: Api<DomainValidation> = Api::all(client.clone());
+    wait_for(
+        "the DomainValidation to be Ready",
+        Duration::from_secs(60),
+        || async {
+            let dv = validations.get_opt("demo-example-com").await.ok()??;
+            let ready = dv.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            });
+            ready.then_some(dv)
+        },
+    )
+    .await
+}
+
+/// Applies `examples/demo/` with the simulators' addresses and CAs filled in.
+fn apply_examples(
+    plane: &ControlPlane,
+    root: &Path,
+    sim: &ScmSimulator,
+    nexus: &NexusSimulator,
+) -> Result<()> {
+    let manifests = root.join("examples/demo");
+    let indent = |pem: String| {
+        pem.lines()
+            .map(|l| format!("      {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    };
+    let issuers = std::fs::read_to_string(manifests.join("clusterissuers.yaml"))?
+        .replace("NEXUS_SIMULATOR_URL", &nexus.base_url())
+        .replace("NEXUS_SIMULATOR_CA_BUNDLE\n", &indent(nexus.tls_ca_pem()))
+        .replace("SCM_SIMULATOR_URL", &sim.base_url())
+        .replace("SCM_SIMULATOR_CA_BUNDLE\n", &indent(sim.tls_ca_pem()));
+    plane.kubectl_ok(&["apply", "-f", "-"], Some(&issuers))?;
+    plane.kubectl_ok(
+        &[
+            "apply",
+            "-f",
+            &manifests.join("domainvalidation.yaml").to_string_lossy(),
+        ],
+        None,
+    )?;
+    plane.kubectl_ok(
+        &[
+            "apply",
+            "-n",
+            NAMESPACE,
+            "-f",
+            &manifests.join("certificates.yaml").to_string_lossy(),
+        ],
+        None,
+    )?;
     Ok(())
 }
 
