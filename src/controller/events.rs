@@ -9,6 +9,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::{
     api::events::v1::Event,
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
@@ -33,6 +34,31 @@ impl Events {
     /// Events reported by `reporter` through `client`.
     pub fn new(client: Client, reporter: Reporter) -> Self {
         Self { client, reporter }
+    }
+
+    /// An Event when `object`'s `Ready` condition changed status or reason between `before` and
+    /// `after` (`kubectl describe` then tells when it broke and recovered): `Normal` when it
+    /// turned True, `Warning` otherwise; none while it stays the same.
+    pub async fn announce_ready<K>(&self, object: &K, before: &[Condition], after: &[Condition])
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let ready = |conditions: &[Condition]| {
+            super::conditions::get(conditions, "Ready")
+                .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        };
+        let Some((status, reason, message)) = ready(after) else {
+            return;
+        };
+        if ready(before).is_some_and(|(s, r, _)| s == status && r == reason) {
+            return;
+        }
+        let type_ = if status == "True" {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        self.publish(object, type_, &reason, &message).await;
     }
 
     /// Publishes an Event about `object`.

@@ -310,18 +310,25 @@ where
     Controller::for_stream(cached_objects(api, writer), reader)
 }
 
-/// [`controller_for`] reconciling only on spec changes (a new `metadata.generation`) and its own
-/// requeues, not on its status writes: for a reconciler that calls a CA on every run and writes
+/// [`controller_for`] reconciling only on spec changes (a new `metadata.generation`), deletion
+/// and its own requeues, not on its status writes: for a reconciler that calls a CA on every run and writes
 /// status it computed from that call, each status write would otherwise be another CA call.
 fn spec_controller_for<K>(api: Api<DeserializeGuard<K>>) -> Controller<DeserializeGuard<K>>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = kube::runtime::reflector::store();
-    let objects = cached_objects(api, writer).predicate_filter(
-        kube::runtime::predicates::generation,
-        kube::runtime::PredicateConfig::default(),
-    );
+    // The generation, and whether deletion started: a finalizer must run even if the
+    // apiserver did not bump the generation when it set `deletionTimestamp`.
+    let spec_or_deletion = |object: &DeserializeGuard<K>| {
+        let meta = object.meta();
+        Some(
+            meta.generation.unwrap_or_default().unsigned_abs() * 2
+                + u64::from(meta.deletion_timestamp.is_some()),
+        )
+    };
+    let objects = cached_objects(api, writer)
+        .predicate_filter(spec_or_deletion, kube::runtime::PredicateConfig::default());
     Controller::for_stream(objects, reader)
 }
 

@@ -113,12 +113,23 @@ pub async fn reconcile<K: ObservedKind>(object: Arc<K>, ctx: Arc<Context>) -> Re
     *observed_generation = generation;
     conditions::set(conditions, "Ready", false, reason, message, generation);
     let api = K::api(ctx.client.clone(), object.meta().namespace.as_deref());
-    super::status::write_if_changed(&api, &object.name_any(), &old, &status)
+    let written = super::status::write_if_changed(&api, &object.name_any(), &old, &status)
         .await
         .map_err(|source| Error::UpdateStatus {
             object: format!("{} {}", K::kind(&()), object.name_any()),
             source,
         })?;
+    if written {
+        let before = object.current_status().cloned().unwrap_or_default();
+        let mut before = before;
+        let mut after = status;
+        let (old_conditions, _) = K::parts_mut(&mut before);
+        let old_conditions = old_conditions.clone();
+        let (new_conditions, _) = K::parts_mut(&mut after);
+        ctx.events
+            .announce_ready(object.as_ref(), &old_conditions, new_conditions)
+            .await;
+    }
     Ok(next)
 }
 

@@ -230,8 +230,9 @@ async fn check_lists_profiles(mode: Mode, reading: ScmReading) -> Result<()> {
 }
 
 /// The client reaches every API family at the path the simulator serves for the login and
-/// flavour, and is authenticated there: SSL answers, every other family answers the simulator's
-/// 501 (an authentication failure would be 401, a wrong path 404).
+/// flavour, and is authenticated there: SSL, DCV and Domain answer a real call (DCV v2 with the
+/// -727 of an unknown domain, which only an authenticated caller gets), every other family the
+/// simulator's 501 (an authentication failure would be 401, a wrong path 404).
 async fn every_api_family_is_reached(mode: Mode, reading: ScmReading) -> Result<()> {
     let sim = ScmSimulator::start(reading_config(mode, reading)).await?;
     let http = ScmHttp::new(&config_for(&sim, mode, PASSWORD))?;
@@ -239,21 +240,24 @@ async fn every_api_family_is_reached(mode: Mode, reading: ScmReading) -> Result<
         Mode::SectigoPassword | Mode::InCommonPassword => "",
         Mode::SectigoClientCertificate | Mode::InCommonClientCertificate => "/private",
     };
+    let unknown = serde_json::json!({"domain": "not-registered.example"});
     for family in ApiFamily::ALL {
+        let (method, path, body) = match family {
+            ApiFamily::DcvV1 => (reqwest::Method::GET, "/validation", None),
+            ApiFamily::DcvV2 => (reqwest::Method::POST, "/validation/status", Some(&unknown)),
+            ApiFamily::DomainV1 => (reqwest::Method::GET, "", None),
+            _ => (reqwest::Method::GET, "/types", None),
+        };
         let outcome = http
             .api(family)
-            .call(
-                "probe",
-                reqwest::Method::GET,
-                "/types",
-                &[],
-                None::<&()>,
-                Idempotency::Once,
-            )
+            .call("probe", method.clone(), path, &[], body, Idempotency::Once)
             .await;
         match (family, outcome) {
-            (ApiFamily::SslV1, Ok(_)) => {}
-            (ApiFamily::SslV1, Err(error)) => bail!("ssl/v1 types failed: {error:?}"),
+            (ApiFamily::SslV1 | ApiFamily::DcvV1 | ApiFamily::DomainV1, Ok(_))
+            | (ApiFamily::DcvV2, Err(CallError::Api { code: -727, .. })) => {}
+            (ApiFamily::SslV1 | ApiFamily::DcvV1 | ApiFamily::DcvV2 | ApiFamily::DomainV1, other) => {
+                bail!("{} {path} failed: {other:?}", family.path())
+            }
             (_, Err(CallError::Backend(BackendError::Unavailable { message, .. })))
                 if message.contains("HTTP 501") => {}
             (_, other) => bail!(
@@ -261,7 +265,7 @@ async fn every_api_family_is_reached(mode: Mode, reading: ScmReading) -> Result<
                 family.path()
             ),
         }
-        let wanted = format!("GET {private}/api/{}/types", family.path());
+        let wanted = format!("{method} {private}/api/{}{path}", family.path());
         let calls = sim.stats().calls;
         ensure!(
             family == ApiFamily::SslV1 || calls.last() == Some(&wanted),

@@ -156,11 +156,17 @@ impl Scene {
         })
     }
 
+    /// Deletes the DomainValidations and waits until they are gone: a finalizer (RFC 2136
+    /// solvers) must release them, even when its record cannot be removed.
     async fn cleanup(&self, names: &[&str]) -> Result<()> {
+        let api = validations(&self.client);
         for name in names {
-            validations(&self.client)
-                .delete(name, &DeleteParams::default())
-                .await?;
+            api.delete(name, &DeleteParams::default()).await?;
+        }
+        for name in names {
+            crate::support::wait_gone(&api, name, "DomainValidation")
+                .await
+                .with_context(|| self.operator.log_text())?;
         }
         Ok(())
     }

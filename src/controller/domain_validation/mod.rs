@@ -166,6 +166,9 @@ pub async fn reconcile(dv: Arc<DomainValidation>, ctx: Arc<Context>) -> Result<A
     let name = dv.name_any();
     let generation = dv.metadata.generation;
     let old = dv.status.clone().unwrap_or_default();
+    if dv.metadata.deletion_timestamp.is_some() {
+        return finalize(&dv, &ctx, &old).await;
+    }
     let mut status = old.clone();
     status.observed_generation = generation;
     let outcome = step(&dv, &ctx, &mut status).await;
@@ -201,16 +204,61 @@ pub async fn reconcile(dv: Arc<DomainValidation>, ctx: Arc<Context>) -> Result<A
         }
     };
     let api: Api<DomainValidation> = Api::all(ctx.client.clone());
-    super::status::write_if_changed(&api, &name, &old, &status)
+    let written = super::status::write_if_changed(&api, &name, &old, &status)
         .await
         .map_err(|source| Error::UpdateStatus {
             name: name.clone(),
             source,
         })?;
+    if written {
+        ctx.events
+            .announce_ready(dv.as_ref(), &old.conditions, &status.conditions)
+            .await;
+    }
     match error {
         Some(source) => Err(Error::Dcv { name, source }),
         None => Ok(action),
     }
+}
+
+/// The finalizer of a DomainValidation whose solver publishes outside the cluster (RFC 2136):
+/// its record is removed before the object goes.
+pub const FINALIZER: &str = "pki-operator.io/domain-validation-cleanup";
+
+/// Deletion: the record an RFC 2136 solver published for the challenge in status is removed,
+/// then the finalizer released. A record that cannot be removed (server or key gone) does not
+/// hold the deletion: a Warning names it, for removal by hand. The CA's DCV order is left as it
+/// is: it may be someone else's, and a validation serves every certificate of the domain.
+async fn finalize(
+    dv: &DomainValidation,
+    ctx: &Context,
+    status: &DomainValidationStatus,
+) -> Result<Action, Error> {
+    if !dv.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let record = status.challenge.as_ref().and_then(solvers::recorded);
+    if let (Some(record), Ok(Solver::Rfc2136(rfc2136))) = (record, solvers::solver(ctx, dv).await)
+        && let Err(error) = rfc2136.remove(&record).await
+    {
+        let note = format!("the record {record:?} could not be removed; remove it by hand: {error}");
+        ctx.events
+            .publish(
+                dv,
+                kube::runtime::events::EventType::Warning,
+                "CleanupFailed",
+                &note,
+            )
+            .await;
+    }
+    let api: Api<DomainValidation> = Api::all(ctx.client.clone());
+    super::finalizer::ensure(&api, dv, FINALIZER, false)
+        .await
+        .map_err(|source| Error::UpdateStatus {
+            name: dv.name_any(),
+            source,
+        })?;
+    Ok(Action::await_change())
 }
 
 /// What a reconcile concluded, for the `Ready` condition and the requeue.
@@ -288,6 +336,16 @@ async fn step(
             ));
         }
     };
+    // A record published outside the cluster must be removed if the object is deleted first.
+    let wants_finalizer = matches!(solver, Solver::Rfc2136(_));
+    let api: Api<DomainValidation> = Api::all(ctx.client.clone());
+    if let Err(error) = super::finalizer::ensure(&api, dv, FINALIZER, wants_finalizer).await {
+        return Ok(Outcome::not_ready(
+            "KubernetesError",
+            format!("cannot update finalizers: {error}"),
+            SELF_CHECK_RETRY,
+        ));
+    }
     let state = match scm.dcv_status(domain).await {
         Ok(state) => state,
         Err(error) if error.is_transient() => return Err(error),

@@ -17,7 +17,7 @@ use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time
 use kube::{
     Api, Client, Resource, ResourceExt,
     core::{DeserializeGuard, PartialObjectMeta},
-    runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef, watcher},
+    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
 };
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -365,32 +365,12 @@ pub async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Re
         super::status::write(&api, &issuer.name_any(), &status)
             .await
             .map_err(IssuerError::UpdateStatus)?;
-        announce_transition(&ctx, issuer.as_ref(), &status).await;
+        let before = issuer.issuer_status().map_or(&[][..], |s| &s.conditions);
+        ctx.events
+            .announce_ready(issuer.as_ref(), before, &status.conditions)
+            .await;
     }
     Ok(Action::requeue(if ready { RECHECK } else { RETRY }))
-}
-
-/// An Event when the issuer's `Ready` condition changed status or reason (`kubectl describe`
-/// then tells when an issuer broke and recovered); none while it stays the same.
-async fn announce_transition<K: IssuerObject>(ctx: &Context, issuer: &K, new: &IssuerStatus) {
-    let ready = |status: Option<&IssuerStatus>| {
-        status
-            .and_then(|s| conditions::get(&s.conditions, "Ready"))
-            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-    };
-    let Some((now, reason, message)) = ready(Some(new)) else {
-        return;
-    };
-    let before = ready(issuer.issuer_status()).map(|(status, reason, _)| (status, reason));
-    if before == Some((now.clone(), reason.clone())) {
-        return;
-    }
-    let type_ = if now == "True" {
-        EventType::Normal
-    } else {
-        EventType::Warning
-    };
-    ctx.events.publish(issuer, type_, &reason, &message).await;
 }
 
 #[cfg(test)]
