@@ -106,6 +106,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             dns_server: config.dcv_dns_self_check_server,
             recheck_interval: config.dcv_recheck_interval,
         },
+        watch_namespace: config.namespace.clone(),
     });
     let scope = WatchScope {
         namespace: config.namespace.clone(),

@@ -60,6 +60,9 @@ pub struct Context {
     pub backends: issuer::cache::BackendCache,
     /// Where domain validation self-checks connect.
     pub dcv_self_check: domain_validation::self_check::SelfCheckSettings,
+    /// `--namespace`: the one namespace this operator serves, if any. Cluster-scoped objects
+    /// that belong to an issuer are then handled only when that issuer is an Issuer there.
+    pub watch_namespace: Option<String>,
 }
 
 /// Why a reconcile run failed.
@@ -508,6 +511,7 @@ mod tests {
             issuer_secret_label: None,
             backends: issuer::cache::BackendCache::default(),
             dcv_self_check: domain_validation::self_check::SelfCheckSettings::default(),
+            watch_namespace: None,
         })
     }
 

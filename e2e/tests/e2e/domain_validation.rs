@@ -283,7 +283,10 @@ fn certificates_wait_for_an_email_validation_then_issue() -> Result<()> {
             &name,
             "waiting for the mail",
             Duration::from_secs(60),
-            |o| ready(o).is_some_and(|(_, reason, _)| reason == "Submitted" || reason == "WaitingForEmail"),
+            |o| {
+                ready(o).is_some_and(|(_, reason, _)| reason == "Submitted" || reason == "WaitingForEmail")
+                    && o.data["status"]["challenge"]["allowedEmails"].is_array()
+            },
         )
         .await
         .with_context(|| scene.operator.log_text())?;

@@ -42,7 +42,7 @@ fn api(client: &Client, kind: &str, namespace: Option<&str>) -> Api<DynamicObjec
 }
 
 /// A DomainValidation naming a `ca` Issuer is `Unsupported` (the local CA has no domain
-/// validation) and one naming a missing ClusterIssuer is `IssuerNotReady`, both naming the
+/// validation) and one naming a missing Issuer is `IssuerNotReady`, both naming the
 /// issuer; a DiscoveryTask and an AlertConfig say `NotImplemented`. None of them is Ready.
 fn observed_kinds_say_why_nothing_is_done() -> Result<()> {
     block_on(async {
@@ -61,7 +61,7 @@ fn observed_kinds_say_why_nothing_is_done() -> Result<()> {
         apply(
             &ns.name,
             &format!(
-                "apiVersion: pki-operator.io/v1alpha1\nkind: DomainValidation\nmetadata: {{name: {local}}}\nspec:\n  domain: local.example.com\n  issuerRef: {{kind: Issuer, namespace: {ns}, name: local-ca}}\n  method: EMAIL\n  email: hostmaster@local.example.com\n---\napiVersion: pki-operator.io/v1alpha1\nkind: DomainValidation\nmetadata: {{name: {missing}}}\nspec:\n  domain: missing.example.com\n  issuerRef: {{name: {missing}}}\n  method: EMAIL\n  email: hostmaster@missing.example.com\n---\napiVersion: pki-operator.io/v1alpha1\nkind: AlertConfig\nmetadata: {{name: {alerts}}}\nspec:\n  levels:\n  - {{level: ERROR, remainingDays: 7}}\n---\napiVersion: pki-operator.io/v1alpha1\nkind: DiscoveryTask\nmetadata: {{name: secrets}}\nspec:\n  schedule: {{interval: 6h}}\n  cluster: {{secrets: true}}\n",
+                "apiVersion: pki-operator.io/v1alpha1\nkind: DomainValidation\nmetadata: {{name: {local}}}\nspec:\n  domain: local.example.com\n  issuerRef: {{kind: Issuer, namespace: {ns}, name: local-ca}}\n  method: EMAIL\n  email: hostmaster@local.example.com\n---\napiVersion: pki-operator.io/v1alpha1\nkind: DomainValidation\nmetadata: {{name: {missing}}}\nspec:\n  domain: missing.example.com\n  issuerRef: {{kind: Issuer, namespace: {ns}, name: missing}}\n  method: EMAIL\n  email: hostmaster@missing.example.com\n---\napiVersion: pki-operator.io/v1alpha1\nkind: AlertConfig\nmetadata: {{name: {alerts}}}\nspec:\n  levels:\n  - {{level: ERROR, remainingDays: 7}}\n---\napiVersion: pki-operator.io/v1alpha1\nkind: DiscoveryTask\nmetadata: {{name: secrets}}\nspec:\n  schedule: {{interval: 6h}}\n  cluster: {{secrets: true}}\n",
                 ns = ns.name
             ),
         )?;
@@ -79,7 +79,7 @@ fn observed_kinds_say_why_nothing_is_done() -> Result<()> {
                 api(&client, "DomainValidation", None),
                 missing.clone(),
                 "IssuerNotReady",
-                vec![format!("ClusterIssuer {missing} not found")],
+                vec![format!("Issuer {}/missing not found", ns.name)],
             ),
             (
                 api(&client, "AlertConfig", None),

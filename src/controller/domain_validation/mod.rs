@@ -165,6 +165,13 @@ fn record_state(status: &mut DomainValidationStatus, state: &DcvState) {
 pub async fn reconcile(dv: Arc<DomainValidation>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = dv.name_any();
     let generation = dv.metadata.generation;
+    let target = IssuerTarget::from_cluster_scoped(&dv.spec.issuer_ref);
+    if !serves(ctx.watch_namespace.as_deref(), &target) {
+        // Another operator's: one watching a single namespace leaves every other issuer's
+        // validations (and every ClusterIssuer's) to the operator that serves it, so two never
+        // drive one domain's order.
+        return Ok(Action::await_change());
+    }
     let old = dv.status.clone().unwrap_or_default();
     if dv.metadata.deletion_timestamp.is_some() {
         return finalize(&dv, &ctx, &old).await;
@@ -218,6 +225,18 @@ pub async fn reconcile(dv: Arc<DomainValidation>, ctx: Arc<Context>) -> Result<A
     match error {
         Some(source) => Err(Error::Dcv { name, source }),
         None => Ok(action),
+    }
+}
+
+/// Whether this operator serves DomainValidations of the issuer `target`: every issuer without
+/// `--namespace`, else only Issuers in that namespace.
+pub fn serves(watch_namespace: Option<&str>, target: &IssuerTarget) -> bool {
+    match watch_namespace {
+        None => true,
+        Some(namespace) => {
+            target.kind == crate::crd::v1alpha1::common::IssuerKind::Issuer
+                && target.namespace.as_deref() == Some(namespace)
+        }
     }
 }
 
@@ -708,6 +727,26 @@ mod tests {
                 "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
         }
         serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_namespaced_operator_serves_only_its_namespaces_issuers() {
+        use crate::crd::v1alpha1::common::IssuerKind;
+        let target = |kind, namespace: Option<&str>| IssuerTarget {
+            kind,
+            namespace: namespace.map(Into::into),
+            name: "scm".into(),
+        };
+        let team_issuer = target(IssuerKind::Issuer, Some("team"));
+        let other_issuer = target(IssuerKind::Issuer, Some("other"));
+        let cluster_issuer = target(IssuerKind::ClusterIssuer, None);
+        assert!(serves(None, &team_issuer) && serves(None, &cluster_issuer));
+        assert!(serves(Some("team"), &team_issuer));
+        assert!(!serves(Some("team"), &other_issuer));
+        assert!(
+            !serves(Some("team"), &cluster_issuer),
+            "ClusterIssuers belong to a cluster-wide operator"
+        );
     }
 
     #[test]
