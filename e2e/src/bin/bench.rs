@@ -457,13 +457,14 @@ fn why(kind: &str) -> &'static str {
              manager (a removed output disappears with the next apply)."
         }
         "patch certificates/status" => {
-            "The status: once for the delivery (Ready, serial, expiry, the order as delivered); a \
-             paid CA adds one when the order is placed (`status.order`, so an operator restarted \
-             before the delivery finds the order again instead of ordering twice)."
+            "The status: once for the delivery (Ready, serial, expiry, the order as delivered). A \
+             paid order that has to wait adds one when it is placed (`status.order`, so an \
+             operator restarted before the delivery resumes it instead of ordering again); one the \
+             CA issues at once is recorded by the delivery's write."
         }
         "create events" => {
-            "`Issued` on delivery (lifecycle transitions are Events, house style §7.4); a paid CA \
-             adds `OrderPlaced`."
+            "`Issued` on delivery (lifecycle transitions are Events, house style §7.4); a paid \
+             order that has to wait adds `OrderPlaced`."
         }
         "create secrets" => {
             "The next-key Secret of a paid CA: the private key is stored before the CA is asked, so \
