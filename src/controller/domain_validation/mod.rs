@@ -82,8 +82,9 @@ const DEFAULT_REVALIDATE_BEFORE: Duration = Duration::from_secs(30 * 86_400);
 const NEXT_STEP: Duration = Duration::from_secs(2);
 /// The least time between two requests that the CA check a submitted order now.
 const SYNC_INTERVAL: Duration = Duration::from_secs(60);
-/// How soon a self-check that failed is tried again.
-const SELF_CHECK_RETRY: Duration = Duration::from_secs(10);
+/// How soon a self-check that failed (or a publish) is tried again: each try also reads the
+/// CA's status, so no faster than a followed order is polled.
+const SELF_CHECK_RETRY: Duration = Duration::from_secs(30);
 /// How soon an object whose issuer or domain cannot be used looks again (nothing it waits for
 /// — an issuer becoming Ready, a domain created in SCM — is watched).
 const BLOCKED_RETRY: Duration = Duration::from_secs(60);
@@ -256,19 +257,24 @@ async fn finalize(
     if !dv.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
-    let record = status.challenge.as_ref().and_then(solvers::recorded);
-    if let (Some(record), Ok(Solver::Rfc2136(rfc2136))) = (record, solvers::solver(ctx, dv).await)
-        && let Err(error) = rfc2136.remove(&record).await
-    {
-        let note = format!("the record {record:?} could not be removed; remove it by hand: {error}");
-        ctx.events
-            .publish(
-                dv,
-                kube::runtime::events::EventType::Warning,
-                "CleanupFailed",
-                &note,
-            )
-            .await;
+    if let Some(record) = status.challenge.as_ref().and_then(solvers::recorded) {
+        let removed = match solvers::solver(ctx, dv).await {
+            Ok(Solver::Rfc2136(rfc2136)) => rfc2136.remove(&record).await.map_err(|e| e.to_string()),
+            // The TSIG Secret or the server went first (e.g. with the namespace).
+            Err(error) => Err(error.to_string()),
+            Ok(_) => Err("the solver is no longer rfc2136".to_owned()),
+        };
+        if let Err(why) = removed {
+            let note = format!("the record {record:?} could not be removed; remove it by hand: {why}");
+            ctx.events
+                .publish(
+                    dv,
+                    kube::runtime::events::EventType::Warning,
+                    "CleanupFailed",
+                    &note,
+                )
+                .await;
+        }
     }
     let api: Api<DomainValidation> = Api::all(ctx.client.clone());
     super::finalizer::ensure(&api, dv, FINALIZER, false)
