@@ -112,6 +112,13 @@ pub const INVALID_SPEC: &str = "InvalidSpec";
 pub fn certificate(error: &certificate::Error) -> Classification {
     match error {
         certificate::Error::Kube { source, .. } => kube(source),
+        // What a status write records (a delivered order, a failure's backoff) must not be
+        // lost, and what refuses it (an admission policy, a quota, an outage) is not something
+        // this controller watches: even a refusal the apiserver calls final is retried.
+        certificate::Error::StatusWrite { source } => Classification {
+            transient: true,
+            ..kube(source)
+        },
         certificate::Error::Backend { source, .. } => backend(source),
         // A CA may hand out a good certificate on the next attempt; a bad key or CSR comes from
         // state outside the Certificate (the next-key Secret), so no edit of it is awaited.
@@ -330,6 +337,18 @@ mod tests {
             "timed out",
         )));
         assert!(kube(&timeout).transient);
+    }
+
+    /// A refused Certificate status write (an admission policy answers 422 or 403) is retried:
+    /// it may be the only record of a delivered order.
+    #[test]
+    fn a_refused_certificate_status_write_is_retried() {
+        for code in [400, 403, 422] {
+            let refused = certificate::Error::StatusWrite { source: api(code) };
+            let c = certificate(&refused);
+            assert!(c.transient, "{code}");
+            assert_eq!(c.reason, KUBERNETES_ERROR);
+        }
     }
 
     #[test]

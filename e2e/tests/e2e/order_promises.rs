@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api,
+    Api, ResourceExt as _,
     api::{DeleteParams, Patch, PatchParams},
 };
 use libtest_mimic::Trial;
@@ -54,6 +54,10 @@ pub fn trials() -> Vec<Trial> {
         trial(
             "namespace_deletion_never_hangs_on_revoke_on_delete",
             namespace_deletion_never_hangs_on_revoke_on_delete,
+        ),
+        trial(
+            "a_delivery_whose_status_write_was_lost_is_recorded_from_the_secret",
+            a_delivery_whose_status_write_was_lost_is_recorded_from_the_secret,
         ),
     ]
 }
@@ -735,4 +739,152 @@ fn namespace_deletion_never_hangs_on_revoke_on_delete() -> Result<()> {
         .with_context(|| second.log_text())?;
         Ok(())
     })
+}
+
+/// The apiserver refuses the Certificate's status writes (a `ValidatingAdmissionPolicy`, as a
+/// crash or an outage would lose them) while a paid order the CA issues at once is delivered: the
+/// Secret is written, the status write that records the order fails. Once writes go through
+/// again, the order is recorded from the Secret (confirmed with the CA): the Certificate names
+/// it, so it can be revoked and renewed by id; there was one order, and the next-key Secret is
+/// gone.
+fn a_delivery_whose_status_write_was_lost_is_recorded_from_the_secret() -> Result<()> {
+    block_on(async {
+        let dir = work_dir("lost-status")?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "lost-status").await?;
+        let sim = ScmSimulator::start(ScmSimulatorConfig {
+            pending_collects: 0,
+            ..ScmSimulatorConfig::default()
+        })
+        .await?;
+        scm_issuer(&ns.name, "sectigo", &sim, SCM_PASSWORD)?;
+        apply(&ns.name, &certificate_yaml("window", "sectigo", ""))?;
+        let refusal = RefusedStatusWrites::create(&ns.name, "window")?;
+        // The policy is in force once the test's own status write is refused.
+        let certs: Api<Certificate> = Api::namespaced(client.clone(), &ns.name);
+        let probe = serde_json::json!({"status": {"observedGeneration": 0}});
+        wait_for(
+            "the status-write refusal to take effect",
+            Duration::from_secs(60),
+            || async {
+                certs
+                    .patch_status("window", &PatchParams::default(), &Patch::Merge(&probe))
+                    .await
+                    .is_err()
+                    .then_some(())
+            },
+        )
+        .await?;
+
+        let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+        let delivered = wait_for("the Secret to be written", Duration::from_secs(60), || async {
+            secrets.get_opt("window-tls").await.ok().flatten()
+        })
+        .await
+        .with_context(|| operator.log_text())?;
+        ensure!(
+            status_of(&certs.get("window").await?).order.is_none(),
+            "the status write was meant to be refused"
+        );
+        drop(refusal);
+
+        let cert = wait_certificate(
+            &client,
+            &ns.name,
+            "window",
+            "Ready with its order recorded",
+            Duration::from_secs(120),
+            |c| is_ready(c) && status_of(c).order.is_some(),
+        )
+        .await
+        .with_context(|| operator.log_text())?;
+        let status = status_of(&cert);
+        let order = status.order.clone().context("order")?;
+        let (ids, serials) = own_ids_and_serials(&sim);
+        ensure!(
+            ids == [order.id.clone()] && order.state == "Issued" && order.issuer.is_some(),
+            "status order {order:?}, the simulator's orders {ids:?}"
+        );
+        let secret = secrets.get("window-tls").await?;
+        let serial = secret
+            .annotations()
+            .get("pki-operator.io/serial-number")
+            .cloned()
+            .context("serial annotation")?;
+        ensure!(
+            status.serial_number.as_deref().map(normalize_serial) == Some(normalize_serial(&serial))
+                && serials.iter().any(|s| *s == normalize_serial(&serial)),
+            "status serial {:?}, Secret serial {serial}, simulator serials {serials:?}",
+            status.serial_number
+        );
+        ensure!(
+            secret_text(&secret, "tls.crt")? == secret_text(&delivered, "tls.crt")?,
+            "the Secret was rewritten with another certificate"
+        );
+        ensure!(status.revision == Some(1), "revision {:?}", status.revision);
+        ensure!(total_orders(&sim) == 1, "orders {:?}", sim.stats().orders_per_csr);
+        wait_gone(&secrets, "window-next-key", "the next-key Secret to be deleted")
+            .await
+            .with_context(|| operator.log_text())?;
+        ensure!(
+            operator
+                .log_text()
+                .contains("recorded a delivery whose status write was lost"),
+            "no log line for the recorded delivery"
+        );
+        Ok(())
+    })
+}
+
+/// A `ValidatingAdmissionPolicy` and its binding refusing every status write of one Certificate;
+/// deleted when dropped.
+struct RefusedStatusWrites {
+    name: String,
+}
+
+impl RefusedStatusWrites {
+    fn create(namespace: &str, certificate: &str) -> Result<Self> {
+        let name = format!("refuse-status-{namespace}");
+        let policy = serde_json::json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{
+                    "apiGroups": ["pki-operator.io"], "apiVersions": ["*"],
+                    "operations": ["UPDATE"], "resources": ["certificates/status"],
+                }]},
+                "validations": [{"expression": "false", "message": "the test refuses this status write"}],
+            },
+        });
+        let binding = serde_json::json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                    "resourceRules": [{
+                        "apiGroups": ["pki-operator.io"], "apiVersions": ["*"],
+                        "operations": ["UPDATE"], "resources": ["certificates/status"],
+                        "resourceNames": [certificate],
+                    }],
+                },
+            },
+        });
+        apply(namespace, &serde_json::to_string(&policy)?)?;
+        apply(namespace, &serde_json::to_string(&binding)?)?;
+        Ok(Self { name })
+    }
+}
+
+impl Drop for RefusedStatusWrites {
+    fn drop(&mut self) {
+        for kind in ["validatingadmissionpolicybinding", "validatingadmissionpolicy"] {
+            let _ = plane().kubectl(&["delete", kind, &self.name, "--ignore-not-found"], None);
+        }
+    }
 }

@@ -1,20 +1,22 @@
 //! Delivering: checking a certificate before it may be written, writing the Secret, recording the delivery, revoking the superseded one, and repairs.
 
 use super::error::{DeliveryProblem, Error, kube_error};
+use super::load::Observation;
 use super::status::{RENEW_BEFORE_TOO_LONG, requeue_at};
 use super::validate::{Renewal, ValidatedCertificate};
 use super::{
     CLOCK_SKEW, ORDER_ANNOTATION, SERVED_RENEW_ANNOTATION, delivered_order, finalize, issuer_ref, now,
     publish, rfc3339, time,
 };
-use crate::backend::{BackendError, CaBackend, Collected, IssuedCertificate};
+use crate::backend::{BackendError, CaBackend, Collected, IssuedCertificate, OrderHandle};
 use crate::controller::issuer::ResolvedIssuer;
 use crate::controller::{Context, conditions};
 use crate::crd::v1alpha1::Certificate;
-use crate::crd::v1alpha1::certificate::CertificateStatus;
+use crate::crd::v1alpha1::certificate::{CertificateOrder, CertificateStatus};
 use crate::pki::csr::build_csr;
 use crate::pki::inspect;
 use crate::pki::key::PrivateKey;
+use crate::secret::SecretState;
 use crate::{FIELD_MANAGER, secret};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
@@ -131,14 +133,12 @@ pub(super) async fn deliver(
         desired.annotations_mut().insert(ORDER_ANNOTATION.to_owned(), id);
     }
     write_secret(ctx, &namespace, cert, desired, outputs).await?;
-    let renewal = spec.renewal(info.not_before, info.not_after);
-    status.not_before = time(info.not_before);
-    status.not_after = time(info.not_after);
-    status.renewal_time = time(renewal.at);
-    status.failed_issuance_attempts = None;
-    status.last_failure_time = None;
-    status.last_failure_message = None;
-    if !delivery.new_issuance {
+    if delivery.new_issuance {
+        let renewal = record_delivery(ctx, cert, spec, &info, status).await;
+        return Ok(requeue_at(renewal.at, status));
+    }
+    let renewal = record_validity(spec, &info, status);
+    {
         let message = format!(
             "Secret {} rewritten from the certificate it holds or its order, without a new order",
             spec.secret_name
@@ -152,11 +152,161 @@ pub(super) async fn deliver(
             generation,
         );
         publish(ctx, cert, EventType::Normal, "Repaired", &message).await;
-        return Ok(requeue_at(renewal.at, status));
     }
-    record_issuance(ctx, cert, &info, renewal, status).await;
-    revoke_superseded(ctx, cert, spec, &info.serial_hex, status).await;
     Ok(requeue_at(renewal.at, status))
+}
+
+/// Records the validity of the certificate now in the Secret and clears the failure record.
+fn record_validity(
+    spec: &ValidatedCertificate,
+    info: &inspect::CertificateInfo,
+    status: &mut CertificateStatus,
+) -> Renewal {
+    let renewal = spec.renewal(info.not_before, info.not_after);
+    status.not_before = time(info.not_before);
+    status.not_after = time(info.not_after);
+    status.renewal_time = time(renewal.at);
+    status.failed_issuance_attempts = None;
+    status.last_failure_time = None;
+    status.last_failure_message = None;
+    renewal
+}
+
+/// Records a new certificate written to the Secret from `status.order`: validity, the issuance
+/// itself, and the revocation of the certificate it supersedes.
+async fn record_delivery(
+    ctx: &Context,
+    cert: &Certificate,
+    spec: &ValidatedCertificate,
+    info: &inspect::CertificateInfo,
+    status: &mut CertificateStatus,
+) -> Renewal {
+    let renewal = record_validity(spec, info, status);
+    record_issuance(ctx, cert, info, renewal, status).await;
+    revoke_superseded(ctx, cert, spec, &info.serial_hex, status).await;
+    renewal
+}
+
+/// Records a delivery whose status write never happened: a crash, or a refused or failed write,
+/// between writing the Secret and recording it. A paid order the CA issued at once is recorded
+/// only by that write (it saves a write per issuance), so without this the Certificate would be
+/// Ready with no order — never revoked on delete, never renewed by id, and its superseded
+/// certificate never revoked. Returns whether a delivery was recorded (its next-key Secret is
+/// then deleted once status is written).
+///
+/// The Secret's order annotation names the order; it is believed only when status records that
+/// order as pending, or the CA confirms it: collecting that order at this issuer gives back the
+/// very certificate in the Secret. Anyone who may edit Secrets in the namespace can write an
+/// annotation, and an order id alone must never decide what the operator revokes.
+pub(super) async fn adopt_unrecorded_delivery(
+    cert: &Certificate,
+    ctx: &Context,
+    spec: &ValidatedCertificate,
+    issuer: &ResolvedIssuer,
+    observation: &Observation,
+    status: &mut CertificateStatus,
+) -> Result<bool, Error> {
+    let (
+        Some(secret),
+        Some(key),
+        SecretState::Owned {
+            certificate: Some(info),
+            key_matches: true,
+            chain_verifies: true,
+        },
+    ) = (&observation.secret, &observation.key, &observation.state)
+    else {
+        return Ok(false);
+    };
+    let Some(id) = secret
+        .annotations()
+        .get(ORDER_ANNOTATION)
+        .filter(|id| !id.is_empty())
+        .cloned()
+    else {
+        return Ok(false);
+    };
+    if status.serial_number.as_deref() == Some(info.serial_hex.as_str()) {
+        return Ok(false);
+    }
+    let recorded_pending = status
+        .order
+        .as_ref()
+        .is_some_and(|o| o.state == "Pending" && o.id == id && issuer.placed(o));
+    if !recorded_pending {
+        let confirmed = confirm_at_ca(cert, spec, issuer, secret, key, &id).await?;
+        if !confirmed {
+            return Ok(false);
+        }
+        let csr = build_csr(key, &spec.subject).map_err(|e| Error::Key(e.to_string()))?;
+        let adopted = CertificateOrder {
+            backend: issuer.backend.kind().as_str().into(),
+            id: id.clone(),
+            renew_id: None,
+            state: "Pending".into(),
+            submitted_at: None,
+            csr_sha256: crate::pki::chain::sha256_hex(&csr),
+            issuer: Some(issuer.identity.clone()),
+            serial_number: None,
+        };
+        match status.order.replace(adopted) {
+            Some(old) if old.state == "Issued" && old.id != id => status.previous_order = Some(old),
+            Some(old) if old.state == "Pending" => super::issue::abandon(ctx, cert, status, old).await,
+            _ => {}
+        }
+    }
+    tracing::info!(certificate = %cert.name_any(), order = %id, "recorded a delivery whose status write was lost");
+    record_delivery(ctx, cert, spec, info, status).await;
+    Ok(true)
+}
+
+/// Whether order `id` at `issuer` holds the certificate in `secret` (for the local `ca`, whose
+/// orders are not kept anywhere: whether that certificate verifies to its chain, which the
+/// caller checked).
+async fn confirm_at_ca(
+    cert: &Certificate,
+    spec: &ValidatedCertificate,
+    issuer: &ResolvedIssuer,
+    secret: &Secret,
+    key: &PrivateKey,
+    id: &str,
+) -> Result<bool, Error> {
+    if issuer.backend.signs_locally() {
+        return Ok(true);
+    }
+    let Some((leaf_der, _)) = secret::certificates(secret) else {
+        return Ok(false);
+    };
+    let csr = build_csr(key, &spec.subject).map_err(|e| Error::Key(e.to_string()))?;
+    let handle = OrderHandle {
+        backend: issuer.backend.kind(),
+        id: id.to_owned(),
+        renew_id: None,
+    };
+    match issuer.backend.collect(&handle, &csr).await {
+        Ok(Collected::Issued(delivered)) if delivered.leaf_der == leaf_der => Ok(true),
+        Ok(other) => {
+            tracing::warn!(certificate = %cert.name_any(), order = %id, answer = ?collected_kind(&other), "the Secret names an order whose certificate is not the one it holds; not recording it");
+            Ok(false)
+        }
+        Err(BackendError::NotFound { .. }) => {
+            tracing::warn!(certificate = %cert.name_any(), order = %id, "the Secret names an order the CA does not know; not recording it");
+            Ok(false)
+        }
+        Err(source) => Err(Error::Backend {
+            operation: "collect",
+            source,
+        }),
+    }
+}
+
+/// What a collect answered, without the certificate bytes.
+fn collected_kind(collected: &Collected) -> &'static str {
+    match collected {
+        Collected::Pending { .. } => "pending",
+        Collected::Failed { .. } => "failed",
+        Collected::Issued(_) => "another certificate",
+    }
 }
 
 /// Records a new certificate in status: the order issued, serial, revision, conditions and the

@@ -16,6 +16,13 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Writing the Certificate's status failed (refused or not answered).
+    #[error("cannot update status")]
+    StatusWrite {
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
     /// A CA call failed.
     #[error("{operation} at the CA failed")]
     Backend {

@@ -6,8 +6,8 @@ use super::plan::{Observed, SecretState};
 use super::status::write_status;
 use super::validate::{ValidatedCertificate, validate};
 use super::{
-    ISSUER_WAIT, MAX_ISSUANCE_BACKOFF, ORDER_ANNOTATION, RENEW_ANNOTATION, SERVED_RENEW_ANNOTATION,
-    delivered_order, ensure_finalizer, issuer_ref, now, policy, publish,
+    ISSUER_WAIT, MAX_ISSUANCE_BACKOFF, RENEW_ANNOTATION, SERVED_RENEW_ANNOTATION, delivered_order,
+    ensure_finalizer, issuer_ref, now, policy, publish,
 };
 use crate::backend::CaBackend as _;
 use crate::controller::issuer::ResolvedIssuer;
@@ -342,31 +342,5 @@ impl Observation {
                     .is_some_and(|o| o.state == "Issued" && issuer.placed(o)),
             issuer_changed,
         }
-    }
-}
-
-/// A crash (or a failed status write) between writing the Secret and recording the delivery
-/// leaves the order Pending in status: the Secret's order annotation says it was delivered.
-pub(super) fn heal_unrecorded_delivery(observation: &Observation, status: &mut CertificateStatus) {
-    let delivered = observation
-        .secret
-        .as_ref()
-        .and_then(|s| s.annotations().get(ORDER_ANNOTATION));
-    if let (
-        Some(order),
-        SecretState::Owned {
-            certificate: Some(info),
-            key_matches: true,
-            ..
-        },
-    ) = (status.order.as_mut(), &observation.state)
-        && order.state == "Pending"
-        && delivered.is_some_and(|id| *id == order.id)
-    {
-        order.state = "Issued".into();
-        order.serial_number = Some(info.serial_hex.clone());
-        status.serial_number = Some(info.serial_hex.clone());
-        status.previous_order = None;
-        status.next_private_key_secret_name = None;
     }
 }

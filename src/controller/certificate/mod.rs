@@ -40,7 +40,7 @@ use self::{
     deliver::{Delivery, deliver, repair},
     error::kube_error,
     issue::{abandon_unneeded_order, discard_pending_key, issue, settle_abandoned},
-    load::{Admission, Observation, admit, heal_unrecorded_delivery, observe},
+    load::{Admission, Observation, admit, observe},
     status::{mark_conflict, mark_up_to_date, record_failure, requeue_at, write_status},
 };
 use self::{
@@ -65,8 +65,9 @@ pub const SKIP_REVOKE_ANNOTATION: &str = "pki-operator.io/skip-revoke";
 pub const RENEW_ANNOTATION: &str = "pki-operator.io/renew";
 /// Annotation on the next-key Secret recording which renewal request it serves.
 const SERVED_RENEW_ANNOTATION: &str = "pki-operator.io/renew-served";
-/// Annotation on the TLS Secret: the order its certificate came from. A crash between writing
-/// the Secret and recording the delivery in status is recognised by it.
+/// Annotation on the TLS Secret: the order its certificate came from. A crash or a lost status
+/// write between writing the Secret and recording the delivery is recognised by it, and the
+/// order recorded once the CA confirms it (`deliver::adopt_unrecorded_delivery`).
 const ORDER_ANNOTATION: &str = "pki-operator.io/order-id";
 /// Annotation on the next-key Secret: the CSR fingerprint it was made for.
 const FINGERPRINT_ANNOTATION: &str = "pki-operator.io/csr-fingerprint";
@@ -164,7 +165,21 @@ pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Ac
         }
     };
     let outputs = sources.outputs(&cert);
-    heal_unrecorded_delivery(&observation, &mut status);
+    let adopted =
+        deliver::adopt_unrecorded_delivery(&cert, &ctx, &spec, &issuer, &observation, &mut status).await;
+    let adopted = match adopted {
+        Ok(adopted) => adopted,
+        Err(error) => {
+            let (message, retry) =
+                record_failure(&mut status, &error, &observation.state, cert.meta().generation);
+            write_status(&certs, &name, &old_status, &status).await?;
+            publish(&ctx, &cert, EventType::Warning, error.category(), &message).await;
+            return Err(Error::Recorded {
+                source: Box::new(error),
+                retry,
+            });
+        }
+    };
     let plan = plan::plan(&observation.facts(&spec, &issuer, &outputs, &status));
     let secret_state = observation.state.clone();
     if matches!(plan, Plan::UpToDate { .. } | Plan::RewriteOutputs) {
@@ -184,7 +199,7 @@ pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Ac
         spec: &spec,
         issuer: &issuer,
         outputs: &outputs,
-        used_next_key: AtomicBool::new(false),
+        used_next_key: AtomicBool::new(adopted),
     };
     match act(&run, plan, observation, &mut status).await {
         Ok(action) => {

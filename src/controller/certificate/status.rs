@@ -1,6 +1,6 @@
 //! Certificate status bookkeeping: the conditions of each outcome, failures with their persisted backoff, and the status write.
 
-use super::error::{Error, kube_error};
+use super::error::Error;
 use super::plan::SecretState;
 use super::validate::Renewal;
 use super::{ABANDONED_RETRY, MAX_FAILURE_MESSAGE, MAX_RESYNC, backoff, now, time};
@@ -157,5 +157,5 @@ pub(super) async fn write_status(
 ) -> Result<bool, Error> {
     crate::controller::status::write_if_changed(api, name, old, new)
         .await
-        .map_err(kube_error("update status"))
+        .map_err(|source| Error::StatusWrite { source })
 }
