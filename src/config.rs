@@ -57,6 +57,12 @@ pub struct Config {
     #[arg(long, env = "PKI_OPERATOR_SOLVER_ADDRESS", default_value = "0.0.0.0:8089")]
     pub solver_address: SocketAddr,
 
+    /// The Service in front of the HTTP solver, in the operator's namespace (`POD_NAMESPACE`):
+    /// the Ingress a DomainValidation's `solver.http.ingress` asks for routes to it. The Helm
+    /// chart sets it to its `<release>-solver` Service.
+    #[arg(long, env = "PKI_OPERATOR_SOLVER_SERVICE")]
+    pub solver_service: Option<String>,
+
     /// Where the HTTP(S) self-check of a domain validation connects instead of the domain's own
     /// address: for networks where the operator cannot reach the domain's public address (e.g.
     /// the Ingress controller's Service), and for tests.

@@ -90,6 +90,34 @@ pub struct EnrollOptions {
     pub custom_fields: Vec<(String, String)>,
     /// Nexus token procedure.
     pub token_procedure: Option<String>,
+    /// SCM per-order domain control validation, replacing the issuer's.
+    pub dcv: Option<OrderDcv>,
+}
+
+/// SCM per-order domain control validation (`dcvMode`, `dcvEmail`), for accounts with DCV
+/// pre-validation disabled (`scm-dcv-domains.md` §4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderDcv {
+    /// `dcvMode`: `CNAME`, `EMAIL`, `HTTP`, `HTTPS` or `TXT`.
+    pub mode: &'static str,
+    /// `dcvEmail`: the approver address (mode `EMAIL`).
+    pub email: Option<String>,
+}
+
+impl From<&crate::crd::v1alpha1::common::EnrollmentDcv> for OrderDcv {
+    fn from(dcv: &crate::crd::v1alpha1::common::EnrollmentDcv) -> Self {
+        use crate::crd::v1alpha1::domain_validation::DcvMethod;
+        Self {
+            mode: match dcv.mode {
+                DcvMethod::HTTP => "HTTP",
+                DcvMethod::HTTPS => "HTTPS",
+                DcvMethod::CNAME => "CNAME",
+                DcvMethod::TXT => "TXT",
+                DcvMethod::EMAIL => "EMAIL",
+            },
+            email: dcv.email.clone(),
+        }
+    }
 }
 
 impl EnrollRequest {

@@ -60,6 +60,8 @@ pub struct Context {
     pub backends: issuer::cache::BackendCache,
     /// Where domain validation self-checks connect.
     pub dcv_self_check: domain_validation::self_check::SelfCheckSettings,
+    /// The HTTP solver's Service, which Ingress routes of DomainValidations point at.
+    pub solver_service: domain_validation::ingress::SolverService,
     /// `--namespace`: the one namespace this operator serves, if any. Cluster-scoped objects
     /// that belong to an issuer are then handled only when that issuer is an Issuer there.
     pub watch_namespace: Option<String>,
@@ -511,6 +513,7 @@ mod tests {
             issuer_secret_label: None,
             backends: issuer::cache::BackendCache::default(),
             dcv_self_check: domain_validation::self_check::SelfCheckSettings::default(),
+            solver_service: domain_validation::ingress::SolverService::default(),
             watch_namespace: None,
         })
     }

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, ensure};
 use base64::Engine as _;
 use hickory_client::proto::rr::{RData, RecordType, rdata::TXT};
+use k8s_openapi::api::{core::v1::Service, networking::v1::Ingress};
 use kube::{
     Api, Client,
-    api::{DeleteParams, DynamicObject, GroupVersionKind},
+    api::{DeleteParams, DynamicObject, GroupVersionKind, ListParams},
     discovery::ApiResource,
 };
 use libtest_mimic::Trial;
@@ -29,6 +30,10 @@ pub fn trials() -> Vec<Trial> {
         trial(
             "http_validation_is_served_checked_and_withdrawn",
             http_validation_is_served_checked_and_withdrawn,
+        ),
+        trial(
+            "http_challenge_is_routed_by_an_ingress_until_validated",
+            http_challenge_is_routed_by_an_ingress_until_validated,
         ),
         trial(
             "certificates_wait_for_an_email_validation_then_issue",
@@ -258,6 +263,147 @@ fn http_validation_is_served_checked_and_withdrawn() -> Result<()> {
         .await
         .with_context(|| scene.operator.log_text())?;
         scene.cleanup(&[&name]).await
+    })
+}
+
+/// HTTP through an Ingress (`solver.http.ingress` in another namespace than the operator's):
+/// while the challenge is published, an Ingress there routes exactly the validation path on the
+/// domain's host, with the configured class, to an `ExternalName` Service pointing at the
+/// operator's solver Service, both owned by the DomainValidation. The first operator's self-check
+/// cannot reach the solver, so the challenge stays published (and unsubmitted) for the test to
+/// look at; an operator that can validates it, and then both are deleted.
+fn http_challenge_is_routed_by_an_ingress_until_validated() -> Result<()> {
+    block_on(async {
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "dcv-ingress").await?;
+        let routes = TestNamespace::create(&client, "dcv-routes").await?;
+        let domain = format!("ingress-{}.test", std::process::id());
+        let solver = format!("127.0.0.1:{}", free_port()?);
+        let sim = ScmSimulator::start(ScmSimulatorConfig {
+            dcv_http_address: Some(solver.parse()?),
+            ..simulator(vec![SimDomain::new(&domain)])
+        })
+        .await?;
+        scm_issuer(&ns.name, "sectigo", &sim, SCM_PASSWORD)?;
+        let unreachable = format!("127.0.0.1:{}", free_port()?);
+        let args = |self_check: &str| -> Vec<String> {
+            [
+                "--namespace",
+                &ns.name,
+                "--solver-address",
+                &solver,
+                "--dcv-http-self-check-address",
+                self_check,
+                "--solver-service",
+                "pki-operator-solver",
+                "--pod-namespace",
+                &ns.name,
+            ]
+            .map(str::to_owned)
+            .to_vec()
+        };
+        let first_args = args(&unreachable);
+        let first_args: Vec<&str> = first_args.iter().map(String::as_str).collect();
+        let mut first = Operator::start(plane(), &work_dir("dcv-ingress-1")?, "operator-1", &first_args)?;
+        first.wait_ready(Duration::from_secs(60)).await?;
+        let name = ns.name.clone();
+        apply(
+            &ns.name,
+            &validation_yaml(
+                &name,
+                &ns.name,
+                &domain,
+                &format!(
+                    "  method: HTTP\n  solver: {{http: {{ingress: {{namespace: {}, className: nginx}}}}}}\n",
+                    routes.name
+                ),
+            ),
+        )?;
+        let pending = wait_validation(
+            &client,
+            &name,
+            "the challenge published but not answered",
+            Duration::from_secs(60),
+            reason_is("ChallengeNotReachable"),
+        )
+        .await
+        .with_context(|| first.log_text())?;
+        let file_url = pending.data["status"]["challenge"]["fileUrl"]
+            .as_str()
+            .context("no fileUrl in status")?
+            .to_owned();
+        let path = file_url
+            .split_once(&domain)
+            .map(|(_, path)| path.to_owned())
+            .context("fileUrl does not name the domain")?;
+
+        let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &routes.name);
+        let listed = ingresses
+            .list(&ListParams::default().labels(&format!("pki-operator.io/domain-validation={name}")))
+            .await?;
+        ensure!(listed.items.len() == 1, "Ingresses: {:?}", listed.items);
+        let ingress = &listed.items[0];
+        let route_name = ingress.metadata.name.clone().context("Ingress name")?;
+        let spec = ingress.spec.clone().context("Ingress spec")?;
+        let rule = spec.rules.unwrap_or_default().pop().context("no Ingress rule")?;
+        let http_path = rule
+            .http
+            .context("no http rule")?
+            .paths
+            .pop()
+            .context("no path")?;
+        let backend = http_path.backend.service.context("no service backend")?;
+        ensure!(
+            spec.ingress_class_name.as_deref() == Some("nginx")
+                && rule.host.as_deref() == Some(domain.as_str())
+                && http_path.path.as_deref() == Some(path.as_str())
+                && http_path.path_type == "Exact"
+                && backend.name == route_name
+                && backend.port.and_then(|p| p.number) == Some(80),
+            "the Ingress routes something else: class {:?}, host {:?}, path {:?} {}, backend {}",
+            spec.ingress_class_name,
+            rule.host,
+            http_path.path,
+            http_path.path_type,
+            backend.name
+        );
+        let dv_uid = pending.metadata.uid.clone().context("DomainValidation uid")?;
+        ensure!(
+            ingress
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.kind == "DomainValidation" && o.uid == dv_uid),
+            "the Ingress is not owned by the DomainValidation"
+        );
+        let services: Api<Service> = Api::namespaced(client.clone(), &routes.name);
+        let service = services.get(&route_name).await?.spec.context("Service spec")?;
+        let target = format!("pki-operator-solver.{}.svc", ns.name);
+        ensure!(
+            service.type_.as_deref() == Some("ExternalName")
+                && service.external_name.as_deref() == Some(target.as_str()),
+            "the Service points at {:?} {:?}, not {target}",
+            service.type_,
+            service.external_name
+        );
+
+        first.kill();
+        let second_args = args(&solver);
+        let second_args: Vec<&str> = second_args.iter().map(String::as_str).collect();
+        let second = Operator::start(plane(), &work_dir("dcv-ingress-2")?, "operator-2", &second_args)?;
+        wait_validation(&client, &name, "validated", Duration::from_secs(90), is_validated)
+            .await
+            .with_context(|| second.log_text())?;
+        crate::support::wait_gone(&ingresses, &route_name, "the Ingress to be deleted")
+            .await
+            .with_context(|| second.log_text())?;
+        crate::support::wait_gone(&services, &route_name, "the Service to be deleted").await?;
+        validations(&client)
+            .delete(&name, &DeleteParams::default())
+            .await?;
+        crate::support::wait_gone(&validations(&client), &name, "DomainValidation").await?;
+        Ok(())
     })
 }
 

@@ -298,6 +298,46 @@ struct DomainRequest<'a> {
     domain: &'a str,
 }
 
+/// `submit/domain/cname` through SCM's DNS connector (§3.9): SCM's agent publishes the record.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConnectorSubmitRequest<'a> {
+    domain: &'a str,
+    #[serde(rename = "dnsAgentUUID")]
+    dns_agent_uuid: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_provider_name: Option<&'a str>,
+}
+
+/// Which SCM DNS connector (and provider) publishes a CNAME challenge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectorRoute {
+    /// The connector's `id` (`dnsAgentUUID`).
+    pub id: String,
+    /// `dnsProviderName`, when one is chosen.
+    pub provider: Option<String>,
+}
+
+/// An SCM DNS connector (§6.1).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct DnsConnector {
+    /// 32 hex characters: the `dnsAgentUUID` of a connector submit.
+    pub id: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// `NOT_AVAILABLE`, `NOT_CONNECTED` or `CONNECTED`.
+    #[serde(default)]
+    pub status: String,
+}
+
+impl DnsConnector {
+    /// Whether SCM can reach the agent now.
+    pub fn is_connected(&self) -> bool {
+        self.status.eq_ignore_ascii_case("CONNECTED")
+    }
+}
+
 #[derive(Serialize)]
 struct EmailSubmitRequest<'a> {
     domain: &'a str,
@@ -612,6 +652,92 @@ impl ScmBackend {
         Ok(parse_json(&reply.body, "validation start email")?)
     }
 
+    /// The account's DNS connectors (§6.1), every status: a connector that fell to
+    /// `NOT_CONNECTED` is reported as such rather than as missing.
+    pub async fn dns_connectors(&self) -> Result<Vec<DnsConnector>, DcvError> {
+        let reply = self
+            .http
+            .api(ApiFamily::ConnectorV1)
+            .call(
+                "dns connector list",
+                Method::GET,
+                "/dns",
+                &[("size", CONNECTOR_PAGE.to_string()), ("position", "0".to_owned())],
+                None::<&()>,
+                Idempotency::Idempotent,
+            )
+            .await
+            .map_err(|error| dcv_error(error, "dns connector list", ""))?;
+        Ok(parse_json(&reply.body, "dns connector list")?)
+    }
+
+    /// The DNS providers connector `id` can update (§6.3).
+    pub async fn dns_connector_providers(&self, id: &str) -> Result<Vec<String>, DcvError> {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(DcvError::Backend(BackendError::InvalidRequest {
+                backend: KIND,
+                code: None,
+                message: format!("{id:?} is not a DNS connector id"),
+            }));
+        }
+        let reply = self
+            .http
+            .api(ApiFamily::ConnectorV1)
+            .call(
+                "dns connector providers",
+                Method::GET,
+                &format!("/dns/{id}/provider"),
+                &[],
+                None::<&()>,
+                Idempotency::Idempotent,
+            )
+            .await
+            .map_err(|error| match error {
+                CallError::Api {
+                    status: StatusCode::NOT_FOUND,
+                    ..
+                } => DcvError::Backend(BackendError::NotFound {
+                    backend: KIND,
+                    what: format!("DNS connector {id}"),
+                }),
+                other => dcv_error(other, "dns connector providers", ""),
+            })?;
+        Ok(parse_json(&reply.body, "dns connector providers")?)
+    }
+
+    /// Submits a started CNAME order through SCM's DNS connector: SCM's agent publishes the
+    /// record itself (§3.9). Sent once, like [`Self::dcv_submit`].
+    pub async fn dcv_submit_through_connector(
+        &self,
+        domain: &str,
+        route: &ConnectorRoute,
+    ) -> Result<Submitted, DcvError> {
+        let reply = self
+            .dcv_call(
+                ApiFamily::DcvV1,
+                "validation submit",
+                "/validation/submit/domain/cname",
+                &ConnectorSubmitRequest {
+                    domain,
+                    dns_agent_uuid: &route.id,
+                    dns_provider_name: route.provider.as_deref(),
+                },
+                domain,
+                Idempotency::Once,
+            )
+            .await?;
+        let body: SubmitBody = parse_json(&reply.body, "validation submit")?;
+        Ok(Submitted {
+            status: body.status.as_deref().map(ValidationStatus::from),
+            order_status: body
+                .order_status
+                .as_deref()
+                .map_or(OrderStatus::Submitted, OrderStatus::from),
+            order_backend_id: body.order_backend_id,
+            challenge: None,
+        })
+    }
+
     /// Submits the order: the CA starts checking. Sent once, never repeated (a second submit is
     /// -724 at best); after a lost answer the caller reads the status.
     pub async fn dcv_submit(
@@ -765,6 +891,8 @@ impl ScmBackend {
 
 /// Domains asked for per page of the list (`[oas]` caps `size` at 200).
 const DOMAIN_PAGE: usize = 200;
+/// Connectors read (an account has a handful; one page of the documented maximum).
+const CONNECTOR_PAGE: usize = 200;
 /// How many listed domains a search reads at most: the name filter narrows the list, so a
 /// longer list means the filter is ignored and the domain is not worth a full scan.
 const MAX_DOMAINS_SCANNED: usize = 2_000;

@@ -44,8 +44,8 @@ use self::{
     },
 };
 use super::{
-    BackendError, BackendKind, CaBackend, Capabilities, Capability, Collected, EnrollRequest, OrderHandle,
-    Profile, RevocationReason, RevokeTarget, http,
+    BackendError, BackendKind, CaBackend, Capabilities, Capability, Collected, EnrollRequest, OrderDcv,
+    OrderHandle, Profile, RevocationReason, RevokeTarget, http,
     retry::{Idempotency, RetryPolicy},
 };
 use crate::pki::{chain, credentials::SecretString};
@@ -115,6 +115,8 @@ pub struct ScmConfig {
     pub comments: Option<String>,
     /// Default custom fields.
     pub custom_fields: Vec<(String, String)>,
+    /// Default per-order DCV (`dcvMode`/`dcvEmail`).
+    pub dcv: Option<OrderDcv>,
     /// Extra trusted CAs for the API endpoint (PEM).
     pub ca_bundle_pem: Option<String>,
     /// TCP/TLS connect timeout.
@@ -145,6 +147,7 @@ impl ScmConfig {
             external_requester: None,
             comments: None,
             custom_fields: Vec::new(),
+            dcv: None,
             ca_bundle_pem: None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
@@ -225,6 +228,11 @@ impl ScmBackend {
                 code: Some(-36),
                 message: format!("certificate profile {profile_id} lists no terms"),
             })
+    }
+
+    /// The per-order DCV an order carries: the Certificate's, else the issuer's.
+    fn order_dcv<'a>(&'a self, request: &'a EnrollRequest) -> Option<&'a OrderDcv> {
+        request.options.dcv.as_ref().or(self.config.dcv.as_ref())
     }
 
     fn custom_fields(&self, request: &EnrollRequest) -> Vec<CustomField> {
@@ -429,6 +437,8 @@ impl CaBackend for ScmBackend {
             // InCommon (spec §5): licences must be positive; -1 is server type OTHER.
             number_servers: incommon.then_some(1),
             server_type: incommon.then_some(-1),
+            dcv_mode: self.order_dcv(request).map(|dcv| dcv.mode),
+            dcv_email: self.order_dcv(request).and_then(|dcv| dcv.email.clone()),
         };
         // Never retried: a lost response is resolved by find_existing_order.
         let reply = self
@@ -534,6 +544,8 @@ impl CaBackend for ScmBackend {
         }
         let body = RenewByIdBody {
             csr: pem_csr(&request.csr_der)?,
+            dcv_mode: self.order_dcv(request).map(|dcv| dcv.mode),
+            dcv_email: self.order_dcv(request).and_then(|dcv| dcv.email.clone()),
         };
         let reply = self
             .http

@@ -59,6 +59,12 @@ pub struct EnrollBody {
     /// InCommon: server type (-1 = OTHER).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_type: Option<i32>,
+    /// Per-order DCV method (accounts without DCV pre-validation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dcv_mode: Option<&'static str>,
+    /// Approver address for `dcvMode` `EMAIL`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dcv_email: Option<String>,
 }
 
 /// A custom field value.
@@ -86,6 +92,12 @@ pub struct EnrollResponse {
 pub struct RenewByIdBody {
     /// New PEM CSR.
     pub csr: String,
+    /// Per-order DCV method (accounts without DCV pre-validation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dcv_mode: Option<&'static str>,
+    /// Approver address for `dcvMode` `EMAIL`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dcv_email: Option<String>,
 }
 
 /// `POST /renewById/{sslId}` response: the new order.
@@ -234,11 +246,22 @@ mod tests {
             external_requester: None,
             number_servers: None,
             server_type: None,
+            dcv_mode: None,
+            dcv_email: None,
         };
         let json = serde_json::to_value(&body).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"orgId": 1, "csr": "CSR", "subjAltNames": "a.example.com,b.example.com", "certType": 2, "term": 365})
         );
+        // Per-order DCV (pre-validation disabled, `scm-dcv-domains.md` §4).
+        let body = EnrollBody {
+            dcv_mode: Some("EMAIL"),
+            dcv_email: Some("admin@example.com".into()),
+            ..body
+        };
+        let json = serde_json::to_value(&body).unwrap();
+        assert_eq!(json["dcvMode"], "EMAIL");
+        assert_eq!(json["dcvEmail"], "admin@example.com");
     }
 }

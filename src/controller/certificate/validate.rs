@@ -118,6 +118,7 @@ pub fn validate(spec: &CertificateSpec) -> Result<ValidatedCertificate, String> 
         comments: scm.comments,
         custom_fields: scm.custom_fields.into_iter().map(|f| (f.name, f.value)).collect(),
         token_procedure: spec.nexus.as_ref().and_then(|n| n.token_procedure.clone()),
+        dcv: scm.dcv.as_ref().map(Into::into),
     };
     let policy = spec.revocation_policy.clone().unwrap_or_default();
     Ok(ValidatedCertificate {

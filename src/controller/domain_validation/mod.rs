@@ -7,6 +7,7 @@
 //! solver on every replica serves from) and checked by the operator itself before it is
 //! submitted.
 
+pub mod ingress;
 pub mod plan;
 pub mod self_check;
 pub mod solvers;
@@ -440,7 +441,7 @@ async fn act(
     match step {
         Step::Valid { revalidate_at } => {
             // Done: the challenge is no longer needed, so nothing serves or shows it any more.
-            if let Err(why) = unpublish(run.solver, status).await {
+            if let Err(why) = unpublish(run, status).await {
                 return Ok(Outcome::not_ready(
                     "CleanupFailed",
                     format!("{domain} is validated, but its challenge record could not be removed: {why}"),
@@ -520,7 +521,20 @@ async fn follow(
 ) -> Result<Outcome, DcvError> {
     let dv = run.dv;
     let mut poll_at = poll_at;
-    if let Some(challenge) = challenge {
+    if let Solver::ScmConnector {
+        connector_id,
+        provider,
+    } = run.solver
+    {
+        // SCM's agent publishes and SCM checks: what can fail on our side is the connector.
+        if let Err(why) = connector_route(run.scm, connector_id.as_deref(), provider.as_deref()).await? {
+            return Ok(Outcome::not_ready(
+                CONNECTOR_UNAVAILABLE,
+                format!("order submitted, but {why}"),
+                wait_until(poll_at, now),
+            ));
+        }
+    } else if let Some(challenge) = challenge {
         let allowed = status
             .challenge
             .as_ref()
@@ -528,7 +542,7 @@ async fn follow(
             .unwrap_or_default();
         status.challenge = Some(challenge_status(challenge, allowed));
         if !matches!(challenge, Challenge::Email { .. }) {
-            if let Err(why) = publish(run.solver, challenge).await {
+            if let Err(why) = publish(run, challenge).await {
                 return Ok(Outcome::not_ready("PublishFailed", why, SELF_CHECK_RETRY));
             }
             match self_check::check(run.ctx, dv, run.solver, challenge).await {
@@ -594,25 +608,40 @@ async fn follow(
     })
 }
 
-/// Publishes a DNS challenge with the RFC 2136 solver; the HTTP solver and manual DNS publish
-/// from status.
-async fn publish(solver: &Solver, challenge: &Challenge) -> Result<(), String> {
-    match (solver, solvers::record(challenge)) {
-        (Solver::Rfc2136(rfc2136), Some(record)) => {
+/// Publishes a DNS challenge with the RFC 2136 solver, or routes the HTTP solver's file through
+/// an Ingress; the HTTP solver itself and manual DNS publish from status.
+async fn publish(run: &Run<'_>, challenge: &Challenge) -> Result<(), String> {
+    match (run.solver, solvers::record(challenge), challenge) {
+        (Solver::Rfc2136(rfc2136), Some(record), _) => {
             // Checked first, so a followed order does not cost an update per poll.
             if record.is_served(rfc2136.server).await.unwrap_or(false) {
                 return Ok(());
             }
             rfc2136.add(&record).await.map_err(|e| e.to_string())
         }
+        (Solver::Http { ingress: Some(route) }, _, Challenge::File { url, .. }) => {
+            let parsed = reqwest::Url::parse(url).map_err(|e| format!("the CA's file URL {url:?}: {e}"))?;
+            let host = parsed.host_str().unwrap_or(&run.dv.spec.domain);
+            let client = &run.ctx.client;
+            ingress::ensure(
+                client,
+                &run.ctx.solver_service,
+                run.dv,
+                route,
+                (host, parsed.path()),
+            )
+            .await
+        }
         _ => Ok(()),
     }
 }
 
-/// Removes the record the RFC 2136 solver published for the challenge shown in status.
-async fn unpublish(solver: &Solver, status: &DomainValidationStatus) -> Result<(), String> {
-    match (solver, status.challenge.as_ref().and_then(solvers::recorded)) {
+/// Removes what [`publish`] made for the challenge shown in status: the RFC 2136 record, the
+/// HTTP solver's Ingress route.
+async fn unpublish(run: &Run<'_>, status: &DomainValidationStatus) -> Result<(), String> {
+    match (run.solver, status.challenge.as_ref().and_then(solvers::recorded)) {
         (Solver::Rfc2136(rfc2136), Some(record)) => rfc2136.remove(&record).await.map_err(|e| e.to_string()),
+        (Solver::Http { ingress: Some(route) }, _) => ingress::remove(&run.ctx.client, run.dv, route).await,
         _ => Ok(()),
     }
 }
@@ -634,7 +663,28 @@ async fn publish_and_submit(
             NEXT_STEP,
         ));
     }
-    if let Err(why) = publish(solver, challenge).await {
+    if let Solver::ScmConnector {
+        connector_id,
+        provider,
+    } = solver
+    {
+        // SCM's agent creates the record after the submit: nothing to publish or check first.
+        let route = match connector_route(scm, connector_id.as_deref(), provider.as_deref()).await? {
+            Ok(route) => route,
+            Err(why) => return Ok(Outcome::not_ready(CONNECTOR_UNAVAILABLE, why, BLOCKED_RETRY)),
+        };
+        let submitted = scm.dcv_submit_through_connector(&dv.spec.domain, &route).await?;
+        return Ok(Outcome::not_ready(
+            "Submitted",
+            format!(
+                "order {} submitted through SCM DNS connector {}; SCM publishes the CNAME record",
+                submitted.order_backend_id.as_deref().unwrap_or("(no id)"),
+                route.id
+            ),
+            NEXT_STEP,
+        ));
+    }
+    if let Err(why) = publish(run, challenge).await {
         return Ok(Outcome::not_ready("PublishFailed", why, SELF_CHECK_RETRY));
     }
     if let Err(why) = self_check::check(ctx, dv, solver, challenge).await {
@@ -655,6 +705,92 @@ async fn publish_and_submit(
         ),
         NEXT_STEP,
     ))
+}
+
+/// The reason while the SCM DNS connector cannot publish.
+const CONNECTOR_UNAVAILABLE: &str = "DnsConnectorUnavailable";
+
+/// The connector (and provider) a CNAME order is submitted through, or why none can be used: the
+/// named connector (else the account's only `CONNECTED` one) must be `CONNECTED` and list the
+/// provider (else, when it lists exactly one, that one is used).
+async fn connector_route(
+    scm: &ScmBackend,
+    connector_id: Option<&str>,
+    provider: Option<&str>,
+) -> Result<Result<dcv::ConnectorRoute, String>, DcvError> {
+    let connectors = scm.dns_connectors().await?;
+    let connector = match pick_connector(&connectors, connector_id) {
+        Ok(connector) => connector,
+        Err(why) => return Ok(Err(why)),
+    };
+    if !connector.is_connected() {
+        return Ok(Err(format!(
+            "SCM DNS connector {} ({}) is {}, not CONNECTED: its agent must be running and reach SCM",
+            connector.id, connector.name, connector.status
+        )));
+    }
+    let providers = scm.dns_connector_providers(&connector.id).await?;
+    let provider = match (provider, providers.as_slice()) {
+        (Some(wanted), listed) if listed.iter().any(|p| p.eq_ignore_ascii_case(wanted)) => {
+            Some(wanted.to_owned())
+        }
+        (Some(wanted), listed) => {
+            return Ok(Err(format!(
+                "SCM DNS connector {} does not serve provider {wanted:?} (spec.solver.dns.scmConnector.provider); it serves: {}",
+                connector.id,
+                listed.join(", ")
+            )));
+        }
+        (None, [only]) => Some(only.clone()),
+        // Optional per the API (§3.9): SCM then uses the connector's own configuration.
+        (None, _) => None,
+    };
+    Ok(Ok(dcv::ConnectorRoute {
+        id: connector.id.clone(),
+        provider,
+    }))
+}
+
+/// The connector `connector_id` names, else the only `CONNECTED` one; or why there is none.
+fn pick_connector<'a>(
+    connectors: &'a [dcv::DnsConnector],
+    connector_id: Option<&str>,
+) -> Result<&'a dcv::DnsConnector, String> {
+    if let Some(id) = connector_id {
+        return connectors
+            .iter()
+            .find(|c| c.id.eq_ignore_ascii_case(id))
+            .ok_or_else(|| {
+                format!(
+                    "SCM has no DNS connector {id} (spec.solver.dns.scmConnector.connectorId); it has: {}",
+                    describe_connectors(connectors)
+                )
+            });
+    }
+    let connected: Vec<&dcv::DnsConnector> = connectors.iter().filter(|c| c.is_connected()).collect();
+    match connected.as_slice() {
+        [only] => Ok(*only),
+        [] => Err(format!(
+            "SCM has no CONNECTED DNS connector ({}); start the agent or name one in spec.solver.dns.scmConnector.connectorId",
+            describe_connectors(connectors)
+        )),
+        _ => Err(format!(
+            "SCM has several CONNECTED DNS connectors ({}); name one in spec.solver.dns.scmConnector.connectorId",
+            describe_connectors(connectors)
+        )),
+    }
+}
+
+fn describe_connectors(connectors: &[dcv::DnsConnector]) -> String {
+    if connectors.is_empty() {
+        return "none".into();
+    }
+    connectors
+        .iter()
+        .take(8)
+        .map(|c| format!("{} {} {}", c.id, c.name, c.status))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// EMAIL: the allowed addresses go to status; the order is submitted only to `spec.email`, and
@@ -733,6 +869,26 @@ mod tests {
                 "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
         }
         serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_connector_is_the_named_one_else_the_only_connected_one() {
+        let connector = |id: &str, status: &str| dcv::DnsConnector {
+            id: id.into(),
+            name: format!("agent {id}"),
+            status: status.into(),
+        };
+        let one = [connector("aa", "NOT_CONNECTED"), connector("bb", "CONNECTED")];
+        assert_eq!(pick_connector(&one, None).unwrap().id, "bb");
+        assert_eq!(pick_connector(&one, Some("AA")).unwrap().id, "aa");
+        let missing = pick_connector(&one, Some("cc")).unwrap_err();
+        assert!(
+            missing.contains("no DNS connector cc") && missing.contains("bb"),
+            "{missing}"
+        );
+        let two = [connector("aa", "CONNECTED"), connector("bb", "CONNECTED")];
+        assert!(pick_connector(&two, None).unwrap_err().contains("several"));
+        assert!(pick_connector(&[], None).unwrap_err().contains("no CONNECTED"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::{
     controller::Context,
     crd::v1alpha1::{
         DomainValidation,
-        domain_validation::{DcvChallenge, TsigAlgorithm},
+        domain_validation::{DcvChallenge, HttpSolverIngress, TsigAlgorithm},
     },
     pki::credentials::SecretString,
     solver::dns::{Published, Rfc2136, TsigHmac, server_address},
@@ -19,12 +19,23 @@ use crate::{
 
 /// How the challenge is answered.
 pub enum Solver {
-    /// The operator's HTTP solver serves the file from `status.challenge`.
-    Http,
+    /// The operator's HTTP solver serves the file from `status.challenge`; with `ingress`, an
+    /// Ingress routes the domain's validation path to it while the challenge is published.
+    Http {
+        /// `spec.solver.http.ingress`.
+        ingress: Option<HttpSolverIngress>,
+    },
     /// The operator publishes the record with a TSIG-signed dynamic update.
     Rfc2136(Rfc2136),
     /// A person (or another tool) publishes the record shown in status.
     Manual,
+    /// SCM's DNS connector publishes the CNAME record once the order is submitted through it.
+    ScmConnector {
+        /// `spec.solver.dns.scmConnector.connectorId`.
+        connector_id: Option<String>,
+        /// `spec.solver.dns.scmConnector.provider`.
+        provider: Option<String>,
+    },
 }
 
 /// Why the solver cannot be used; the message names the setting.
@@ -54,8 +65,10 @@ pub async fn solver(ctx: &Context, dv: &DomainValidation) -> Result<Solver, Solv
         // EMAIL: nothing to publish (the CRD requires a solver for every other method).
         return Ok(Solver::Manual);
     };
-    if solver.http.is_some() {
-        return Ok(Solver::Http);
+    if let Some(http) = &solver.http {
+        return Ok(Solver::Http {
+            ingress: http.ingress.clone(),
+        });
     }
     let Some(dns) = &solver.dns else {
         return Err(SolverError::Invalid(
@@ -65,10 +78,11 @@ pub async fn solver(ctx: &Context, dv: &DomainValidation) -> Result<Solver, Solv
     if dns.manual.is_some() {
         return Ok(Solver::Manual);
     }
-    if dns.scm_connector.is_some() {
-        return Err(SolverError::Unsupported(
-            "spec.solver.dns.scmConnector is not implemented in this version; use rfc2136 or manual".into(),
-        ));
+    if let Some(connector) = &dns.scm_connector {
+        return Ok(Solver::ScmConnector {
+            connector_id: connector.connector_id.clone(),
+            provider: connector.provider.clone(),
+        });
     }
     let Some(rfc2136) = &dns.rfc2136 else {
         return Err(SolverError::Invalid("spec.solver.dns sets no provider".into()));
@@ -152,7 +166,9 @@ pub fn recorded(shown: &DcvChallenge) -> Option<Published> {
 pub fn check_server(ctx: &Context, solver: &Solver) -> Option<SocketAddr> {
     match solver {
         Solver::Rfc2136(rfc2136) => Some(rfc2136.server),
-        Solver::Http | Solver::Manual => ctx.dcv_self_check.dns_server.or_else(system_nameserver),
+        Solver::Http { .. } | Solver::Manual | Solver::ScmConnector { .. } => {
+            ctx.dcv_self_check.dns_server.or_else(system_nameserver)
+        }
     }
 }
 

@@ -183,6 +183,7 @@ async fn scm_config(secrets: &SecretSource<'_>, scm: &ScmIssuer) -> Result<ScmCo
         .iter()
         .map(|f| (f.name.clone(), f.value.clone()))
         .collect();
+    config.dcv = scm.dcv.as_ref().map(Into::into);
     config.ca_bundle_pem.clone_from(&scm.ca_bundle);
     Ok(config)
 }

@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    IssuerKind, IssuerRef, NameValue, SecretKeySelector, conditions_schema, duration_schema,
+    EnrollmentDcv, IssuerKind, IssuerRef, NameValue, SecretKeySelector, conditions_schema, duration_schema,
 };
 
 const AT_LEAST_ONE_NAME: &str = "has(self.commonName) || (has(self.dnsNames) && size(self.dnsNames) > 0) \
@@ -354,6 +354,10 @@ pub struct CertificateScmOverrides {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub custom_fields: Vec<NameValue>,
+    /// Per-order domain control validation (SCM `dcvMode`/`dcvEmail`), replacing the issuer's
+    /// `spec.scm.dcv`; only for accounts with DCV pre-validation disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dcv: Option<EnrollmentDcv>,
 }
 
 /// Per-certificate Nexus settings overriding the issuer's defaults.

@@ -133,3 +133,20 @@ pub(crate) fn duration_schema(_: &mut SchemaGenerator) -> Schema {
         }],
     })
 }
+
+/// Per-order domain control validation sent with an SCM enrollment (`dcvMode`, `dcvEmail`):
+/// required by accounts whose DCV pre-validation is disabled, where each order carries its own
+/// validation (`scm-dcv-domains.md` §4). Accounts that pre-validate domains (the
+/// DomainValidation resource) leave it unset.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self.mode == 'EMAIL' ? has(self.email) : !has(self.email)")
+    .message("email is required with mode EMAIL and only allowed with it"))]
+pub struct EnrollmentDcv {
+    /// SCM `dcvMode`: how the CA validates the order's domains.
+    pub mode: super::domain_validation::DcvMethod,
+    /// SCM `dcvEmail`: the approver address the CA mails (mode `EMAIL` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 254))]
+    pub email: Option<String>,
+}

@@ -41,6 +41,9 @@ use super::common::{
         .message("solver.dns can only be used with method CNAME or TXT"),
     validation = kube::core::Rule::new("self.method == 'EMAIL' || has(self.solver)")
         .message("solver is required unless method is EMAIL"),
+    validation = kube::core::Rule::new(
+        "!has(self.solver) || !has(self.solver.dns) || !has(self.solver.dns.scmConnector) || self.method == 'CNAME'"
+    ).message("solver.dns.scmConnector publishes CNAME records: it can only be used with method CNAME"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DomainValidationSpec {
@@ -194,10 +197,16 @@ pub struct ManualDnsSolver {}
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScmDnsConnector {
-    /// Connector id; when unset SCM picks the connector configured for the domain.
+    /// The connector's id in SCM (32 hex characters, SCM `dnsAgentUUID`). When unset, the
+    /// account's only `CONNECTED` connector is used; with several, this must name one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
     pub connector_id: Option<String>,
+    /// The DNS provider the connector updates (SCM `dnsProviderName`, e.g. `cloudflare`); must be
+    /// one the connector lists. When unset and the connector lists exactly one, that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub provider: Option<String>,
 }
 
 /// Observed state of a DomainValidation.

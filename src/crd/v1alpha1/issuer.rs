@@ -8,7 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{NameValue, conditions_schema, duration_schema};
+use super::common::{EnrollmentDcv, NameValue, conditions_schema, duration_schema};
 
 const EXACTLY_ONE_BACKEND: &str = "[has(self.scm), has(self.nexus), has(self.ca)].filter(x, x).size() == 1";
 const EXACTLY_ONE_BACKEND_MESSAGE: &str = "exactly one of scm, nexus or ca must be set";
@@ -277,6 +277,11 @@ pub struct ScmIssuer {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub custom_fields: Vec<NameValue>,
+    /// Per-order domain control validation sent with every enrollment and renewal (SCM
+    /// `dcvMode`/`dcvEmail`); only for accounts with DCV pre-validation disabled. A Certificate
+    /// may override it with `spec.scm.dcv`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dcv: Option<EnrollmentDcv>,
     /// PEM bundle of CAs trusted for the SCM API endpoint, in addition to the system roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 65536))]
