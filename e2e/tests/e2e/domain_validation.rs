@@ -742,8 +742,8 @@ fn an_expired_validation_is_renewed_without_anyone_acting() -> Result<()> {
     })
 }
 
-/// Unknown domain, suspended domain, DCV disabled for the account, a wrong TSIG key: each is
-/// Ready=False with a reason and a message naming the cause, and the CA is not called in a hot
+/// Unknown domain, suspended domain, DCV disabled for the account, a wrong TSIG key, a `ca`
+/// issuer: each is Ready=False with a reason and a message naming the cause, and the CA is not called in a hot
 /// loop while they wait.
 fn bad_domain_validations_say_why_without_a_hot_loop() -> Result<()> {
     block_on(async {
@@ -864,7 +864,34 @@ fn bad_domain_validations_say_why_without_a_hot_loop() -> Result<()> {
         )
         .await
         .with_context(|| scene.operator.log_text())?;
-        let names: Vec<&str> = cases.iter().map(|c| c.0.as_str()).chain([off.as_str()]).collect();
+
+        // A `ca` issuer has no CA account to validate at.
+        crate::support::ca_issuer(&ns, "local")?;
+        let local = format!("{ns}-local");
+        apply(
+            &ns,
+            &validation_yaml(&local, &ns, "local.test", "  method: EMAIL\n  email: admin@local.test\n")
+                .replace("name: sectigo}", "name: local}"),
+        )?;
+        let found = wait_validation(
+            &scene.client,
+            &local,
+            "Unsupported",
+            Duration::from_secs(60),
+            reason_is("Unsupported"),
+        )
+        .await
+        .with_context(|| scene.operator.log_text())?;
+        let (_, _, message) = ready(&found).unwrap_or_default();
+        ensure!(
+            message.contains(&format!("Issuer {ns}/local")) && message.contains("omain"),
+            "the message does not name the issuer and what it cannot do: {message}"
+        );
+        let names: Vec<&str> = cases
+            .iter()
+            .map(|c| c.0.as_str())
+            .chain([off.as_str(), local.as_str()])
+            .collect();
         scene.cleanup(&names).await
     })
 }
