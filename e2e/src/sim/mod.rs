@@ -40,8 +40,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use scm::{
-    ClickError, DcvAccess, DcvCheck, OrderSummary, PendingVariant, ScmFlavor, ScmProfile, ScmSimulator,
-    ScmSimulatorConfig, SimDomain, Stats, TxtAlphabet,
+    ClickError, ConnectorStatus, DcvAccess, DcvCheck, OrderSummary, PendingVariant, ScmFlavor, ScmProfile,
+    ScmSimulator, ScmSimulatorConfig, SimDnsConnector, SimDomain, Stats, TxtAlphabet,
 };
 
 /// A response as every simulator handler builds it: the whole body in memory.

@@ -230,9 +230,9 @@ async fn check_lists_profiles(mode: Mode, reading: ScmReading) -> Result<()> {
 }
 
 /// The client reaches every API family at the path the simulator serves for the login and
-/// flavour, and is authenticated there: SSL, DCV and Domain answer a real call (DCV v2 with the
-/// -727 of an unknown domain, which only an authenticated caller gets), every other family the
-/// simulator's 501 (an authentication failure would be 401, a wrong path 404).
+/// flavour, and is authenticated there: SSL, DCV, Domain and DNS connector answer a real call
+/// (DCV v2 with the -727 of an unknown domain, which only an authenticated caller gets), every
+/// other family the simulator's 501 (an authentication failure would be 401, a wrong path 404).
 async fn every_api_family_is_reached(mode: Mode, reading: ScmReading) -> Result<()> {
     let sim = ScmSimulator::start(reading_config(mode, reading)).await?;
     let http = ScmHttp::new(&config_for(&sim, mode, PASSWORD))?;
@@ -246,6 +246,7 @@ async fn every_api_family_is_reached(mode: Mode, reading: ScmReading) -> Result<
             ApiFamily::DcvV1 => (reqwest::Method::GET, "/validation", None),
             ApiFamily::DcvV2 => (reqwest::Method::POST, "/validation/status", Some(&unknown)),
             ApiFamily::DomainV1 => (reqwest::Method::GET, "", None),
+            ApiFamily::ConnectorV1 => (reqwest::Method::GET, "/dns", None),
             _ => (reqwest::Method::GET, "/types", None),
         };
         let outcome = http
@@ -253,11 +254,16 @@ async fn every_api_family_is_reached(mode: Mode, reading: ScmReading) -> Result<
             .call("probe", method.clone(), path, &[], body, Idempotency::Once)
             .await;
         match (family, outcome) {
-            (ApiFamily::SslV1 | ApiFamily::DcvV1 | ApiFamily::DomainV1, Ok(_))
+            (ApiFamily::SslV1 | ApiFamily::DcvV1 | ApiFamily::DomainV1 | ApiFamily::ConnectorV1, Ok(_))
             | (ApiFamily::DcvV2, Err(CallError::Api { code: -727, .. })) => {}
-            (ApiFamily::SslV1 | ApiFamily::DcvV1 | ApiFamily::DcvV2 | ApiFamily::DomainV1, other) => {
-                bail!("{} {path} failed: {other:?}", family.path())
-            }
+            (
+                ApiFamily::SslV1
+                | ApiFamily::DcvV1
+                | ApiFamily::DcvV2
+                | ApiFamily::DomainV1
+                | ApiFamily::ConnectorV1,
+                other,
+            ) => bail!("{} {path} failed: {other:?}", family.path()),
             (_, Err(CallError::Backend(BackendError::Unavailable { message, .. })))
                 if message.contains("HTTP 501") => {}
             (_, other) => bail!(

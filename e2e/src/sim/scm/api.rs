@@ -591,8 +591,16 @@ pub(super) fn is_email(text: &str) -> bool {
     })
 }
 
+/// The enroll/renew/replace `dcvMode` values (spec §4; `scm-ssl.md` §3.9, §3.20, §3.22).
 const DCV_MODES: [&str; 5] = ["CNAME", "EMAIL", "HTTP", "HTTPS", "TXT"];
 
+/// `dcvMode` and `dcvEmail` of an order (spec §4): a mode outside [`DCV_MODES`] is -1601 on
+/// `dcvMode`, EMAIL without an address -7 on `dcvEmail`, a malformed address -1601 on
+/// `dcvEmail`. Empty strings count as absent; both are kept as sent.
+/// Inferred (`scm-ssl.md` §3.9): the docs do not say whether case matters; we chose exact,
+/// upper-case matching as documented, so a client's spelling slip shows up here rather than at
+/// the real CA. `dcvEmail` with another mode is kept, not refused: the docs only require it
+/// for EMAIL.
 fn check_dcv(
     mode: Option<String>,
     email: Option<String>,
@@ -600,10 +608,10 @@ fn check_dcv(
     let mode = mode.filter(|mode| !mode.is_empty());
     let email = email.filter(|email| !email.is_empty());
     if let Some(mode) = &mode {
-        if !DCV_MODES.contains(&mode.to_ascii_uppercase().as_str()) {
+        if !DCV_MODES.contains(&mode.as_str()) {
             return Err(ScmError::InvalidField("dcvMode".to_owned()));
         }
-        if mode.eq_ignore_ascii_case("EMAIL") && email.is_none() {
+        if mode == "EMAIL" && email.is_none() {
             return Err(ScmError::Required("dcvEmail"));
         }
     }
@@ -930,6 +938,13 @@ fn renew(shared: &Shared, ssl_id: i64, request: RenewRequest) -> Result<i64, Scm
         ScmReading::Common => new_csr,
         ScmReading::Strict => None,
     };
+    // A sent `dcvMode` brings its own `dcvEmail` (as replace does); without one the initial
+    // order's pair carries over, so an EMAIL renewal never pairs with another mode's address.
+    let (dcv_mode, dcv_email) = if dcv_mode.is_some() {
+        (dcv_mode, dcv_email)
+    } else {
+        (original.dcv_mode.clone(), original.dcv_email.clone())
+    };
     let new = NewOrder {
         org_id: original.org_id,
         profile: original.profile.clone(),
@@ -940,8 +955,8 @@ fn renew(shared: &Shared, ssl_id: i64, request: RenewRequest) -> Result<i64, Scm
         comments: original.comments.clone(),
         external_requester: original.external_requester.clone(),
         custom_fields: original.custom_fields.clone(),
-        dcv_mode: dcv_mode.or_else(|| original.dcv_mode.clone()),
-        dcv_email: dcv_email.or_else(|| original.dcv_email.clone()),
+        dcv_mode,
+        dcv_email,
     };
     let order = place_order(shared, &mut book, new);
     tracing::info!(ssl_id = order.ssl_id, renewed = ssl_id, "order placed (renewal)");

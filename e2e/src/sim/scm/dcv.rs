@@ -1,23 +1,26 @@
 //! Domain control validation (`scm-dcv-domains.md` §3, §8, §9): the registered domains with their
 //! validation and in-flight order, the DCV API's handlers, the checks that decide an order by
-//! fetching the file or asking DNS for real (`probe`), and enrollment's question "is this name
-//! validated?".
+//! fetching the file or asking DNS for real (`probe`) or, for a CNAME published through a DNS
+//! connector, asking the connector's state, and enrollment's question "is this name validated?".
+//! It also holds the DNS connectors (spec §6), whose API is in `connectors`.
 //!
 //! State is keyed by the lower-cased domain name. The spec keys it by `(customerUri, domain)`;
 //! the simulator serves a single customer, so the domain alone is that key.
 
 use std::{collections::BTreeMap, time::Duration};
 
+use bytes::Bytes;
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use super::{
-    DcvAccess, Shared, SimDomain,
+    ConnectorStatus, DcvAccess, ScmSimulatorConfig, Shared, SimDnsConnector,
     api::{Call, Reply, is_dns_name, is_email},
+    connectors::is_connector_id,
     error::ScmError,
-    probe::{self, Probe},
+    probe::{self, Outcome, Probe},
     routes::Endpoint,
 };
 use crate::sim::hex_lower;
@@ -47,6 +50,13 @@ impl Mode {
             Self::Txt => "TXT",
             Self::Email => "EMAIL",
         }
+    }
+
+    /// The mode `text` names as `orderMode` does, in any case.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Http, Self::Https, Self::Cname, Self::Txt, Self::Email]
+            .into_iter()
+            .find(|mode| mode.as_str().eq_ignore_ascii_case(text.trim()))
     }
 
     /// The completed method (`dcvMethod`, `validationMethod`).
@@ -102,11 +112,21 @@ struct Validation {
     until: OffsetDateTime,
 }
 
+/// The DNS connector and provider a CNAME order is published through (spec §3.9).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ConnectorRef {
+    /// The connector's `id` as configured.
+    id: String,
+    provider: String,
+}
+
 /// The in-flight attempt (spec §8.1 "Order").
 #[derive(Clone, Debug, Default)]
 struct Order {
     status: OrderStatus,
     mode: Option<Mode>,
+    /// A CNAME order submitted with `dnsAgentUUID`: SCM's agent publishes the record (T6c).
+    connector: Option<ConnectorRef>,
     email: Option<String>,
     txt_point: Option<String>,
     backend_id: Option<String>,
@@ -322,6 +342,10 @@ pub struct DcvCheck {
     pub passed: bool,
     /// What was found, or why it failed.
     pub detail: String,
+    /// For a CNAME order placed through a DNS connector, the connector's id: the simulator then
+    /// asked no DNS server, it relied on the connector's agent (see [`DcvBook`]).
+    #[serde(default)]
+    pub connector: Option<String>,
 }
 
 /// Every registered domain and the DCV bookkeeping.
@@ -337,11 +361,15 @@ pub struct DcvBook {
     /// Whether domains are registered or ever were: enrollment then asks DCV state, not
     /// [`super::ScmSimulatorConfig::validated_domains`].
     pub managed: bool,
+    /// The DNS connectors, in configured order; only their status changes.
+    connectors: Vec<SimDnsConnector>,
 }
 
 impl DcvBook {
-    /// The book seeded with `domains`; `validity` applies to those seeded as validated.
-    pub fn seeded(domains: &[SimDomain], org_id: i64, validity: Duration) -> Self {
+    /// The book seeded with the configured domains (validated ones with `dcv_validity` from
+    /// their validation date) and DNS connectors.
+    pub fn seeded(config: &ScmSimulatorConfig) -> Self {
+        let domains = &config.domains;
         let mut book = Self {
             domains: BTreeMap::new(),
             // Ids like the docs' examples (2018-2031).
@@ -351,19 +379,21 @@ impl DcvBook {
             offset: Duration::ZERO,
             checks: Vec::new(),
             managed: !domains.is_empty(),
+            connectors: config.dns_connectors.clone(),
         };
         let now = book.now();
         for seed in domains {
             let id = book.next_domain_id;
             book.next_domain_id += 1;
-            let mut entry = DomainEntry::new(id, &seed.name, seed.active, org_id);
+            let mut entry = DomainEntry::new(id, &seed.name, seed.active, config.org_id);
             if seed.validated {
+                let at = now - time::Duration::days(i64::from(seed.validated_days_ago));
                 entry.validation = Some(Validation {
                     // Inferred: a seeded validation is reported as done by HTTP; the seed
                     // only needs some completed method.
                     method: Mode::Http,
-                    at: now,
-                    until: now + validity,
+                    at,
+                    until: at + config.dcv_validity,
                 });
                 entry.last_mode = Some(Mode::Http);
             }
@@ -420,6 +450,52 @@ impl DcvBook {
 
     pub fn remove(&mut self, id: i64) -> Option<DomainEntry> {
         self.domains.remove(&id)
+    }
+
+    pub fn connectors(&self) -> &[SimDnsConnector] {
+        &self.connectors
+    }
+
+    /// The connector `id` names; hex digits compare in any case.
+    pub fn connector(&self, id: &str) -> Option<&SimDnsConnector> {
+        find_connector(&self.connectors, id)
+    }
+
+    /// The control surface's status change ([`super::ScmSimulator::set_connector_status`]).
+    pub fn set_connector_status(&mut self, id: &str, status: ConnectorStatus) -> Result<(), String> {
+        let connector = self
+            .connectors
+            .iter_mut()
+            .find(|connector| connector.id.eq_ignore_ascii_case(id))
+            .ok_or_else(|| format!("no DNS connector has the id {id}"))?;
+        connector.status = status;
+        tracing::info!(id = %connector.id, status = status.as_str(), "DNS connector status changed");
+        Ok(())
+    }
+
+    /// The connector a connector submit for `domain` goes through, or the refusal (T6c's
+    /// precondition: "connector CONNECTED and provider valid").
+    ///
+    /// Inferred (spec §1.4, §3.9, §9): no code is documented for these cases. An id that names
+    /// no connector, or a provider the connector does not list (`/provider`, §6.3), is a body
+    /// field with an invalid value: -1601 on `dnsAgentUUID` or `dnsProviderName` (404 is for
+    /// path ids only, §9). A connector that exists but is not `CONNECTED` cannot publish, so
+    /// the backend fails to carry out the validation: -1603 "Error while validating the domain
+    /// {domain}". Nothing changes on a refusal; the order stays `AWAITING_SUBMISSION`.
+    fn connector_for(&self, domain: &str, wanted: &ConnectorRef) -> Result<ConnectorRef, ScmError> {
+        let connector = self
+            .connector(&wanted.id)
+            .ok_or_else(|| ScmError::InvalidField("dnsAgentUUID".to_owned()))?;
+        if !connector.providers.contains(&wanted.provider) {
+            return Err(ScmError::InvalidField("dnsProviderName".to_owned()));
+        }
+        if connector.status != ConnectorStatus::Connected {
+            return Err(ScmError::DcvBackendFailed(domain.to_owned()));
+        }
+        Ok(ConnectorRef {
+            id: connector.id.clone(),
+            provider: wanted.provider.clone(),
+        })
     }
 
     /// The registered domains equal to or above `name`, highest first.
@@ -481,6 +557,12 @@ impl DcvBook {
     }
 }
 
+fn find_connector<'a>(connectors: &'a [SimDnsConnector], id: &str) -> Option<&'a SimDnsConnector> {
+    connectors
+        .iter()
+        .find(|connector| connector.id.eq_ignore_ascii_case(id))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Requests
 // ---------------------------------------------------------------------------------------------
@@ -491,12 +573,36 @@ struct DomainRequest {
     domain: Option<String>,
     domains: Option<Vec<String>>,
     email: Option<String>,
-    // The DNS-connector form of `submit/domain/cname` (spec §3.9): accepted; connectors are not
-    // simulated, so the caller still publishes the record.
-    #[allow(dead_code, reason = "accepted for compatibility, never used")]
+    /// The DNS-connector form of `submit/domain/cname` (spec §3.9), spelled as documented.
+    #[serde(rename = "dnsAgentUUID")]
     dns_agent_uuid: Option<String>,
-    #[allow(dead_code, reason = "accepted for compatibility, never used")]
     dns_provider_name: Option<String>,
+}
+
+impl DomainRequest {
+    /// The connector a `submit/domain/cname` names, if it names one (spec §3.9).
+    ///
+    /// Inferred (spec §3.9): `[oas]` marks both fields optional because the plain form has
+    /// neither; a submit with only one of them cannot be carried out (the console picks both a
+    /// connector and a provider), so the missing one is -7 "… is required but missing.". An id
+    /// that is not 32 hex characters is -1601 on `dnsAgentUUID`; hex digits compare in any
+    /// case, dashes are not removed.
+    fn connector(&self) -> Result<Option<ConnectorRef>, ScmError> {
+        let text = |value: &Option<String>| {
+            value
+                .as_deref()
+                .map(str::trim)
+                .filter(|value| !value.is_empty())
+                .map(str::to_owned)
+        };
+        match (text(&self.dns_agent_uuid), text(&self.dns_provider_name)) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(ScmError::Required("dnsAgentUUID")),
+            (Some(_), None) => Err(ScmError::Required("dnsProviderName")),
+            (Some(id), Some(provider)) if is_connector_id(&id) => Ok(Some(ConnectorRef { id, provider })),
+            (Some(_), Some(_)) => Err(ScmError::InvalidField("dnsAgentUUID".to_owned())),
+        }
+    }
 }
 
 /// Runs one authenticated DCV API call.
@@ -587,7 +693,8 @@ fn status_reply(shared: &Shared, id: i64) -> Reply {
 /// Inferred (spec §1.5): `[oas]` caps `size` at 200; we also default to 200.
 const MAX_PAGE_SIZE: usize = 200;
 
-fn page_bounds(call: &Call) -> Result<(usize, usize), ScmError> {
+/// `position` and `size` (capped) of a list call.
+pub(super) fn page_bounds(call: &Call) -> Result<(usize, usize), ScmError> {
     let index = |name: &'static str, default: usize| -> Result<usize, ScmError> {
         call.int_param(name)?.map_or(Ok(default), |value| {
             usize::try_from(value).map_err(|_| ScmError::InvalidField(name.to_owned()))
@@ -784,17 +891,29 @@ fn check_email(email: Option<String>) -> Result<String, ScmError> {
     Ok(email)
 }
 
-/// T4/T5/T6: `submit/domain/{http|https|cname|txt|email}`. The order is created, the answer
+/// T4/T5/T6/T6c: `submit/domain/{http|https|cname|txt|email}`. The order is created, the answer
 /// says `SUBMITTED`, and the first check runs at once (before the answer is sent, so a client's
 /// next status read sees its outcome).
 /// Inferred (spec §8.2, §9): the spec's CA checks at `nextCheck`; we also check on submit because
 /// the client submits only after publishing (spec §10.2), and a real CA's first check follows the
-/// submit closely.
+/// submit closely. A CNAME submit naming a DNS connector (T6c) has its record published by the
+/// connector's agent, so that first check passes while the connector is `CONNECTED`; the
+/// answer's `status` is still the one before the check, as in the spec's connector example
+/// (`NOT_VALIDATED`).
+/// Inferred (spec §3.9, §8.2 T6c "As T4"): the connector form, like the plain one, needs a
+/// CNAME start first (-724 otherwise); the spec calls the start only "advisable", but T6c is
+/// T4 with a connector, and T4 requires it.
 async fn submit(shared: &Shared, call: &Call, mode: Mode) -> Result<Reply, ScmError> {
     let request: DomainRequest = call.json()?;
     let id = target(shared, request.domain.as_deref(), false)?;
     let email = if mode == Mode::Email {
-        Some(check_email(request.email)?)
+        Some(check_email(request.email.clone())?)
+    } else {
+        None
+    };
+    // Only the CNAME path has the connector form; other paths ignore the fields.
+    let wanted = if mode == Mode::Cname {
+        request.connector()?
     } else {
         None
     };
@@ -804,6 +923,12 @@ async fn submit(shared: &Shared, call: &Call, mode: Mode) -> Result<Reply, ScmEr
         let backend_id = book.next_backend_id.to_string();
         let email_reference = book.next_email_reference.to_string();
         let config = &shared.config;
+        // Decided before the order is looked at; reported only after the state check, so a
+        // submit without a start is -724 whatever connector it names.
+        let connector = wanted.map(|wanted| {
+            let domain = book.entry(id).map(|entry| entry.name.clone()).unwrap_or_default();
+            book.connector_for(&domain, &wanted)
+        });
         let entry = book.entry_mut(id).ok_or(ScmError::InvalidDomainName)?;
         entry.advance(now);
         let order = &entry.order;
@@ -828,9 +953,12 @@ async fn submit(shared: &Shared, call: &Call, mode: Mode) -> Result<Reply, ScmEr
             // Inferred (spec §3.11): an address not in `emails` is a field constraint, -1601.
             return Err(ScmError::InvalidField("email".to_owned()));
         }
+        let connector = connector.transpose()?;
+        let via = connector.as_ref().map(|c| format!("{} ({})", c.id, c.provider));
         entry.order = Order {
             status: OrderStatus::Submitted,
             mode: Some(mode),
+            connector,
             email: email.clone(),
             txt_point: (mode == Mode::Txt).then(|| txt_point(config.dcv_txt_alphabet)),
             backend_id: Some(backend_id.clone()),
@@ -854,7 +982,7 @@ async fn submit(shared: &Shared, call: &Call, mode: Mode) -> Result<Reply, ScmEr
         if mode == Mode::Email {
             body["emailValidationReferenceNumber"] = email_reference.into();
         }
-        tracing::info!(domain = %entry.name, mode = mode.as_str(), backend_id = %body["orderBackendId"], "DCV order submitted");
+        tracing::info!(domain = %entry.name, mode = mode.as_str(), backend_id = %body["orderBackendId"], connector = ?via, "DCV order submitted");
         book.next_backend_id += 1;
         if mode == Mode::Email {
             book.next_email_reference += 1;
@@ -961,16 +1089,29 @@ fn txt_point(alphabet: TxtAlphabet) -> String {
 pub async fn run_due_checks(shared: &Shared, ids: &[i64], force: bool) {
     let mut probes = Vec::new();
     {
-        let mut book = shared.dcv();
+        let mut guard = shared.dcv();
+        // Borrowed field by field: an entry and the connectors at once.
+        let book = &mut *guard;
         let now = book.now();
         for id in ids {
-            let Some(entry) = book.entry_mut(*id) else {
+            let Some(entry) = book.domains.get_mut(id) else {
                 continue;
             };
             entry.advance(now);
             let order = &entry.order;
             let due = order.next_check.is_some_and(|at| at <= now);
             if order.status != OrderStatus::Submitted || !(force || due) {
+                continue;
+            }
+            if let (Some(Mode::Cname), Some(connector)) = (order.mode, &order.connector) {
+                let outcome = connector_check(&book.connectors, connector, &entry.cname_host());
+                probes.push((
+                    *id,
+                    order.backend_id.clone(),
+                    order.mode,
+                    Some(connector.id.clone()),
+                    Check::Decided(outcome),
+                ));
                 continue;
             }
             let probe = match order.mode {
@@ -992,11 +1133,20 @@ pub async fn run_due_checks(shared: &Shared, ids: &[i64], force: bool) {
                 // Email completes only by the link being clicked ([`click`]).
                 Some(Mode::Email) | None => continue,
             };
-            probes.push((*id, order.backend_id.clone(), order.mode, probe));
+            probes.push((
+                *id,
+                order.backend_id.clone(),
+                order.mode,
+                None,
+                Check::Probe(probe),
+            ));
         }
     }
-    for (id, backend_id, mode, probe) in probes {
-        let outcome = probe::run(&shared.config, &probe).await;
+    for (id, backend_id, mode, connector, check) in probes {
+        let outcome = match check {
+            Check::Probe(probe) => probe::run(&shared.config, &probe).await,
+            Check::Decided(outcome) => outcome,
+        };
         let mut book = shared.dcv();
         let now = book.now();
         let interval = shared.config.dcv_check_interval;
@@ -1020,8 +1170,65 @@ pub async fn run_due_checks(shared: &Shared, ids: &[i64], force: bool) {
             target: outcome.target,
             passed: outcome.passed,
             detail: outcome.detail,
+            connector,
         });
     }
+}
+
+/// A check [`run_due_checks`] makes: asking the network, or already decided from the book.
+enum Check {
+    Probe(Probe),
+    Decided(Outcome),
+}
+
+/// The check of a CNAME order placed through a DNS connector: no DNS question is asked.
+/// Inferred (spec §3.9, §8.2 T6c, §10.3 "watch for the connector falling to `NOT_CONNECTED`"):
+/// SCM's own agent publishes the record, so the simulator takes it as published while the
+/// connector is `CONNECTED` and still lists the provider, and the check fails (T8, the order
+/// stays `SUBMITTED`) while it is not.
+fn connector_check(connectors: &[SimDnsConnector], wanted: &ConnectorRef, host: &str) -> Outcome {
+    let target = format!(
+        "{host} CNAME via DNS connector {} ({})",
+        wanted.id, wanted.provider
+    );
+    let (passed, detail) = match find_connector(connectors, &wanted.id) {
+        None => (false, "the DNS connector no longer exists".to_owned()),
+        Some(connector) if !connector.providers.contains(&wanted.provider) => (
+            false,
+            format!("the DNS connector no longer lists {}", wanted.provider),
+        ),
+        Some(connector) if connector.status != ConnectorStatus::Connected => (
+            false,
+            format!("the DNS connector is {}", connector.status.as_str()),
+        ),
+        Some(_) => (true, "published by the DNS connector's agent".to_owned()),
+    };
+    tracing::info!(checked = %target, passed, detail = %detail, "DCV check");
+    Outcome {
+        passed,
+        target,
+        detail,
+    }
+}
+
+/// [`super::ScmSimulator::console_start_and_submit`]: the start for `mode` (none for TXT) and its
+/// submit, through [`dispatch`] as the API's calls go. EMAIL submits to the first address
+/// `start/domain/email` lists.
+/// Inferred (spec §3.9 "Validate → … → Start → … → Submit"): the console drives the same
+/// per-domain DCV state as the API, so a console order is an API order; the customer's DCV
+/// switch and the `allowDCV` privilege apply to it as to any call.
+pub async fn console(shared: &Shared, domain: &str, mode: Mode) -> Result<(), ScmError> {
+    let call = |body: &Value| Call::new("", Bytes::from(body.to_string()));
+    let mut body = json!({ "domain": domain });
+    if mode != Mode::Txt {
+        dispatch(shared, &Endpoint::DcvStart(mode), &call(&body)).await?;
+    }
+    if mode == Mode::Email {
+        body["email"] = allowed_emails(&normalise(domain)).into_iter().next().into();
+    }
+    dispatch(shared, &Endpoint::DcvSubmit(mode), &call(&body)).await?;
+    tracing::info!(domain, mode = mode.as_str(), "DCV order placed in the console");
+    Ok(())
 }
 
 /// T7: the order succeeded.
@@ -1075,6 +1282,7 @@ pub fn click(shared: &Shared, domain: &str) -> Result<(), ClickError> {
         target: email,
         passed: true,
         detail: "approval link clicked".to_owned(),
+        connector: None,
     });
     Ok(())
 }
@@ -1130,6 +1338,28 @@ mod tests {
         let at = OffsetDateTime::from_unix_timestamp_nanos(1_764_834_767_794_000_000).unwrap();
         assert_eq!(date(at), "2025-12-04");
         assert_eq!(instant(at), "2025-12-04T07:52:47.794Z");
+    }
+
+    #[test]
+    fn a_connector_check_holds_only_while_the_connector_can_publish() {
+        let mut connector = SimDnsConnector::new("agent", &["cloudflare"]);
+        let wanted = ConnectorRef {
+            id: connector.id.clone(),
+            provider: "cloudflare".to_owned(),
+        };
+        let host = "_abc.a.example.";
+        let passed = connector_check(std::slice::from_ref(&connector), &wanted, host);
+        assert!(passed.passed, "{passed:?}");
+        assert_eq!(
+            passed.target,
+            format!("{host} CNAME via DNS connector {} (cloudflare)", connector.id)
+        );
+        // T8 while the agent is away: the order stays submitted and is checked again later.
+        connector.status = ConnectorStatus::NotConnected;
+        let failed = connector_check(std::slice::from_ref(&connector), &wanted, host);
+        assert!(!failed.passed);
+        assert!(failed.detail.contains("NOT_CONNECTED"), "{failed:?}");
+        assert!(!connector_check(&[], &wanted, host).passed);
     }
 
     #[test]

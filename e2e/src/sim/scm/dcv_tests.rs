@@ -142,6 +142,29 @@ impl Api {
         answer.json()
     }
 
+    /// `GET /api/connector/v1/dns{path}`.
+    async fn connector(&self, path: &str) -> Answer {
+        self.call(Method::GET, &format!("/api/connector/v1/dns{path}"), None)
+            .await
+    }
+
+    /// `submit/domain/cname`, with the connector fields that are given.
+    async fn submit_cname(&self, domain: &str, agent: Option<&str>, provider: Option<&str>) -> Answer {
+        let mut body = json!({ "domain": domain });
+        if let Some(agent) = agent {
+            body["dnsAgentUUID"] = agent.into();
+        }
+        if let Some(provider) = provider {
+            body["dnsProviderName"] = provider.into();
+        }
+        self.call(
+            Method::POST,
+            "/api/dcv/v1/validation/submit/domain/cname",
+            Some(body),
+        )
+        .await
+    }
+
     /// Enrolls `name` (as CN); the error code and description when refused.
     async fn enroll_error(&self, name: &str) -> Option<(i64, String)> {
         let body = json!({
@@ -864,5 +887,560 @@ async fn without_registered_domains_enrollment_is_unchanged() {
     assert_eq!(api.enroll_error("anything.example.org").await, None);
     let listed = api.call(Method::GET, "/api/dcv/v1/validation", None).await;
     assert_eq!(listed.headers["x-total-count"], "0");
+    api.sim.shutdown().await;
+}
+
+/// Two connectors: the first connected with two providers, the second not connected.
+fn connectors() -> Vec<SimDnsConnector> {
+    vec![
+        SimDnsConnector {
+            id: "2bf2517526b9445aaf558fcf5a368588".into(),
+            name: "office agent".into(),
+            status: ConnectorStatus::Connected,
+            providers: vec!["ovh".into(), "cloudflare".into()],
+        },
+        SimDnsConnector {
+            status: ConnectorStatus::NotConnected,
+            ..SimDnsConnector::new("backup agent", &["route53"])
+        },
+    ]
+}
+
+const AGENT: &str = "2bf2517526b9445aaf558fcf5a368588";
+
+#[tokio::test]
+async fn dns_connectors_are_listed_with_details_and_providers() {
+    let configured = connectors();
+    let backup = configured[1].id.clone();
+    assert_eq!(backup.len(), 32);
+    let api = start(ScmSimulatorConfig {
+        dns_connectors: configured,
+        ..ScmSimulatorConfig::default()
+    })
+    .await;
+    let listed = api.connector("").await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text());
+    assert_eq!(listed.headers["content-type"], "application/json;charset=UTF-8");
+    assert_eq!(listed.headers["x-total-count"], "2");
+    let rows = listed.json();
+    assert_eq!(
+        keys(&rows[0]),
+        [
+            "comments",
+            "delegationMode",
+            "hostname",
+            "id",
+            "name",
+            "os",
+            "revision",
+            "status",
+            "version"
+        ]
+    );
+    assert_eq!(rows[0]["id"], AGENT);
+    assert_eq!(rows[0]["status"], "CONNECTED");
+    assert_eq!(rows[1]["id"], backup.as_str());
+    assert_eq!(rows[1]["status"], "NOT_CONNECTED");
+
+    // Filters and paging; `orgIds` URL-encoded as in the spec's example.
+    let count = |answer: &Answer| answer.headers["x-total-count"].to_str().unwrap().to_owned();
+    let connected = api.connector("?status=CONNECTED").await;
+    assert_eq!(
+        (count(&connected), connected.json()[0]["id"].clone()),
+        ("1".into(), json!(AGENT))
+    );
+    assert_eq!(count(&api.connector("?name=BACKUP&status=").await), "1");
+    assert_eq!(count(&api.connector("?orgIds=1%2C8932").await), "2");
+    assert_eq!(count(&api.connector("?orgIds=1").await), "0");
+    let paged = api.connector("?size=1&position=1").await;
+    assert_eq!(count(&paged), "2");
+    assert_eq!(paged.json().as_array().unwrap().len(), 1);
+    assert_eq!(
+        error_of(&api.connector("?status=ONLINE").await),
+        (
+            StatusCode::BAD_REQUEST,
+            -1601,
+            "Field 'status' has invalid value.".into()
+        )
+    );
+    assert_eq!(error_of(&api.connector("?orgIds=x").await).1, -1601);
+
+    // Details: the list's fields plus the delegated organizations; hex in any case.
+    let details = api.connector(&format!("/{}", AGENT.to_uppercase())).await;
+    assert_eq!(details.status, StatusCode::OK);
+    let details = details.json();
+    assert_eq!(details["id"], AGENT);
+    assert_eq!(details["delegatedOrganizations"][0]["id"], 8932);
+    assert_eq!(
+        keys(&details).len(),
+        10,
+        "list fields + delegatedOrganizations: {details}"
+    );
+    let providers = api.connector(&format!("/{AGENT}/provider")).await;
+    assert_eq!(providers.status, StatusCode::OK);
+    assert_eq!(providers.headers["x-total-count"], "2");
+    assert_eq!(providers.json(), json!(["ovh", "cloudflare"]));
+
+    // Unknown ids in the path are 404.
+    for path in [
+        "/0123456789abcdef0123456789abcdef",
+        "/0123456789abcdef0123456789abcdef/provider",
+        "/not-an-id",
+    ] {
+        assert_eq!(
+            error_of(&api.connector(path).await),
+            (StatusCode::NOT_FOUND, -1, "Unknown error.".into()),
+            "{path}"
+        );
+    }
+
+    let stats = api.sim.stats();
+    assert_eq!(stats.requests["connectorList"], 8);
+    assert_eq!(stats.requests["connectorProviders"], 2);
+    api.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn connector_status_follows_the_control_surface() {
+    let configured = connectors();
+    let backup = configured[1].id.clone();
+    let mut api = start(ScmSimulatorConfig {
+        dns_connectors: configured,
+        ..ScmSimulatorConfig::default()
+    })
+    .await;
+    let count = |answer: &Answer| answer.headers["x-total-count"].to_str().unwrap().to_owned();
+    assert_eq!(count(&api.connector("?status=connected").await), "1");
+    api.sim
+        .set_connector_status(&backup, ConnectorStatus::Connected)
+        .unwrap();
+    assert_eq!(count(&api.connector("?status=connected").await), "2");
+    api.sim
+        .set_connector_status(AGENT, ConnectorStatus::NotAvailable)
+        .unwrap();
+    assert_eq!(
+        api.connector(&format!("/{AGENT}")).await.json()["status"],
+        "NOT_AVAILABLE"
+    );
+    assert!(
+        api.sim
+            .set_connector_status("ffffffffffffffffffffffffffffffff", ConnectorStatus::Connected)
+            .is_err()
+    );
+
+    // Same authentication as every SCM call.
+    api.password = Some("wrong".into());
+    assert_eq!(
+        error_of(&api.connector("").await),
+        (StatusCode::UNAUTHORIZED, -16, "Unknown user".into())
+    );
+    api.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn connector_ids_are_checked_at_start() {
+    // Dashed UUIDs and other non-hex ids, and an id given twice in another case.
+    for id in ["2bf25175-26b9-445a-af55-8fcf5a368588", "xyz"] {
+        let config = ScmSimulatorConfig {
+            dns_connectors: vec![SimDnsConnector {
+                id: id.into(),
+                ..SimDnsConnector::new("bad", &[])
+            }],
+            ..ScmSimulatorConfig::default()
+        };
+        assert!(ScmSimulator::start(config).await.is_err(), "{id}");
+    }
+    let twice = ScmSimulatorConfig {
+        dns_connectors: vec![
+            connectors().remove(0),
+            SimDnsConnector {
+                id: AGENT.to_uppercase(),
+                ..SimDnsConnector::new("copy", &[])
+            },
+        ],
+        ..ScmSimulatorConfig::default()
+    };
+    assert!(ScmSimulator::start(twice).await.is_err());
+}
+
+#[tokio::test]
+async fn connector_submits_are_refused_with_documented_codes() {
+    let domain = "agent.test";
+    let api = start(ScmSimulatorConfig {
+        domains: vec![SimDomain::new(domain)],
+        dns_connectors: connectors(),
+        ..ScmSimulatorConfig::default()
+    })
+    .await;
+    let submit = |agent, provider| api.submit_cname(domain, agent, provider);
+
+    // T6c is T4 with a connector: a CNAME start comes first.
+    assert_eq!(
+        error_of(&submit(Some(AGENT), Some("cloudflare")).await),
+        (
+            StatusCode::BAD_REQUEST,
+            -724,
+            "The request for 'agent.test' cannot be processed since it's domain validation status \
+             is NOT_INITIATED."
+                .into()
+        )
+    );
+    api.ok("start/domain/cname", domain).await;
+
+    let cases = [
+        (Some(AGENT), None, -7, "dnsProviderName is required but missing."),
+        (
+            None,
+            Some("cloudflare"),
+            -7,
+            "dnsAgentUUID is required but missing.",
+        ),
+        (
+            Some("2bf25175-26b9-445a-af55-8fcf5a368588"),
+            Some("cloudflare"),
+            -1601,
+            "Field 'dnsAgentUUID' has invalid value.",
+        ),
+        (
+            Some("0123456789abcdef0123456789abcdef"),
+            Some("cloudflare"),
+            -1601,
+            "Field 'dnsAgentUUID' has invalid value.",
+        ),
+        (
+            Some(AGENT),
+            Some("route53"),
+            -1601,
+            "Field 'dnsProviderName' has invalid value.",
+        ),
+    ];
+    for (agent, provider, code, description) in cases {
+        assert_eq!(
+            error_of(&submit(agent, provider).await),
+            (StatusCode::BAD_REQUEST, code, description.to_owned()),
+            "{agent:?} {provider:?}"
+        );
+    }
+    // A connector that is not connected cannot publish: -1603, the order is unchanged.
+    api.sim
+        .set_connector_status(AGENT, ConnectorStatus::NotConnected)
+        .unwrap();
+    assert_eq!(
+        error_of(&submit(Some(AGENT), Some("cloudflare")).await),
+        (
+            StatusCode::BAD_REQUEST,
+            -1603,
+            "Error while validating the domain agent.test".into()
+        )
+    );
+    let status = api.status(domain).await;
+    assert_eq!(status["orderStatus"], "AWAITING_SUBMISSION");
+    assert_eq!(status["orderMode"], "CNAME");
+    assert!(api.sim.stats().dcv_checks.is_empty(), "refusals check nothing");
+    // Back again, the same order can be submitted.
+    api.sim
+        .set_connector_status(AGENT, ConnectorStatus::Connected)
+        .unwrap();
+    assert_eq!(
+        submit(Some(AGENT), Some("cloudflare")).await.status,
+        StatusCode::OK
+    );
+    api.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn cname_submit_through_a_connector_validates_without_asking_dns() {
+    let domain = "agent.test";
+    let api = start(ScmSimulatorConfig {
+        domains: vec![SimDomain::new(domain)],
+        dns_connectors: connectors(),
+        // No DNS server: a check that asked one would fail.
+        dcv_dns_server: None,
+        ..ScmSimulatorConfig::default()
+    })
+    .await;
+    api.ok("start/domain/cname", domain).await;
+    // Submitted as in the spec's example, then validated by the agent; hex in any case.
+    let submitted = api
+        .submit_cname(domain, Some(&AGENT.to_uppercase()), Some("cloudflare"))
+        .await;
+    assert_eq!(submitted.status, StatusCode::OK, "{}", submitted.text());
+    let submitted = submitted.json();
+    assert_eq!(
+        keys(&submitted),
+        ["message", "orderBackendId", "orderStatus", "status"]
+    );
+    assert_eq!(submitted["status"], "NOT_VALIDATED");
+    assert_eq!(submitted["orderStatus"], "SUBMITTED");
+    assert_eq!(submitted["message"], "Submitted successfully");
+    let status = api.status(domain).await;
+    assert_eq!(status["status"], "VALIDATED", "{status}");
+    assert_eq!(status["orderStatus"], "NOT_INITIATED");
+    let listed = api.call(Method::GET, "/api/dcv/v1/validation", None).await.json();
+    assert_eq!(listed[0]["dcvMethod"], "CNAME_CSR_HASH");
+    let stats = api.sim.stats();
+    assert_eq!(stats.dcv_checks.len(), 1);
+    let check = &stats.dcv_checks[0];
+    assert_eq!(check.method, "CNAME");
+    assert!(check.passed, "{check:?}");
+    assert_eq!(check.connector.as_deref(), Some(AGENT));
+    assert!(
+        check.target.contains(AGENT) && check.target.contains("cloudflare"),
+        "{check:?}"
+    );
+    assert_eq!(stats.dcv_dns_queries, 0, "the connector asks no DNS server");
+    assert_eq!(api.enroll_error("www.agent.test").await, None);
+
+    // Without the connector fields the same path is the plain CNAME: the simulator asks DNS.
+    api.ok("start/domain/cname", domain).await;
+    api.ok("submit/domain/cname", domain).await;
+    let stats = api.sim.stats();
+    assert_eq!(stats.dcv_dns_queries, 1);
+    assert!(stats.dcv_checks[1].connector.is_none());
+    assert!(!stats.dcv_checks[1].passed);
+    assert_eq!(api.status(domain).await["orderStatus"], "SUBMITTED");
+    api.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn enrollment_records_dcv_mode_and_email() {
+    let api = start(ScmSimulatorConfig {
+        pending_collects: 0,
+        ..ScmSimulatorConfig::default()
+    })
+    .await;
+    let enroll = |extra: Value| {
+        let mut body = json!({
+            "orgId": 8932, "csr": p256_csr("dcv-mode.example.com", &[]), "certType": 5153,
+            "term": 365, "subjAltNames": "", "customFields": [],
+        });
+        for (key, value) in extra.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        api.call(Method::POST, "/api/ssl/v1/enroll", Some(body))
+    };
+    let refusals = [
+        (
+            json!({"dcvMode": "DNS"}),
+            -1601,
+            "Field 'dcvMode' has invalid value.",
+        ),
+        (
+            json!({"dcvMode": "cname"}),
+            -1601,
+            "Field 'dcvMode' has invalid value.",
+        ),
+        (
+            json!({"dcvMode": "EMAIL"}),
+            -7,
+            "dcvEmail is required but missing.",
+        ),
+        (
+            json!({"dcvMode": "EMAIL", "dcvEmail": "not-an-address"}),
+            -1601,
+            "Field 'dcvEmail' has invalid value.",
+        ),
+    ];
+    for (extra, code, description) in refusals {
+        assert_eq!(
+            error_of(&enroll(extra.clone()).await),
+            (StatusCode::BAD_REQUEST, code, description.to_owned()),
+            "{extra}"
+        );
+    }
+    let placed = |extra: Value| {
+        let answer = enroll(extra);
+        async move {
+            let answer = answer.await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+            answer.json()["sslId"].as_i64().unwrap()
+        }
+    };
+    let cname = placed(json!({"dcvMode": "CNAME"})).await;
+    let email = placed(json!({"dcvMode": "EMAIL", "dcvEmail": "admin@example.com"})).await;
+    let plain = placed(json!({"dcvMode": "", "dcvEmail": ""})).await;
+    let order = |ssl_id: i64| {
+        let stats = api.sim.stats();
+        let order = stats.orders.iter().find(|o| o.ssl_id == ssl_id).unwrap();
+        (order.dcv_mode.clone(), order.dcv_email.clone())
+    };
+    assert_eq!(order(cname), (Some("CNAME".into()), None));
+    assert_eq!(
+        order(email),
+        (Some("EMAIL".into()), Some("admin@example.com".into()))
+    );
+    assert_eq!(order(plain), (None, None), "empty strings are absent");
+
+    // renewById takes the same fields; without them the initial order's pair carries over.
+    let renew = |ssl_id: i64, body: Value| {
+        let path = format!("/api/ssl/v1/renewById/{ssl_id}");
+        let api = &api;
+        async move { api.call(Method::POST, &path, Some(body)).await }
+    };
+    assert_eq!(
+        error_of(&renew(cname, json!({"dcvMode": "SMS"})).await),
+        (
+            StatusCode::BAD_REQUEST,
+            -1601,
+            "Field 'dcvMode' has invalid value.".into()
+        )
+    );
+    assert_eq!(error_of(&renew(cname, json!({"dcvMode": "EMAIL"})).await).1, -7);
+    let renewed = |answer: Answer| {
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+        answer.json()["sslId"].as_i64().unwrap()
+    };
+    let http = renewed(renew(cname, json!({"dcvMode": "HTTP"})).await);
+    assert_eq!(order(http), (Some("HTTP".into()), None));
+    let inherited = renewed(renew(email, json!({})).await);
+    assert_eq!(
+        order(inherited),
+        (Some("EMAIL".into()), Some("admin@example.com".into()))
+    );
+    let switched = renewed(renew(inherited, json!({"dcvMode": "TXT"})).await);
+    assert_eq!(order(switched), (Some("TXT".into()), None), "no stale address");
+    api.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn seeded_validations_can_lie_in_the_past() {
+    let api = start(ScmSimulatorConfig {
+        domains: vec![
+            SimDomain {
+                validated: true,
+                validated_days_ago: 340,
+                ..SimDomain::new("old.test")
+            },
+            SimDomain {
+                validated: true,
+                validated_days_ago: 400,
+                ..SimDomain::new("older.test")
+            },
+            SimDomain {
+                validated: true,
+                ..SimDomain::new("fresh.test")
+            },
+        ],
+        dcv_validity: Duration::from_secs(365 * 24 * 3600),
+        ..ScmSimulatorConfig::default()
+    })
+    .await;
+    let days_from_now = |days: i64| {
+        let now = time::OffsetDateTime::now_utc();
+        [
+            dcv::date(now + time::Duration::days(days)),
+            // The date may have turned while the test ran.
+            dcv::date(now + time::Duration::days(days - 1)),
+        ]
+    };
+    let old = api.status("old.test").await;
+    assert_eq!(old["status"], "VALIDATED", "{old}");
+    assert!(days_from_now(-340).contains(&old["validationDate"].as_str().unwrap().to_owned()));
+    assert!(days_from_now(25).contains(&old["expirationDate"].as_str().unwrap().to_owned()));
+    assert_eq!(api.enroll_error("www.old.test").await, None);
+    let due = api
+        .call(
+            Method::GET,
+            "/api/dcv/v1/validation?expiresIn=30&dcvStatus=VALIDATED",
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(
+        due,
+        json!([{
+            "domain": "old.test", "dcvStatus": "VALIDATED", "dcvMethod": "HTTP_CSR_HASH",
+            "dcvOrderStatus": "NOT_INITIATED", "dcvOrderMethod": "HTTP",
+            "expirationDate": old["expirationDate"],
+        }])
+    );
+    let details = api.call(Method::GET, "/api/domain/v1/2001", None).await.json();
+    assert_eq!(details["dcvValidation"], old["validationDate"]);
+
+    let older = api.status("older.test").await;
+    assert_eq!(older["status"], "EXPIRED", "{older}");
+    assert!(days_from_now(-35).contains(&older["expirationDate"].as_str().unwrap().to_owned()));
+    assert_eq!(api.enroll_error("older.test").await.map(|e| e.0), Some(-107));
+
+    let fresh = api.status("fresh.test").await;
+    assert!(days_from_now(0).contains(&fresh["validationDate"].as_str().unwrap().to_owned()));
+    api.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn console_orders_are_the_apis_orders() {
+    let api = start(ScmSimulatorConfig {
+        domains: vec![
+            SimDomain::new("console.test"),
+            SimDomain::new("txt.test"),
+            SimDomain::new("mail.test"),
+        ],
+        ..ScmSimulatorConfig::default()
+    })
+    .await;
+    api.sim
+        .console_start_and_submit("console.test", "cname")
+        .await
+        .unwrap();
+    let status = api.status("console.test").await;
+    assert_eq!(status["orderStatus"], "SUBMITTED", "{status}");
+    assert_eq!(status["orderMode"], "CNAME");
+    assert!(status["orderBackendId"].as_str().is_some(), "{status}");
+    assert!(status["host"].as_str().unwrap().ends_with(".console.test."));
+    // The submit's first check ran (no DNS server: it failed) and is in the stats; the
+    // console's calls are not API requests.
+    let stats = api.sim.stats();
+    assert_eq!(stats.dcv_checks.len(), 1);
+    assert_eq!(stats.dcv_checks[0].method, "CNAME");
+    assert!(!stats.dcv_checks[0].passed);
+    assert!(
+        !stats.requests.contains_key("dcvStartCname"),
+        "{:?}",
+        stats.requests
+    );
+    assert!(!stats.requests.contains_key("dcvSubmitCname"));
+    // An API client now meets the console's order.
+    assert_eq!(
+        error_of(&api.dcv("start/domain/http", "console.test").await).1,
+        -724
+    );
+    // The console is refused as the API would be.
+    let again = api
+        .sim
+        .console_start_and_submit("console.test", "HTTP")
+        .await
+        .unwrap_err();
+    assert!(again.starts_with("-724 "), "{again}");
+    let unknown = api
+        .sim
+        .console_start_and_submit("nowhere.test", "TXT")
+        .await
+        .unwrap_err();
+    assert_eq!(unknown, "-727 The domain 'nowhere.test' does not exist.");
+    assert!(
+        api.sim
+            .console_start_and_submit("txt.test", "SMS")
+            .await
+            .unwrap_err()
+            .contains("unknown DCV mode")
+    );
+
+    // TXT has no start; EMAIL submits to the first listed address and completes by a click.
+    api.sim.console_start_and_submit("txt.test", "TXT").await.unwrap();
+    let txt = api.status("txt.test").await;
+    assert_eq!(
+        (&txt["orderStatus"], &txt["orderMode"]),
+        (&json!("SUBMITTED"), &json!("TXT"))
+    );
+    assert_eq!(txt["point"].as_str().unwrap().len(), 32);
+    api.sim
+        .console_start_and_submit("mail.test", "EMAIL")
+        .await
+        .unwrap();
+    let mail = api.status("mail.test").await;
+    assert_eq!(mail["orderStatus"], "SUBMITTED");
+    assert_eq!(mail["validationEmail"], "admin@mail.test");
+    api.sim.click_email_link("mail.test").unwrap();
+    assert_eq!(api.status("mail.test").await["status"], "VALIDATED");
     api.sim.shutdown().await;
 }

@@ -129,6 +129,10 @@ pub enum ScmError {
     /// Enroll for a name under no registered domain.
     #[error("Domain '{0}' is not allowed.")]
     DomainNotAllowed(String),
+    /// A DCV order the backend could not carry out, e.g. a connector submit while the DNS
+    /// connector's agent is not connected: the domain.
+    #[error("Error while validating the domain {0}")]
+    DcvBackendFailed(String),
     /// Any DCV call while the customer has DCV switched off.
     #[error("DCV is not enabled for this customer.")]
     DcvNotEnabled,
@@ -183,6 +187,7 @@ impl ScmError {
             Self::DomainUnknown(..) => -727,
             Self::InvalidDomainName => -732,
             Self::DomainNotAllowed(_) => -1010,
+            Self::DcvBackendFailed(_) => -1603,
             Self::DcvNotEnabled => -1608,
             Self::CertificateNotFound(_) => -5101,
             Self::Internal(_) => -2,

@@ -1,17 +1,20 @@
 //! A simulator of the Sectigo Certificate Manager SSL REST API and its InCommon flavour, written
 //! from `shared/spec/scm-ssl.md`: same paths, headers, field spellings, status codes, error codes
 //! and asynchronous issuance, signing real certificates with a throw-away CA. It also serves the
-//! DCV and Domain APIs of `shared/spec/scm-dcv-domains.md`, validating domains for real: it
-//! fetches HTTP(S) files from a configured address and asks a configured DNS server.
+//! DCV, Domain and DNS connector APIs of `shared/spec/scm-dcv-domains.md`, validating domains for
+//! real: it fetches HTTP(S) files from a configured address and asks a configured DNS server (or,
+//! for a CNAME order placed through a DNS connector, trusts the connector's agent to publish).
 //!
 //! Tests start it in-process with [`ScmSimulator::start`]; demos run the `scm-simulator` binary.
 //! Besides the API it serves unauthenticated control endpoints on the same server:
 //! `GET /__simulator/stats`, `PUT /__simulator/faults`, `POST /__simulator/reset`,
 //! `POST /__simulator/dcv/click?domain=<d>` (the approver clicks the DCV email's link) and
-//! `POST /__simulator/dcv/advance?seconds=<n>` (the DCV clock moves forward).
+//! `POST /__simulator/dcv/advance?seconds=<n>` (the DCV clock moves forward). In-process tests
+//! also have [`ScmSimulator::set_connector_status`] and [`ScmSimulator::console_start_and_submit`].
 
 mod api;
 mod collect;
+mod connectors;
 mod csr;
 mod dcv;
 mod domains;
@@ -122,9 +125,14 @@ pub struct SimDomain {
     pub name: String,
     /// `ACTIVE` (true) or `SUSPENDED`.
     pub active: bool,
-    /// Starts validated (by HTTP, valid for `dcv_validity` from the start), so enrollment under
-    /// it works without a DCV run.
+    /// Starts validated (by HTTP, valid for `dcv_validity` from the validation date), so
+    /// enrollment under it works without a DCV run.
     pub validated: bool,
+    /// With `validated`: how many days before the start the validation was made (0: at the
+    /// start). It expires `dcv_validity` after that date, so a domain validated elsewhere long
+    /// ago can be due for revalidation, or already `EXPIRED`, when the simulator starts.
+    #[serde(default)]
+    pub validated_days_ago: u32,
 }
 
 impl SimDomain {
@@ -134,6 +142,57 @@ impl SimDomain {
             name: name.to_owned(),
             active: true,
             validated: false,
+            validated_days_ago: 0,
+        }
+    }
+}
+
+/// A DNS connector's `status` (spec §2, §6.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConnectorStatus {
+    /// `NOT_AVAILABLE`.
+    NotAvailable,
+    /// `NOT_CONNECTED`: the agent is installed but does not talk to SCM now.
+    NotConnected,
+    /// `CONNECTED`: the agent publishes records.
+    Connected,
+}
+
+impl ConnectorStatus {
+    /// The JSON value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotAvailable => "NOT_AVAILABLE",
+            Self::NotConnected => "NOT_CONNECTED",
+            Self::Connected => "CONNECTED",
+        }
+    }
+}
+
+/// A DNS connector (an on-premises agent SCM publishes DNS records through) of the simulated
+/// account (spec §6), usable by `submit/domain/cname` (spec §3.9).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimDnsConnector {
+    /// `id`, the `dnsAgentUUID`: 32 hex characters without dashes (checked at start).
+    pub id: String,
+    /// `name`.
+    pub name: String,
+    /// `status` at start; [`ScmSimulator::set_connector_status`] changes it.
+    pub status: ConnectorStatus,
+    /// The DNS provider names `/provider` lists (e.g. `cloudflare`), one of which a connector
+    /// submit must name as `dnsProviderName`.
+    pub providers: Vec<String>,
+}
+
+impl SimDnsConnector {
+    /// A `CONNECTED` connector with a fresh random id.
+    pub fn new(name: &str, providers: &[&str]) -> Self {
+        Self {
+            id: crate::sim::hex_lower(&rand::random::<[u8; 16]>()),
+            name: name.to_owned(),
+            status: ConnectorStatus::Connected,
+            providers: providers.iter().map(|&provider| provider.to_owned()).collect(),
         }
     }
 }
@@ -204,6 +263,8 @@ pub struct ScmSimulatorConfig {
     pub dcv_dns_server: Option<SocketAddr>,
     /// Characters of the TXT value.
     pub dcv_txt_alphabet: TxtAlphabet,
+    /// DNS connectors of the account (spec §6), listed in this order; none by default.
+    pub dns_connectors: Vec<SimDnsConnector>,
     /// Accept client-certificate login on the `/private` prefix.
     pub client_certificate_login: bool,
     /// Not in SCM: the `sslId` of the first order, so tests running two simulators (two CA
@@ -242,6 +303,7 @@ impl Default for ScmSimulatorConfig {
             dcv_https_address: None,
             dcv_dns_server: None,
             dcv_txt_alphabet: TxtAlphabet::Hostile,
+            dns_connectors: Vec::new(),
             client_certificate_login: true,
             first_ssl_id: 1000,
             reading: ScmReading::Common,
@@ -275,6 +337,7 @@ impl fmt::Debug for ScmSimulatorConfig {
             .field("dcv_https_address", &self.dcv_https_address)
             .field("dcv_dns_server", &self.dcv_dns_server)
             .field("dcv_txt_alphabet", &self.dcv_txt_alphabet)
+            .field("dns_connectors", &self.dns_connectors)
             .field("client_certificate_login", &self.client_certificate_login)
             .field("first_ssl_id", &self.first_ssl_id)
             .field("reading", &self.reading)
@@ -301,7 +364,8 @@ pub struct Stats {
     /// HTTP(S) files fetched by DCV checks.
     #[serde(default)]
     pub dcv_http_fetches: u64,
-    /// DNS questions asked by DCV checks.
+    /// DNS questions asked by DCV checks (a check of a CNAME published through a DNS connector
+    /// asks none).
     #[serde(default)]
     pub dcv_dns_queries: u64,
 }
@@ -322,6 +386,13 @@ pub struct OrderSummary {
     pub serial_number: Option<String>,
     /// Subject common name.
     pub common_name: Option<String>,
+    /// `dcvMode` of the order (spec §4) as the enroll or renewal that placed it sent it (or
+    /// the last replace that sent one); a renewal that sent none carries its initial order's.
+    #[serde(default)]
+    pub dcv_mode: Option<String>,
+    /// `dcvEmail` of the order, sent along with `dcv_mode` (the same rules).
+    #[serde(default)]
+    pub dcv_email: Option<String>,
 }
 
 /// A running SCM simulator. Dropping it without [`ScmSimulator::shutdown`] leaves the server
@@ -348,7 +419,13 @@ impl ScmSimulator {
     }
 
     /// Starts on `addr`, with fresh TLS and issuing CAs.
+    ///
+    /// # Errors
+    ///
+    /// A DNS connector id that is not 32 hex characters or is given twice; the TLS server not
+    /// starting.
     pub async fn start_on(addr: SocketAddr, config: ScmSimulatorConfig) -> anyhow::Result<ScmSimulator> {
+        connectors::check_config(&config.dns_connectors)?;
         let tls_ca = TestCa::generate("PKI Operator Simulator TLS")?;
         let issuing = TestCa::generate(match config.flavor {
             ScmFlavor::Sectigo => "Sectigo Simulator",
@@ -365,11 +442,7 @@ impl ScmSimulator {
         };
         let shutdown = CancellationToken::new();
         let book = Mutex::new(OrderBook::starting_at(config.first_ssl_id));
-        let dcv = Mutex::new(DcvBook::seeded(
-            &config.domains,
-            config.org_id,
-            config.dcv_validity,
-        ));
+        let dcv = Mutex::new(DcvBook::seeded(&config));
         let shared = Arc::new(Shared {
             config,
             issuing,
@@ -477,6 +550,33 @@ impl ScmSimulator {
         self.shared.dcv().advance_clock(by);
     }
 
+    /// Changes the `status` of the DNS connector `id` (spec §6), as its agent going away or
+    /// coming back would. Connector submits and the checks of orders placed through it follow.
+    ///
+    /// # Errors
+    ///
+    /// No connector has this id.
+    pub fn set_connector_status(&self, id: &str, status: ConnectorStatus) -> Result<(), String> {
+        self.shared.dcv().set_connector_status(id, status)
+    }
+
+    /// A person in the SCM console validates `domain` by `mode` (`HTTP`, `HTTPS`, `CNAME`, `TXT`
+    /// or `EMAIL`, any case): the DCV API's start for the mode (none for TXT) and then its
+    /// submit run exactly as an API client's calls would, with the same refusals, state changes
+    /// and first check, but without counting as API requests. EMAIL submits to the first
+    /// address start lists. A test uses it to put an order in progress that the operator did
+    /// not place.
+    ///
+    /// # Errors
+    ///
+    /// An unknown mode, or the SCM error (`code description`) the start or submit answered.
+    pub async fn console_start_and_submit(&self, domain: &str, mode: &str) -> Result<(), String> {
+        let mode = dcv::Mode::parse(mode).ok_or_else(|| format!("unknown DCV mode {mode:?}"))?;
+        dcv::console(&self.shared, domain, mode)
+            .await
+            .map_err(|error| format!("{} {error}", error.code()))
+    }
+
     /// Stops the server and drops open connections.
     pub async fn shutdown(self) {
         self.server.shutdown().await;
@@ -512,10 +612,11 @@ impl Shared {
 
     fn stats(&self) -> Stats {
         let dcv_checks = self.dcv().checks.clone();
+        // Only the checks the simulator made itself: a connector's CNAME asks no DNS server.
         let count = |methods: [&str; 2]| {
             let checks = dcv_checks
                 .iter()
-                .filter(|check| methods.contains(&check.method.as_str()))
+                .filter(|check| check.connector.is_none() && methods.contains(&check.method.as_str()))
                 .count();
             u64::try_from(checks).unwrap_or(u64::MAX)
         };
@@ -537,6 +638,8 @@ impl Shared {
                     csr_sha256: order.csr.sha256_lower(),
                     serial_number: order.serial().map(str::to_owned),
                     common_name: order.common_name.clone(),
+                    dcv_mode: order.dcv_mode.clone(),
+                    dcv_email: order.dcv_email.clone(),
                 })
                 .collect(),
             dcv_checks,
@@ -637,6 +740,8 @@ impl Shared {
         let call = api::Call::new(&query, body).with_host(host);
         let outcome = if endpoint.is_domain() {
             domains::dispatch(self, &endpoint, &call)
+        } else if endpoint.is_connector() {
+            connectors::dispatch(self, &endpoint, &call)
         } else if endpoint.is_dcv() {
             dcv::dispatch(self, &endpoint, &call).await
         } else {

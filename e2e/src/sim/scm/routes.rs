@@ -1,7 +1,7 @@
 //! URL routing of the SCM API: which login (password on `/api/…`, certificate on
 //! `/private/api/…`), which API family (`ssl/v1`, `dcv/v2`, `discovery/v4`, …) and which endpoint
 //! a request addresses, with literal segments matched before `{sslId}` (`scm-ssl.md` §2 note).
-//! The families `ssl/v1`, `dcv/v1`, `dcv/v2` and `domain/v1` are simulated; a request to another
+//! The families `ssl/v1`, `dcv/v1`, `dcv/v2`, `domain/v1` and `connector/v1` are simulated; a request to another
 //! documented family is routed (and authenticated) and answered 501, so a client's URL for it can
 //! be checked.
 
@@ -91,6 +91,12 @@ pub enum Endpoint {
     DomainActivate(String),
     /// dcv 5.7 `PUT /api/domain/v1/{id}/suspend`
     DomainSuspend(String),
+    /// dcv 6.1 `GET /api/connector/v1/dns`
+    ConnectorList,
+    /// dcv 6.2 `GET /api/connector/v1/dns/{id}`
+    ConnectorDetails(String),
+    /// dcv 6.3 `GET /api/connector/v1/dns/{id}/provider`
+    ConnectorProviders(String),
     /// Any path of a documented API family the simulator does not implement (the family's path
     /// after `/api`, e.g. `dcv/v2`): answered 501 after authentication.
     UnimplementedFamily(&'static str),
@@ -146,6 +152,9 @@ impl Endpoint {
             Self::DomainDelete(_) => "domainDelete",
             Self::DomainActivate(_) => "domainActivate",
             Self::DomainSuspend(_) => "domainSuspend",
+            Self::ConnectorList => "connectorList",
+            Self::ConnectorDetails(_) => "connectorDetails",
+            Self::ConnectorProviders(_) => "connectorProviders",
             Self::UnimplementedFamily(_) => "unimplementedFamily",
         }
     }
@@ -179,6 +188,14 @@ impl Endpoint {
                 | Self::DomainSuspend(_)
         )
     }
+
+    /// Whether the DNS connector API serves it.
+    pub fn is_connector(&self) -> bool {
+        matches!(
+            self,
+            Self::ConnectorList | Self::ConnectorDetails(_) | Self::ConnectorProviders(_)
+        )
+    }
 }
 
 /// Why a request matched no endpoint.
@@ -203,8 +220,10 @@ const DCV_V1: &str = "dcv/v1";
 const DCV_V2: &str = "dcv/v2";
 /// The Domain family.
 const DOMAIN_V1: &str = "domain/v1";
+/// The DNS connector family.
+const CONNECTOR_V1: &str = "connector/v1";
 /// The families the simulator serves.
-pub const SIMULATED: [&str; 4] = [SSL_V1, DCV_V1, DCV_V2, DOMAIN_V1];
+pub const SIMULATED: [&str; 5] = [SSL_V1, DCV_V1, DCV_V2, DOMAIN_V1, CONNECTOR_V1];
 
 /// Every API family the specs document (the path after `/api`; deprecated discovery v2 left
 /// out): `scm-ssl.md` §1.1, `scm-dcv-domains.md` §3, §5-§7, `scm-discovery-alerts.md` §2-§5.
@@ -214,7 +233,7 @@ pub const FAMILIES: [&str; 13] = [
     DCV_V1,
     DCV_V2,
     DOMAIN_V1,
-    "connector/v1",
+    CONNECTOR_V1,
     "discovery/v1",
     "discovery/v3",
     "discovery/v4",
@@ -270,6 +289,7 @@ pub fn route(
     match family {
         DCV_V1 | DCV_V2 => dcv_endpoint(family == DCV_V2, method, &segments),
         DOMAIN_V1 => domain_endpoint(method, &segments),
+        CONNECTOR_V1 => connector_endpoint(method, &segments),
         _ => endpoint(method, &segments),
     }
     .map(|endpoint| (login, endpoint))
@@ -327,6 +347,18 @@ fn domain_endpoint(method: &Method, segments: &[&str]) -> Result<Endpoint, NoRou
         [domain_id] => only(method == Method::DELETE, Endpoint::DomainDelete(id(domain_id))),
         [domain_id, "activate"] => only(method == Method::PUT, Endpoint::DomainActivate(id(domain_id))),
         [domain_id, "suspend"] => only(method == Method::PUT, Endpoint::DomainSuspend(id(domain_id))),
+        _ => Err(NoRoute::NotFound),
+    }
+}
+
+/// The DNS connector API (spec §6): three reads. The ids stay raw text; an unknown one is the
+/// handler's 404.
+fn connector_endpoint(method: &Method, segments: &[&str]) -> Result<Endpoint, NoRoute> {
+    let get = method == Method::GET;
+    match segments {
+        ["dns"] => only(get, Endpoint::ConnectorList),
+        ["dns", id] => only(get, Endpoint::ConnectorDetails((*id).to_owned())),
+        ["dns", id, "provider"] => only(get, Endpoint::ConnectorProviders((*id).to_owned())),
         _ => Err(NoRoute::NotFound),
     }
 }
@@ -536,6 +568,40 @@ mod tests {
         assert_eq!(
             at(Method::POST, "/api/domain/v1/2031/delegation"),
             Err(NoRoute::NotImplemented)
+        );
+        assert_eq!(
+            at(Method::GET, "/api/connector/v1/dns"),
+            Ok(Endpoint::ConnectorList)
+        );
+        assert_eq!(
+            at(
+                Method::GET,
+                "/api/connector/v1/dns/27b53c63824d41218882e891b4121af2"
+            ),
+            Ok(Endpoint::ConnectorDetails(
+                "27b53c63824d41218882e891b4121af2".into()
+            ))
+        );
+        assert_eq!(
+            at(Method::GET, "/api/connector/v1/dns/abc/provider"),
+            Ok(Endpoint::ConnectorProviders("abc".into()))
+        );
+        assert_eq!(
+            at(Method::POST, "/api/connector/v1/dns"),
+            Err(NoRoute::MethodNotAllowed)
+        );
+        assert_eq!(
+            at(Method::GET, "/api/connector/v1/agents"),
+            Err(NoRoute::NotFound)
+        );
+        assert_eq!(
+            route(
+                ScmFlavor::InCommon,
+                ScmReading::Common,
+                &Method::GET,
+                "/private/api/connector/v1/dns"
+            ),
+            Ok((Login::Certificate, Endpoint::ConnectorList))
         );
     }
 
