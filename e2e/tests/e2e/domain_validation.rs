@@ -18,7 +18,7 @@ use pki_operator_e2e::{
     Operator, TestNamespace,
     dns::Bind9,
     free_port, http_get_with_host,
-    sim::scm::{DcvAccess, ScmSimulator, ScmSimulatorConfig, SimDomain},
+    sim::scm::{ConnectorStatus, DcvAccess, ScmSimulator, ScmSimulatorConfig, SimDnsConnector, SimDomain},
     wait_for, work_dir,
 };
 
@@ -54,6 +54,18 @@ pub fn trials() -> Vec<Trial> {
         trial(
             "bad_domain_validations_say_why_without_a_hot_loop",
             bad_domain_validations_say_why_without_a_hot_loop,
+        ),
+        trial(
+            "an_order_placed_elsewhere_is_followed_and_a_validation_elsewhere_counts",
+            an_order_placed_elsewhere_is_followed_and_a_validation_elsewhere_counts,
+        ),
+        trial(
+            "a_validation_due_before_its_expiry_is_renewed_while_still_valid",
+            a_validation_due_before_its_expiry_is_renewed_while_still_valid,
+        ),
+        trial(
+            "scm_dns_connector_publishes_the_cname_once_connected",
+            scm_dns_connector_publishes_the_cname_once_connected,
         ),
     ]
 }
@@ -893,5 +905,240 @@ fn bad_domain_validations_say_why_without_a_hot_loop() -> Result<()> {
             .chain([off.as_str(), local.as_str()])
             .collect();
         scene.cleanup(&names).await
+    })
+}
+
+/// Requests for the calls that change a domain's DCV order (start, submit, clear).
+fn order_changing_calls(sim: &ScmSimulator) -> u64 {
+    sim.stats()
+        .requests
+        .iter()
+        .filter(|(name, _)| name.starts_with("dcvStart") || name.starts_with("dcvSubmit") || *name == "dcvClear")
+        .map(|(_, count)| count)
+        .sum()
+}
+
+/// Two clusters share one SCM account, and a person uses the console: an HTTP order someone else
+/// started and submitted is adopted by operator A — it publishes the order's challenge and
+/// follows it, never clearing or restarting it — until the CA validates. Operator B, in another
+/// namespace with its own Issuer on the same account, then finds the domain validated: its
+/// DomainValidation is Ready without a single order-changing call.
+fn an_order_placed_elsewhere_is_followed_and_a_validation_elsewhere_counts() -> Result<()> {
+    block_on(async {
+        let domain = format!("shared-{}.test", std::process::id());
+        let scene = Scene::start(
+            "dcv-shared-a",
+            |solver| {
+                Ok(ScmSimulatorConfig {
+                    dcv_http_address: Some(solver.parse()?),
+                    // The CA looks again soon after its first, failed, check.
+                    dcv_check_interval: Duration::from_secs(5),
+                    ..simulator(vec![SimDomain::new(&domain)])
+                })
+            },
+            &[],
+        )
+        .await?;
+        scene
+            .sim
+            .console_start_and_submit(&domain, "HTTP")
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let first_check = scene.sim.stats().dcv_checks;
+        ensure!(
+            first_check.iter().all(|c| !c.passed),
+            "the console's order passed before anyone published: {first_check:?}"
+        );
+        let a = format!("{}-a", scene.ns.name);
+        apply(
+            &scene.ns.name,
+            &validation_yaml(&a, &scene.ns.name, &domain, "  method: HTTP\n  solver: {http: {}}\n"),
+        )?;
+        wait_validation(&scene.client, &a, "validated", Duration::from_secs(150), is_validated)
+            .await
+            .with_context(|| scene.operator.log_text())?;
+        ensure!(
+            order_changing_calls(&scene.sim) == 0,
+            "operator A changed the order someone else placed: {:?}",
+            scene.sim.stats().requests
+        );
+        let passed = scene.sim.stats().dcv_checks;
+        ensure!(
+            passed.iter().any(|c| c.passed && c.target.contains(&scene.solver)),
+            "the CA did not validate through operator A's solver: {passed:?}"
+        );
+
+        let other = TestNamespace::create(&scene.client, "dcv-shared-b").await?;
+        scm_issuer(&other.name, "sectigo", &scene.sim, SCM_PASSWORD)?;
+        let solver_b = format!("127.0.0.1:{}", free_port()?);
+        let operator_b = Operator::start(
+            plane(),
+            &work_dir("dcv-shared-b")?,
+            "operator-b",
+            &["--namespace", &other.name, "--solver-address", &solver_b],
+        )?;
+        operator_b.wait_ready(Duration::from_secs(60)).await?;
+        let b = format!("{}-b", other.name);
+        apply(
+            &other.name,
+            &validation_yaml(&b, &other.name, &domain, "  method: HTTP\n  solver: {http: {}}\n"),
+        )?;
+        wait_validation(&scene.client, &b, "validated", Duration::from_secs(60), is_validated)
+            .await
+            .with_context(|| operator_b.log_text())?;
+        ensure!(
+            order_changing_calls(&scene.sim) == 0,
+            "operator B placed an order for a validated domain: {:?}",
+            scene.sim.stats().requests
+        );
+        validations(&scene.client).delete(&b, &DeleteParams::default()).await?;
+        crate::support::wait_gone(&validations(&scene.client), &b, "DomainValidation").await?;
+        scene.cleanup(&[&a]).await
+    })
+}
+
+/// A domain validated 340 days ago elsewhere (365 days of validity: 25 left) with
+/// `revalidateBefore: 720h` is due: the operator validates it again while SCM still reports it
+/// validated, and `expiresAt` moves a year ahead — no one acts, nothing expires.
+fn a_validation_due_before_its_expiry_is_renewed_while_still_valid() -> Result<()> {
+    block_on(async {
+        let domain = format!("due-{}.test", std::process::id());
+        let scene = Scene::start(
+            "dcv-due",
+            |solver| {
+                Ok(ScmSimulatorConfig {
+                    dcv_http_address: Some(solver.parse()?),
+                    ..simulator(vec![SimDomain {
+                        validated: true,
+                        validated_days_ago: 340,
+                        ..SimDomain::new(&domain)
+                    }])
+                })
+            },
+            &[],
+        )
+        .await?;
+        let name = scene.ns.name.clone();
+        apply(
+            &scene.ns.name,
+            &validation_yaml(
+                &name,
+                &scene.ns.name,
+                &domain,
+                "  method: HTTP\n  solver: {http: {}}\n  revalidateBefore: 720h\n",
+            ),
+        )?;
+        let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(26 * 24);
+        let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(300 * 24);
+        let renewed = wait_validation(
+            &scene.client,
+            &name,
+            "validated with an expiry a year ahead",
+            Duration::from_secs(90),
+            |o| {
+                is_validated(o)
+                    && o.data["status"]["expiresAt"]
+                        .as_str()
+                        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                        .is_some_and(|t| t > later)
+            },
+        )
+        .await
+        .with_context(|| scene.operator.log_text())?;
+        let stats = scene.sim.stats();
+        ensure!(
+            stats.dcv_checks.iter().any(|c| c.method == "HTTP" && c.passed),
+            "no new HTTP validation: {:?}",
+            stats.dcv_checks
+        );
+        ensure!(
+            stats.requests.get("dcvStartHttp") == Some(&1) && stats.requests.get("dcvSubmitHttp") == Some(&1),
+            "one revalidation order expected: {:?}",
+            stats.requests
+        );
+        // The old validation had 25 days left: it was renewed ahead of its expiry, not after.
+        ensure!(jiff::Timestamp::now() < soon);
+        ensure!(
+            renewed.data["status"]["challenge"].is_null(),
+            "challenge left in status"
+        );
+        scene.cleanup(&[&name]).await
+    })
+}
+
+/// `solver.dns.scmConnector`: while SCM's only connector is `NOT_CONNECTED` the validation is
+/// `Ready=False DnsConnectorUnavailable` naming it, and no order is submitted; once the agent
+/// connects, the CNAME order is submitted through it (SCM's agent publishes the record, the
+/// operator publishes nothing) and the domain validates.
+fn scm_dns_connector_publishes_the_cname_once_connected() -> Result<()> {
+    block_on(async {
+        let domain = format!("connector-{}.test", std::process::id());
+        let connector = SimDnsConnector::new("office agent", &["cloudflare", "ovh"]);
+        let id = connector.id.clone();
+        let scene = Scene::start(
+            "dcv-connector",
+            |_| {
+                Ok(ScmSimulatorConfig {
+                    dns_connectors: vec![SimDnsConnector {
+                        status: ConnectorStatus::NotConnected,
+                        ..connector
+                    }],
+                    ..simulator(vec![SimDomain::new(&domain)])
+                })
+            },
+            &[],
+        )
+        .await?;
+        let name = scene.ns.name.clone();
+        apply(
+            &scene.ns.name,
+            &validation_yaml(
+                &name,
+                &scene.ns.name,
+                &domain,
+                &format!("  method: CNAME\n  solver: {{dns: {{scmConnector: {{connectorId: {id}, provider: cloudflare}}}}}}\n"),
+            ),
+        )?;
+        let blocked = wait_validation(
+            &scene.client,
+            &name,
+            "DnsConnectorUnavailable",
+            Duration::from_secs(60),
+            reason_is("DnsConnectorUnavailable"),
+        )
+        .await
+        .with_context(|| scene.operator.log_text())?;
+        let (status, _, message) = ready(&blocked).unwrap_or_default();
+        ensure!(
+            status == "False" && message.contains(&id) && message.contains("NOT_CONNECTED"),
+            "{message}"
+        );
+        ensure!(
+            scene.sim.stats().requests.get("dcvSubmitCname").is_none(),
+            "submitted through a disconnected connector: {:?}",
+            scene.sim.stats().requests
+        );
+        scene
+            .sim
+            .set_connector_status(&id, ConnectorStatus::Connected)
+            .map_err(anyhow::Error::msg)?;
+        wait_validation(&scene.client, &name, "validated", Duration::from_secs(120), is_validated)
+            .await
+            .with_context(|| scene.operator.log_text())?;
+        let stats = scene.sim.stats();
+        ensure!(
+            stats
+                .dcv_checks
+                .iter()
+                .any(|c| c.passed && c.method == "CNAME" && c.connector.as_deref() == Some(id.as_str())),
+            "the CNAME was not validated through the connector: {:?}",
+            stats.dcv_checks
+        );
+        ensure!(
+            stats.requests.get("dcvSubmitCname") == Some(&1),
+            "one submit expected: {:?}",
+            stats.requests
+        );
+        scene.cleanup(&[&name]).await
     })
 }
