@@ -10,10 +10,11 @@ use hickory_client::proto::rr::{RData, RecordType, rdata::TXT};
 use k8s_openapi::api::{core::v1::Service, networking::v1::Ingress};
 use kube::{
     Api, Client,
-    api::{DeleteParams, DynamicObject, GroupVersionKind, ListParams},
+    api::{DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams},
     discovery::ApiResource,
 };
 use libtest_mimic::Trial;
+use pki_operator::crd::v1alpha1::Issuer;
 use pki_operator_e2e::{
     Operator, TestNamespace,
     dns::Bind9,
@@ -22,7 +23,10 @@ use pki_operator_e2e::{
     wait_for, work_dir,
 };
 
-use crate::support::{SCM_PASSWORD, apply, block_on, is_ready, plane, scm_issuer, trial, wait_certificate};
+use crate::support::{
+    SCM_PASSWORD, ScmScene, apply, block_on, certificate_yaml, is_ready, plane, scm_issuer, trial,
+    wait_certificate,
+};
 
 /// This area's trials: a test function not listed here is dead code, which fails the build.
 pub fn trials() -> Vec<Trial> {
@@ -66,6 +70,10 @@ pub fn trials() -> Vec<Trial> {
         trial(
             "scm_dns_connector_publishes_the_cname_once_connected",
             scm_dns_connector_publishes_the_cname_once_connected,
+        ),
+        trial(
+            "per_order_dcv_is_sent_with_each_enrollment",
+            per_order_dcv_is_sent_with_each_enrollment,
         ),
     ]
 }
@@ -882,8 +890,13 @@ fn bad_domain_validations_say_why_without_a_hot_loop() -> Result<()> {
         let local = format!("{ns}-local");
         apply(
             &ns,
-            &validation_yaml(&local, &ns, "local.test", "  method: EMAIL\n  email: admin@local.test\n")
-                .replace("name: sectigo}", "name: local}"),
+            &validation_yaml(
+                &local,
+                &ns,
+                "local.test",
+                "  method: EMAIL\n  email: admin@local.test\n",
+            )
+            .replace("name: sectigo}", "name: local}"),
         )?;
         let found = wait_validation(
             &scene.client,
@@ -913,7 +926,9 @@ fn order_changing_calls(sim: &ScmSimulator) -> u64 {
     sim.stats()
         .requests
         .iter()
-        .filter(|(name, _)| name.starts_with("dcvStart") || name.starts_with("dcvSubmit") || *name == "dcvClear")
+        .filter(|(name, _)| {
+            name.starts_with("dcvStart") || name.starts_with("dcvSubmit") || *name == "dcvClear"
+        })
         .map(|(_, count)| count)
         .sum()
 }
@@ -952,11 +967,22 @@ fn an_order_placed_elsewhere_is_followed_and_a_validation_elsewhere_counts() -> 
         let a = format!("{}-a", scene.ns.name);
         apply(
             &scene.ns.name,
-            &validation_yaml(&a, &scene.ns.name, &domain, "  method: HTTP\n  solver: {http: {}}\n"),
+            &validation_yaml(
+                &a,
+                &scene.ns.name,
+                &domain,
+                "  method: HTTP\n  solver: {http: {}}\n",
+            ),
         )?;
-        wait_validation(&scene.client, &a, "validated", Duration::from_secs(150), is_validated)
-            .await
-            .with_context(|| scene.operator.log_text())?;
+        wait_validation(
+            &scene.client,
+            &a,
+            "validated",
+            Duration::from_secs(150),
+            is_validated,
+        )
+        .await
+        .with_context(|| scene.operator.log_text())?;
         ensure!(
             order_changing_calls(&scene.sim) == 0,
             "operator A changed the order someone else placed: {:?}",
@@ -964,7 +990,9 @@ fn an_order_placed_elsewhere_is_followed_and_a_validation_elsewhere_counts() -> 
         );
         let passed = scene.sim.stats().dcv_checks;
         ensure!(
-            passed.iter().any(|c| c.passed && c.target.contains(&scene.solver)),
+            passed
+                .iter()
+                .any(|c| c.passed && c.target.contains(&scene.solver)),
             "the CA did not validate through operator A's solver: {passed:?}"
         );
 
@@ -983,15 +1011,23 @@ fn an_order_placed_elsewhere_is_followed_and_a_validation_elsewhere_counts() -> 
             &other.name,
             &validation_yaml(&b, &other.name, &domain, "  method: HTTP\n  solver: {http: {}}\n"),
         )?;
-        wait_validation(&scene.client, &b, "validated", Duration::from_secs(60), is_validated)
-            .await
-            .with_context(|| operator_b.log_text())?;
+        wait_validation(
+            &scene.client,
+            &b,
+            "validated",
+            Duration::from_secs(60),
+            is_validated,
+        )
+        .await
+        .with_context(|| operator_b.log_text())?;
         ensure!(
             order_changing_calls(&scene.sim) == 0,
             "operator B placed an order for a validated domain: {:?}",
             scene.sim.stats().requests
         );
-        validations(&scene.client).delete(&b, &DeleteParams::default()).await?;
+        validations(&scene.client)
+            .delete(&b, &DeleteParams::default())
+            .await?;
         crate::support::wait_gone(&validations(&scene.client), &b, "DomainValidation").await?;
         scene.cleanup(&[&a]).await
     })
@@ -1096,7 +1132,9 @@ fn scm_dns_connector_publishes_the_cname_once_connected() -> Result<()> {
                 &name,
                 &scene.ns.name,
                 &domain,
-                &format!("  method: CNAME\n  solver: {{dns: {{scmConnector: {{connectorId: {id}, provider: cloudflare}}}}}}\n"),
+                &format!(
+                    "  method: CNAME\n  solver: {{dns: {{scmConnector: {{connectorId: {id}, provider: cloudflare}}}}}}\n"
+                ),
             ),
         )?;
         let blocked = wait_validation(
@@ -1114,7 +1152,7 @@ fn scm_dns_connector_publishes_the_cname_once_connected() -> Result<()> {
             "{message}"
         );
         ensure!(
-            scene.sim.stats().requests.get("dcvSubmitCname").is_none(),
+            !scene.sim.stats().requests.contains_key("dcvSubmitCname"),
             "submitted through a disconnected connector: {:?}",
             scene.sim.stats().requests
         );
@@ -1122,9 +1160,15 @@ fn scm_dns_connector_publishes_the_cname_once_connected() -> Result<()> {
             .sim
             .set_connector_status(&id, ConnectorStatus::Connected)
             .map_err(anyhow::Error::msg)?;
-        wait_validation(&scene.client, &name, "validated", Duration::from_secs(120), is_validated)
-            .await
-            .with_context(|| scene.operator.log_text())?;
+        wait_validation(
+            &scene.client,
+            &name,
+            "validated",
+            Duration::from_secs(120),
+            is_validated,
+        )
+        .await
+        .with_context(|| scene.operator.log_text())?;
         let stats = scene.sim.stats();
         ensure!(
             stats
@@ -1140,5 +1184,83 @@ fn scm_dns_connector_publishes_the_cname_once_connected() -> Result<()> {
             stats.requests
         );
         scene.cleanup(&[&name]).await
+    })
+}
+
+/// Accounts without DCV pre-validation: the Issuer's `spec.scm.dcv` goes with every enrollment as
+/// `dcvMode`/`dcvEmail`, a Certificate's `spec.scm.dcv` replaces it, and the schema refuses an
+/// `email` with another mode than `EMAIL`, naming the field.
+fn per_order_dcv_is_sent_with_each_enrollment() -> Result<()> {
+    block_on(async {
+        let ScmScene {
+            client,
+            ns,
+            sim,
+            operator,
+        } = ScmScene::start(
+            "per-order-dcv",
+            ScmSimulatorConfig {
+                pending_collects: 0,
+                ..ScmSimulatorConfig::default()
+            },
+            SCM_PASSWORD,
+        )
+        .await?;
+        let issuers: Api<Issuer> = Api::namespaced(client.clone(), &ns.name);
+        let dcv = serde_json::json!({"spec": {"scm": {"dcv": {"mode": "CNAME"}}}});
+        issuers
+            .patch("sectigo", &PatchParams::default(), &Patch::Merge(&dcv))
+            .await?;
+        apply(&ns.name, &certificate_yaml("plain", "sectigo", ""))?;
+        apply(
+            &ns.name,
+            &certificate_yaml(
+                "mailed",
+                "sectigo",
+                "  scm: {dcv: {mode: EMAIL, email: hostmaster@mailed.example.com}}\n",
+            ),
+        )?;
+        for name in ["plain", "mailed"] {
+            wait_certificate(
+                &client,
+                &ns.name,
+                name,
+                "Ready",
+                Duration::from_secs(60),
+                is_ready,
+            )
+            .await
+            .with_context(|| operator.log_text())?;
+        }
+        let mut sent: Vec<(Option<String>, Option<String>)> = sim
+            .stats()
+            .orders
+            .into_iter()
+            .map(|o| (o.dcv_mode, o.dcv_email))
+            .collect();
+        sent.sort();
+        ensure!(
+            sent == [
+                (Some("CNAME".into()), None),
+                (Some("EMAIL".into()), Some("hostmaster@mailed.example.com".into())),
+            ],
+            "dcvMode/dcvEmail sent: {sent:?}"
+        );
+        let refused = apply(
+            &ns.name,
+            &certificate_yaml(
+                "mixed",
+                "sectigo",
+                "  scm: {dcv: {mode: HTTP, email: a@b.example.com}}\n",
+            ),
+        )
+        .err()
+        .context("a dcv email with mode HTTP was accepted")?;
+        let refused = format!("{refused:#}");
+        ensure!(
+            refused.contains("spec.scm.dcv") && refused.contains("email is required with mode EMAIL"),
+            "{refused}"
+        );
+        Ok(())
     })
 }
