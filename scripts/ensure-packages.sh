@@ -8,6 +8,8 @@ set -euo pipefail
 missing=()
 command -v named >/dev/null || [ -x /usr/sbin/named ] || missing+=(bind9)
 command -v named-checkconf >/dev/null || [ -x /usr/bin/named-checkconf ] || missing+=(bind9-utils)
+# openssl makes the discovery tests' weak certificates (RSA 1024, SHA-1), which no Rust crate here signs.
+command -v openssl >/dev/null || missing+=(openssl)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0

@@ -17,6 +17,7 @@ pub mod backend;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod discovery;
 pub mod leader;
 pub mod metrics;
 pub mod pki;

@@ -106,6 +106,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             dns_server: config.dcv_dns_self_check_server,
             recheck_interval: config.dcv_recheck_interval,
         },
+        inventory: pki_operator::discovery::inventory::Inventory::default(),
         solver_service: controller::domain_validation::ingress::SolverService {
             name: config.solver_service.clone(),
             namespace: config.pod_namespace.clone(),

@@ -24,9 +24,44 @@ pub struct ControllerLabels {
     pub controller: &'static str,
 }
 
+/// Labels of a discovered certificate. Unlike the other metrics these name objects (a
+/// DiscoveryTask, a location, a serial): a series per discovered certificate is the point. They
+/// are bounded by [`MAX_DISCOVERED_SERIES_PER_TASK`] per task (the soonest-expiring), and the
+/// series of a run replace the task's previous ones.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DiscoveredLabels {
+    /// `namespace/name` of the DiscoveryTask.
+    pub task: String,
+    /// `scm`, `nexus`, `secret` or `endpoint`.
+    pub source: &'static str,
+    /// `host:port`, `namespace/secret` or the CA's id.
+    pub location: String,
+    /// Serial number, hex.
+    pub serial: String,
+    /// Subject common name (at most 64 characters; empty when none).
+    pub common_name: String,
+    /// `true` for certificates of Certificates this operator manages.
+    pub managed: &'static str,
+}
+
+/// Labels of the discovered-certificate counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DiscoveryTaskLabels {
+    /// `namespace/name` of the DiscoveryTask.
+    pub task: String,
+    /// `scm`, `nexus`, `secret` or `endpoint`.
+    pub source: &'static str,
+}
+
+/// The most expiry series one DiscoveryTask exports (its soonest-expiring certificates); the
+/// counts cover everything.
+pub const MAX_DISCOVERED_SERIES_PER_TASK: usize = 1000;
+
 /// The operator's metrics and the registry that serves them.
 pub struct Metrics {
     registry: Registry,
+    discovered_expiry: Family<DiscoveredLabels, Gauge>,
+    discovered_count: Family<DiscoveryTaskLabels, Gauge>,
     reconciliations: Family<ReconcileLabels, Counter>,
     reconcile_duration: Family<ControllerLabels, Histogram>,
     leader: Gauge,
@@ -76,12 +111,72 @@ impl Metrics {
             .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
             .set(1);
         registry.register("build_info", "Build information", build_info);
+        let discovered_expiry = Family::<DiscoveredLabels, Gauge>::default();
+        registry.register(
+            "discovered_certificate_expiry_timestamp_seconds",
+            "End of validity (Unix seconds) of each certificate a DiscoveryTask found, at most 1000 per task (the soonest-expiring)",
+            discovered_expiry.clone(),
+        );
+        let discovered_count = Family::<DiscoveryTaskLabels, Gauge>::default();
+        registry.register(
+            "discovered_certificates",
+            "Certificates each DiscoveryTask found in its last run, by source",
+            discovered_count.clone(),
+        );
         Self {
             registry,
+            discovered_expiry,
+            discovered_count,
             reconciliations,
             reconcile_duration,
             leader,
             ready,
+        }
+    }
+
+    /// Replaces the discovery series with `inventory` (every task's last run).
+    pub fn set_discovered(
+        &self,
+        inventory: &std::collections::BTreeMap<
+            String,
+            std::sync::Arc<Vec<crate::discovery::analysis::Found>>,
+        >,
+    ) {
+        self.discovered_expiry.clear();
+        self.discovered_count.clear();
+        for (task, found) in inventory {
+            let mut counts: std::collections::BTreeMap<&'static str, i64> = std::collections::BTreeMap::new();
+            for f in found.iter() {
+                *counts.entry(f.source.as_str()).or_default() += 1;
+            }
+            for (source, count) in counts {
+                self.discovered_count
+                    .get_or_create(&DiscoveryTaskLabels {
+                        task: task.clone(),
+                        source,
+                    })
+                    .set(count);
+            }
+            let mut soonest: Vec<&crate::discovery::analysis::Found> = found.iter().collect();
+            soonest.sort_by_key(|f| f.not_after);
+            for f in soonest.into_iter().take(MAX_DISCOVERED_SERIES_PER_TASK) {
+                self.discovered_expiry
+                    .get_or_create(&DiscoveredLabels {
+                        task: task.clone(),
+                        source: f.source.as_str(),
+                        location: f.location.clone(),
+                        serial: f.serial_hex.clone(),
+                        common_name: f
+                            .common_name
+                            .as_deref()
+                            .unwrap_or_default()
+                            .chars()
+                            .take(64)
+                            .collect(),
+                        managed: if f.managed { "true" } else { "false" },
+                    })
+                    .set(f.not_after);
+            }
         }
     }
 

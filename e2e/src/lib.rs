@@ -6,6 +6,7 @@
 pub mod conformance;
 pub mod dns;
 pub mod sim;
+pub mod tls_fleet;
 
 use std::{
     fs,

@@ -18,6 +18,8 @@ mod audit;
 mod ca;
 #[path = "e2e/control_plane.rs"]
 mod control_plane;
+#[path = "e2e/discovery.rs"]
+mod discovery;
 #[path = "e2e/domain_validation.rs"]
 mod domain_validation;
 #[path = "e2e/helm.rs"]
@@ -61,6 +63,7 @@ fn main() -> std::process::ExitCode {
         hostile_ca::trials(),
         observed_kinds::trials(),
         domain_validation::trials(),
+        discovery::trials(),
     ]
     .into_iter()
     .flatten()

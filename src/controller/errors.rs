@@ -156,6 +156,9 @@ pub fn reconcile(error: &Error) -> Classification {
         Error::Issuer(e) => issuer(e),
         Error::UpdateStatus { source, .. } => kube(source),
         Error::DomainValidation(e) => domain_validation(e),
+        Error::DiscoveryTask(crate::controller::discovery_task::Error::UpdateStatus { source, .. }) => {
+            kube(source)
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod backoff;
 pub mod certificate;
 pub mod conditions;
+pub mod discovery_task;
 pub mod domain_validation;
 pub mod errors;
 pub mod events;
@@ -62,6 +63,8 @@ pub struct Context {
     pub dcv_self_check: domain_validation::self_check::SelfCheckSettings,
     /// The HTTP solver's Service, which Ingress routes of DomainValidations point at.
     pub solver_service: domain_validation::ingress::SolverService,
+    /// What DiscoveryTasks found, for the metrics and AlertConfig.
+    pub inventory: crate::discovery::inventory::Inventory,
     /// `--namespace`: the one namespace this operator serves, if any. Cluster-scoped objects
     /// that belong to an issuer are then handled only when that issuer is an Issuer there.
     pub watch_namespace: Option<String>,
@@ -88,6 +91,9 @@ pub enum Error {
     /// The DomainValidation reconciler failed.
     #[error(transparent)]
     DomainValidation(#[from] domain_validation::Error),
+    /// The DiscoveryTask reconciler failed.
+    #[error(transparent)]
+    DiscoveryTask(#[from] discovery_task::Error),
     /// Writing the status of an observed kind failed.
     #[error("cannot update the status of {object}")]
     UpdateStatus {
@@ -179,10 +185,10 @@ pub async fn run(ctx: Arc<Context>, scope: &WatchScope, readiness: Readiness, sh
         ),
         runner_with::<v1alpha1::DiscoveryTask, _, _>(
             "discovery_task",
-            controller_for(scope.namespaced(&client)),
+            spec_controller_for(scope.namespaced(&client)),
             &ctx,
             &shutdown,
-            observer::reconcile::<v1alpha1::DiscoveryTask>,
+            discovery_task::reconcile,
         ),
         runner_with::<v1alpha1::AlertConfig, _, _>(
             "alert_config",
@@ -514,6 +520,7 @@ mod tests {
             backends: issuer::cache::BackendCache::default(),
             dcv_self_check: domain_validation::self_check::SelfCheckSettings::default(),
             solver_service: domain_validation::ingress::SolverService::default(),
+            inventory: crate::discovery::inventory::Inventory::default(),
             watch_namespace: None,
         })
     }

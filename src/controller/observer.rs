@@ -1,4 +1,4 @@
-//! The kinds whose controllers have not landed yet (DiscoveryTask, AlertConfig): watched and
+//! The kinds whose controllers have not landed yet (AlertConfig): watched and
 //! answered on the shared machinery — status written by server-side apply, `Ready=False` with a
 //! reason a user can act on — so an applied object never looks as if it were being acted on. A
 //! kind that names an issuer has it resolved through the shared resolver and checked for the
@@ -16,9 +16,7 @@ use super::{
 };
 use crate::{
     backend::{CaBackend as _, Capability},
-    crd::v1alpha1::{
-        AlertConfig, DiscoveryTask, alert_config::AlertConfigStatus, discovery_task::DiscoveryTaskStatus,
-    },
+    crd::v1alpha1::{AlertConfig, alert_config::AlertConfigStatus},
 };
 
 /// How soon an object whose issuer is not usable looks again (the issuer kinds are not watched
@@ -64,14 +62,6 @@ macro_rules! status_of {
             (&mut status.conditions, &mut status.observed_generation)
         }
     };
-}
-
-impl ObservedKind for DiscoveryTask {
-    status_of!(DiscoveryTaskStatus);
-
-    fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
-        Api::namespaced(client, namespace.unwrap_or_default())
-    }
 }
 
 impl ObservedKind for AlertConfig {

@@ -84,7 +84,8 @@ pub fn inspect(der: &[u8]) -> Result<CertificateInfo, InspectError> {
     Ok(info)
 }
 
-fn hex_serial(raw: &[u8]) -> String {
+/// A certificate serial as lower-case hex, without the DER sign byte.
+pub fn hex_serial(raw: &[u8]) -> String {
     let trimmed: &[u8] = match raw {
         [0, rest @ ..] if !rest.is_empty() => rest,
         other => other,

@@ -1,5 +1,5 @@
 //! End-to-end tests of the kinds whose controllers have not landed yet (DomainValidation,
-//! DiscoveryTask, AlertConfig): they are answered in status on the shared machinery, and a
+//! AlertConfig): they are answered in status on the shared machinery, and a
 //! DomainValidation's cluster-scoped issuer reference goes through the shared resolver and the
 //! backend capability check before anything else.
 
@@ -43,7 +43,7 @@ fn api(client: &Client, kind: &str, namespace: Option<&str>) -> Api<DynamicObjec
 
 /// A DomainValidation naming a `ca` Issuer is `Unsupported` (the local CA has no domain
 /// validation) and one naming a missing Issuer is `IssuerNotReady`, both naming the
-/// issuer; a DiscoveryTask and an AlertConfig say `NotImplemented`. None of them is Ready.
+/// issuer; an AlertConfig says `NotImplemented`. None of them is Ready.
 fn observed_kinds_say_why_nothing_is_done() -> Result<()> {
     block_on(async {
         let dir = work_dir("observed")?;
@@ -61,7 +61,7 @@ fn observed_kinds_say_why_nothing_is_done() -> Result<()> {
         apply(
             &ns.name,
             &format!(
-                "apiVersion: pki-operator.io/v1alpha1\nkind: DomainValidation\nmetadata: {{name: {local}}}\nspec:\n  domain: local.example.com\n  issuerRef: {{kind: Issuer, namespace: {ns}, name: local-ca}}\n  method: EMAIL\n  email: hostmaster@local.example.com\n---\napiVersion: pki-operator.io/v1alpha1\nkind: DomainValidation\nmetadata: {{name: {missing}}}\nspec:\n  domain: missing.example.com\n  issuerRef: {{kind: Issuer, namespace: {ns}, name: missing}}\n  method: EMAIL\n  email: hostmaster@missing.example.com\n---\napiVersion: pki-operator.io/v1alpha1\nkind: AlertConfig\nmetadata: {{name: {alerts}}}\nspec:\n  levels:\n  - {{level: ERROR, remainingDays: 7}}\n---\napiVersion: pki-operator.io/v1alpha1\nkind: DiscoveryTask\nmetadata: {{name: secrets}}\nspec:\n  schedule: {{interval: 6h}}\n  cluster: {{secrets: true}}\n",
+                "apiVersion: pki-operator.io/v1alpha1\nkind: DomainValidation\nmetadata: {{name: {local}}}\nspec:\n  domain: local.example.com\n  issuerRef: {{kind: Issuer, namespace: {ns}, name: local-ca}}\n  method: EMAIL\n  email: hostmaster@local.example.com\n---\napiVersion: pki-operator.io/v1alpha1\nkind: DomainValidation\nmetadata: {{name: {missing}}}\nspec:\n  domain: missing.example.com\n  issuerRef: {{kind: Issuer, namespace: {ns}, name: missing}}\n  method: EMAIL\n  email: hostmaster@missing.example.com\n---\napiVersion: pki-operator.io/v1alpha1\nkind: AlertConfig\nmetadata: {{name: {alerts}}}\nspec:\n  levels:\n  - {{level: ERROR, remainingDays: 7}}\n",
                 ns = ns.name
             ),
         )?;
@@ -86,12 +86,6 @@ fn observed_kinds_say_why_nothing_is_done() -> Result<()> {
                 alerts.clone(),
                 "NotImplemented",
                 vec!["does not act on them yet".to_owned()],
-            ),
-            (
-                api(&client, "DiscoveryTask", Some(&ns.name)),
-                "secrets".to_owned(),
-                "NotImplemented",
-                vec!["DiscoveryTask".to_owned()],
             ),
         ];
         for (api, name, reason, needles) in &expectations {

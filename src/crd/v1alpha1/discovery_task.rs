@@ -171,10 +171,24 @@ pub struct EndpointTargets {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(range(min = 1, max = 65535)))]
     pub ports: Vec<i32>,
-    /// Per-connection timeout (default `5s`).
+    /// Per-connection timeout: connect plus handshake (default `5s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "duration_schema")]
     pub timeout: Option<String>,
+    /// Connections open at once (default 32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 256))]
+    pub concurrency: Option<i32>,
+    /// Time budget of the whole sweep (default `5m`); targets not reached by then are listed as
+    /// unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "duration_schema")]
+    pub budget: Option<String>,
+    /// Server name (SNI) sent to every target; by default a host name is sent as itself and
+    /// addresses send none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub server_name: Option<String>,
 }
 
 /// CertMgmt agent reporting.
@@ -223,6 +237,26 @@ pub struct DiscoveryTaskStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub findings: Vec<DiscoveryFinding>,
+    /// How long the last run took, e.g. `2.4s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_duration: Option<String>,
+    /// The `metadata.generation` the last run used: a spec change runs the task at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_generation: Option<i64>,
+    /// Targets the last run could not read (at most 20; `summary.unreachable` counts all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub unreachable_targets: Vec<UnreachableTarget>,
+}
+
+/// A target a run could not read.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnreachableTarget {
+    /// `host:port`, `namespace/secret` or the CA's id.
+    pub target: String,
+    /// Why: refused, timed out, not TLS, over the time budget, unreadable certificate.
+    pub reason: String,
 }
 
 /// Summary counts of one run.
@@ -239,6 +273,12 @@ pub struct DiscoverySummary {
     pub self_signed: i64,
     /// With weak keys (RSA below 2048 bits, or SHA-1 signatures).
     pub weak_keys: i64,
+    /// Certificates of Certificates this operator manages (recognised by their Secret).
+    #[serde(default)]
+    pub managed: i64,
+    /// Targets that could not be read.
+    #[serde(default)]
+    pub unreachable: i64,
     /// Counts per issuer (the 10 largest).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]

@@ -1,0 +1,333 @@
+//! End-to-end tests of DiscoveryTask: the operator reads real TLS servers on loopback (expired,
+//! expiring, self-signed, healthy, RSA 1024, SHA-1), TLS Secrets in the namespaces it is told to
+//! look in, and the Nexus simulator's certificate database, and says what it found in status
+//! and in its metrics.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, ensure};
+use kube::{Api, Client};
+use libtest_mimic::Trial;
+use pki_operator::crd::v1alpha1::{
+    DiscoveryTask,
+    discovery_task::{DiscoveryFinding, DiscoveryTaskStatus},
+};
+use pki_operator_e2e::{
+    Operator, TestNamespace, free_port, metric_value,
+    tls_fleet::{Presented, TlsFleet},
+    wait_for, work_dir,
+};
+
+use crate::support::{
+    apply, block_on, ca_issuer, certificate_yaml, is_ready, plane, trial, wait_certificate,
+};
+
+/// This area's trials: a test function not listed here is dead code, which fails the build.
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial(
+            "cluster_discovery_classifies_endpoints_and_secrets",
+            cluster_discovery_classifies_endpoints_and_secrets,
+        ),
+        trial(
+            "bad_discovery_tasks_say_why_without_a_hot_loop",
+            bad_discovery_tasks_say_why_without_a_hot_loop,
+        ),
+    ]
+}
+
+fn status_of(task: &DiscoveryTask) -> DiscoveryTaskStatus {
+    task.status.clone().unwrap_or_default()
+}
+
+/// The `Ready` condition's (status, reason, message).
+fn ready(task: &DiscoveryTask) -> Option<(String, String, String)> {
+    status_of(task)
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status, c.reason, c.message))
+}
+
+/// Waits until DiscoveryTask `name` passes `check`; the error shows its last status.
+async fn wait_task(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    check: impl Fn(&DiscoveryTask) -> bool,
+) -> Result<DiscoveryTask> {
+    let api: Api<DiscoveryTask> = Api::namespaced(client.clone(), namespace);
+    let result = wait_for(what, Duration::from_secs(90), || async {
+        api.get_opt(name).await.ok().flatten().filter(|t| check(t))
+    })
+    .await;
+    if result.is_err() {
+        let last = api.get_opt(name).await.ok().flatten().and_then(|t| t.status);
+        return result.with_context(|| format!("last status of {name}: {last:#?}"));
+    }
+    result
+}
+
+fn finding<'a>(findings: &'a [DiscoveryFinding], location: &str) -> Option<&'a DiscoveryFinding> {
+    findings.iter().find(|f| f.location == location)
+}
+
+/// The cluster source over the TLS fleet (a range of 127.0.0.1 with every server's port and a
+/// closed one) and the TLS Secrets of a selected namespace: the counts and findings name each
+/// problem, a Secret in a namespace not selected is not read, the Secret of a Certificate this
+/// operator manages is marked managed, the closed port is listed unreachable, and the metrics
+/// carry each certificate's expiry.
+fn cluster_discovery_classifies_endpoints_and_secrets() -> Result<()> {
+    block_on(async {
+        let client = plane().client().await?;
+        let home = TestNamespace::create(&client, "discovery").await?;
+        let selected = TestNamespace::create(&client, "discovery-seen").await?;
+        let ignored = TestNamespace::create(&client, "discovery-unseen").await?;
+        let fleet = TlsFleet::start(&work_dir("discovery-fleet")?).await?;
+
+        // A Certificate this operator manages in the selected namespace, a foreign TLS Secret
+        // beside it, and one in a namespace the task does not look at.
+        ca_issuer(&selected.name, "local")?;
+        let issuing = Operator::start(
+            plane(),
+            &work_dir("discovery-issuing")?,
+            "operator-issuing",
+            &["--namespace", &selected.name],
+        )?;
+        issuing.wait_ready(Duration::from_secs(60)).await?;
+        apply(&selected.name, &certificate_yaml("managed", "local", ""))?;
+        wait_certificate(
+            &client,
+            &selected.name,
+            "managed",
+            "Ready",
+            Duration::from_secs(60),
+            is_ready,
+        )
+        .await
+        .with_context(|| issuing.log_text())?;
+        for (namespace, name) in [(&selected.name, "foreign"), (&ignored.name, "hidden")] {
+            let (cert, key) = pki_operator_e2e::self_signed_ca(&format!("{name} self-signed"))?;
+            let secret = serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                "metadata": {"name": name},
+                "stringData": {"tls.crt": cert, "tls.key": key},
+            });
+            apply(namespace, &serde_json::to_string(&secret)?)?;
+        }
+
+        let closed = free_port()?;
+        let ports: Vec<String> = fleet
+            .servers
+            .iter()
+            .map(|s| s.addr.port().to_string())
+            .chain([closed.to_string()])
+            .collect();
+        let operator = Operator::start(
+            plane(),
+            &work_dir("discovery-operator")?,
+            "operator",
+            &["--namespace", &home.name],
+        )?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        apply(
+            &home.name,
+            &format!(
+                "apiVersion: pki-operator.io/v1alpha1\nkind: DiscoveryTask\nmetadata: {{name: sweep}}\nspec:\n  schedule: {{interval: 1h}}\n  cluster:\n    secrets: true\n    namespaces: [{}]\n    endpoints:\n      ranges: [{{cidr: 127.0.0.1/32, ports: [{}]}}]\n      timeout: 3s\n      concurrency: 4\n",
+                selected.name,
+                ports.join(", ")
+            ),
+        )?;
+        let task = wait_task(&client, &home.name, "sweep", "a completed run", |t| {
+            ready(t).is_some_and(|(status, reason, _)| status == "True" && reason == "Completed")
+        })
+        .await
+        .with_context(|| operator.log_text())?;
+        let status = status_of(&task);
+        let summary = status.summary.clone().context("no summary")?;
+        // Six endpoints plus three TLS Secrets of the selected namespace: the managed one, the
+        // foreign one and the `ca` Issuer's own CA.
+        ensure!(
+            (
+                summary.total,
+                summary.expired,
+                summary.expiring_within_30_days,
+                summary.weak_keys,
+                summary.managed,
+                summary.unreachable
+            ) == (9, 1, 1, 2, 1, 1),
+            "summary {summary:?}"
+        );
+        // The fleet's self-signed server, the foreign Secret's and the issuer's CA.
+        ensure!(summary.self_signed == 3, "self-signed {}", summary.self_signed);
+        let at = |presented: Presented| format!("127.0.0.1:{}", fleet.server(presented).addr.port());
+        let problems = [
+            (at(Presented::Expired), "Expired"),
+            (at(Presented::ExpiringIn10Days), "ExpiringSoon"),
+            (at(Presented::WeakRsa1024), "WeakKey"),
+            (at(Presented::Sha1Signed), "WeakKey"),
+            (at(Presented::SelfSigned), "SelfSigned"),
+            (format!("{}/foreign", selected.name), "SelfSigned"),
+            (format!("{}/local", selected.name), "SelfSigned"),
+        ];
+        for (location, problem) in &problems {
+            let found = finding(&status.findings, location)
+                .with_context(|| format!("{location} not among the findings {:#?}", status.findings))?;
+            ensure!(found.problem == *problem, "{location}: {found:?}");
+        }
+        ensure!(
+            status.findings.first().is_some_and(|f| f.problem == "Expired"),
+            "the expired certificate comes first: {:?}",
+            status.findings
+        );
+        ensure!(
+            status.findings.len() == problems.len(),
+            "only problems are findings: {:#?}",
+            status.findings
+        );
+        ensure!(
+            !status
+                .findings
+                .iter()
+                .any(|f| f.location.starts_with(&ignored.name)),
+            "a Secret of a namespace not selected was read"
+        );
+        ensure!(
+            status
+                .unreachable_targets
+                .iter()
+                .any(|u| u.target == format!("127.0.0.1:{closed}")),
+            "the closed port is not listed: {:?}",
+            status.unreachable_targets
+        );
+        let (last, next) = (
+            status.last_run_time.clone().context("lastRunTime")?.0,
+            status.next_run_time.clone().context("nextRunTime")?.0,
+        );
+        ensure!(
+            next.duration_since(last).as_secs() == 3600,
+            "next run {next}, last {last}"
+        );
+
+        // The metrics: each certificate's expiry, and managed marked.
+        let expired = pki_operator::discovery::analysis::examine(
+            &fleet.server(Presented::Expired).leaf_der,
+            pki_operator::discovery::analysis::Source::Endpoint,
+            "",
+        )
+        .map_err(anyhow::Error::msg)?;
+        let (_, metrics) = operator.get("/metrics").await.context("no /metrics")?;
+        let series = format!(
+            "pki_operator_discovered_certificate_expiry_timestamp_seconds{{task=\"{}/sweep\",source=\"endpoint\",location=\"{}\",serial=\"{}\",common_name=\"{}\",managed=\"false\"}}",
+            home.name,
+            at(Presented::Expired),
+            expired.serial_hex,
+            Presented::Expired.common_name()
+        );
+        // prometheus-client writes integer gauges as integers.
+        ensure!(
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(series.as_str()))
+                .is_some_and(|value| value.trim() == expired.not_after.to_string()),
+            "no {series} = {} in:\n{metrics}",
+            expired.not_after
+        );
+        ensure!(
+            metrics.lines().any(
+                |l| l.contains(&format!("location=\"{}/managed-tls\"", selected.name))
+                    && l.contains("managed=\"true\"")
+            ),
+            "the managed Secret is not marked managed in the metrics"
+        );
+        let count = format!(
+            "pki_operator_discovered_certificates{{task=\"{}/sweep\",source=\"endpoint\"}}",
+            home.name
+        );
+        ensure!(
+            metric_value(&metrics, &count) == Some(6.0),
+            "{count} in:\n{metrics}"
+        );
+        Ok(())
+    })
+}
+
+/// A range wider than a run may sweep, a cron expression the schema lets through but no clock
+/// matches, and a Nexus source naming a `ca` issuer: each is `Ready=False` with a reason and a
+/// message naming the field, and none is retried in a loop.
+fn bad_discovery_tasks_say_why_without_a_hot_loop() -> Result<()> {
+    block_on(async {
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "discovery-bad").await?;
+        ca_issuer(&ns.name, "local")?;
+        let operator = Operator::start(
+            plane(),
+            &work_dir("discovery-bad")?,
+            "operator",
+            &["--namespace", &ns.name],
+        )?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        let cases = [
+            (
+                "wide",
+                "  schedule: {interval: 1h}\n  cluster: {endpoints: {ranges: [{cidr: 10.0.0.0/8, ports: [443]}]}}\n",
+                "TooManyTargets",
+                "spec.cluster.endpoints.ranges[0].cidr",
+            ),
+            (
+                "clock",
+                "  schedule: {cron: '61 * * * *'}\n  cluster: {secrets: true}\n",
+                "InvalidSchedule",
+                "spec.schedule.cron: minute 61",
+            ),
+            (
+                "not-nexus",
+                "  schedule: {interval: 1h}\n  nexus: {issuerRef: {name: local}}\n",
+                "Unsupported",
+                "spec.nexus.issuerRef",
+            ),
+        ];
+        for (name, spec, _, _) in &cases {
+            apply(
+                &ns.name,
+                &format!(
+                    "apiVersion: pki-operator.io/v1alpha1\nkind: DiscoveryTask\nmetadata: {{name: {name}}}\nspec:\n{spec}"
+                ),
+            )?;
+        }
+        for (name, _, reason, needle) in &cases {
+            let task = wait_task(&client, &ns.name, name, reason, |t| {
+                ready(t).is_some_and(|(_, found, _)| found == *reason)
+            })
+            .await
+            .with_context(|| operator.log_text())?;
+            let (status, _, message) = ready(&task).unwrap_or_default();
+            ensure!(
+                status == "False" && message.contains(needle),
+                "{name}: {status} {message}"
+            );
+        }
+        // No hot loop: over 10 s, the three tasks are not reconciled again and again.
+        let reconciles = |metrics: &str| {
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("pki_operator_reconciliations_total{controller=\"discovery_task\""))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        let (_, before) = operator.get("/metrics").await.context("no /metrics")?;
+        let window_end = Instant::now() + Duration::from_secs(10);
+        wait_for("the 10-second window", Duration::from_secs(20), || async {
+            (Instant::now() >= window_end).then_some(())
+        })
+        .await?;
+        let (_, after) = operator.get("/metrics").await.context("no /metrics")?;
+        let extra = reconciles(&after) - reconciles(&before);
+        ensure!(
+            extra <= 3.0,
+            "{extra} DiscoveryTask reconciles in 10 s while blocked"
+        );
+        Ok(())
+    })
+}
