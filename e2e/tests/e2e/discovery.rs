@@ -14,6 +14,7 @@ use pki_operator::crd::v1alpha1::{
 };
 use pki_operator_e2e::{
     Operator, TestNamespace, free_port, metric_value,
+    sim::nexus::{NexusSimulator, NexusSimulatorConfig},
     tls_fleet::{Presented, TlsFleet},
     wait_for, work_dir,
 };
@@ -28,6 +29,10 @@ pub fn trials() -> Vec<Trial> {
         trial(
             "cluster_discovery_classifies_endpoints_and_secrets",
             cluster_discovery_classifies_endpoints_and_secrets,
+        ),
+        trial(
+            "nexus_discovery_lists_the_certificates_of_the_database",
+            nexus_discovery_lists_the_certificates_of_the_database,
         ),
         trial(
             "bad_discovery_tasks_say_why_without_a_hot_loop",
@@ -328,6 +333,73 @@ fn bad_discovery_tasks_say_why_without_a_hot_loop() -> Result<()> {
             extra <= 3.0,
             "{extra} DiscoveryTask reconciles in 10 s while blocked"
         );
+        Ok(())
+    })
+}
+
+/// The Nexus source: two certificates issued through the Nexus simulator (by this operator, for
+/// two Certificates) are listed with their expiry — the count, and an expiry series per
+/// certificate naming its CM `certid` — and recognised as managed by their serials.
+fn nexus_discovery_lists_the_certificates_of_the_database() -> Result<()> {
+    block_on(async {
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "discovery-nexus").await?;
+        let sim = NexusSimulator::start(NexusSimulatorConfig::default()).await?;
+        crate::nexus::identity_secret(&ns.name, "officer", sim.officer_identity())?;
+        crate::nexus::nexus_issuer(&ns.name, "nexus", &sim, "officer", "Caller", None)?;
+        let operator = Operator::start(
+            plane(),
+            &work_dir("discovery-nexus")?,
+            "operator",
+            &["--namespace", &ns.name],
+        )?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        for name in ["first", "second"] {
+            apply(&ns.name, &certificate_yaml(name, "nexus", ""))?;
+        }
+        for name in ["first", "second"] {
+            wait_certificate(
+                &client,
+                &ns.name,
+                name,
+                "Ready",
+                Duration::from_secs(60),
+                is_ready,
+            )
+            .await
+            .with_context(|| operator.log_text())?;
+        }
+        apply(
+            &ns.name,
+            "apiVersion: pki-operator.io/v1alpha1\nkind: DiscoveryTask\nmetadata: {name: database}\nspec:\n  schedule: {interval: 1h}\n  nexus: {issuerRef: {name: nexus}}\n",
+        )?;
+        let task = wait_task(&client, &ns.name, "database", "a completed run", |t| {
+            ready(t).is_some_and(|(status, reason, _)| status == "True" && reason == "Completed")
+        })
+        .await
+        .with_context(|| operator.log_text())?;
+        let summary = status_of(&task).summary.context("no summary")?;
+        ensure!(
+            summary.total == 2 && summary.managed == 2 && summary.expired == 0,
+            "summary {summary:?}"
+        );
+        let (_, metrics) = operator.get("/metrics").await.context("no /metrics")?;
+        for issued in sim.stats().certificates {
+            let line = metrics
+                .lines()
+                .find(|l| {
+                    l.starts_with("pki_operator_discovered_certificate_expiry_timestamp_seconds{")
+                        && l.contains("source=\"nexus\"")
+                        && l.contains(&format!("location=\"nexus certid {}\"", issued.certid))
+                })
+                .with_context(|| format!("no expiry series for certid {} in:\n{metrics}", issued.certid))?;
+            ensure!(line.contains("managed=\"true\""), "{line}");
+            let expires: i64 = line.rsplit(' ').next().unwrap_or_default().parse()?;
+            ensure!(
+                expires > jiff::Timestamp::now().as_second() + 30 * 86_400,
+                "expiry {expires} of {line}"
+            );
+        }
         Ok(())
     })
 }

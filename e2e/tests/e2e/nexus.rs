@@ -41,7 +41,7 @@ pub fn trials() -> Vec<Trial> {
 }
 
 /// A `kubernetes.io/tls` Secret holding an officer identity (certificate chain and key).
-fn identity_secret(namespace: &str, name: &str, (chain, key): (String, String)) -> Result<()> {
+pub fn identity_secret(namespace: &str, name: &str, (chain, key): (String, String)) -> Result<()> {
     let secret = serde_json::json!({
         "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
         "metadata": {"name": name},
@@ -52,7 +52,7 @@ fn identity_secret(namespace: &str, name: &str, (chain, key): (String, String)) 
 
 /// An Issuer `name` for `sim`: the officer's TLS identity from the Secret `client_secret`,
 /// `signing` as `signingMode`, and `signing_secret` when the signer differs.
-fn nexus_issuer(
+pub fn nexus_issuer(
     namespace: &str,
     name: &str,
     sim: &NexusSimulator,

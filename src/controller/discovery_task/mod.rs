@@ -23,7 +23,7 @@ use self::{
 use super::{Context, conditions};
 use crate::{
     crd::v1alpha1::{
-        DiscoveryTask,
+        Certificate, DiscoveryTask,
         discovery_task::{DiscoveryTaskStatus, UnreachableTarget},
     },
     discovery::analysis,
@@ -163,6 +163,7 @@ async fn collect(ctx: &Context, task: &DiscoveryTask, namespace: &str) -> Collec
     {
         collected.failures.push(failure);
     }
+    mark_managed(ctx, &mut collected.found).await;
     if task.spec.scm.is_some() {
         collected.failures.push(SourceFailure {
             reason: "NotImplemented",
@@ -172,6 +173,31 @@ async fn collect(ctx: &Context, task: &DiscoveryTask, namespace: &str) -> Collec
         });
     }
     collected
+}
+
+/// Marks the certificates this operator delivered: by the serial and issuer each Certificate
+/// it serves records in status (a Secret found in the cluster is recognised by its owner
+/// already). Certificates this operator cannot read (another namespace under `--namespace`)
+/// are not marked.
+async fn mark_managed(ctx: &Context, found: &mut [analysis::Found]) {
+    let certificates: Api<Certificate> = match &ctx.watch_namespace {
+        Some(namespace) => Api::namespaced(ctx.client.clone(), namespace),
+        None => Api::all(ctx.client.clone()),
+    };
+    let Ok(list) = certificates.list(&kube::api::ListParams::default()).await else {
+        return;
+    };
+    let serials: std::collections::HashSet<String> = list
+        .items
+        .iter()
+        .filter_map(|c| c.status.as_ref()?.serial_number.clone())
+        .map(|serial| serial.trim_start_matches('0').to_ascii_lowercase())
+        .collect();
+    for f in found.iter_mut() {
+        if serials.contains(f.serial_hex.trim_start_matches('0')) {
+            f.managed = true;
+        }
+    }
 }
 
 /// Writes a run's outcome to status, the inventory and the metrics.
