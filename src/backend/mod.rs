@@ -12,6 +12,7 @@
 
 pub mod ca;
 pub mod capability;
+pub mod certmgmt;
 pub mod http;
 pub mod nexus;
 pub mod retry;

@@ -2,9 +2,10 @@
 //! connections a handler can drop without answering), a throw-away test CA, request counters and
 //! fault injection.
 //!
-//! The vendor-specific APIs live in submodules ([`scm`]); everything here is reusable by any
-//! simulator that speaks HTTPS and issues certificates.
+//! The vendor-specific APIs live in submodules ([`scm`], [`nexus`], [`certmgmt`]); everything here is
+//! reusable by any simulator that speaks HTTPS and issues certificates.
 
+pub mod certmgmt;
 pub mod nexus;
 pub mod process;
 pub mod scm;

@@ -1,5 +1,6 @@
-//! What the simulator binaries (`scm-simulator`, `nexus-simulator`) share: logging to stderr,
-//! the state directory other processes read, and running until SIGTERM or SIGINT.
+//! What the simulator binaries (`scm-simulator`, `nexus-simulator`, `certmgmt-simulator`) share:
+//! logging to stderr, the state directory other processes read, and running until SIGTERM or
+//! SIGINT.
 
 use std::path::Path;
 
