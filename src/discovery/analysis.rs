@@ -68,6 +68,8 @@ pub struct Found {
     pub weakness: Option<Weakness>,
     /// A certificate of a Certificate this operator manages.
     pub managed: bool,
+    /// The certificate, DER (for reports that carry more than the facts above).
+    pub der: std::sync::Arc<[u8]>,
 }
 
 /// OIDs of SHA-1 signature algorithms (RSA, DSA, ECDSA).
@@ -107,6 +109,7 @@ pub fn examine(der: &[u8], source: Source, location: impl Into<String>) -> Resul
         self_signed,
         weakness,
         managed: false,
+        der: der.into(),
     })
 }
 
@@ -226,6 +229,7 @@ mod tests {
             self_signed: false,
             weakness: None,
             managed: false,
+            der: std::sync::Arc::from(&[][..]),
         }
     }
 

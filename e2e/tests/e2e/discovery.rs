@@ -14,7 +14,10 @@ use pki_operator::crd::v1alpha1::{
 };
 use pki_operator_e2e::{
     Operator, TestNamespace, free_port, metric_value,
-    sim::nexus::{NexusSimulator, NexusSimulatorConfig},
+    sim::{
+        certmgmt::{CertMgmtSimulator, CertMgmtSimulatorConfig},
+        nexus::{NexusSimulator, NexusSimulatorConfig},
+    },
     tls_fleet::{Presented, TlsFleet},
     wait_for, work_dir,
 };
@@ -33,6 +36,10 @@ pub fn trials() -> Vec<Trial> {
         trial(
             "nexus_discovery_lists_the_certificates_of_the_database",
             nexus_discovery_lists_the_certificates_of_the_database,
+        ),
+        trial(
+            "findings_are_reported_to_certmgmt_as_an_agent_host",
+            findings_are_reported_to_certmgmt_as_an_agent_host,
         ),
         trial(
             "bad_discovery_tasks_say_why_without_a_hot_loop",
@@ -400,6 +407,145 @@ fn nexus_discovery_lists_the_certificates_of_the_database() -> Result<()> {
                 "expiry {expires} of {line}"
             );
         }
+        Ok(())
+    })
+}
+
+/// CertMgmt reporting: the operator onboards as a host once, keeps the host's id and key in the
+/// task's Secret, and after each run the CertMgmt simulator holds the reported certificates with
+/// the documented fields and date formats; the host's last contact advances on the next run. An
+/// unreachable service is `Ready=False` naming it, while the findings are still recorded.
+fn findings_are_reported_to_certmgmt_as_an_agent_host() -> Result<()> {
+    block_on(async {
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "discovery-report").await?;
+        let fleet = TlsFleet::start(&work_dir("discovery-report-fleet")?).await?;
+        let service = CertMgmtSimulator::start(CertMgmtSimulatorConfig::default()).await?;
+        let credentials = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "certmgmt"},
+            "stringData": {"username": CertMgmtSimulatorConfig::default().username, "password": CertMgmtSimulatorConfig::default().password},
+        });
+        apply(&ns.name, &serde_json::to_string(&credentials)?)?;
+        let operator = Operator::start(
+            plane(),
+            &work_dir("discovery-report")?,
+            "operator",
+            &["--namespace", &ns.name],
+        )?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        let healthy = fleet.server(Presented::Healthy).addr.port();
+        let expired = fleet.server(Presented::Expired).addr.port();
+        let task = |timeout: &str, url: &str| {
+            let ca = serde_json::to_string(&service.tls_ca_pem()).unwrap_or_default();
+            format!(
+                "apiVersion: pki-operator.io/v1alpha1\nkind: DiscoveryTask\nmetadata: {{name: {{name}}}}\nspec:\n  schedule: {{interval: 1h}}\n  cluster:\n    endpoints: {{ranges: [{{cidr: 127.0.0.1/32, ports: [{healthy}, {expired}]}}], timeout: {timeout}}}\n  report: {{url: '{url}', credentialsSecretName: certmgmt, hostname: e2e-cluster, caBundle: {ca}}}\n"
+            )
+        };
+        apply(
+            &ns.name,
+            &task("3s", &service.base_url()).replace("{name}", "reported"),
+        )?;
+        let first = wait_task(&client, &ns.name, "reported", "a run reported", |t| {
+            ready(t).is_some_and(|(status, reason, _)| status == "True" && reason == "Completed")
+                && status_of(t).last_report_time.is_some()
+        })
+        .await
+        .with_context(|| operator.log_text())?;
+        let stats = service.stats();
+        ensure!(stats.hosts.len() == 1, "hosts {:?}", stats.hosts);
+        let host = &stats.hosts[0];
+        ensure!(
+            host.hostname == "e2e-cluster" && Some(&host.id) == status_of(&first).cert_mgmt_host_id.as_ref(),
+            "host {host:?}, status {:?}",
+            status_of(&first).cert_mgmt_host_id
+        );
+        ensure!(host.certificates.len() == 2, "reported {:?}", host.certificates);
+        let agent_time = |text: &str| {
+            text.len() == 15 && text.ends_with('Z') && text[..14].chars().all(|c| c.is_ascii_digit())
+        };
+        for reported in &host.certificates {
+            ensure!(
+                agent_time(&reported.cert_not_before)
+                    && agent_time(&reported.cert_not_after)
+                    && agent_time(&reported.cert_modified_date),
+                "dates not YYYYMMDDHHMMSSZ: {reported:?}"
+            );
+            ensure!(
+                reported.cert_type == "Public" && !reported.cert_issuer.is_empty(),
+                "{reported:?}"
+            );
+        }
+        let expired_leaf = pki_operator::discovery::analysis::examine(
+            &fleet.server(Presented::Expired).leaf_der,
+            pki_operator::discovery::analysis::Source::Endpoint,
+            "",
+        )
+        .map_err(anyhow::Error::msg)?;
+        let not_after = jiff::Timestamp::from_second(expired_leaf.not_after)?
+            .strftime("%Y%m%d%H%M%SZ")
+            .to_string();
+        ensure!(
+            host.certificates
+                .iter()
+                .any(|c| c.cert_cn == Presented::Expired.common_name() && c.cert_not_after == not_after),
+            "the expired certificate is not reported with notAfter {not_after}: {:?}",
+            host.certificates
+        );
+        // The host's id and key are kept in the task's Secret.
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns.name);
+        let kept = secrets.get("reported-certmgmt-host").await?;
+        ensure!(
+            kept.data
+                .as_ref()
+                .is_some_and(|d| d.contains_key("host_id") && d.contains_key("secret_key")),
+            "the host Secret lacks its keys"
+        );
+
+        // A spec change runs the task again: a second report, the same host, a later contact.
+        let contact = host.last_contact_time.clone();
+        apply(
+            &ns.name,
+            &task("4s", &service.base_url()).replace("{name}", "reported"),
+        )?;
+        wait_for("a second report", Duration::from_secs(60), || async {
+            let stats = service.stats();
+            (stats.hosts.len() == 1 && stats.hosts[0].reports >= 2).then_some(())
+        })
+        .await
+        .with_context(|| operator.log_text())?;
+        let later = service.stats().hosts[0].last_contact_time.clone();
+        ensure!(
+            later > contact,
+            "last contact {later} did not advance from {contact}"
+        );
+        ensure!(
+            service
+                .stats()
+                .requests
+                .get("onboard")
+                .copied()
+                .unwrap_or_default()
+                == 1,
+            "onboarded more than once: {:?}",
+            service.stats().requests
+        );
+
+        // An unreachable service: Ready=False naming the report, the findings still recorded.
+        let closed = format!("https://127.0.0.1:{}", free_port()?);
+        apply(&ns.name, &task("3s", &closed).replace("{name}", "unreported"))?;
+        let failed = wait_task(&client, &ns.name, "unreported", "a failed report", |t| {
+            ready(t).is_some_and(|(status, _, message)| {
+                status == "False" && message.contains("reporting to CertMgmt")
+            })
+        })
+        .await
+        .with_context(|| operator.log_text())?;
+        let (_, reason, _) = ready(&failed).unwrap_or_default();
+        ensure!(reason == "Unavailable", "reason {reason}");
+        ensure!(
+            status_of(&failed).summary.is_some_and(|s| s.total == 2),
+            "the findings were not recorded"
+        );
         Ok(())
     })
 }

@@ -9,6 +9,7 @@
 //! the other sources found is still recorded.
 
 pub mod plan;
+pub mod report;
 pub mod sources;
 
 use std::{sync::Arc, time::Duration};
@@ -92,17 +93,36 @@ pub async fn reconcile(task: Arc<DiscoveryTask>, ctx: Arc<Context>) -> Result<Ac
         }
         Ok(schedule) => {
             let last = old.last_run_time.as_ref().map(|t| t.0);
+            let reported = old.last_report_time.as_ref().map(|t| t.0);
             match plan::due(&schedule, last, old.run_generation, generation, now) {
                 Due::At(next) => {
                     status.next_run_time = Some(time(next));
-                    (Action::requeue(wait_until(next, now)), false)
+                    let wake = match &task.spec.report {
+                        Some(report) => check_in(&ctx, &task, report, reported, now, &key, &mut status)
+                            .await
+                            .min(next),
+                        None => next,
+                    };
+                    (
+                        Action::requeue(wait_until(wake, now).max(Duration::from_secs(1))),
+                        false,
+                    )
                 }
                 Due::Never => {
                     status.next_run_time = None;
                     (Action::await_change(), false)
                 }
                 Due::Now => {
-                    let collected = collect(&ctx, &task, &namespace).await;
+                    let mut collected = collect(&ctx, &task, &namespace).await;
+                    if let Some(report) = &task.spec.report {
+                        match report::report(&ctx, &task, report, &collected.found).await {
+                            Ok(host_id) => {
+                                status.last_report_time = Some(time(jiff::Timestamp::now()));
+                                status.cert_mgmt_host_id = Some(host_id);
+                            }
+                            Err(failure) => collected.failures.push(failure),
+                        }
+                    }
                     let finished = jiff::Timestamp::now();
                     record_run(&mut status, &task, collected, (now, finished), &ctx, &key);
                     status.run_generation = generation;
@@ -130,6 +150,55 @@ pub async fn reconcile(task: Arc<DiscoveryTask>, ctx: Arc<Context>) -> Result<Ac
             .await;
     }
     Ok(action)
+}
+
+/// Between runs: reports the last run's inventory again when the check-in interval has passed
+/// since the last report (the service raises a host-unavailability alert otherwise). Returns
+/// when the next check-in is due. After a restart the inventory is empty until the next run,
+/// and nothing is reported meanwhile rather than an empty inventory.
+async fn check_in(
+    ctx: &Context,
+    task: &DiscoveryTask,
+    settings: &crate::crd::v1alpha1::discovery_task::DiscoveryReport,
+    reported: Option<jiff::Timestamp>,
+    now: jiff::Timestamp,
+    key: &str,
+    status: &mut DiscoveryTaskStatus,
+) -> jiff::Timestamp {
+    let interval = jiff::SignedDuration::try_from(report::check_in_interval(settings))
+        .unwrap_or(jiff::SignedDuration::MAX);
+    let due = reported
+        .and_then(|at| at.checked_add(interval).ok())
+        .unwrap_or(now);
+    if due > now {
+        return due;
+    }
+    let Some(found) = ctx.inventory.snapshot().get(key).cloned() else {
+        return now.checked_add(interval).unwrap_or(now);
+    };
+    match report::report(ctx, task, settings, &found).await {
+        Ok(host_id) => {
+            status.last_report_time = Some(time(now));
+            status.cert_mgmt_host_id = Some(host_id);
+        }
+        Err(failure) => {
+            conditions::set(
+                &mut status.conditions,
+                "Ready",
+                false,
+                failure.reason,
+                failure.message,
+                task.metadata.generation,
+            );
+        }
+    }
+    // A failed check-in is tried again in a minute, a done one after the interval.
+    now.checked_add(if status.last_report_time.as_ref().is_some_and(|t| t.0 == now) {
+        interval
+    } else {
+        jiff::SignedDuration::from_secs(60)
+    })
+    .unwrap_or(now)
 }
 
 fn wait_until(at: jiff::Timestamp, now: jiff::Timestamp) -> Duration {

@@ -8,7 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{DURATION_PATTERN, IssuerRef, SecretKeySelector, conditions_schema, duration_schema};
+use super::common::{DURATION_PATTERN, IssuerRef, conditions_schema, duration_schema};
 
 /// A standard five-field cron expression (minute hour day-of-month month day-of-week, with `*`,
 /// lists, ranges, steps and three-letter names) or one of the `@hourly`-style macros.
@@ -191,20 +191,33 @@ pub struct EndpointTargets {
     pub server_name: Option<String>,
 }
 
-/// CertMgmt agent reporting.
+/// Reporting to a CertMgmt service as an agent host (`scm-discovery-alerts.md` §6.2, §6.7): the
+/// operator onboards once as a host, keeps the host's id and secret key in the Secret
+/// `<task>-certmgmt-host` (owned by the task), and after every run sends what it found.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DiscoveryReport {
-    /// CertMgmt service base URL.
+    /// CertMgmt service base URL, e.g. `https://cc.example.com:8445`.
     #[x_kube(validation = kube::core::Rule::new("self.startsWith('https://')").message("url must start with https://"))]
     #[schemars(length(min = 9, max = 2048))]
     pub url: String,
-    /// Credentials for the CertMgmt service.
-    pub credentials_secret_ref: SecretKeySelector,
-    /// Host name the operator registers as (default: the DiscoveryTask's `<namespace>/<name>`).
+    /// A Secret in the task's namespace with the service's Basic credentials under the keys
+    /// `username` and `password`.
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret_name: String,
+    /// Host name the operator registers as (default: `<namespace>-<name>` of the task).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub hostname: Option<String>,
+    /// PEM bundle of CAs trusted for the service, in addition to the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub ca_bundle: Option<String>,
+    /// Report at least this often, even between runs, so the service does not raise a
+    /// host-unavailability alert (its `max_days_checkin_delay`; default `24h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "duration_schema")]
+    pub check_in_interval: Option<String>,
 }
 
 /// Observed state of a DiscoveryTask.
@@ -243,6 +256,12 @@ pub struct DiscoveryTaskStatus {
     /// The `metadata.generation` the last run used: a spec change runs the task at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_generation: Option<i64>,
+    /// When the last report reached the CertMgmt service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_report_time: Option<Time>,
+    /// The CertMgmt host id the operator reports as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_mgmt_host_id: Option<String>,
     /// Targets the last run could not read (at most 20; `summary.unreachable` counts all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
