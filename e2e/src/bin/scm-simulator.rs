@@ -15,8 +15,8 @@ enum Flavor {
     Incommon,
 }
 
-/// Simulates the Sectigo Certificate Manager SSL, DCV and Domain REST APIs (or the InCommon
-/// flavour) over HTTPS.
+/// Simulates the Sectigo Certificate Manager SSL, DCV, Domain and network discovery REST APIs
+/// (or the InCommon flavour) over HTTPS.
 // No `Debug`: the arguments hold the password.
 #[derive(Parser)]
 #[command(version)]
@@ -64,6 +64,12 @@ struct Args {
     /// How long a domain validation lasts, seconds.
     #[arg(long)]
     dcv_validity_secs: Option<u64>,
+    /// A network discovery agent name net tasks may name (repeatable; default `Cloud`).
+    #[arg(long = "discovery-agent")]
+    discovery_agents: Vec<String>,
+    /// Let discovery scans connect to addresses other than loopback.
+    #[arg(long)]
+    discovery_scan_any_address: bool,
     /// Directory for `tls-ca.pem`, `issuing-root.pem` and `ready` (the base URL, written last).
     #[arg(long)]
     state_dir: Option<PathBuf>,
@@ -102,6 +108,12 @@ async fn main() -> anyhow::Result<()> {
         dcv_validity: args
             .dcv_validity_secs
             .map_or(defaults.dcv_validity, Duration::from_secs),
+        discovery_agents: if args.discovery_agents.is_empty() {
+            defaults.discovery_agents
+        } else {
+            args.discovery_agents
+        },
+        discovery_scan_any_address: args.discovery_scan_any_address,
         ..ScmSimulatorConfig::default()
     };
     let simulator = ScmSimulator::start_on(args.listen, config).await?;

@@ -41,8 +41,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use scm::{
-    ClickError, ConnectorStatus, DcvAccess, DcvCheck, OrderSummary, PendingVariant, ScmFlavor, ScmProfile,
-    ScmSimulator, ScmSimulatorConfig, SimDnsConnector, SimDomain, Stats, TxtAlphabet,
+    ClickError, ConnectorStatus, DEFAULT_ASSIGNMENT_RULE, DEFAULT_DISCOVERY_AGENT, DEFAULT_DISCOVERY_BUCKET,
+    DcvAccess, DcvCheck, DiscoveryOperationSummary, DiscoveryTaskSummary, OrderSummary, PendingVariant,
+    ScmFlavor, ScmProfile, ScmSimulator, ScmSimulatorConfig, SimBucket, SimDnsConnector, SimDomain, Stats,
+    TxtAlphabet,
 };
 
 /// A response as every simulator handler builds it: the whole body in memory.
@@ -653,7 +655,9 @@ pub struct Faults {
     /// Never answer (until the simulator shuts down).
     pub hang: bool,
     /// The next N orders (enroll) are recorded and then the connection is closed without a
-    /// response.
+    /// response. The SCM simulator treats a discovery task create (`discoveryCreateTask`) the
+    /// same way when `endpoints` names it: the task is created and its id never reaches the
+    /// client.
     pub drop_after_enroll: u32,
     /// Restrict every fault above to these endpoint names; `None` means all API endpoints.
     pub endpoints: Option<Vec<String>>,
@@ -787,6 +791,17 @@ impl FaultInjector {
             return (delay, false, Some(InjectedFault::ServerError(status)));
         }
         (delay, false, None)
+    }
+
+    /// Whether `endpoint` is named in `endpoints` (not merely covered by `None`).
+    pub fn names(&self, endpoint: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .faults
+            .endpoints
+            .as_ref()
+            .is_some_and(|names| names.iter().any(|name| name == endpoint))
     }
 
     /// Whether the order just recorded at `endpoint` must be followed by a dropped connection;

@@ -1,7 +1,9 @@
 //! The conformance suite and the SCM client's error, retry and crash-recovery behaviour, against
 //! the SCM simulator (Sectigo and InCommon flavours, password and client-certificate login),
 //! under both readings of the ambiguous seeds (`ScmReading`): the suite's trials carry a
-//! `strict::` prefix under the strict one.
+//! `strict::` prefix under the strict one. Network discovery has its own trials (`discovery`).
+
+mod discovery;
 
 use std::time::{Duration, Instant};
 
@@ -19,9 +21,12 @@ use pki_operator::backend::{
 use pki_operator::pki::credentials::SecretString;
 use pki_operator_e2e::{
     conformance::{self, Check, new_order},
-    sim::scm::{
-        Faults, PendingVariant, RateLimitFault, ScmFlavor as SimFlavor, ScmReading, ScmSimulator,
-        ScmSimulatorConfig,
+    sim::{
+        DEFAULT_DISCOVERY_BUCKET,
+        scm::{
+            Faults, PendingVariant, RateLimitFault, ScmFlavor as SimFlavor, ScmReading, ScmSimulator,
+            ScmSimulatorConfig,
+        },
     },
 };
 
@@ -141,6 +146,10 @@ pub fn trials() -> Vec<Trial> {
                 ),
                 move || run(every_api_family_is_reached(mode, reading)),
             ));
+            trials.push(trial(
+                format!("{prefix}{}::discovery_scans_through_the_client", mode.name()),
+                move || run(discovery::scans_through_the_client(mode, reading)),
+            ));
         }
         trials.extend([
             trial(
@@ -202,6 +211,7 @@ pub fn trials() -> Vec<Trial> {
             logs_never_contain_secrets,
         ),
     ]);
+    trials.extend(discovery::trials());
     trials
 }
 
@@ -230,9 +240,11 @@ async fn check_lists_profiles(mode: Mode, reading: ScmReading) -> Result<()> {
 }
 
 /// The client reaches every API family at the path the simulator serves for the login and
-/// flavour, and is authenticated there: SSL, DCV, Domain and DNS connector answer a real call
-/// (DCV v2 with the -727 of an unknown domain, which only an authenticated caller gets), every
-/// other family the simulator's 501 (an authentication failure would be 401, a wrong path 404).
+/// flavour, and is authenticated there: SSL, DCV, Domain, DNS connector and discovery answer a
+/// real call (DCV v2 with the -727 of an unknown domain and discovery v4 with the 404 of an
+/// unknown task, which only an authenticated caller gets, on a path the call log shows was
+/// routed), every other family the simulator's 501 (an authentication failure would be 401, a
+/// wrong path 404).
 async fn every_api_family_is_reached(mode: Mode, reading: ScmReading) -> Result<()> {
     let sim = ScmSimulator::start(reading_config(mode, reading)).await?;
     let http = ScmHttp::new(&config_for(&sim, mode, PASSWORD))?;
@@ -241,12 +253,16 @@ async fn every_api_family_is_reached(mode: Mode, reading: ScmReading) -> Result<
         Mode::SectigoClientCertificate | Mode::InCommonClientCertificate => "/private",
     };
     let unknown = serde_json::json!({"domain": "not-registered.example"});
+    let bucket_certificates = format!("/bucket/{DEFAULT_DISCOVERY_BUCKET}/certificates");
     for family in ApiFamily::ALL {
         let (method, path, body) = match family {
             ApiFamily::DcvV1 => (reqwest::Method::GET, "/validation", None),
             ApiFamily::DcvV2 => (reqwest::Method::POST, "/validation/status", Some(&unknown)),
             ApiFamily::DomainV1 => (reqwest::Method::GET, "", None),
             ApiFamily::ConnectorV1 => (reqwest::Method::GET, "/dns", None),
+            ApiFamily::DiscoveryV1 => (reqwest::Method::GET, bucket_certificates.as_str(), None),
+            ApiFamily::DiscoveryV3 => (reqwest::Method::GET, "/net_task", None),
+            ApiFamily::DiscoveryV4 => (reqwest::Method::GET, "/net_task/1", None),
             _ => (reqwest::Method::GET, "/types", None),
         };
         let outcome = http
@@ -254,14 +270,32 @@ async fn every_api_family_is_reached(mode: Mode, reading: ScmReading) -> Result<
             .call("probe", method.clone(), path, &[], body, Idempotency::Once)
             .await;
         match (family, outcome) {
-            (ApiFamily::SslV1 | ApiFamily::DcvV1 | ApiFamily::DomainV1 | ApiFamily::ConnectorV1, Ok(_))
-            | (ApiFamily::DcvV2, Err(CallError::Api { code: -727, .. })) => {}
+            (
+                ApiFamily::SslV1
+                | ApiFamily::DcvV1
+                | ApiFamily::DomainV1
+                | ApiFamily::ConnectorV1
+                | ApiFamily::DiscoveryV1
+                | ApiFamily::DiscoveryV3,
+                Ok(_),
+            )
+            | (ApiFamily::DcvV2, Err(CallError::Api { code: -727, .. }))
+            | (
+                ApiFamily::DiscoveryV4,
+                Err(CallError::Api {
+                    status: reqwest::StatusCode::NOT_FOUND,
+                    ..
+                }),
+            ) => {}
             (
                 ApiFamily::SslV1
                 | ApiFamily::DcvV1
                 | ApiFamily::DcvV2
                 | ApiFamily::DomainV1
-                | ApiFamily::ConnectorV1,
+                | ApiFamily::ConnectorV1
+                | ApiFamily::DiscoveryV1
+                | ApiFamily::DiscoveryV3
+                | ApiFamily::DiscoveryV4,
                 other,
             ) => bail!("{} {path} failed: {other:?}", family.path()),
             (_, Err(CallError::Backend(BackendError::Unavailable { message, .. })))

@@ -29,6 +29,7 @@
 
 pub mod client;
 pub mod dcv;
+pub mod discovery;
 mod model;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};

@@ -136,6 +136,44 @@ pub enum ScmError {
     /// Any DCV call while the customer has DCV switched off.
     #[error("DCV is not enabled for this customer.")]
     DcvNotEnabled,
+    /// A net task without ranges (discovery §2.4).
+    #[error("To scan, you must first enter at least one range parameter.")]
+    NoScanRange,
+    /// A `ranges[].address` that is not a CIDR.
+    #[error("Incorrect format CIDR.")]
+    CidrFormat,
+    /// More public or private address × port pairs in one task than allowed: the public and
+    /// private limits.
+    #[error(
+        "The range is too wide. Maximum of {0} public ip-port pairs and {1} private ip-port pairs per \
+         scan are allowed."
+    )]
+    RangeTooWide(u64, u64),
+    /// One range with more address × port pairs than allowed.
+    #[error("The range of ip-port pairs is too wide.")]
+    RangePairsTooWide,
+    /// The task's agent is not configured for its private ranges.
+    #[error("Available Agent(s) are not configured to scan the specified private range(s).")]
+    AgentPrivateRanges,
+    /// The task's agent is not configured for its public ranges.
+    #[error("Available Agent(s) are not configured to scan the specified public range(s).")]
+    AgentPublicRanges,
+    /// A start (update, delete) while a scan of the task runs.
+    #[error("Discovery is currently running. Please try again later.")]
+    DiscoveryRunning,
+    /// A range whose ports are not ports: the range.
+    #[error("Invalid scan range: {0}")]
+    InvalidScanRange(String),
+    /// An assignment rule for an organization the admin cannot access (the table's "don' t"
+    /// kept as written).
+    #[error("You don' t have access to Organization assigned to the Rule")]
+    RuleOrganizationDenied,
+    /// An assignment rule without filters.
+    #[error("Assignment rules cannot be empty.")]
+    AssignmentRulesEmpty,
+    /// Deleting an assignment rule net tasks still use: the tasks.
+    #[error("Cannot delete. An assignment rule has been assigned to the Net Discovery Tasks {0}")]
+    RuleInUse(String),
     /// A simulated server-side failure (fault injection).
     #[error("Internal error. Please contact Support for details.")]
     Internal(StatusCode),
@@ -190,6 +228,17 @@ impl ScmError {
             Self::DcvBackendFailed(_) => -1603,
             Self::DcvNotEnabled => -1608,
             Self::CertificateNotFound(_) => -5101,
+            Self::NoScanRange => -615,
+            Self::CidrFormat => -304,
+            Self::RangeTooWide(..) => -303,
+            Self::RangePairsTooWide => -305,
+            Self::AgentPrivateRanges => -607,
+            Self::AgentPublicRanges => -637,
+            Self::DiscoveryRunning => -618,
+            Self::InvalidScanRange(_) => -3301,
+            Self::RuleOrganizationDenied => -5001,
+            Self::AssignmentRulesEmpty => -5002,
+            Self::RuleInUse(_) => -5003,
             Self::Internal(_) => -2,
             Self::Unknown(_) => -1,
         }
@@ -246,6 +295,16 @@ mod tests {
         assert_eq!(
             ScmError::DomainUnknown("a.example".into(), StatusCode::BAD_REQUEST).body(),
             serde_json::json!({"code": -727, "description": "The domain 'a.example' does not exist."})
+        );
+        assert_eq!(
+            ScmError::RangeTooWide(256, 65_536).to_string(),
+            "The range is too wide. Maximum of 256 public ip-port pairs and 65536 private ip-port pairs \
+             per scan are allowed."
+        );
+        assert_eq!(
+            ScmError::RuleInUse("web, db".into()).body(),
+            serde_json::json!({"code": -5003, "description":
+                "Cannot delete. An assignment rule has been assigned to the Net Discovery Tasks web, db"})
         );
         assert_eq!(
             ScmError::UnknownUser.body(),

@@ -4,6 +4,9 @@
 //! DCV, Domain and DNS connector APIs of `shared/spec/scm-dcv-domains.md`, validating domains for
 //! real: it fetches HTTP(S) files from a configured address and asks a configured DNS server (or,
 //! for a CNAME order placed through a DNS connector, trusts the connector's agent to publish).
+//! And it serves network discovery (`shared/spec/scm-discovery-alerts.md` §2), scanning for real:
+//! a started task's operation connects to the task's addresses and ports (loopback only unless
+//! configured otherwise) and records the certificates the TLS servers there present.
 //!
 //! Tests start it in-process with [`ScmSimulator::start`]; demos run the `scm-simulator` binary.
 //! Besides the API it serves unauthenticated control endpoints on the same server:
@@ -17,11 +20,13 @@ mod collect;
 mod connectors;
 mod csr;
 mod dcv;
+mod discovery;
 mod domains;
 mod error;
 mod orders;
 mod probe;
 mod routes;
+mod scan;
 
 use std::{
     collections::BTreeMap,
@@ -49,6 +54,11 @@ use super::{
 pub use super::{Faults, RateLimitFault};
 use dcv::DcvBook;
 pub use dcv::{ClickError, DcvCheck, TxtAlphabet};
+use discovery::DiscoveryBook;
+pub use discovery::{
+    DEFAULT_ASSIGNMENT_RULE, DEFAULT_DISCOVERY_AGENT, DEFAULT_DISCOVERY_BUCKET, DiscoveryOperationSummary,
+    DiscoveryTaskSummary, SimBucket,
+};
 use error::ScmError;
 use orders::OrderBook;
 use routes::{Endpoint, Login, NoRoute};
@@ -82,6 +92,9 @@ pub enum ScmFlavor {
 ///    Common: the configured [`PendingVariant`]. Strict: -130 with the order's status.
 /// 4. **List order.** Seed 001 §3.4 does not state the order of `GET /api/ssl/v1`. Common:
 ///    ascending `sslId`. Strict: descending (newest first).
+/// 5. **Discovery operations total.** The seed's operations list example sends
+///    `X-Total-Count: 0` next to a body `"total":4` (`scm-discovery-alerts.md` §2.9). Common: the
+///    header carries the count. Strict: the header is `0`, as in the example.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ScmReading {
     /// The readings the clients were first written against.
@@ -272,6 +285,40 @@ pub struct ScmSimulatorConfig {
     pub first_ssl_id: i64,
     /// How ambiguous seeds are read (see [`ScmReading`]).
     pub reading: ScmReading,
+    /// Network agent names a net task may name (discovery §2.4, §5); another name is -607 (private
+    /// ranges) or -637 (public ranges). Default `["Cloud"]`.
+    pub discovery_agents: Vec<String>,
+    /// Certificate buckets a net task may name as `certBucketId` (discovery §2.8). Default one,
+    /// [`DEFAULT_DISCOVERY_BUCKET`].
+    pub discovery_buckets: Vec<SimBucket>,
+    /// -303: the most public address × port pairs one task may scan. Inferred (spec §2.10 item
+    /// 4): undocumented and configurable; default 65,536 (a /16 on one port).
+    pub discovery_max_public_pairs: u64,
+    /// -303: the most private address × port pairs one task may scan. Inferred, as above;
+    /// default 1,048,576 (a /12 on one port).
+    pub discovery_max_private_pairs: u64,
+    /// -305: the most address × port pairs of a single `ranges[]` entry. Inferred, as above;
+    /// default 1,048,576.
+    pub discovery_max_range_pairs: u64,
+    /// Not in SCM: the most distinct addresses one scan connects to (in range order); the rest
+    /// are skipped and the scan ends "Partial SUCCESSFUL". Default 256.
+    pub discovery_max_scanned_addresses: usize,
+    /// Not in SCM: connect to addresses other than loopback. Off by default, so a test can never
+    /// make the simulator probe a network it does not own; skipped addresses make the scan
+    /// "Partial SUCCESSFUL".
+    pub discovery_scan_any_address: bool,
+    /// Not in SCM: how long the TCP connect and the TLS handshake to one endpoint may each take.
+    pub discovery_connect_timeout: Duration,
+    /// Not in SCM: a scan stays `in_progress` at least this long, so tests can stop it or start
+    /// it twice (-618). Default zero.
+    pub discovery_scan_duration: Duration,
+    /// How long a finished scan's task shows "Scan completed (Processing Result)" before its
+    /// results appear (discovery §2.3). Inferred (spec §8.3): SCM documents the state but not its
+    /// length; default 200 ms.
+    pub discovery_processing_time: Duration,
+    /// Not in SCM: every scan fails with this `error` ("Scan FAILED"), as when an agent is lost
+    /// mid-scan.
+    pub discovery_scan_failure: Option<String>,
 }
 
 impl Default for ScmSimulatorConfig {
@@ -307,6 +354,17 @@ impl Default for ScmSimulatorConfig {
             client_certificate_login: true,
             first_ssl_id: 1000,
             reading: ScmReading::Common,
+            discovery_agents: vec![DEFAULT_DISCOVERY_AGENT.to_owned()],
+            discovery_buckets: vec![SimBucket::default_bucket()],
+            discovery_max_public_pairs: 65_536,
+            discovery_max_private_pairs: 1 << 20,
+            discovery_max_range_pairs: 1 << 20,
+            discovery_max_scanned_addresses: 256,
+            discovery_scan_any_address: false,
+            discovery_connect_timeout: Duration::from_secs(2),
+            discovery_scan_duration: Duration::ZERO,
+            discovery_processing_time: Duration::from_millis(200),
+            discovery_scan_failure: None,
         }
     }
 }
@@ -341,11 +399,26 @@ impl fmt::Debug for ScmSimulatorConfig {
             .field("client_certificate_login", &self.client_certificate_login)
             .field("first_ssl_id", &self.first_ssl_id)
             .field("reading", &self.reading)
+            .field("discovery_agents", &self.discovery_agents)
+            .field("discovery_buckets", &self.discovery_buckets)
+            .field("discovery_max_public_pairs", &self.discovery_max_public_pairs)
+            .field("discovery_max_private_pairs", &self.discovery_max_private_pairs)
+            .field("discovery_max_range_pairs", &self.discovery_max_range_pairs)
+            .field(
+                "discovery_max_scanned_addresses",
+                &self.discovery_max_scanned_addresses,
+            )
+            .field("discovery_scan_any_address", &self.discovery_scan_any_address)
+            .field("discovery_connect_timeout", &self.discovery_connect_timeout)
+            .field("discovery_scan_duration", &self.discovery_scan_duration)
+            .field("discovery_processing_time", &self.discovery_processing_time)
+            .field("discovery_scan_failure", &self.discovery_scan_failure)
             .finish()
     }
 }
 
-/// What the simulator saw: requests per endpoint, orders per CSR, and every order.
+/// What the simulator saw: requests per endpoint, orders per CSR, every order, and the discovery
+/// tasks and operations.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Stats {
     /// Endpoint name → requests received (faulted ones included).
@@ -368,6 +441,12 @@ pub struct Stats {
     /// asks none).
     #[serde(default)]
     pub dcv_dns_queries: u64,
+    /// Every net task the simulator holds, by id.
+    #[serde(default)]
+    pub discovery_tasks: Vec<DiscoveryTaskSummary>,
+    /// Every discovery operation (scan run), in start order.
+    #[serde(default)]
+    pub discovery_operations: Vec<DiscoveryOperationSummary>,
 }
 
 /// Longest call log kept by a simulator.
@@ -441,13 +520,16 @@ impl ScmSimulator {
             Vec::new()
         };
         let shutdown = CancellationToken::new();
+        discovery::check_config(&config)?;
         let book = Mutex::new(OrderBook::starting_at(config.first_ssl_id));
         let dcv = Mutex::new(DcvBook::seeded(&config));
+        let discovery = Arc::new(Mutex::new(DiscoveryBook::seeded(&config)));
         let shared = Arc::new(Shared {
             config,
             issuing,
             book,
             dcv,
+            discovery,
             counters: RequestCounters::default(),
             calls: Mutex::new(Vec::new()),
             faults: FaultInjector::default(),
@@ -592,6 +674,8 @@ struct Shared {
     issuing: TestCa,
     book: Mutex<OrderBook>,
     dcv: Mutex<DcvBook>,
+    /// Shared with the background scans.
+    discovery: Arc<Mutex<DiscoveryBook>>,
     counters: RequestCounters,
     calls: Mutex<Vec<String>>,
     faults: FaultInjector,
@@ -610,6 +694,11 @@ impl Shared {
         self.dcv.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn discovery(&self) -> MutexGuard<'_, DiscoveryBook> {
+        // As for the order book: every change is complete before the lock is released.
+        self.discovery.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn stats(&self) -> Stats {
         let dcv_checks = self.dcv().checks.clone();
         // Only the checks the simulator made itself: a connector's CNAME asks no DNS server.
@@ -621,6 +710,10 @@ impl Shared {
             u64::try_from(checks).unwrap_or(u64::MAX)
         };
         let (dcv_http_fetches, dcv_dns_queries) = (count(["HTTP", "HTTPS"]), count(["CNAME", "TXT"]));
+        let (discovery_tasks, discovery_operations) = {
+            let discovery = self.discovery();
+            (discovery.task_summaries(), discovery.operation_summaries())
+        };
         let mut book = self.book();
         for order in book.orders.values_mut() {
             order.advance(&self.issuing);
@@ -645,6 +738,8 @@ impl Shared {
             dcv_checks,
             dcv_http_fetches,
             dcv_dns_queries,
+            discovery_tasks,
+            discovery_operations,
         }
     }
 
@@ -742,6 +837,8 @@ impl Shared {
             domains::dispatch(self, &endpoint, &call)
         } else if endpoint.is_connector() {
             connectors::dispatch(self, &endpoint, &call)
+        } else if endpoint.is_discovery() {
+            discovery::dispatch(self, &endpoint, &call)
         } else if endpoint.is_dcv() {
             dcv::dispatch(self, &endpoint, &call).await
         } else {
@@ -754,8 +851,12 @@ impl Shared {
             outcome = ?outcome.as_ref().map(|_| "ok").map_err(ScmError::code),
             "SCM request"
         );
+        // A discovery task create counts as an order only when the faults name it, so that
+        // `drop_after_enroll` without `endpoints` keeps meaning enroll.
+        let drops = endpoint == Endpoint::Enroll
+            || (endpoint == Endpoint::DiscoveryCreateTask && self.faults.names(name));
         if outcome.is_ok()
-            && endpoint == Endpoint::Enroll
+            && drops
             && self.faults.take_drop_after_order(name)
             && let Some(control) = control
         {
@@ -903,5 +1004,7 @@ fn fault_response(fault: InjectedFault) -> HttpResponse {
 
 #[cfg(test)]
 mod dcv_tests;
+#[cfg(test)]
+mod discovery_tests;
 #[cfg(test)]
 mod tests;

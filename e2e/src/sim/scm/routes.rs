@@ -1,9 +1,11 @@
 //! URL routing of the SCM API: which login (password on `/api/…`, certificate on
 //! `/private/api/…`), which API family (`ssl/v1`, `dcv/v2`, `discovery/v4`, …) and which endpoint
 //! a request addresses, with literal segments matched before `{sslId}` (`scm-ssl.md` §2 note).
-//! The families `ssl/v1`, `dcv/v1`, `dcv/v2`, `domain/v1` and `connector/v1` are simulated; a request to another
-//! documented family is routed (and authenticated) and answered 501, so a client's URL for it can
-//! be checked.
+//! The families `ssl/v1`, `dcv/v1`, `dcv/v2`, `domain/v1`, `connector/v1` and `discovery/v1`,
+//! `v3`, `v4` are simulated (discovery: the `net_task` endpoints of the current version matrix,
+//! operations, bucket certificates, assignment rule create and delete; other documented discovery
+//! paths answer 501); a request to another documented family is routed (and authenticated) and
+//! answered 501, so a client's URL for it can be checked.
 
 use hyper::Method;
 use percent_encoding::percent_decode_str;
@@ -97,6 +99,30 @@ pub enum Endpoint {
     ConnectorDetails(String),
     /// dcv 6.3 `GET /api/connector/v1/dns/{id}/provider`
     ConnectorProviders(String),
+    /// discovery 2.4 `POST /api/discovery/v4/net_task`
+    DiscoveryCreateTask,
+    /// discovery 2.4 `PUT /api/discovery/v4/net_task/{id}`
+    DiscoveryUpdateTask(String),
+    /// discovery 2.4 `GET /api/discovery/v4/net_task/{id}`
+    DiscoveryGetTask(String),
+    /// discovery 2.4 `GET /api/discovery/v3/net_task`
+    DiscoveryListTasks,
+    /// discovery 2.4 `POST /api/discovery/v3/net_task/{id}/start`
+    DiscoveryStartTask(String),
+    /// discovery 2.4 `DELETE /api/discovery/v3/net_task/{id}`
+    DiscoveryDeleteTask(String),
+    /// discovery 2.9 `GET /api/discovery/v1/net_task/{id}/operation`
+    DiscoveryOperations(String),
+    /// discovery 2.9 `POST /api/discovery/v1/net_task/{id}/operation/{operationId}/stop`
+    DiscoveryStopOperation(String, String),
+    /// discovery 2.9 `GET /api/discovery/v1/net_task/{id}/operation/{operationId}/result`
+    DiscoveryOperationResult(String, String),
+    /// discovery 2.8 `GET /api/discovery/v1/bucket/{bucketId}/certificates`
+    DiscoveryBucketCertificates(String),
+    /// discovery 2.7 `POST /api/discovery/v1/assignmentrule`
+    DiscoveryCreateRule,
+    /// discovery 2.7 `DELETE /api/discovery/v1/assignmentrule/{ruleId}`
+    DiscoveryDeleteRule(String),
     /// Any path of a documented API family the simulator does not implement (the family's path
     /// after `/api`, e.g. `dcv/v2`): answered 501 after authentication.
     UnimplementedFamily(&'static str),
@@ -155,6 +181,18 @@ impl Endpoint {
             Self::ConnectorList => "connectorList",
             Self::ConnectorDetails(_) => "connectorDetails",
             Self::ConnectorProviders(_) => "connectorProviders",
+            Self::DiscoveryCreateTask => "discoveryCreateTask",
+            Self::DiscoveryUpdateTask(_) => "discoveryUpdateTask",
+            Self::DiscoveryGetTask(_) => "discoveryGetTask",
+            Self::DiscoveryListTasks => "discoveryListTasks",
+            Self::DiscoveryStartTask(_) => "discoveryStartTask",
+            Self::DiscoveryDeleteTask(_) => "discoveryDeleteTask",
+            Self::DiscoveryOperations(_) => "discoveryOperations",
+            Self::DiscoveryStopOperation(..) => "discoveryStopOperation",
+            Self::DiscoveryOperationResult(..) => "discoveryOperationResult",
+            Self::DiscoveryBucketCertificates(_) => "discoveryBucketCertificates",
+            Self::DiscoveryCreateRule => "discoveryCreateRule",
+            Self::DiscoveryDeleteRule(_) => "discoveryDeleteRule",
             Self::UnimplementedFamily(_) => "unimplementedFamily",
         }
     }
@@ -186,6 +224,25 @@ impl Endpoint {
                 | Self::DomainDelete(_)
                 | Self::DomainActivate(_)
                 | Self::DomainSuspend(_)
+        )
+    }
+
+    /// Whether the discovery API serves it.
+    pub fn is_discovery(&self) -> bool {
+        matches!(
+            self,
+            Self::DiscoveryCreateTask
+                | Self::DiscoveryUpdateTask(_)
+                | Self::DiscoveryGetTask(_)
+                | Self::DiscoveryListTasks
+                | Self::DiscoveryStartTask(_)
+                | Self::DiscoveryDeleteTask(_)
+                | Self::DiscoveryOperations(_)
+                | Self::DiscoveryStopOperation(..)
+                | Self::DiscoveryOperationResult(..)
+                | Self::DiscoveryBucketCertificates(_)
+                | Self::DiscoveryCreateRule
+                | Self::DiscoveryDeleteRule(_)
         )
     }
 
@@ -222,8 +279,22 @@ const DCV_V2: &str = "dcv/v2";
 const DOMAIN_V1: &str = "domain/v1";
 /// The DNS connector family.
 const CONNECTOR_V1: &str = "connector/v1";
+/// The discovery families (`scm-discovery-alerts.md` §2.1): v4 creates, updates and reads
+/// tasks, v3 lists, starts and deletes them, v1 has operations, buckets and rules.
+const DISCOVERY_V1: &str = "discovery/v1";
+const DISCOVERY_V3: &str = "discovery/v3";
+const DISCOVERY_V4: &str = "discovery/v4";
 /// The families the simulator serves.
-pub const SIMULATED: [&str; 5] = [SSL_V1, DCV_V1, DCV_V2, DOMAIN_V1, CONNECTOR_V1];
+pub const SIMULATED: [&str; 8] = [
+    SSL_V1,
+    DCV_V1,
+    DCV_V2,
+    DOMAIN_V1,
+    CONNECTOR_V1,
+    DISCOVERY_V1,
+    DISCOVERY_V3,
+    DISCOVERY_V4,
+];
 
 /// Every API family the specs document (the path after `/api`; deprecated discovery v2 left
 /// out): `scm-ssl.md` §1.1, `scm-dcv-domains.md` §3, §5-§7, `scm-discovery-alerts.md` §2-§5.
@@ -234,9 +305,9 @@ pub const FAMILIES: [&str; 13] = [
     DCV_V2,
     DOMAIN_V1,
     CONNECTOR_V1,
-    "discovery/v1",
-    "discovery/v3",
-    "discovery/v4",
+    DISCOVERY_V1,
+    DISCOVERY_V3,
+    DISCOVERY_V4,
     "report/v1",
     "report/v2",
     "notification/v1",
@@ -290,6 +361,9 @@ pub fn route(
         DCV_V1 | DCV_V2 => dcv_endpoint(family == DCV_V2, method, &segments),
         DOMAIN_V1 => domain_endpoint(method, &segments),
         CONNECTOR_V1 => connector_endpoint(method, &segments),
+        DISCOVERY_V1 => discovery_v1_endpoint(method, &segments),
+        DISCOVERY_V3 => discovery_v3_endpoint(method, &segments),
+        DISCOVERY_V4 => discovery_v4_endpoint(method, &segments),
         _ => endpoint(method, &segments),
     }
     .map(|endpoint| (login, endpoint))
@@ -359,6 +433,78 @@ fn connector_endpoint(method: &Method, segments: &[&str]) -> Result<Endpoint, No
         ["dns"] => only(get, Endpoint::ConnectorList),
         ["dns", id] => only(get, Endpoint::ConnectorDetails((*id).to_owned())),
         ["dns", id, "provider"] => only(get, Endpoint::ConnectorProviders((*id).to_owned())),
+        _ => Err(NoRoute::NotFound),
+    }
+}
+
+/// Discovery v4 (spec §2.1): only `net_task` create, update and get; there is no v4 list, start
+/// or delete (404). The documented `ad_task` paths are not simulated (501).
+fn discovery_v4_endpoint(method: &Method, segments: &[&str]) -> Result<Endpoint, NoRoute> {
+    let id = |s: &str| s.to_owned();
+    match segments {
+        ["net_task"] if method == Method::GET => Err(NoRoute::NotFound),
+        ["net_task"] => only(method == Method::POST, Endpoint::DiscoveryCreateTask),
+        ["net_task", task_id] if method == Method::GET => Ok(Endpoint::DiscoveryGetTask(id(task_id))),
+        ["net_task", task_id] => only(method == Method::PUT, Endpoint::DiscoveryUpdateTask(id(task_id))),
+        ["ad_task"] | ["ad_task", _] => Err(NoRoute::NotImplemented),
+        _ => Err(NoRoute::NotFound),
+    }
+}
+
+/// Discovery v3 (spec §2.1): `net_task` list, start and delete. Its deprecated create, update and
+/// get, and the `ad_task` paths, are documented but not simulated (501).
+fn discovery_v3_endpoint(method: &Method, segments: &[&str]) -> Result<Endpoint, NoRoute> {
+    let id = |s: &str| s.to_owned();
+    match segments {
+        ["net_task"] if method == Method::GET => Ok(Endpoint::DiscoveryListTasks),
+        ["net_task", task_id] if method == Method::DELETE => Ok(Endpoint::DiscoveryDeleteTask(id(task_id))),
+        ["net_task"] | ["net_task", _] => {
+            // v3's deprecated create (POST) and update and get (PUT, GET on an id).
+            let deprecated = if segments.len() == 1 {
+                method == Method::POST
+            } else {
+                method == Method::GET || method == Method::PUT
+            };
+            Err(if deprecated {
+                NoRoute::NotImplemented
+            } else {
+                NoRoute::MethodNotAllowed
+            })
+        }
+        ["net_task", task_id, "start"] => {
+            only(method == Method::POST, Endpoint::DiscoveryStartTask(id(task_id)))
+        }
+        ["ad_task"] | ["ad_task", _] | ["ad_task", _, "start"] => Err(NoRoute::NotImplemented),
+        _ => Err(NoRoute::NotFound),
+    }
+}
+
+/// Discovery v1 (spec §2.1, §2.7-§2.9): `net_task` operations, bucket certificates, assignment
+/// rule create and delete. The other documented v1 paths (azure tasks, the other task types'
+/// operations, bucket and rule management) are not simulated (501).
+fn discovery_v1_endpoint(method: &Method, segments: &[&str]) -> Result<Endpoint, NoRoute> {
+    let id = |s: &str| s.to_owned();
+    let get = method == Method::GET;
+    let post = method == Method::POST;
+    match segments {
+        ["net_task", task_id, "operation"] => only(get, Endpoint::DiscoveryOperations(id(task_id))),
+        ["net_task", task_id, "operation", operation, "stop"] => {
+            only(post, Endpoint::DiscoveryStopOperation(id(task_id), id(operation)))
+        }
+        ["net_task", task_id, "operation", operation, "result"] => only(
+            get,
+            Endpoint::DiscoveryOperationResult(id(task_id), id(operation)),
+        ),
+        ["bucket", bucket_id, "certificates"] => {
+            only(get, Endpoint::DiscoveryBucketCertificates(id(bucket_id)))
+        }
+        ["assignmentrule"] if post => Ok(Endpoint::DiscoveryCreateRule),
+        ["assignmentrule", rule_id] if method == Method::DELETE && *rule_id != "count" => {
+            Ok(Endpoint::DiscoveryDeleteRule(id(rule_id)))
+        }
+        ["ad_task" | "azure_task", _, "operation", ..] | ["azure_task" | "bucket" | "assignmentrule", ..] => {
+            Err(NoRoute::NotImplemented)
+        }
         _ => Err(NoRoute::NotFound),
     }
 }
@@ -636,6 +782,132 @@ mod tests {
             )
             .map(|(_, e)| e),
             Ok(Endpoint::Count)
+        );
+    }
+
+    /// The version matrix of spec §2.1, exactly: create/update/get on v4 only, list/start/delete
+    /// on v3 only (v3's deprecated create/update/get are documented, so 501), operations on v1.
+    #[test]
+    fn discovery_follows_the_version_matrix() {
+        let at = |method: Method, path: &str| {
+            route(ScmFlavor::Sectigo, ScmReading::Common, &method, path).map(|(_, e)| e)
+        };
+        let task = |id: &str| id.to_owned();
+        assert_eq!(
+            at(Method::POST, "/api/discovery/v4/net_task"),
+            Ok(Endpoint::DiscoveryCreateTask)
+        );
+        assert_eq!(
+            at(Method::PUT, "/api/discovery/v4/net_task/-7"),
+            Ok(Endpoint::DiscoveryUpdateTask(task("-7")))
+        );
+        assert_eq!(
+            at(Method::GET, "/api/discovery/v4/net_task/174004"),
+            Ok(Endpoint::DiscoveryGetTask(task("174004")))
+        );
+        assert_eq!(
+            at(Method::GET, "/api/discovery/v3/net_task"),
+            Ok(Endpoint::DiscoveryListTasks)
+        );
+        assert_eq!(
+            at(Method::POST, "/api/discovery/v3/net_task/5/start"),
+            Ok(Endpoint::DiscoveryStartTask(task("5")))
+        );
+        assert_eq!(
+            at(Method::DELETE, "/api/discovery/v3/net_task/5"),
+            Ok(Endpoint::DiscoveryDeleteTask(task("5")))
+        );
+        // No v4 list, start or delete.
+        assert_eq!(
+            at(Method::GET, "/api/discovery/v4/net_task"),
+            Err(NoRoute::NotFound)
+        );
+        assert_eq!(
+            at(Method::POST, "/api/discovery/v4/net_task/5/start"),
+            Err(NoRoute::NotFound)
+        );
+        assert_eq!(
+            at(Method::DELETE, "/api/discovery/v4/net_task/5"),
+            Err(NoRoute::MethodNotAllowed)
+        );
+        // v3's deprecated create, update and get exist but are not simulated.
+        assert_eq!(
+            at(Method::POST, "/api/discovery/v3/net_task"),
+            Err(NoRoute::NotImplemented)
+        );
+        assert_eq!(
+            at(Method::GET, "/api/discovery/v3/net_task/5"),
+            Err(NoRoute::NotImplemented)
+        );
+        assert_eq!(
+            at(Method::PUT, "/api/discovery/v3/net_task/5"),
+            Err(NoRoute::NotImplemented)
+        );
+    }
+
+    /// Operations, bucket certificates and assignment rules on v1; the other documented v1
+    /// paths are 501.
+    #[test]
+    fn discovery_v1_paths() {
+        let at = |method: Method, path: &str| {
+            route(ScmFlavor::Sectigo, ScmReading::Common, &method, path).map(|(_, e)| e)
+        };
+        let task = |id: &str| id.to_owned();
+        assert_eq!(
+            at(Method::GET, "/api/discovery/v1/net_task/5/operation"),
+            Ok(Endpoint::DiscoveryOperations(task("5")))
+        );
+        assert_eq!(
+            at(
+                Method::POST,
+                "/api/discovery/v1/net_task/5/operation/2c978087859623120185a07545370106/stop"
+            ),
+            Ok(Endpoint::DiscoveryStopOperation(
+                task("5"),
+                task("2c978087859623120185a07545370106")
+            ))
+        );
+        assert_eq!(
+            at(Method::GET, "/api/discovery/v1/net_task/5/operation/ab/result"),
+            Ok(Endpoint::DiscoveryOperationResult(task("5"), task("ab")))
+        );
+        assert_eq!(
+            at(Method::GET, "/api/discovery/v1/ad_task/5/operation"),
+            Err(NoRoute::NotImplemented)
+        );
+        assert_eq!(
+            at(Method::GET, "/api/discovery/v1/bucket/b1/certificates"),
+            Ok(Endpoint::DiscoveryBucketCertificates(task("b1")))
+        );
+        assert_eq!(
+            at(Method::GET, "/api/discovery/v1/bucket"),
+            Err(NoRoute::NotImplemented)
+        );
+        assert_eq!(
+            at(Method::POST, "/api/discovery/v1/assignmentrule"),
+            Ok(Endpoint::DiscoveryCreateRule)
+        );
+        assert_eq!(
+            at(Method::DELETE, "/api/discovery/v1/assignmentrule/40394"),
+            Ok(Endpoint::DiscoveryDeleteRule(task("40394")))
+        );
+        assert_eq!(
+            at(Method::GET, "/api/discovery/v1/assignmentrule/count"),
+            Err(NoRoute::NotImplemented)
+        );
+        assert_eq!(
+            at(Method::POST, "/api/discovery/v1/net_task"),
+            Err(NoRoute::NotFound),
+            "net_task create is not a v1 path"
+        );
+        assert_eq!(
+            route(
+                ScmFlavor::InCommon,
+                ScmReading::Common,
+                &Method::GET,
+                "/private/api/discovery/v3/net_task"
+            ),
+            Ok((Login::Certificate, Endpoint::DiscoveryListTasks))
         );
     }
 }
