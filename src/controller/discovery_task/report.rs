@@ -106,23 +106,22 @@ pub async fn report(
             .and_then(|d| d.get(key))
             .and_then(|v| String::from_utf8(v.0.clone()).ok())
     };
-    let (host_id, secret_key) = match stored
+    let kept = stored
         .as_ref()
-        .and_then(|s| field(s, "host_id").zip(field(s, "secret_key")))
-    {
-        Some((id, key)) => (id, SecretString::new(key)),
-        None => {
-            let hostname = report
-                .hostname
-                .clone()
-                .unwrap_or_else(|| format!("{namespace}-{}", task.name_any()));
-            let (host, _created) = client
-                .onboard_host(&hostname, SERVER_TYPE)
-                .await
-                .map_err(|e| failure(&e, "onboarding"))?;
-            store_host(&secrets, task, &host_secret, &host.id, &host.secret_key).await?;
-            (host.id, host.secret_key)
-        }
+        .and_then(|s| field(s, "host_id").zip(field(s, "secret_key")));
+    let (host_id, secret_key) = if let Some((id, key)) = kept {
+        (id, SecretString::new(key))
+    } else {
+        let hostname = report
+            .hostname
+            .clone()
+            .unwrap_or_else(|| format!("{namespace}-{}", task.name_any()));
+        let (host, _created) = client
+            .onboard_host(&hostname, SERVER_TYPE)
+            .await
+            .map_err(|e| failure(&e, "onboarding"))?;
+        store_host(&secrets, task, &host_secret, &host.id, &host.secret_key).await?;
+        (host.id, host.secret_key)
     };
     let now = jiff::Timestamp::now();
     let certificates: Vec<AgentCertificate> = found
