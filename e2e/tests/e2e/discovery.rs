@@ -15,15 +15,18 @@ use pki_operator::crd::v1alpha1::{
 use pki_operator_e2e::{
     Operator, TestNamespace, free_port, metric_value,
     sim::{
+        Faults,
         certmgmt::{CertMgmtSimulator, CertMgmtSimulatorConfig},
         nexus::{NexusSimulator, NexusSimulatorConfig},
+        scm::{DEFAULT_DISCOVERY_AGENT, DEFAULT_DISCOVERY_BUCKET, ScmSimulator, ScmSimulatorConfig},
     },
     tls_fleet::{Presented, TlsFleet},
     wait_for, work_dir,
 };
 
 use crate::support::{
-    apply, block_on, ca_issuer, certificate_yaml, is_ready, plane, trial, wait_certificate,
+    SCM_PASSWORD, ScmScene, apply, block_on, ca_issuer, certificate_yaml, is_ready, plane, scm_issuer, trial,
+    wait_certificate,
 };
 
 /// This area's trials: a test function not listed here is dead code, which fails the build.
@@ -40,6 +43,18 @@ pub fn trials() -> Vec<Trial> {
         trial(
             "findings_are_reported_to_certmgmt_as_an_agent_host",
             findings_are_reported_to_certmgmt_as_an_agent_host,
+        ),
+        trial(
+            "scm_discovery_scans_the_fleet_and_counts_what_it_found",
+            scm_discovery_scans_the_fleet_and_counts_what_it_found,
+        ),
+        trial(
+            "a_crash_after_the_remote_task_is_created_leaves_one_remote_task",
+            a_crash_after_the_remote_task_is_created_leaves_one_remote_task,
+        ),
+        trial(
+            "bad_scm_discovery_tasks_say_why_with_bounded_calls",
+            bad_scm_discovery_tasks_say_why_with_bounded_calls,
         ),
         trial(
             "bad_discovery_tasks_say_why_without_a_hot_loop",
@@ -545,6 +560,213 @@ fn findings_are_reported_to_certmgmt_as_an_agent_host() -> Result<()> {
         ensure!(
             status_of(&failed).summary.is_some_and(|s| s.total == 2),
             "the findings were not recorded"
+        );
+        Ok(())
+    })
+}
+
+/// A DiscoveryTask `name` with an SCM source over the fleet's ports on 127.0.0.1.
+fn scm_task_yaml(name: &str, fleet: &TlsFleet) -> String {
+    let ports: Vec<String> = fleet.servers.iter().map(|s| s.addr.port().to_string()).collect();
+    format!(
+        "apiVersion: pki-operator.io/v1alpha1\nkind: DiscoveryTask\nmetadata: {{name: {name}}}\nspec:\n  schedule: {{interval: 1h}}\n  scm:\n    issuerRef: {{name: sectigo}}\n    agent: {DEFAULT_DISCOVERY_AGENT}\n    bucketId: {DEFAULT_DISCOVERY_BUCKET}\n    ranges: [{{cidr: 127.0.0.1/32, ports: [{}]}}]\n",
+        ports.join(", ")
+    )
+}
+
+/// The SCM source: the operator creates the remote scan task, starts it, follows the operation
+/// and reads its results; the SCM simulator really scans the fleet on loopback, and the counts
+/// and findings name each problem.
+fn scm_discovery_scans_the_fleet_and_counts_what_it_found() -> Result<()> {
+    block_on(async {
+        let fleet = TlsFleet::start(&work_dir("discovery-scm-fleet")?).await?;
+        let ScmScene {
+            client,
+            ns,
+            sim,
+            operator,
+        } = ScmScene::start("discovery-scm", ScmSimulatorConfig::default(), SCM_PASSWORD).await?;
+        apply(&ns.name, &scm_task_yaml("scan", &fleet))?;
+        let task = wait_task(&client, &ns.name, "scan", "the scan's results", |t| {
+            let status = status_of(t);
+            status.operation_id.is_some()
+                && status.scm_scan_started_time.is_none()
+                && ready(t).is_some_and(|(s, reason, _)| s == "True" && reason == "Completed")
+        })
+        .await
+        .with_context(|| operator.log_text())?;
+        let status = status_of(&task);
+        let summary = status.summary.clone().context("no summary")?;
+        ensure!(
+            (
+                summary.total,
+                summary.expired,
+                summary.expiring_within_30_days,
+                summary.weak_keys,
+                summary.self_signed
+            ) == (6, 1, 1, 2, 1),
+            "summary {summary:?}"
+        );
+        let at = |presented: Presented| format!("127.0.0.1:{}", fleet.server(presented).addr.port());
+        for (presented, problem) in [
+            (Presented::Expired, "Expired"),
+            (Presented::ExpiringIn10Days, "ExpiringSoon"),
+            (Presented::WeakRsa1024, "WeakKey"),
+            (Presented::Sha1Signed, "WeakKey"),
+            (Presented::SelfSigned, "SelfSigned"),
+        ] {
+            let found = finding(&status.findings, &at(presented))
+                .with_context(|| format!("{presented:?} not among {:#?}", status.findings))?;
+            ensure!(found.problem == problem, "{presented:?}: {found:?}");
+        }
+        let stats = sim.stats();
+        ensure!(
+            stats.discovery_tasks.len() == 1 && Some(stats.discovery_tasks[0].id) == status.scm_task_id,
+            "remote tasks {:?}, status {:?}",
+            stats.discovery_tasks,
+            status.scm_task_id
+        );
+        Ok(())
+    })
+}
+
+/// The simulator creates the remote task and drops the connection before answering; the
+/// operator is killed right then. The restarted operator finds the task by name instead of
+/// creating a second one, scans with it, and deleting the DiscoveryTask deletes it at SCM.
+fn a_crash_after_the_remote_task_is_created_leaves_one_remote_task() -> Result<()> {
+    block_on(async {
+        let fleet = TlsFleet::start(&work_dir("discovery-crash-fleet")?).await?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "discovery-crash").await?;
+        let sim = ScmSimulator::start(ScmSimulatorConfig::default()).await?;
+        scm_issuer(&ns.name, "sectigo", &sim, SCM_PASSWORD)?;
+        sim.set_faults(Faults {
+            drop_after_enroll: 1,
+            endpoints: Some(vec!["discoveryCreateTask".into()]),
+            ..Faults::default()
+        });
+        let dir = work_dir("discovery-crash")?;
+        let mut first = Operator::start(plane(), &dir, "operator-1", &["--namespace", &ns.name])?;
+        first.wait_ready(Duration::from_secs(60)).await?;
+        apply(&ns.name, &scm_task_yaml("crashy", &fleet))?;
+        wait_for(
+            "the remote task to be created",
+            Duration::from_secs(60),
+            || async { (!sim.stats().discovery_tasks.is_empty()).then_some(()) },
+        )
+        .await
+        .with_context(|| first.log_text())?;
+        first.kill();
+        let second = Operator::start(plane(), &dir, "operator-2", &["--namespace", &ns.name])?;
+        let task = wait_task(&client, &ns.name, "crashy", "a scan after the restart", |t| {
+            status_of(t).operation_id.is_some() && status_of(t).scm_scan_started_time.is_none()
+        })
+        .await
+        .with_context(|| second.log_text())?;
+        let stats = sim.stats();
+        ensure!(
+            stats.discovery_tasks.len() == 1
+                && Some(stats.discovery_tasks[0].id) == status_of(&task).scm_task_id,
+            "expected exactly one remote task, the status's: {:?} vs {:?}",
+            stats.discovery_tasks,
+            status_of(&task).scm_task_id
+        );
+        ensure!(
+            stats.requests.get("discoveryCreateTask") == Some(&1),
+            "creates: {:?}",
+            stats.requests
+        );
+        ensure!(
+            second
+                .log_text()
+                .contains("adopted an SCM discovery task found by name"),
+            "the task was not adopted by name"
+        );
+        let api: Api<DiscoveryTask> = Api::namespaced(client.clone(), &ns.name);
+        api.delete("crashy", &kube::api::DeleteParams::default()).await?;
+        crate::support::wait_gone(&api, "crashy", "the DiscoveryTask to be gone")
+            .await
+            .with_context(|| second.log_text())?;
+        ensure!(
+            sim.stats().discovery_tasks.is_empty(),
+            "the remote task outlived the DiscoveryTask: {:?}",
+            sim.stats().discovery_tasks
+        );
+        Ok(())
+    })
+}
+
+/// Bad SCM sources: empty ranges and a malformed CIDR are refused by the schema naming the
+/// field; a range wider than SCM allows and an agent SCM does not know are `Ready=False` with
+/// SCM's reason and its advice; the SCM calls they cause over 20 s stay bounded.
+fn bad_scm_discovery_tasks_say_why_with_bounded_calls() -> Result<()> {
+    block_on(async {
+        let ScmScene {
+            client,
+            ns,
+            sim,
+            operator,
+        } = ScmScene::start("discovery-scm-bad", ScmSimulatorConfig::default(), SCM_PASSWORD).await?;
+        let task = |name: &str, agent: &str, ranges: &str| {
+            format!(
+                "apiVersion: pki-operator.io/v1alpha1\nkind: DiscoveryTask\nmetadata: {{name: {name}}}\nspec:\n  schedule: {{interval: 1h}}\n  scm:\n    issuerRef: {{name: sectigo}}\n    agent: {agent}\n    bucketId: {DEFAULT_DISCOVERY_BUCKET}\n    ranges: {ranges}\n"
+            )
+        };
+        for (ranges, needle) in [
+            ("[]", "spec.scm.ranges"),
+            ("[{cidr: 10.0.0.300/24, ports: [443]}]", "cidr must be a CIDR"),
+        ] {
+            let refused = apply(&ns.name, &task("refused", DEFAULT_DISCOVERY_AGENT, ranges))
+                .err()
+                .with_context(|| format!("ranges {ranges} were accepted"))?;
+            let refused = format!("{refused:#}");
+            ensure!(refused.contains(needle), "{ranges}: {refused}");
+        }
+        let cases = [
+            (
+                "wide",
+                DEFAULT_DISCOVERY_AGENT,
+                "[{cidr: 10.0.0.0/8, ports: [443]}]",
+                "RangeTooWide",
+            ),
+            (
+                "agentless",
+                "nowhere",
+                "[{cidr: 10.1.0.0/30, ports: [443]}]",
+                "AgentNotConfigured",
+            ),
+        ];
+        for (name, agent, ranges, _) in &cases {
+            apply(&ns.name, &task(name, agent, ranges))?;
+        }
+        for (name, _, _, reason) in &cases {
+            let found = wait_task(&client, &ns.name, name, reason, |t| {
+                ready(t).is_some_and(|(_, found, _)| found == *reason)
+            })
+            .await
+            .with_context(|| operator.log_text())?;
+            let (status, _, message) = ready(&found).unwrap_or_default();
+            ensure!(
+                status == "False" && message.contains("SCM network discovery"),
+                "{name}: {message}"
+            );
+        }
+        ensure!(
+            sim.stats().discovery_tasks.is_empty(),
+            "SCM holds a task for a refused spec: {:?}",
+            sim.stats().discovery_tasks
+        );
+        let before: u64 = sim.stats().requests.values().sum();
+        let window_end = Instant::now() + Duration::from_secs(20);
+        wait_for("the 20-second window", Duration::from_secs(30), || async {
+            (Instant::now() >= window_end).then_some(())
+        })
+        .await?;
+        let calls: u64 = sim.stats().requests.values().sum::<u64>() - before;
+        ensure!(
+            calls <= 6,
+            "{calls} SCM calls in 20 s while blocked: {:?}",
+            sim.stats().requests
         );
         Ok(())
     })

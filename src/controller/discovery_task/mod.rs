@@ -10,6 +10,7 @@
 
 pub mod plan;
 pub mod report;
+pub mod scm;
 pub mod sources;
 
 use std::{sync::Arc, time::Duration};
@@ -21,7 +22,8 @@ use self::{
     plan::Due,
     sources::{Collected, SourceFailure},
 };
-use super::{Context, conditions};
+use super::{Context, conditions, errors};
+use crate::backend::Backend;
 use crate::{
     crd::v1alpha1::{
         Certificate, DiscoveryTask,
@@ -56,16 +58,93 @@ pub async fn reconcile(task: Arc<DiscoveryTask>, ctx: Arc<Context>) -> Result<Ac
     let namespace = task.namespace().unwrap_or_default();
     let name = task.name_any();
     let key = format!("{namespace}/{name}");
+    let api: Api<DiscoveryTask> = Api::namespaced(ctx.client.clone(), &namespace);
     if task.metadata.deletion_timestamp.is_some() {
-        forget(&ctx, &key);
-        return Ok(Action::await_change());
+        return finalize(&task, &ctx, &api, &key).await;
     }
     let generation = task.metadata.generation;
-    let old = task.status.clone().unwrap_or_default();
+    let mut old = task.status.clone().unwrap_or_default();
     let mut status = old.clone();
     status.observed_generation = generation;
     let now = jiff::Timestamp::now();
-    let (action, announce) = match plan::schedule(&task.spec.schedule) {
+    let write = |old: &DiscoveryTaskStatus, status: &DiscoveryTaskStatus| {
+        let (api, name, old, status) = (api.clone(), name.clone(), old.clone(), status.clone());
+        async move { super::status::write_if_changed(&api, &name, &old, &status).await }
+    };
+    let update_error = |source| Error::UpdateStatus {
+        name: key.clone(),
+        source,
+    };
+
+    // The SCM source's remote task exists before anything else, and its id is in status before
+    // anything else is done with it.
+    let mut remote = None;
+    if let Some(source) = &task.spec.scm {
+        if let Err(e) = super::finalizer::ensure(&api, task.as_ref(), scm::FINALIZER, true).await {
+            return Err(Error::UpdateStatus { name: key, source: e });
+        }
+        match prepare_scm(&ctx, &task, &namespace, source, old.scm_task_id).await {
+            Ok((backend, id)) => {
+                if old.scm_task_id != Some(id) {
+                    status.scm_task_id = Some(id);
+                    write(&old, &status).await.map_err(update_error)?;
+                    old = status.clone();
+                }
+                remote = Some((backend, id));
+            }
+            Err((failure, retry)) => {
+                conditions::set(
+                    &mut status.conditions,
+                    "Ready",
+                    false,
+                    failure.reason,
+                    failure.message,
+                    generation,
+                );
+                if write(&old, &status).await.map_err(update_error)? {
+                    ctx.events
+                        .announce_ready(task.as_ref(), &old.conditions, &status.conditions)
+                        .await;
+                }
+                return Ok(retry.map_or_else(Action::await_change, Action::requeue));
+            }
+        }
+    }
+
+    // A scan in flight is followed until its results are in.
+    if let (Some((backend, id)), Some(started)) = (&remote, old.scm_scan_started_time.as_ref().map(|t| t.0))
+        && let Backend::Scm(scm) = backend.as_ref()
+        && let Some(wait) = follow_scan(&ctx, scm, *id, started, &key, &mut status, generation).await
+    {
+        write(&old, &status).await.map_err(update_error)?;
+        return Ok(Action::requeue(wait));
+    }
+
+    let (action, announce) = scheduled(&ctx, &task, remote.as_ref(), &old, &mut status, now, &key).await;
+    let written = write(&old, &status).await.map_err(update_error)?;
+    if written && announce {
+        ctx.events
+            .announce_ready(task.as_ref(), &old.conditions, &status.conditions)
+            .await;
+    }
+    Ok(action)
+}
+
+/// The schedule's part of a reconcile: nothing to do yet (a check-in report perhaps), or a run
+/// of every source (starting the SCM scan). Returns the next action and whether `Ready` may have
+/// changed.
+async fn scheduled(
+    ctx: &Context,
+    task: &DiscoveryTask,
+    remote: Option<&(Arc<Backend>, i64)>,
+    old: &DiscoveryTaskStatus,
+    status: &mut DiscoveryTaskStatus,
+    now: jiff::Timestamp,
+    key: &str,
+) -> (Action, bool) {
+    let generation = task.metadata.generation;
+    let namespace = task.namespace().unwrap_or_default();
+    match plan::schedule(&task.spec.schedule) {
         Err(why) => {
             conditions::set(
                 &mut status.conditions,
@@ -98,7 +177,7 @@ pub async fn reconcile(task: Arc<DiscoveryTask>, ctx: Arc<Context>) -> Result<Ac
                 Due::At(next) => {
                     status.next_run_time = Some(time(next));
                     let wake = match &task.spec.report {
-                        Some(report) => check_in(&ctx, &task, report, reported, now, &key, &mut status)
+                        Some(report) => check_in(ctx, task, report, reported, now, key, status)
                             .await
                             .min(next),
                         None => next,
@@ -113,9 +192,21 @@ pub async fn reconcile(task: Arc<DiscoveryTask>, ctx: Arc<Context>) -> Result<Ac
                     (Action::await_change(), false)
                 }
                 Due::Now => {
-                    let mut collected = collect(&ctx, &task, &namespace).await;
+                    let mut collected = collect(ctx, task, &namespace).await;
+                    let mut scanning = false;
+                    if let Some((backend, id)) = &remote
+                        && let Backend::Scm(scm) = backend.as_ref()
+                    {
+                        match scm::start(scm, *id).await {
+                            Ok(()) => {
+                                status.scm_scan_started_time = Some(time(now));
+                                scanning = true;
+                            }
+                            Err(e) => collected.failures.push(scm::discovery_failure(&e)),
+                        }
+                    }
                     if let Some(report) = &task.spec.report {
-                        match report::report(&ctx, &task, report, &collected.found).await {
+                        match report::report(ctx, task, report, &collected.found).await {
                             Ok(host_id) => {
                                 status.last_report_time = Some(time(jiff::Timestamp::now()));
                                 status.cert_mgmt_host_id = Some(host_id);
@@ -124,11 +215,12 @@ pub async fn reconcile(task: Arc<DiscoveryTask>, ctx: Arc<Context>) -> Result<Ac
                         }
                     }
                     let finished = jiff::Timestamp::now();
-                    record_run(&mut status, &task, collected, (now, finished), &ctx, &key);
+                    record_run(status, task, collected, (now, finished), ctx, key);
                     status.run_generation = generation;
                     let next = schedule.next_after(now);
                     status.next_run_time = next.map(time);
                     let action = match next {
+                        _ if scanning => Action::requeue(scm::POLL),
                         Some(next) => Action::requeue(wait_until(next, finished).max(Duration::from_secs(1))),
                         None => Action::await_change(),
                     };
@@ -136,20 +228,225 @@ pub async fn reconcile(task: Arc<DiscoveryTask>, ctx: Arc<Context>) -> Result<Ac
                 }
             }
         }
+    }
+}
+
+/// The SCM source's client and remote task id, or why not and when to look again (`None`:
+/// only a spec change can help).
+async fn prepare_scm(
+    ctx: &Context,
+    task: &DiscoveryTask,
+    namespace: &str,
+    source: &crate::crd::v1alpha1::discovery_task::ScmDiscoverySource,
+    recorded: Option<i64>,
+) -> Result<(Arc<Backend>, i64), (SourceFailure, Option<Duration>)> {
+    let spec = scm::net_task(task, source).map_err(|f| (f, None))?;
+    let backend = scm::backend(ctx, namespace, source)
+        .await
+        .map_err(|f| (f, Some(SCM_RETRY)))?;
+    let Backend::Scm(client) = backend.as_ref() else {
+        return Err((
+            SourceFailure {
+                reason: "Unsupported",
+                message: "spec.scm.issuerRef is not an SCM issuer".into(),
+            },
+            None,
+        ));
     };
-    let api: Api<DiscoveryTask> = Api::namespaced(ctx.client.clone(), &namespace);
-    let written = super::status::write_if_changed(&api, &name, &old, &status)
+    match scm::ensure_task(client, &spec, recorded).await {
+        Ok((id, _created)) => Ok((backend.clone(), id)),
+        Err(e) => {
+            let retry = if e.is_transient() {
+                Some(e.retry_after().unwrap_or(SCM_RETRY))
+            } else {
+                None
+            };
+            Err((scm::discovery_failure(&e), retry))
+        }
+    }
+}
+
+/// How soon an SCM source that cannot be set up (issuer not ready, SCM unavailable, agent not
+/// connected) is tried again.
+const SCM_RETRY: Duration = Duration::from_secs(60);
+
+/// Looks at the scan in flight: `Some(wait)` while it runs; `None` once its outcome is recorded
+/// (results merged into the task's inventory and summary, or the failure in `Ready`).
+async fn follow_scan(
+    ctx: &Context,
+    scm: &crate::backend::scm::ScmBackend,
+    id: i64,
+    started: jiff::Timestamp,
+    key: &str,
+    status: &mut DiscoveryTaskStatus,
+    generation: Option<i64>,
+) -> Option<Duration> {
+    match scm::follow(scm, id, started).await {
+        Ok(scm::Scan::Running) => Some(scm::POLL),
+        Err(e) if e.is_transient() => Some(e.retry_after().unwrap_or(scm::POLL)),
+        Err(e) => {
+            let failure = scm::discovery_failure(&e);
+            conditions::set(
+                &mut status.conditions,
+                "Ready",
+                false,
+                failure.reason,
+                failure.message,
+                generation,
+            );
+            status.scm_scan_started_time = None;
+            None
+        }
+        Ok(scm::Scan::Failed(operation)) => {
+            status.scm_scan_started_time = None;
+            status.operation_id = Some(operation.id.clone());
+            let message = format!(
+                "SCM scan {} failed: {}",
+                operation.id,
+                operation.error.as_deref().unwrap_or("no error given")
+            );
+            conditions::set(
+                &mut status.conditions,
+                "Ready",
+                false,
+                "ScanFailed",
+                message,
+                generation,
+            );
+            None
+        }
+        Ok(scm::Scan::Done(operation, mut scanned)) => {
+            status.scm_scan_started_time = None;
+            status.operation_id = Some(operation.id.clone());
+            mark_managed(ctx, &mut scanned).await;
+            let count = scanned.len();
+            let mut found: Vec<analysis::Found> = ctx
+                .inventory
+                .snapshot()
+                .get(key)
+                .map(|f| {
+                    f.iter()
+                        .filter(|f| f.source != analysis::Source::Scm)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            found.extend(scanned);
+            let started_at = status.last_run_time.as_ref().map_or(started, |t| t.0);
+            let summary = record_found(status, found, started_at, ctx, key);
+            if !status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "False")
+            {
+                let message = format!("SCM scan {} found {count} certificates; {summary}", operation.id);
+                conditions::set(
+                    &mut status.conditions,
+                    "Ready",
+                    true,
+                    "Completed",
+                    message,
+                    generation,
+                );
+            }
+            None
+        }
+    }
+}
+
+/// Deletion: the remote SCM task goes first (a running scan stopped), then the finalizer; the
+/// task's certificates leave the inventory and the metrics. An SCM that cannot be reached
+/// because the issuer is gone does not hold the deletion: a Warning names the remote task.
+async fn finalize(
+    task: &DiscoveryTask,
+    ctx: &Context,
+    api: &Api<DiscoveryTask>,
+    key: &str,
+) -> Result<Action, Error> {
+    forget(ctx, key);
+    if !task.finalizers().iter().any(|f| f == scm::FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let namespace = task.namespace().unwrap_or_default();
+    let status = task.status.clone().unwrap_or_default();
+    if let Some(source) = &task.spec.scm {
+        match scm::backend(ctx, &namespace, source).await {
+            Ok(backend) => {
+                if let Backend::Scm(client) = backend.as_ref()
+                    && let Err(e) = delete_remote(client, task, source, &status).await
+                {
+                    if e.is_transient() {
+                        tracing::warn!(task = %key, error = %errors::error_chain(&e), "cannot delete the SCM discovery task yet");
+                        return Ok(Action::requeue(SCM_RETRY));
+                    }
+                    let note = format!(
+                        "the SCM discovery task could not be deleted ({}); delete it in SCM",
+                        errors::error_chain(&e)
+                    );
+                    ctx.events
+                        .publish(
+                            task,
+                            kube::runtime::events::EventType::Warning,
+                            "RemoteTaskLeft",
+                            &note,
+                        )
+                        .await;
+                }
+            }
+            Err(failure) => {
+                let note = format!(
+                    "the SCM discovery task {} was not deleted: {}; delete it in SCM",
+                    status
+                        .scm_task_id
+                        .map_or_else(|| "(unknown id)".to_owned(), |id| id.to_string()),
+                    failure.message
+                );
+                ctx.events
+                    .publish(
+                        task,
+                        kube::runtime::events::EventType::Warning,
+                        "RemoteTaskLeft",
+                        &note,
+                    )
+                    .await;
+            }
+        }
+    }
+    super::finalizer::ensure(api, task, scm::FINALIZER, false)
         .await
         .map_err(|source| Error::UpdateStatus {
-            name: key.clone(),
+            name: key.to_owned(),
             source,
         })?;
-    if written && announce {
-        ctx.events
-            .announce_ready(task.as_ref(), &old.conditions, &status.conditions)
-            .await;
+    Ok(Action::await_change())
+}
+
+/// Stops the scan in flight and deletes the remote task (the one in status, else the one found
+/// by name — a create whose id never reached status).
+async fn delete_remote(
+    client: &crate::backend::scm::ScmBackend,
+    task: &DiscoveryTask,
+    source: &crate::crd::v1alpha1::discovery_task::ScmDiscoverySource,
+    status: &DiscoveryTaskStatus,
+) -> Result<(), crate::backend::scm::discovery::DiscoveryError> {
+    let id = match status.scm_task_id {
+        Some(id) => Some(id),
+        None => match scm::net_task(task, source) {
+            Ok(spec) => client.discovery_find_task(&spec.name).await?.map(|t| t.id),
+            Err(_) => None,
+        },
+    };
+    let Some(id) = id else {
+        return Ok(());
+    };
+    if status.scm_scan_started_time.is_some() {
+        for operation in client.discovery_operations(id).await? {
+            if !operation.is_terminal() {
+                client.discovery_stop_operation(id, &operation.id).await?;
+            }
+        }
     }
-    Ok(action)
+    client.discovery_delete_task(id).await
 }
 
 /// Between runs: reports the last run's inventory again when the check-in interval has passed
@@ -233,14 +530,6 @@ async fn collect(ctx: &Context, task: &DiscoveryTask, namespace: &str) -> Collec
         collected.failures.push(failure);
     }
     mark_managed(ctx, &mut collected.found).await;
-    if task.spec.scm.is_some() {
-        collected.failures.push(SourceFailure {
-            reason: "NotImplemented",
-            message:
-                "spec.scm (SCM network discovery) is not implemented in this version; use cluster or nexus"
-                    .into(),
-        });
-    }
     collected
 }
 
@@ -283,30 +572,31 @@ fn record_run(
         unreachable,
         failures,
     } = collected;
-    let (mut summary, findings) = analysis::summarise(&found, started.as_second());
-    summary.unreachable = i64::try_from(unreachable.len()).unwrap_or(i64::MAX);
-    summary.managed = i64::try_from(found.iter().filter(|f| f.managed).count()).unwrap_or(i64::MAX);
     let duration = finished.duration_since(started);
     status.last_run_time = Some(time(started));
     status.last_run_duration = Some(format!("{:.1}s", duration.as_secs_f64()));
-    status.findings = findings;
     status.unreachable_targets = unreachable
-        .into_iter()
+        .iter()
         .take(MAX_UNREACHABLE)
-        .map(|(target, reason)| UnreachableTarget { target, reason })
+        .map(|(target, reason)| UnreachableTarget {
+            target: target.clone(),
+            reason: reason.clone(),
+        })
         .collect();
+    let unreachable = i64::try_from(unreachable.len()).unwrap_or(i64::MAX);
+    let summary = record_found(status, found, started, ctx, key);
+    if let Some(s) = status.summary.as_mut() {
+        s.unreachable = unreachable;
+    }
+    let scanning = if status.scm_scan_started_time.is_some() {
+        "; the SCM scan started, its results follow"
+    } else {
+        ""
+    };
     let message = format!(
-        "{} certificates found ({} expired, {} expiring within 30 days, {} self-signed, {} weak, {} managed by this operator); {} targets not read; run took {}",
-        summary.total,
-        summary.expired,
-        summary.expiring_within_30_days,
-        summary.self_signed,
-        summary.weak_keys,
-        summary.managed,
-        summary.unreachable,
+        "{summary}; {unreachable} targets not read; run took {}{scanning}",
         status.last_run_duration.as_deref().unwrap_or_default()
     );
-    status.summary = Some(summary);
     let generation = task.metadata.generation;
     match failures.first() {
         None => conditions::set(
@@ -329,6 +619,32 @@ fn record_run(
             );
         }
     }
+}
+
+/// Summarises `found` into status (counts, findings), makes it the task's part of the
+/// inventory, refreshes the metrics, and returns the summary in words.
+fn record_found(
+    status: &mut DiscoveryTaskStatus,
+    found: Vec<analysis::Found>,
+    at: jiff::Timestamp,
+    ctx: &Context,
+    key: &str,
+) -> String {
+    let (mut summary, findings) = analysis::summarise(&found, at.as_second());
+    summary.managed = i64::try_from(found.iter().filter(|f| f.managed).count()).unwrap_or(i64::MAX);
+    summary.unreachable = status.summary.as_ref().map_or(0, |s| s.unreachable);
+    let words = format!(
+        "{} certificates found ({} expired, {} expiring within 30 days, {} self-signed, {} weak, {} managed by this operator)",
+        summary.total,
+        summary.expired,
+        summary.expiring_within_30_days,
+        summary.self_signed,
+        summary.weak_keys,
+        summary.managed
+    );
+    status.findings = findings;
+    status.summary = Some(summary);
     ctx.inventory.replace(key, found);
     ctx.metrics.set_discovered(&ctx.inventory.snapshot());
+    words
 }

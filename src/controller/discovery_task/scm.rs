@@ -1,0 +1,240 @@
+//! The SCM source: an SCM network scan task (`net_task`) kept in step with the spec, started on
+//! the DiscoveryTask's schedule (the operator owns the schedule: the remote task is `Manual`),
+//! followed until its operation completes, and its results read page by page.
+//!
+//! Never two remote tasks for one DiscoveryTask: the remote id is written to status right after
+//! the create, and a create whose answer was lost (or a crash before that write) is found again
+//! by name (`displayName`) before any create. Deleting the DiscoveryTask deletes the remote task
+//! (finalizer), stopping a running scan first.
+
+use std::time::Duration;
+
+use kube::ResourceExt as _;
+
+use super::sources::SourceFailure;
+use crate::{
+    backend::{
+        Backend,
+        scm::{
+            ScmBackend,
+            discovery::{DiscoveredCertificate, DiscoveryError, NetRange, NetTaskSpec, Operation},
+        },
+    },
+    controller::{
+        Context, errors,
+        issuer::{IssuerTarget, resolve},
+    },
+    crd::v1alpha1::{DiscoveryTask, discovery_task::ScmDiscoverySource},
+    discovery::analysis::{Found, Source, Weakness},
+};
+
+/// Finalizer holding a DiscoveryTask with an SCM source until its remote task is deleted.
+pub const FINALIZER: &str = "pki-operator.io/discovery-scm-task";
+/// How often a running scan is looked at.
+pub const POLL: Duration = Duration::from_secs(15);
+/// Operations created this long before our start still count as ours (clock skew with SCM).
+const START_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_secs(120);
+
+/// The SCM client of the source's issuer.
+pub async fn backend(
+    ctx: &Context,
+    namespace: &str,
+    source: &ScmDiscoverySource,
+) -> Result<std::sync::Arc<Backend>, SourceFailure> {
+    let target = IssuerTarget::from_namespaced(&source.issuer_ref, namespace);
+    let issuer = resolve(ctx, &target, None).await.map_err(|e| SourceFailure {
+        reason: "IssuerNotReady",
+        message: format!("spec.scm.issuerRef: {}", errors::error_chain(&e)),
+    })?;
+    if !matches!(issuer.backend.as_ref(), Backend::Scm(_)) {
+        return Err(SourceFailure {
+            reason: "Unsupported",
+            message: format!("spec.scm.issuerRef: {target} is not an SCM issuer"),
+        });
+    }
+    Ok(issuer.backend)
+}
+
+/// The remote task `source` asks for.
+pub fn net_task(task: &DiscoveryTask, source: &ScmDiscoverySource) -> Result<NetTaskSpec, SourceFailure> {
+    let ranges = source
+        .ranges
+        .iter()
+        .enumerate()
+        .map(|(index, range)| {
+            let ports = range
+                .ports
+                .iter()
+                .map(|p| {
+                    u16::try_from(*p).map_err(|_| SourceFailure {
+                        reason: "InvalidRange",
+                        message: format!("spec.scm.ranges[{index}].ports: {p} is not a port"),
+                    })
+                })
+                .collect::<Result<Vec<u16>, _>>()?;
+            Ok(NetRange {
+                address: range.cidr.clone(),
+                ports,
+            })
+        })
+        .collect::<Result<Vec<_>, SourceFailure>>()?;
+    let spec = NetTaskSpec {
+        name: source
+            .display_name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", task.namespace().unwrap_or_default(), task.name_any())),
+        agent: source.agent.clone(),
+        ranges,
+        bucket_id: source.bucket_id.clone(),
+    };
+    spec.validate().map_err(|e| discovery_failure(&e))?;
+    Ok(spec)
+}
+
+/// A discovery error as a source failure (reason and an actionable message).
+pub fn discovery_failure(error: &DiscoveryError) -> SourceFailure {
+    SourceFailure {
+        reason: error.reason(),
+        message: format!("SCM network discovery: {}", errors::error_chain(error)),
+    }
+}
+
+/// The remote task's id: the one in status if SCM still has it (updated when it drifted from
+/// the spec), else one found by name (adopted), else a new one. `Ok((id, created))`.
+pub async fn ensure_task(
+    scm: &ScmBackend,
+    spec: &NetTaskSpec,
+    recorded: Option<i64>,
+) -> Result<(i64, bool), DiscoveryError> {
+    if let Some(id) = recorded {
+        match scm.discovery_get_task(id).await {
+            Ok(remote) => {
+                sync(scm, id, spec, remote.matches(spec)).await?;
+                return Ok((id, false));
+            }
+            // Deleted at SCM (by a person): found by name or made again below.
+            Err(DiscoveryError::TaskNotFound { .. }) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    if let Some(remote) = scm.discovery_find_task(&spec.name).await? {
+        tracing::info!(task = remote.id, name = %spec.name, "adopted an SCM discovery task found by name");
+        sync(scm, remote.id, spec, remote.matches(spec)).await?;
+        return Ok((remote.id, false));
+    }
+    let id = scm.discovery_create_task(spec).await?;
+    tracing::info!(task = id, name = %spec.name, "created an SCM discovery task");
+    Ok((id, true))
+}
+
+/// Brings the remote task to the spec; a running scan (-618) defers the update to a later look.
+async fn sync(scm: &ScmBackend, id: i64, spec: &NetTaskSpec, in_step: bool) -> Result<(), DiscoveryError> {
+    if in_step {
+        return Ok(());
+    }
+    match scm.discovery_update_task(id, spec).await {
+        Err(DiscoveryError::ScanRunning { .. }) => Ok(()),
+        other => other,
+    }
+}
+
+/// Starts a scan; one already running (-618) is followed instead.
+pub async fn start(scm: &ScmBackend, id: i64) -> Result<(), DiscoveryError> {
+    match scm.discovery_start_task(id).await {
+        Err(DiscoveryError::ScanRunning { .. }) => Ok(()),
+        other => other,
+    }
+}
+
+/// The state of the scan started at `started`.
+pub enum Scan {
+    /// Still running (or its operation not listed yet).
+    Running,
+    /// Done: its operation and what it found.
+    Done(Operation, Vec<Found>),
+    /// Failed at SCM: the operation and its error.
+    Failed(Operation),
+}
+
+/// Looks at the scan started at `started`: the newest operation created since (less the clock
+/// skew) is ours; its results are read once it and the task are finished.
+pub async fn follow(scm: &ScmBackend, id: i64, started: jiff::Timestamp) -> Result<Scan, DiscoveryError> {
+    let since = started.checked_sub(START_SKEW).unwrap_or(started);
+    let operations = scm.discovery_operations(id).await?;
+    let Some(operation) = operations
+        .into_iter()
+        .filter(|o| o.created.is_none_or(|created| created >= since))
+        .max_by_key(|o| o.created)
+    else {
+        return Ok(Scan::Running);
+    };
+    if operation.is_failed() {
+        return Ok(Scan::Failed(operation));
+    }
+    if !operation.is_terminal() {
+        return Ok(Scan::Running);
+    }
+    // "Scan completed (Processing Result)": the results are not final until the task is.
+    if !scm.discovery_get_task(id).await?.status.is_terminal() {
+        return Ok(Scan::Running);
+    }
+    let results = scm.discovery_results(id, &operation.id).await?;
+    let found = results.iter().map(found).collect();
+    Ok(Scan::Done(operation, found))
+}
+
+/// A DN from SCM's attribute map, most specific attribute first.
+fn dn(attributes: &std::collections::BTreeMap<String, String>) -> String {
+    const ORDER: [&str; 6] = ["CN", "OU", "O", "L", "ST", "C"];
+    let mut parts: Vec<String> = ORDER
+        .iter()
+        .filter_map(|key| attributes.get(*key).map(|v| format!("{key}={v}")))
+        .collect();
+    parts.extend(
+        attributes
+            .iter()
+            .filter(|(k, _)| !ORDER.contains(&k.as_str()))
+            .map(|(k, v)| format!("{k}={v}")),
+    );
+    parts.join(", ")
+}
+
+/// What SCM reports about a certificate, as discovery's record (SCM sends facts, not the
+/// certificate itself).
+pub fn found(result: &DiscoveredCertificate) -> Found {
+    let rsa_bits = result
+        .key_algorithm
+        .as_deref()
+        .filter(|a| a.to_ascii_uppercase().contains("RSA"))
+        .and(result.key_size);
+    let sha1 = result
+        .signature_algorithm
+        .as_deref()
+        .is_some_and(|s| s.to_ascii_uppercase().replace('-', "").contains("SHA1"));
+    let weakness = rsa_bits
+        .filter(|bits| *bits < 2048)
+        .map(|bits| Weakness::ShortRsaKey(bits as usize))
+        .or(sha1.then_some(Weakness::Sha1Signature));
+    let (subject, issuer) = (dn(&result.subject), dn(&result.issuer));
+    Found {
+        source: Source::Scm,
+        location: format!("{}:{}", result.ip, result.port),
+        common_name: result.common_name.clone(),
+        self_signed: result
+            .self_signed()
+            .unwrap_or(!subject.is_empty() && subject == issuer),
+        subject,
+        issuer,
+        serial_hex: result
+            .serial
+            .as_deref()
+            .unwrap_or_default()
+            .trim_start_matches('0')
+            .to_ascii_lowercase(),
+        not_before: result.valid_from.map_or(0, jiff::Timestamp::as_second),
+        not_after: result.valid_to.map_or(0, jiff::Timestamp::as_second),
+        weakness,
+        managed: result.is_managed(),
+        der: std::sync::Arc::from(&[][..]),
+    }
+}
