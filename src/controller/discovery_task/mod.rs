@@ -79,6 +79,21 @@ pub async fn reconcile(task: Arc<DiscoveryTask>, ctx: Arc<Context>) -> Result<Ac
     // The SCM source's remote task exists before anything else, and its id is in status before
     // anything else is done with it.
     let mut remote = None;
+    // A remote task the spec no longer leads to (the SCM source removed, or moved to another
+    // issuer, i.e. maybe another SCM account) is not touched through the new one: a Warning
+    // names it for deletion in SCM, and the id is forgotten.
+    let scm_issuer = task.spec.scm.as_ref().map(|source| {
+        crate::controller::issuer::IssuerTarget::from_namespaced(&source.issuer_ref, &namespace).to_string()
+    });
+    if forget_moved_remote(&ctx, &task, scm_issuer.as_ref(), &mut status).await {
+        write(&old, &status).await.map_err(update_error)?;
+        old = status.clone();
+    }
+    if task.spec.scm.is_none()
+        && let Err(e) = super::finalizer::ensure(&api, task.as_ref(), scm::FINALIZER, false).await
+    {
+        return Err(Error::UpdateStatus { name: key, source: e });
+    }
     if let Some(source) = &task.spec.scm {
         if let Err(e) = super::finalizer::ensure(&api, task.as_ref(), scm::FINALIZER, true).await {
             return Err(Error::UpdateStatus { name: key, source: e });
@@ -87,6 +102,7 @@ pub async fn reconcile(task: Arc<DiscoveryTask>, ctx: Arc<Context>) -> Result<Ac
             Ok((backend, id)) => {
                 if old.scm_task_id != Some(id) {
                     status.scm_task_id = Some(id);
+                    status.scm_task_issuer.clone_from(&scm_issuer);
                     write(&old, &status).await.map_err(update_error)?;
                     old = status.clone();
                 }
@@ -114,13 +130,14 @@ pub async fn reconcile(task: Arc<DiscoveryTask>, ctx: Arc<Context>) -> Result<Ac
     // A scan in flight is followed until its results are in.
     if let (Some((backend, id)), Some(started)) = (&remote, old.scm_scan_started_time.as_ref().map(|t| t.0))
         && let Backend::Scm(scm) = backend.as_ref()
-        && let Some(wait) = follow_scan(&ctx, scm, *id, started, &key, &mut status, generation).await
+        && let Some(wait) = follow_scan(&ctx, &task, scm, *id, started, &key, &mut status).await
     {
         write(&old, &status).await.map_err(update_error)?;
         return Ok(Action::requeue(wait));
     }
 
-    let (action, announce) = scheduled(&ctx, &task, remote.as_ref(), &old, &mut status, now, &key).await;
+    let (action, announce) =
+        scheduled(&ctx, &task, remote.as_ref(), (&api, &old), &mut status, now, &key).await;
     let written = write(&old, &status).await.map_err(update_error)?;
     if written && announce {
         ctx.events
@@ -130,6 +147,38 @@ pub async fn reconcile(task: Arc<DiscoveryTask>, ctx: Arc<Context>) -> Result<Ac
     Ok(action)
 }
 
+/// Forgets a remote task the spec no longer leads to, with a Warning naming it; whether status
+/// changed.
+async fn forget_moved_remote(
+    ctx: &Context,
+    task: &DiscoveryTask,
+    scm_issuer: Option<&String>,
+    status: &mut DiscoveryTaskStatus,
+) -> bool {
+    if let Some(id) = status.scm_task_id
+        && status.scm_task_issuer.is_some()
+        && status.scm_task_issuer.as_ref() != scm_issuer
+    {
+        let note = format!(
+            "SCM discovery task {id} at {} is no longer this DiscoveryTask's (spec.scm changed); delete it in SCM",
+            status.scm_task_issuer.as_deref().unwrap_or_default()
+        );
+        ctx.events
+            .publish(
+                task,
+                kube::runtime::events::EventType::Warning,
+                "RemoteTaskLeft",
+                &note,
+            )
+            .await;
+        status.scm_task_id = None;
+        status.scm_task_issuer = None;
+        status.scm_scan_started_time = None;
+        return true;
+    }
+    false
+}
+
 /// The schedule's part of a reconcile: nothing to do yet (a check-in report perhaps), or a run
 /// of every source (starting the SCM scan). Returns the next action and whether `Ready` may have
 /// changed.
@@ -137,7 +186,7 @@ async fn scheduled(
     ctx: &Context,
     task: &DiscoveryTask,
     remote: Option<&(Arc<Backend>, i64)>,
-    old: &DiscoveryTaskStatus,
+    (api, old): (&Api<DiscoveryTask>, &DiscoveryTaskStatus),
     status: &mut DiscoveryTaskStatus,
     now: jiff::Timestamp,
     key: &str,
@@ -173,6 +222,9 @@ async fn scheduled(
         Ok(schedule) => {
             let last = old.last_run_time.as_ref().map(|t| t.0);
             let reported = old.last_report_time.as_ref().map(|t| t.0);
+            // After a restart the in-memory findings are gone: run again rather than leave the metrics
+            // and AlertConfig without them until the next scheduled run.
+            let last = last.filter(|_| ctx.inventory.snapshot().contains_key(key));
             match plan::due(&schedule, last, old.run_generation, generation, now) {
                 Due::At(next) => {
                     status.next_run_time = Some(time(next));
@@ -201,6 +253,13 @@ async fn scheduled(
                             Ok(()) => {
                                 status.scm_scan_started_time = Some(time(now));
                                 scanning = true;
+                                // Kept at once: a restart follows this scan instead of starting another (a start
+                                // lost before this write is found again as the running operation).
+                                if let Err(e) =
+                                    super::status::write_if_changed(api, &task.name_any(), old, status).await
+                                {
+                                    tracing::warn!(task = %key, error = %e, "cannot record the SCM scan's start yet");
+                                }
                             }
                             Err(e) => collected.failures.push(scm::discovery_failure(&e)),
                         }
@@ -274,13 +333,14 @@ const SCM_RETRY: Duration = Duration::from_secs(60);
 /// (results merged into the task's inventory and summary, or the failure in `Ready`).
 async fn follow_scan(
     ctx: &Context,
+    task: &DiscoveryTask,
     scm: &crate::backend::scm::ScmBackend,
     id: i64,
     started: jiff::Timestamp,
     key: &str,
     status: &mut DiscoveryTaskStatus,
-    generation: Option<i64>,
 ) -> Option<Duration> {
+    let generation = task.metadata.generation;
     match scm::follow(scm, id, started).await {
         Ok(scm::Scan::Running) => Some(scm::POLL),
         Err(e) if e.is_transient() => Some(e.retry_after().unwrap_or(scm::POLL)),
@@ -295,6 +355,39 @@ async fn follow_scan(
                 generation,
             );
             status.scm_scan_started_time = None;
+            None
+        }
+        Ok(scm::Scan::TimedOut(operation)) => {
+            status.scm_scan_started_time = None;
+            status.operation_id = Some(operation.id.clone());
+            let message = format!(
+                "SCM scan {} was still running after {} hours and was stopped; narrow spec.scm.ranges or check the agent",
+                operation.id,
+                scm::MAX_SCAN.as_hours()
+            );
+            conditions::set(
+                &mut status.conditions,
+                "Ready",
+                false,
+                "ScanTimedOut",
+                message,
+                generation,
+            );
+            None
+        }
+        Ok(scm::Scan::Lost) => {
+            status.scm_scan_started_time = None;
+            let message = format!(
+                "SCM listed no operation for the scan started at {started}; the next run starts another"
+            );
+            conditions::set(
+                &mut status.conditions,
+                "Ready",
+                false,
+                "ScanLost",
+                message,
+                generation,
+            );
             None
         }
         Ok(scm::Scan::Failed(operation)) => {
@@ -315,42 +408,79 @@ async fn follow_scan(
             );
             None
         }
-        Ok(scm::Scan::Done(operation, mut scanned)) => {
-            status.scm_scan_started_time = None;
-            status.operation_id = Some(operation.id.clone());
-            mark_managed(ctx, &mut scanned).await;
-            let count = scanned.len();
-            let mut found: Vec<analysis::Found> = ctx
-                .inventory
-                .snapshot()
-                .get(key)
-                .map(|f| {
-                    f.iter()
-                        .filter(|f| f.source != analysis::Source::Scm)
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default();
-            found.extend(scanned);
-            let started_at = status.last_run_time.as_ref().map_or(started, |t| t.0);
-            let summary = record_found(status, found, started_at, ctx, key);
-            if !status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "False")
-            {
-                let message = format!("SCM scan {} found {count} certificates; {summary}", operation.id);
-                conditions::set(
-                    &mut status.conditions,
-                    "Ready",
-                    true,
-                    "Completed",
-                    message,
-                    generation,
-                );
-            }
+        Ok(scm::Scan::Done(operation, scanned)) => {
+            merge_scan(ctx, task, &operation, scanned, started, key, status).await;
             None
         }
+    }
+}
+
+/// Merges a finished scan's results into the task's findings, reports them when the task
+/// reports, and records the outcome.
+async fn merge_scan(
+    ctx: &Context,
+    task: &DiscoveryTask,
+    operation: &crate::backend::scm::discovery::Operation,
+    mut scanned: Vec<analysis::Found>,
+    started: jiff::Timestamp,
+    key: &str,
+    status: &mut DiscoveryTaskStatus,
+) {
+    let generation = task.metadata.generation;
+    status.scm_scan_started_time = None;
+    status.operation_id = Some(operation.id.clone());
+    mark_managed(ctx, &mut scanned).await;
+    let count = scanned.len();
+    let mut found: Vec<analysis::Found> = ctx
+        .inventory
+        .snapshot()
+        .get(key)
+        .map(|f| {
+            f.iter()
+                .filter(|f| f.source != analysis::Source::Scm)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    found.extend(scanned);
+    let started_at = status.last_run_time.as_ref().map_or(started, |t| t.0);
+    // The run's report went out before the scan's results existed: send them now.
+    let reported = match &task.spec.report {
+        Some(settings) => Some(report::report(ctx, task, settings, &found).await),
+        None => None,
+    };
+    let summary = record_found(status, found, started_at, ctx, key);
+    match reported {
+        Some(Ok(host_id)) => {
+            status.last_report_time = Some(time(jiff::Timestamp::now()));
+            status.cert_mgmt_host_id = Some(host_id);
+        }
+        Some(Err(failure)) => {
+            conditions::set(
+                &mut status.conditions,
+                "Ready",
+                false,
+                failure.reason,
+                failure.message,
+                generation,
+            );
+        }
+        None => {}
+    }
+    if !status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "False")
+    {
+        let message = format!("SCM scan {} found {count} certificates; {summary}", operation.id);
+        conditions::set(
+            &mut status.conditions,
+            "Ready",
+            true,
+            "Completed",
+            message,
+            generation,
+        );
     }
 }
 
@@ -439,11 +569,10 @@ async fn delete_remote(
     let Some(id) = id else {
         return Ok(());
     };
-    if status.scm_scan_started_time.is_some() {
-        for operation in client.discovery_operations(id).await? {
-            if !operation.is_terminal() {
-                client.discovery_stop_operation(id, &operation.id).await?;
-            }
+    // Any running scan: its start may not have reached status before a crash.
+    for operation in client.discovery_operations(id).await? {
+        if !operation.is_terminal() {
+            client.discovery_stop_operation(id, &operation.id).await?;
         }
     }
     client.discovery_delete_task(id).await
@@ -477,6 +606,19 @@ async fn check_in(
         Ok(host_id) => {
             status.last_report_time = Some(time(now));
             status.cert_mgmt_host_id = Some(host_id);
+            let failed_report = status.conditions.iter().any(|c| {
+                c.type_ == "Ready" && c.status == "False" && c.message.starts_with(report::FAILURE_PREFIX)
+            });
+            if failed_report {
+                conditions::set(
+                    &mut status.conditions,
+                    "Ready",
+                    true,
+                    "Completed",
+                    "the last run's findings were reported to CertMgmt",
+                    task.metadata.generation,
+                );
+            }
         }
         Err(failure) => {
             conditions::set(
@@ -533,8 +675,8 @@ async fn collect(ctx: &Context, task: &DiscoveryTask, namespace: &str) -> Collec
     collected
 }
 
-/// Marks the certificates this operator delivered: by the serial and issuer each Certificate
-/// it serves records in status (a Secret found in the cluster is recognised by its owner
+/// Marks the certificates this operator delivered: by the serial each Certificate it serves
+/// records in status (a Secret found in the cluster is recognised by its owner
 /// already). Certificates this operator cannot read (another namespace under `--namespace`)
 /// are not marked.
 async fn mark_managed(ctx: &Context, found: &mut [analysis::Found]) {

@@ -40,6 +40,9 @@ pub fn host_secret_name(task: &DiscoveryTask) -> String {
     format!("{}-certmgmt-host", task.name_any())
 }
 
+/// How every reporting failure's message starts (a later successful check-in clears it).
+pub const FAILURE_PREFIX: &str = "reporting to CertMgmt";
+
 fn failure(error: &CertMgmtError, what: &str) -> SourceFailure {
     SourceFailure {
         reason: error.reason(),
@@ -59,6 +62,78 @@ pub async fn report(
 ) -> Result<String, SourceFailure> {
     let namespace = task.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let client = client(&secrets, report).await?;
+
+    let host_secret = host_secret_name(task);
+    let stored = secrets.get_opt(&host_secret).await.map_err(|e| SourceFailure {
+        reason: "KubernetesError",
+        message: format!("cannot read Secret {host_secret}: {e}"),
+    })?;
+    if let Some(existing) = &stored
+        && !existing
+            .owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && Some(&o.uid) == task.uid().as_ref())
+    {
+        return Err(SourceFailure {
+            reason: "SecretConflict",
+            message: format!(
+                "{FAILURE_PREFIX}: Secret {host_secret} exists and is not this DiscoveryTask's; delete or rename it"
+            ),
+        });
+    }
+    let field = |secret: &Secret, key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+    };
+    let kept = stored
+        .as_ref()
+        .and_then(|s| field(s, "host_id").zip(field(s, "secret_key")));
+    let (host_id, secret_key) = if let Some((id, key)) = kept {
+        (id, SecretString::new(key))
+    } else {
+        let hostname = report
+            .hostname
+            .clone()
+            .unwrap_or_else(|| format!("{namespace}-{}", task.name_any()));
+        let (host, _created) = client
+            .onboard_host(&hostname, SERVER_TYPE)
+            .await
+            .map_err(|e| failure(&e, "onboarding"))?;
+        store_host(&secrets, task, &host_secret, &host.id, &host.secret_key).await?;
+        (host.id, host.secret_key)
+    };
+    let now = jiff::Timestamp::now();
+    let certificates: Vec<AgentCertificate> =
+        found.iter().filter_map(|f| agent_certificate(f, now)).collect();
+    match client
+        .report_certificates(&host_id, &secret_key, &certificates)
+        .await
+    {
+        Ok(()) => Ok(host_id),
+        // The key was rotated at the service: read the host's current one with the service
+        // credentials, keep it, and send once more.
+        Err(CertMgmtError::Unauthorized { .. }) => {
+            let host = client
+                .host(&host_id)
+                .await
+                .map_err(|e| failure(&e, "reading the host's rotated key"))?;
+            store_host(&secrets, task, &host_secret, &host.id, &host.secret_key).await?;
+            client
+                .report_certificates(&host_id, &host.secret_key, &certificates)
+                .await
+                .map_err(|e| failure(&e, "the certificate report"))?;
+            Ok(host_id)
+        }
+        Err(e) => Err(failure(&e, "the certificate report")),
+    }
+}
+
+/// The service's client, with the Basic credentials of `spec.report.credentialsSecretName`.
+async fn client(secrets: &Api<Secret>, report: &DiscoveryReport) -> Result<CertMgmtClient, SourceFailure> {
     let invalid = |message: String| SourceFailure {
         reason: "InvalidConfiguration",
         message,
@@ -93,64 +168,7 @@ pub async fn report(
     let password = SecretString::new(value("password")?);
     let client = CertMgmtClient::new(&report.url, &username, password, report.ca_bundle.as_deref())
         .map_err(|e| failure(&e, "spec.report"))?;
-
-    let host_secret = host_secret_name(task);
-    let stored = secrets.get_opt(&host_secret).await.map_err(|e| SourceFailure {
-        reason: "KubernetesError",
-        message: format!("cannot read Secret {host_secret}: {e}"),
-    })?;
-    let field = |secret: &Secret, key: &str| {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .and_then(|v| String::from_utf8(v.0.clone()).ok())
-    };
-    let kept = stored
-        .as_ref()
-        .and_then(|s| field(s, "host_id").zip(field(s, "secret_key")));
-    let (host_id, secret_key) = if let Some((id, key)) = kept {
-        (id, SecretString::new(key))
-    } else {
-        let hostname = report
-            .hostname
-            .clone()
-            .unwrap_or_else(|| format!("{namespace}-{}", task.name_any()));
-        let (host, _created) = client
-            .onboard_host(&hostname, SERVER_TYPE)
-            .await
-            .map_err(|e| failure(&e, "onboarding"))?;
-        store_host(&secrets, task, &host_secret, &host.id, &host.secret_key).await?;
-        (host.id, host.secret_key)
-    };
-    let now = jiff::Timestamp::now();
-    let certificates: Vec<AgentCertificate> = found
-        .iter()
-        .filter_map(|f| {
-            AgentCertificate::from_der(&f.der, AgentCertType::Public, &f.location, &f.location, now).ok()
-        })
-        .collect();
-    match client
-        .report_certificates(&host_id, &secret_key, &certificates)
-        .await
-    {
-        Ok(()) => Ok(host_id),
-        // The key was rotated at the service: read the host's current one with the service
-        // credentials, keep it, and send once more.
-        Err(CertMgmtError::Unauthorized { .. }) => {
-            let host = client
-                .host(&host_id)
-                .await
-                .map_err(|e| failure(&e, "reading the host's rotated key"))?;
-            store_host(&secrets, task, &host_secret, &host.id, &host.secret_key).await?;
-            client
-                .report_certificates(&host_id, &host.secret_key, &certificates)
-                .await
-                .map_err(|e| failure(&e, "the certificate report"))?;
-            Ok(host_id)
-        }
-        Err(e) => Err(failure(&e, "the certificate report")),
-    }
+    Ok(client)
 }
 
 /// Writes the host id and secret key to the task's host Secret (owned by the task, so it goes
@@ -201,4 +219,36 @@ async fn store_host(
             message: format!("cannot write Secret {name}: {e}"),
         })?;
     Ok(())
+}
+
+/// The report entry of a finding: from the certificate when discovery has it, else (SCM's
+/// results, facts without the bytes) from the facts, with no SANs.
+fn agent_certificate(found: &Found, now: jiff::Timestamp) -> Option<AgentCertificate> {
+    if !found.der.is_empty() {
+        return AgentCertificate::from_der(
+            &found.der,
+            AgentCertType::Public,
+            &found.location,
+            &found.location,
+            now,
+        )
+        .ok();
+    }
+    let serial = found.serial_hex.to_ascii_uppercase();
+    let cn = found.common_name.clone().unwrap_or_default();
+    Some(AgentCertificate {
+        service_name: found.location.clone(),
+        cert_sn: serial.clone(),
+        cert_type: AgentCertType::Public,
+        cert_issuer: found.issuer.clone(),
+        cert_subject: found.subject.clone(),
+        leaf_cert_cn: cn.clone(),
+        leaf_cert_sn: serial,
+        cert_cn: cn,
+        cert_sans: Vec::new(),
+        cert_not_before: jiff::Timestamp::from_second(found.not_before).ok()?,
+        cert_not_after: jiff::Timestamp::from_second(found.not_after).ok()?,
+        cert_modified_date: now,
+        cert_path: found.location.clone(),
+    })
 }

@@ -79,16 +79,24 @@ pub fn net_task(task: &DiscoveryTask, source: &ScmDiscoverySource) -> Result<Net
         })
         .collect::<Result<Vec<_>, SourceFailure>>()?;
     let spec = NetTaskSpec {
-        name: source
-            .display_name
-            .clone()
-            .unwrap_or_else(|| format!("{}-{}", task.namespace().unwrap_or_default(), task.name_any())),
+        name: source.display_name.clone().unwrap_or_else(|| default_name(task)),
         agent: source.agent.clone(),
         ranges,
         bucket_id: source.bucket_id.clone(),
     };
     spec.validate().map_err(|e| discovery_failure(&e))?;
     Ok(spec)
+}
+
+/// The remote task's default name: `<namespace>.<name>`, unique because namespaces hold no dots;
+/// one over SCM's 256 characters keeps its start and a hash of the whole.
+fn default_name(task: &DiscoveryTask) -> String {
+    let name = format!("{}.{}", task.namespace().unwrap_or_default(), task.name_any());
+    if name.len() <= 256 {
+        return name;
+    }
+    let hash = crate::pki::chain::sha256_hex(name.as_bytes());
+    format!("{}-{}", &name[..240], &hash[..12])
 }
 
 /// A discovery error as a source failure (reason and an actionable message).
@@ -154,20 +162,37 @@ pub enum Scan {
     Done(Operation, Vec<Found>),
     /// Failed at SCM: the operation and its error.
     Failed(Operation),
+    /// Still running after [`MAX_SCAN`]: stopped.
+    TimedOut(Operation),
+    /// No operation of ours appeared within [`MAX_SCAN`].
+    Lost,
 }
 
+/// The longest a scan is followed; after that it is given up (and stopped at SCM).
+pub const MAX_SCAN: jiff::SignedDuration = jiff::SignedDuration::from_hours(6);
+
 /// Looks at the scan started at `started`: the newest operation created since (less the clock
-/// skew) is ours; its results are read once it and the task are finished.
+/// skew), or one still running that was started earlier (SCM answered our start with -618, or a
+/// restart lost our start time), is ours; its results are read once it and the task are
+/// finished. A scan not done within [`MAX_SCAN`] is stopped and reported.
 pub async fn follow(scm: &ScmBackend, id: i64, started: jiff::Timestamp) -> Result<Scan, DiscoveryError> {
     let since = started.checked_sub(START_SKEW).unwrap_or(started);
     let operations = scm.discovery_operations(id).await?;
     let Some(operation) = operations
         .into_iter()
-        .filter(|o| o.created.is_none_or(|created| created >= since))
+        .filter(|o| !o.is_terminal() || o.created.is_none_or(|created| created >= since))
         .max_by_key(|o| o.created)
     else {
-        return Ok(Scan::Running);
+        return Ok(if jiff::Timestamp::now().duration_since(started) > MAX_SCAN {
+            Scan::Lost
+        } else {
+            Scan::Running
+        });
     };
+    if !operation.is_terminal() && jiff::Timestamp::now().duration_since(started) > MAX_SCAN {
+        scm.discovery_stop_operation(id, &operation.id).await?;
+        return Ok(Scan::TimedOut(operation));
+    }
     if operation.is_failed() {
         return Ok(Scan::Failed(operation));
     }
@@ -179,7 +204,9 @@ pub async fn follow(scm: &ScmBackend, id: i64, started: jiff::Timestamp) -> Resu
         return Ok(Scan::Running);
     }
     let results = scm.discovery_results(id, &operation.id).await?;
-    let found = results.iter().map(found).collect();
+    // A result without an end of validity cannot be judged; it is left out rather than
+    // counted as expired.
+    let found = results.iter().filter_map(found).collect();
     Ok(Scan::Done(operation, found))
 }
 
@@ -200,8 +227,9 @@ fn dn(attributes: &std::collections::BTreeMap<String, String>) -> String {
 }
 
 /// What SCM reports about a certificate, as discovery's record (SCM sends facts, not the
-/// certificate itself).
-pub fn found(result: &DiscoveredCertificate) -> Found {
+/// certificate itself); `None` without `validTo`.
+pub fn found(result: &DiscoveredCertificate) -> Option<Found> {
+    let not_after = result.valid_to?.as_second();
     let rsa_bits = result
         .key_algorithm
         .as_deref()
@@ -216,7 +244,7 @@ pub fn found(result: &DiscoveredCertificate) -> Found {
         .map(|bits| Weakness::ShortRsaKey(bits as usize))
         .or(sha1.then_some(Weakness::Sha1Signature));
     let (subject, issuer) = (dn(&result.subject), dn(&result.issuer));
-    Found {
+    Some(Found {
         source: Source::Scm,
         location: format!("{}:{}", result.ip, result.port),
         common_name: result.common_name.clone(),
@@ -232,9 +260,9 @@ pub fn found(result: &DiscoveredCertificate) -> Found {
             .trim_start_matches('0')
             .to_ascii_lowercase(),
         not_before: result.valid_from.map_or(0, jiff::Timestamp::as_second),
-        not_after: result.valid_to.map_or(0, jiff::Timestamp::as_second),
+        not_after,
         weakness,
         managed: result.is_managed(),
         der: std::sync::Arc::from(&[][..]),
-    }
+    })
 }

@@ -193,8 +193,14 @@ pub async fn secrets(
         for meta in listed.items {
             let name = meta.name_any();
             let location = format!("{namespace}/{name}");
-            let Ok(Some(secret)) = secrets.get_opt(&name).await else {
-                continue; // Deleted meanwhile.
+            let secret = match secrets.get_opt(&name).await {
+                Ok(Some(secret)) => secret,
+                Ok(None) => continue, // Deleted meanwhile.
+                Err(e) => {
+                    into.unreachable
+                        .push((location, format!("cannot read the Secret: {e}")));
+                    continue;
+                }
             };
             let leaf = secret
                 .data

@@ -64,10 +64,13 @@ pub fn awaited<'a>(
     validations
         .iter()
         .filter(|dv| IssuerTarget::from_cluster_scoped(&dv.spec.issuer_ref) == *target)
+        // Validated at the CA counts, whatever else keeps the object from Ready (a challenge
+        // record that could not be removed, a revalidation that cannot publish).
         .filter(|dv| {
-            !dv.status
-                .as_ref()
-                .is_some_and(|s| conditions::is_true(&s.conditions, "Ready"))
+            !dv.status.as_ref().is_some_and(|s| {
+                conditions::is_true(&s.conditions, "Ready")
+                    || s.validation_status.as_deref() == Some(ValidationStatus::Validated.as_str())
+            })
         })
         .find_map(|dv| {
             names

@@ -240,6 +240,9 @@ pub struct DiscoveryTaskStatus {
     /// SCM task id of the scan task the operator created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scm_task_id: Option<i64>,
+    /// The issuer (`Kind namespace/name`) through which `scmTaskId` was created or adopted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scm_task_issuer: Option<String>,
     /// When the SCM scan in flight was started (cleared once its results are in).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scm_scan_started_time: Option<Time>,
