@@ -299,7 +299,7 @@ impl Operation {
 /// A certificate found on a network endpoint by an operation (§2.9 result, §2.8 `Details`).
 /// The result carries no certificate bytes, only these parsed fields; every field an expiry,
 /// weak-key or self-signed analysis needs is kept.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DiscoveredCertificate {
     /// `location.details.ip`.
     pub ip: String,

@@ -266,3 +266,47 @@ pub fn found(result: &DiscoveredCertificate) -> Option<Found> {
         der: std::sync::Arc::from(&[][..]),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(valid_to: Option<&str>) -> DiscoveredCertificate {
+        let mut subject = std::collections::BTreeMap::new();
+        subject.insert("CN".to_owned(), "a.example.com".to_owned());
+        DiscoveredCertificate {
+            ip: "10.0.0.1".into(),
+            port: 443,
+            common_name: Some("a.example.com".into()),
+            serial: Some("00AB".into()),
+            issuer: subject.clone(),
+            subject,
+            valid_to: valid_to.map(|t| t.parse().unwrap()),
+            key_algorithm: Some("RSA".into()),
+            key_size: Some(1024),
+            ..DiscoveredCertificate::default()
+        }
+    }
+
+    #[test]
+    fn scm_results_become_findings_and_those_without_an_end_are_left_out() {
+        assert_eq!(found(&result(None)), None);
+        let f = found(&result(Some("2027-01-01T00:00:00Z"))).unwrap();
+        assert_eq!(f.location, "10.0.0.1:443");
+        assert_eq!(f.serial_hex, "ab");
+        assert_eq!(f.weakness, Some(Weakness::ShortRsaKey(1024)));
+        assert!(f.self_signed);
+    }
+
+    #[test]
+    fn default_remote_names_cannot_collide() {
+        let task = |namespace: &str, name: &str| {
+            let mut task = DiscoveryTask::new(name, crate::crd::v1alpha1::DiscoveryTaskSpec::default());
+            task.metadata.namespace = Some(namespace.into());
+            task
+        };
+        assert_ne!(default_name(&task("a-b", "c")), default_name(&task("a", "b-c")));
+        assert_eq!(default_name(&task("web", "tier")), "web.tier");
+        assert!(default_name(&task("ns", &"x".repeat(253))).len() <= 256);
+    }
+}

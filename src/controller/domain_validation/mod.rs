@@ -942,5 +942,13 @@ mod tests {
         ];
         let (waiting, name) = awaited(&validations, &corp, &names).unwrap();
         assert_eq!((waiting.name_any().as_str(), name), ("pending", "api.other.org"));
+        // Validated at the CA but not Ready (e.g. its challenge record could not be removed):
+        // Certificates do not wait.
+        let mut cleanup_failed = dv("cleanup", "other.org", "corp", Some(false));
+        if let Some(status) = cleanup_failed.status.as_mut() {
+            status.validation_status = Some(ValidationStatus::Validated.as_str().to_owned());
+        }
+        let validations = vec![dv("ready", "example.com", "corp", Some(true)), cleanup_failed];
+        assert!(awaited(&validations, &corp, &names).is_none());
     }
 }
