@@ -2,6 +2,10 @@
 //! tests: what the operator's endpoint sweep (and the SCM simulator's scan) must find and
 //! classify. Real handshakes over real sockets; the weak certificates (RSA 1024, SHA-1) come from
 //! the `openssl` command, as no Rust crate here signs them.
+//!
+//! For sweeps at scale (the bench): many healthy servers at once ([`LiveEndpoints`]), and ports
+//! that give no certificate — closed ones that refuse ([`ClosedPorts`]) and filtered ones that
+//! never answer ([`FilteredPorts`]) — held for as long as the sweep runs.
 
 use std::{
     net::SocketAddr,
@@ -19,7 +23,10 @@ use rustls::{
     sign::CertifiedKey,
 };
 use time::{Duration, OffsetDateTime};
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::{
+    net::{TcpListener, TcpSocket, TcpStream},
+    task::JoinHandle,
+};
 
 /// What a server of the fleet presents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +161,128 @@ impl TlsFleet {
             .iter()
             .find(|s| s.presented == presented)
             .unwrap_or(&self.servers[0])
+    }
+}
+
+/// Many healthy TLS servers on loopback, one listener and one certificate (its own P-256 key,
+/// valid for a year, from one CA) each, all served by the caller's runtime: the live peers of a
+/// sweep at scale, where what counts is how many handshakes there are, not what they present.
+/// The servers stop when it is dropped.
+pub struct LiveEndpoints {
+    /// Where each server listens (127.0.0.1), in the order they were started.
+    pub addrs: Vec<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for LiveEndpoints {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl LiveEndpoints {
+    /// Starts `count` servers, each on a free loopback port.
+    pub async fn start(count: usize) -> Result<Self> {
+        let now = OffsetDateTime::now_utc();
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name
+            .push(DnType::CommonName, "Live Endpoints Test CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.not_before = now - Duration::days(1);
+        ca.not_after = now + Duration::days(3650);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+        let mut addrs = Vec::with_capacity(count);
+        let mut tasks = Vec::with_capacity(count);
+        for index in 0..count {
+            let name = format!("live-{index}.fleet.test");
+            let key = KeyPair::generate()?;
+            let mut params = CertificateParams::new(vec![name.clone()])?;
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.not_before = now - Duration::days(1);
+            params.not_after = now + Duration::days(365);
+            let leaf = params.signed_by(&key, &ca)?;
+            let (addr, task) =
+                serve(leaf.der().to_vec(), PrivatePkcs8KeyDer::from(key.serialize_der())).await?;
+            addrs.push(addr);
+            tasks.push(task);
+        }
+        Ok(Self { addrs, tasks })
+    }
+}
+
+/// The loopback address with a port the kernel picks.
+fn any_loopback_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// Loopback ports that refuse connections ("closed"), held while this lives: each is a socket
+/// bound to the port that never listens, so the kernel answers a connection with a reset — and,
+/// unlike a port merely found free, no other process can start listening there in the meantime
+/// and turn it into a live endpoint mid-sweep.
+pub struct ClosedPorts {
+    /// The ports, in the order they were taken.
+    pub ports: Vec<u16>,
+    _sockets: Vec<TcpSocket>,
+}
+
+impl ClosedPorts {
+    /// Takes `count` free loopback ports.
+    pub fn hold(count: usize) -> Result<Self> {
+        let mut ports = Vec::with_capacity(count);
+        let mut sockets = Vec::with_capacity(count);
+        for _ in 0..count {
+            let socket = TcpSocket::new_v4()?;
+            socket.bind(any_loopback_port())?;
+            ports.push(socket.local_addr()?.port());
+            sockets.push(socket);
+        }
+        Ok(Self {
+            ports,
+            _sockets: sockets,
+        })
+    }
+}
+
+/// Loopback ports that never answer ("filtered", as behind a firewall that drops packets), made
+/// without root, held while this lives. Each is a listener with a backlog of 0 whose accept
+/// queue is filled by one connection of ours that nobody accepts. While a listener's accept
+/// queue is full, Linux drops the SYN of every further connection (`tcp_abort_on_overflow` only
+/// decides what happens to a handshake that already completed), so a client sees no answer at
+/// all — its connect waits, retransmitting the SYN, until its own timeout — which is what a
+/// filtered port does. Linux-specific, as the local control plane is.
+pub struct FilteredPorts {
+    /// The ports, in the order they were made.
+    pub ports: Vec<u16>,
+    _listeners: Vec<TcpListener>,
+    _fillers: Vec<TcpStream>,
+}
+
+impl FilteredPorts {
+    /// Makes `count` filtered loopback ports.
+    pub async fn hold(count: usize) -> Result<Self> {
+        let mut ports = Vec::with_capacity(count);
+        let mut listeners = Vec::with_capacity(count);
+        let mut fillers = Vec::with_capacity(count);
+        for _ in 0..count {
+            let socket = TcpSocket::new_v4()?;
+            socket.bind(any_loopback_port())?;
+            // A backlog of 0 admits one connection to the accept queue: the filler's.
+            let listener = socket.listen(0)?;
+            let addr = listener.local_addr()?;
+            let filler = TcpStream::connect(addr)
+                .await
+                .with_context(|| format!("filling the accept queue of {addr}"))?;
+            ports.push(addr.port());
+            listeners.push(listener);
+            fillers.push(filler);
+        }
+        Ok(Self {
+            ports,
+            _listeners: listeners,
+            _fillers: fillers,
+        })
     }
 }
 

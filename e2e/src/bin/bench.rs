@@ -18,7 +18,12 @@
 //!    and after a restart (the caches alone);
 //! 5. when heaptrack is installed (and not `--no-heap-profile`): the same issuance once more into
 //!    an emptied cluster with heaptrack's allocation recorder preloaded into the operator, and
-//!    the largest consumers of heap at its peak — what bounds the peak RSS.
+//!    the largest consumers of heap at its peak — what bounds the peak RSS;
+//! 6. DiscoveryTask endpoint sweeps: a fresh operator (`--namespace`) reads 200 live TLS servers
+//!    on loopback among 1,000 ports that give no certificate (closed and filtered), with
+//!    concurrency 64 and the default 32; the wall time against the sweep's budget, the counts in
+//!    status, the operator's peak RSS and CPU. `--only discovery` runs just these on a control
+//!    plane of their own and replaces only their section of the report.
 //!
 //! Each throughput run also reports the next-key Secrets (private keys kept while an order is
 //! open) still present once everything is Ready: none should outlive its issuance.
@@ -31,7 +36,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 use k8s_openapi::{
     ByteString,
@@ -43,12 +48,13 @@ use kube::{
     runtime::{WatchStreamExt as _, watcher},
 };
 use pki_operator::{
-    crd::v1alpha1::Certificate,
+    crd::v1alpha1::{Certificate, DiscoveryTask},
     pki::{inspect, key::PrivateKey},
 };
 use pki_operator_e2e::{
     AuditedWrite, ControlPlane, Operator, repo_root,
     sim::scm::{ScmSimulator, ScmSimulatorConfig},
+    tls_fleet::{ClosedPorts, FilteredPorts, LiveEndpoints},
     wait_for, work_dir,
 };
 use rand::Rng as _;
@@ -81,9 +87,31 @@ struct Args {
     /// Skip the heap profile of an issuance at scale (run when heaptrack is installed).
     #[arg(long)]
     no_heap_profile: bool,
+    /// Run only this part, on a control plane of its own, and replace only its section of the
+    /// report (the rest of the file, measured at another time, is kept as it is).
+    #[arg(long, value_enum)]
+    only: Option<Part>,
+    /// Live TLS servers the discovery sweeps read.
+    #[arg(long, default_value_t = 200)]
+    discovery_live: usize,
+    /// Closed loopback ports (refused) in the discovery sweep beside the live servers.
+    #[arg(long, default_value_t = 800)]
+    discovery_closed: usize,
+    /// Filtered loopback ports (no answer) in the discovery sweep beside the live servers; with
+    /// the closed ones, the ports that give no certificate. The worst-case sweeps make all of
+    /// those filtered.
+    #[arg(long, default_value_t = 200)]
+    discovery_filtered: usize,
     /// Report file, relative to the repository root.
     #[arg(long, default_value = "BENCHMARKS.md")]
     output: PathBuf,
+}
+
+/// A part of the bench that runs on its own (`--only`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Part {
+    /// The DiscoveryTask endpoint sweeps (the report's "Discovery sweep" section).
+    Discovery,
 }
 
 /// One line of the report.
@@ -194,6 +222,9 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: &Args) -> Result<()> {
+    if args.only == Some(Part::Discovery) {
+        return run_discovery_only(args).await;
+    }
     if args.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
@@ -253,10 +284,15 @@ async fn run(args: &Args) -> Result<()> {
             .unwrap_or_else(|error| Profile::Skipped(format!("failed: {error:#}")))
     };
 
+    println!("==> discovery sweeps");
+    let discovery = discovery_sweeps(&plane, &client, &dir, args).await?;
+
     scm.shutdown().await;
     crash_scm.shutdown().await;
     plane.stop();
-    let report = render(&rows, &writes, &profile, args, started.elapsed())?;
+    let mut report = render(&rows, &writes, &profile, args, started.elapsed())?;
+    writeln!(report)?;
+    report.push_str(&render_discovery(&discovery)?);
     let path = repo_root().join(&args.output);
     std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
     println!("\n{report}");
@@ -1066,20 +1102,19 @@ fn key_matches(secret: &Secret) -> Result<bool> {
     Ok(key.public_key_der()? == inspect::inspect(&leaf)?.public_key_der)
 }
 
-fn render(
-    rows: &[Row],
-    writes: &[IssuerWrites],
-    profile: &Profile,
-    args: &Args,
-    took: Duration,
-) -> Result<String> {
-    let commit = std::process::Command::new("git")
+/// The commit measured: `git rev-parse --short HEAD` of the repository.
+fn commit() -> String {
+    std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .current_dir(repo_root())
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The CPUs this process may use and their model name.
+fn machine() -> (usize, String) {
     let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -1090,6 +1125,18 @@ fn render(
                 .map(|(_, model)| model.trim().to_owned())
         })
         .unwrap_or_default();
+    (cpus, model)
+}
+
+fn render(
+    rows: &[Row],
+    writes: &[IssuerWrites],
+    profile: &Profile,
+    args: &Args,
+    took: Duration,
+) -> Result<String> {
+    let commit = commit();
+    let (cpus, model) = machine();
     let mut out = String::new();
     writeln!(out, "# Benchmarks")?;
     writeln!(out)?;
@@ -1475,4 +1522,638 @@ fn render_profile(out: &mut String, profile: &Profile, scale: usize) -> Result<(
         )?;
     }
     Ok(())
+}
+
+/// Per-connection timeout of the discovery sweeps: a filtered port holds a connection slot this
+/// long, so it sets what the filtered ports cost.
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time budget of each discovery sweep.
+const SWEEP_BUDGET: Duration = Duration::from_secs(60);
+/// Ports per range: the CRD's limit on `endpoints.ranges[].ports`.
+const PORTS_PER_RANGE: usize = 32;
+/// Ranges per task: the CRD's limit on `endpoints.ranges`.
+const MAX_RANGES: usize = 64;
+/// The DiscoveryTask controller's concurrency when the spec sets none.
+const DEFAULT_SWEEP_CONCURRENCY: u32 = 32;
+/// The operator's memory target (the guide's sizing, the same as for issuance at scale), MiB.
+const RSS_TARGET_MIB: f64 = 100.0;
+/// The DiscoveryTask each sweep applies.
+const SWEEP_TASK: &str = "sweep";
+
+/// What the ports of a sweep that give no certificate are.
+#[derive(Clone, Copy, Debug)]
+enum Unanswered {
+    /// `--discovery-closed` closed and `--discovery-filtered` filtered ports.
+    Mixed,
+    /// As many ports, all filtered: the slowest sweep of that many targets.
+    AllFiltered,
+}
+
+/// The sweeps measured, in order: the acceptance sweep at concurrency 64 and at the default, then
+/// the worst case (every port that gives no certificate filtered) at both.
+const SWEEP_CASES: [(Unanswered, Option<u32>); 4] = [
+    (Unanswered::Mixed, Some(64)),
+    (Unanswered::Mixed, None),
+    (Unanswered::AllFiltered, Some(64)),
+    (Unanswered::AllFiltered, None),
+];
+
+/// What one discovery sweep measured.
+struct Sweep {
+    /// The targets, e.g. `200 live + 800 closed + 200 filtered`.
+    label: String,
+    /// The concurrency the operator used, and whether the spec set it (else the default).
+    concurrency: u32,
+    concurrency_set: bool,
+    /// Filtered ports among the targets: each holds a connection slot for the timeout.
+    filtered: usize,
+    /// Certificates and unreachable targets a complete sweep reports.
+    expected_total: usize,
+    expected_unreachable: usize,
+    /// The DiscoveryTask's create to the watch event showing its run recorded.
+    wall: Duration,
+    /// `status.lastRunDuration`, the operator's own timing of the run.
+    run_duration: String,
+    /// `status.summary.total` and `.unreachable`.
+    total: i64,
+    unreachable: i64,
+    /// The operator's RSS once started and idle, its peak (`VmHWM`) then and after the sweep, MiB.
+    rss_idle: f64,
+    peak_before: f64,
+    peak_after: f64,
+    /// The operator's user + system CPU time during the sweep.
+    cpu: Duration,
+    /// The bench's own CPU time meanwhile: mostly the TLS servers' handshakes, on the same cores.
+    bench_cpu: Duration,
+    /// The 1-minute load average as the sweep started.
+    load: f64,
+}
+
+impl Sweep {
+    /// Every target read, with the counts a complete sweep gives.
+    fn complete(&self) -> bool {
+        i64::try_from(self.expected_total).is_ok_and(|n| n == self.total)
+            && i64::try_from(self.expected_unreachable).is_ok_and(|n| n == self.unreachable)
+    }
+
+    /// The least concurrency that reads the filtered ports within the budget: filtered ×
+    /// timeout ÷ budget, rounded up.
+    fn concurrency_needed(&self) -> u64 {
+        u64::try_from(self.filtered)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(SWEEP_TIMEOUT.as_secs())
+            .div_ceil(SWEEP_BUDGET.as_secs())
+    }
+
+    /// `status.lastRunDuration` as a duration; the wall time when it does not parse.
+    fn run_time(&self) -> Duration {
+        self.run_duration
+            .strip_suffix('s')
+            .and_then(|seconds| seconds.parse::<f64>().ok())
+            .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+            .unwrap_or(self.wall)
+    }
+
+    /// The budget stopped the sweep: every probe is bounded by the sooner of its timeout and the
+    /// budget's end, so a run that lasted the whole budget ran into it, and the targets it had
+    /// not read by then count as unreachable ("not reached within the time budget") whatever
+    /// they are. The counts cannot tell those apart from refused and timed-out ones, this can.
+    fn cut_by_budget(&self) -> bool {
+        self.run_time() >= SWEEP_BUDGET
+    }
+
+    /// Roughly how many targets the budget cut short (not started, or still waiting out their
+    /// timeout): the filtered ports beyond what `concurrency` slots get through in the budget
+    /// (the live and closed ones take a slot only for a moment).
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    fn left_by_budget(&self) -> usize {
+        let read = SWEEP_BUDGET.as_secs_f64() / SWEEP_TIMEOUT.as_secs_f64() * f64::from(self.concurrency);
+        self.filtered.saturating_sub(read as usize)
+    }
+
+    /// Every target read, before the budget's end, with the counts a complete sweep gives; and
+    /// the run recorded within the budget.
+    fn met(&self) -> bool {
+        self.complete() && !self.cut_by_budget() && self.wall <= SWEEP_BUDGET
+    }
+
+    /// The least time the filtered ports alone take: each holds one of `concurrency` slots for
+    /// the timeout.
+    #[allow(clippy::cast_precision_loss)]
+    fn floor(&self) -> Duration {
+        SWEEP_TIMEOUT.mul_f64(self.filtered as f64 / f64::from(self.concurrency))
+    }
+}
+
+/// How the ports that give no certificate answered the bench itself before the sweeps.
+struct PortCheck {
+    closed: usize,
+    closed_refused: usize,
+    filtered: usize,
+    filtered_silent: usize,
+}
+
+/// The discovery sweeps and where they ran.
+struct Discovery {
+    sweeps: Vec<Sweep>,
+    ports: PortCheck,
+    live: usize,
+    /// Ports in each sweep that give no certificate.
+    unanswered: usize,
+    /// Ranges of the DiscoveryTask (each `127.0.0.1/32` with at most 32 ports).
+    ranges: usize,
+    commit: String,
+    at: jiff::Timestamp,
+}
+
+/// `--only discovery`: the sweeps on a control plane of their own; only their section of the
+/// report is replaced.
+async fn run_discovery_only(args: &Args) -> Result<()> {
+    let dir = work_dir("bench-discovery")?;
+    println!("==> starting the local control plane");
+    let plane = ControlPlane::start(&dir.join("cluster")).await?;
+    let client = plane.client().await?;
+    install(&plane)?;
+    println!("==> discovery sweeps");
+    let discovery = discovery_sweeps(&plane, &client, &dir, args).await;
+    plane.stop();
+    let section = render_discovery(&discovery?)?;
+    let path = repo_root().join(&args.output);
+    let existing = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+    };
+    let report = replace_section(&existing, DISCOVERY_HEADING, &section);
+    std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
+    println!("\n{section}");
+    println!("written to {} (its other sections kept)", path.display());
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Starts the live servers, holds the closed and filtered ports, checks how they answer, and
+/// measures each of [`SWEEP_CASES`].
+async fn discovery_sweeps(
+    plane: &ControlPlane,
+    client: &Client,
+    dir: &Path,
+    args: &Args,
+) -> Result<Discovery> {
+    let unanswered = args.discovery_closed + args.discovery_filtered;
+    let targets = args.discovery_live + unanswered;
+    let ranges = targets.div_ceil(PORTS_PER_RANGE);
+    if ranges > MAX_RANGES {
+        bail!(
+            "{targets} ports need {ranges} ranges of 127.0.0.1/32, more than the {MAX_RANGES} a \
+             DiscoveryTask may list"
+        );
+    }
+    println!(
+        "    {} live TLS servers, {} closed ports, {unanswered} filtered ports",
+        args.discovery_live, args.discovery_closed
+    );
+    let live = LiveEndpoints::start(args.discovery_live).await?;
+    let closed = ClosedPorts::hold(args.discovery_closed)?;
+    // As many filtered ports as the worst case needs; the mixed sweeps use the first ones.
+    let filtered = FilteredPorts::hold(unanswered).await?;
+    let ports = check_ports(&closed.ports, &filtered.ports).await;
+    println!(
+        "    checked: {}/{} closed refused, {}/{} filtered silent",
+        ports.closed_refused, ports.closed, ports.filtered_silent, ports.filtered
+    );
+    let live_ports = live.addrs.iter().map(std::net::SocketAddr::port);
+    let mut sweeps = Vec::new();
+    for (index, (kind, concurrency)) in SWEEP_CASES.into_iter().enumerate() {
+        let (label, targets, filtered_count): (String, Vec<u16>, usize) = match kind {
+            Unanswered::Mixed => (
+                format!(
+                    "{} live + {} closed + {} filtered",
+                    args.discovery_live, args.discovery_closed, args.discovery_filtered
+                ),
+                live_ports
+                    .clone()
+                    .chain(closed.ports.iter().copied())
+                    .chain(filtered.ports.iter().take(args.discovery_filtered).copied())
+                    .collect(),
+                args.discovery_filtered,
+            ),
+            Unanswered::AllFiltered => (
+                format!("{} live + {unanswered} filtered", args.discovery_live),
+                live_ports.clone().chain(filtered.ports.iter().copied()).collect(),
+                unanswered,
+            ),
+        };
+        println!(
+            "==> discovery sweep {}/{}: {label}, concurrency {}",
+            index + 1,
+            SWEEP_CASES.len(),
+            concurrency.unwrap_or(DEFAULT_SWEEP_CONCURRENCY)
+        );
+        let plan = SweepPlan {
+            label,
+            expected_total: args.discovery_live,
+            expected_unreachable: targets.len() - args.discovery_live,
+            ports: targets,
+            filtered: filtered_count,
+            concurrency,
+        };
+        let sweep = sweep_run(plane, client, dir, index + 1, plan).await?;
+        println!(
+            "    {:.1} s (lastRunDuration {}), {} found, {} unreachable, peak RSS {:.1} MiB",
+            sweep.wall.as_secs_f64(),
+            sweep.run_duration,
+            sweep.total,
+            sweep.unreachable,
+            sweep.peak_after
+        );
+        sweeps.push(sweep);
+    }
+    Ok(Discovery {
+        sweeps,
+        ports,
+        live: args.discovery_live,
+        unanswered,
+        ranges,
+        commit: commit(),
+        at: jiff::Timestamp::now(),
+    })
+}
+
+/// How a loopback port answered a connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Answer {
+    Refused,
+    Silent,
+    Other,
+}
+
+/// Connects once to every closed and filtered port (all at once, 0.5 s each) and counts those
+/// that answered as their kind should: a closed port refuses, a filtered one stays silent. The
+/// report states it, so the sweeps' "closed" and "filtered" are what they claim.
+async fn check_ports(closed: &[u16], filtered: &[u16]) -> PortCheck {
+    let answer = |port: u16| async move {
+        let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+        match tokio::time::timeout(Duration::from_millis(500), connect).await {
+            Err(_) => Answer::Silent,
+            Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => Answer::Refused,
+            Ok(_) => Answer::Other,
+        }
+    };
+    let count = |ports: &[u16], expected: Answer| {
+        let ports = ports.to_vec();
+        async move {
+            stream::iter(ports)
+                .map(answer)
+                .buffer_unordered(512)
+                .filter(|got| std::future::ready(*got == expected))
+                .count()
+                .await
+        }
+    };
+    PortCheck {
+        closed: closed.len(),
+        closed_refused: count(closed, Answer::Refused).await,
+        filtered: filtered.len(),
+        filtered_silent: count(filtered, Answer::Silent).await,
+    }
+}
+
+/// What one sweep reads and how.
+struct SweepPlan {
+    label: String,
+    /// Ports of 127.0.0.1 to read.
+    ports: Vec<u16>,
+    /// How many of them are filtered, and what a complete sweep counts.
+    filtered: usize,
+    expected_total: usize,
+    expected_unreachable: usize,
+    /// `spec.cluster.endpoints.concurrency`; `None` leaves the default.
+    concurrency: Option<u32>,
+}
+
+/// One sweep: a fresh operator for a new namespace, one DiscoveryTask over the plan's ports of
+/// 127.0.0.1, timed from its create to the watch event showing the run recorded.
+async fn sweep_run(
+    plane: &ControlPlane,
+    client: &Client,
+    dir: &Path,
+    index: usize,
+    plan: SweepPlan,
+) -> Result<Sweep> {
+    let namespace = format!("discovery-{index}");
+    create_namespace(client, &namespace).await?;
+    let operator = Operator::start(
+        plane,
+        dir,
+        &format!("operator-discovery-{index}"),
+        &["--namespace", &namespace, "--log-level", "warn"],
+    )?;
+    operator.wait_ready(Duration::from_secs(120)).await?;
+    // Let the informers settle before reading memory, as for the other idle readings.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (rss_idle, peak_before) = memory(operator.pid())?;
+    let api: Api<DiscoveryTask> = Api::namespaced(client.clone(), &namespace);
+    let task = sweep_task(&plan.ports, plan.concurrency)?;
+    let recorded = watch_until(api.clone(), 1, has_run).await?;
+    let load = load_average()?;
+    let cpu_before = cpu_time(operator.pid())?;
+    let bench_cpu_before = cpu_time(std::process::id())?;
+    let started = Instant::now();
+    api.create(&PostParams::default(), &task).await?;
+    let seen = recorded
+        .finish(SWEEP_BUDGET * 2 + Duration::from_secs(60))
+        .await
+        .with_context(|| format!("the sweep in {namespace}; operator log:\n{}", operator.log_text()))?;
+    let wall = seen
+        .values()
+        .max()
+        .map_or(Duration::ZERO, |at| at.duration_since(started));
+    let cpu = cpu_time(operator.pid())?.saturating_sub(cpu_before);
+    let bench_cpu = cpu_time(std::process::id())?.saturating_sub(bench_cpu_before);
+    let (_, peak_after) = memory(operator.pid())?;
+    let status = api.get(SWEEP_TASK).await?.status.unwrap_or_default();
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    if !ready.is_some_and(|c| c.status == "True" && c.reason == "Completed") {
+        bail!("the sweep in {namespace} did not complete: {ready:?}");
+    }
+    let summary = status.summary.context("a recorded run without a summary")?;
+    Ok(Sweep {
+        label: plan.label,
+        concurrency: plan.concurrency.unwrap_or(DEFAULT_SWEEP_CONCURRENCY),
+        concurrency_set: plan.concurrency.is_some(),
+        filtered: plan.filtered,
+        expected_total: plan.expected_total,
+        expected_unreachable: plan.expected_unreachable,
+        wall,
+        run_duration: status.last_run_duration.unwrap_or_default(),
+        total: summary.total,
+        unreachable: summary.unreachable,
+        rss_idle,
+        peak_before,
+        peak_after,
+        cpu,
+        bench_cpu,
+        load,
+    })
+}
+
+/// A run of the task has been recorded (its status is written once, when the run ends).
+fn has_run(task: &DiscoveryTask) -> bool {
+    task.status.as_ref().is_some_and(|s| s.last_run_time.is_some())
+}
+
+/// The DiscoveryTask of a sweep: `ports` of 127.0.0.1 in ranges of at most [`PORTS_PER_RANGE`]
+/// ports (the CRD's limit), the bench's timeout and budget, and `concurrency` when given (the
+/// default otherwise). Its schedule is daily: the one run a sweep measures is the one its
+/// creation makes due at once.
+fn sweep_task(ports: &[u16], concurrency: Option<u32>) -> Result<DiscoveryTask> {
+    let ranges: Vec<serde_json::Value> = ports
+        .chunks(PORTS_PER_RANGE)
+        .map(|chunk| serde_json::json!({"cidr": "127.0.0.1/32", "ports": chunk}))
+        .collect();
+    let mut endpoints = serde_json::json!({
+        "ranges": ranges,
+        "timeout": format!("{}s", SWEEP_TIMEOUT.as_secs()),
+        "budget": format!("{}s", SWEEP_BUDGET.as_secs()),
+    });
+    if let Some(concurrency) = concurrency {
+        endpoints["concurrency"] = concurrency.into();
+    }
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "pki-operator.io/v1alpha1", "kind": "DiscoveryTask",
+        "metadata": {"name": SWEEP_TASK},
+        "spec": {"schedule": {"interval": "24h"}, "cluster": {"endpoints": endpoints}},
+    }))?)
+}
+
+/// The heading of the discovery section, which `--only discovery` replaces.
+const DISCOVERY_HEADING: &str = "## Discovery sweep";
+
+/// `report` with the section under `heading` (up to the next `## ` heading) replaced by
+/// `section`, or `section` appended when there is none.
+fn replace_section(report: &str, heading: &str, section: &str) -> String {
+    let start = if report.starts_with(&format!("{heading}\n")) {
+        Some(0)
+    } else {
+        report.find(&format!("\n{heading}\n")).map(|at| at + 1)
+    };
+    let Some(start) = start else {
+        let kept = report.trim_end();
+        return if kept.is_empty() {
+            section.to_owned()
+        } else {
+            format!("{kept}\n\n{section}")
+        };
+    };
+    let after = start + heading.len();
+    match report[after..].find("\n## ") {
+        Some(next) => format!("{}{section}\n{}", &report[..start], &report[after + next + 1..]),
+        None => format!("{}{section}", &report[..start]),
+    }
+}
+
+fn render_discovery(discovery: &Discovery) -> Result<String> {
+    let (cpus, model) = machine();
+    let budget = SWEEP_BUDGET.as_secs();
+    let timeout = SWEEP_TIMEOUT.as_secs();
+    let ports = &discovery.ports;
+    let mut out = String::new();
+    writeln!(out, "{DISCOVERY_HEADING}")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Measured {} at commit `{}` on {cpus} CPU(s) ({model}); `make bench BENCH_ARGS='--only \
+         discovery'` measures this section alone, on a control plane of its own (a full `make \
+         bench` measures it last).",
+        discovery.at.strftime("%Y-%m-%d %H:%M UTC"),
+        discovery.commit
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "A DiscoveryTask's cluster source sweeping loopback: `endpoints.ranges` of \
+         `127.0.0.1/32` ({} ranges of at most {PORTS_PER_RANGE} ports, the CRD's limit per range) \
+         over {} live TLS servers — one listener and one certificate (its own ECDSA P-256 key, \
+         from one CA) each, served by the bench on one tokio runtime — among {} ports that give \
+         no certificate; `timeout: {timeout}s`, `budget: {budget}s`. Each sweep is one run of a \
+         fresh release operator started with `--namespace` (a namespace of its own). Wall time is \
+         from the DiscoveryTask's create to the watch event showing the run recorded (`Ready` \
+         `Completed`); `lastRunDuration` is the operator's own timing of the run. The operator's \
+         RSS is read from `/proc/<pid>/status`: idle once started, then its peak (VmHWM) after \
+         the run — the peak is the sweep's wherever it is above the VmHWM before the create (in \
+         brackets). CPU is user + system time from the create to the run recorded, the \
+         operator's and the bench's (the TLS servers' handshakes, on the same cores).",
+        discovery.ranges, discovery.live, discovery.unanswered
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "**Closed and filtered ports.** A closed port is a socket bound to it that never listens: \
+         the kernel answers a connect with a reset (`Connection refused`), and holding the port \
+         keeps anything else from listening there during the sweeps. A filtered port — a \
+         firewall dropping the SYN — needs root (iptables/nftables) on loopback, so the filtered \
+         ones are made without it: a listener with a backlog of 0 whose one accept-queue slot is \
+         taken by a connection the bench opens and nobody accepts; while its accept queue is \
+         full, Linux drops every further SYN, so the operator's connect gets no answer and runs \
+         into its timeout, as against a filtered port. Checked from the bench before the sweeps: \
+         {} of {} closed ports refused, {} of {} filtered ports gave no answer within 0.5 s. A \
+         filtered port holds a connection slot for the whole timeout, so the filtered ports alone \
+         take at least filtered × timeout ÷ concurrency (\"floor\"); the worst-case sweeps make \
+         every port that gives no certificate filtered.",
+        ports.closed_refused, ports.closed, ports.filtered_silent, ports.filtered
+    )?;
+    writeln!(out)?;
+    render_sweeps(&mut out, &discovery.sweeps)?;
+    writeln!(out)?;
+    writeln!(out, "**Targets.**")?;
+    writeln!(out)?;
+    render_targets(&mut out, &discovery.sweeps)?;
+    Ok(out)
+}
+
+/// The table of the sweeps, one row each.
+fn render_sweeps(out: &mut String, sweeps: &[Sweep]) -> Result<()> {
+    let budget = SWEEP_BUDGET.as_secs();
+    writeln!(
+        out,
+        "| targets | concurrency | create → Ready (budget {budget} s) | `lastRunDuration` | floor | \
+         `summary.total` (expected) | `summary.unreachable` (expected) | operator RSS idle → peak \
+         (VmHWM before) | operator CPU | bench CPU | load | complete within budget | peak ≤ {RSS_TARGET_MIB:.0} MiB |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    let yes_no = |met: bool| if met { "yes" } else { "**no**" };
+    for sweep in sweeps {
+        writeln!(
+            out,
+            "| {} | {}{} | {:.1} s | {} | {:.1} s | {} ({}) | {} ({}) | {:.1} → {:.1} MiB ({:.1}) | \
+             {:.2} s | {:.2} s | {:.1} | {} | {} |",
+            sweep.label,
+            sweep.concurrency,
+            if sweep.concurrency_set { "" } else { " (default)" },
+            sweep.wall.as_secs_f64(),
+            sweep.run_duration,
+            sweep.floor().as_secs_f64(),
+            sweep.total,
+            sweep.expected_total,
+            sweep.unreachable,
+            sweep.expected_unreachable,
+            sweep.rss_idle,
+            sweep.peak_after,
+            sweep.peak_before,
+            sweep.cpu.as_secs_f64(),
+            sweep.bench_cpu.as_secs_f64(),
+            sweep.load,
+            yes_no(sweep.met()),
+            yes_no(sweep.peak_after <= RSS_TARGET_MIB),
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether each sweep met its targets, in words: the budget and the memory target.
+fn render_targets(out: &mut String, sweeps: &[Sweep]) -> Result<()> {
+    let budget = SWEEP_BUDGET.as_secs();
+    for sweep in sweeps {
+        let what = format!("{}, concurrency {}", sweep.label, sweep.concurrency);
+        let wall = sweep.wall.as_secs_f64();
+        if sweep.met() {
+            writeln!(
+                out,
+                "- {what}: finished within its {budget} s budget ({wall:.1} s) with every target \
+                 read."
+            )?;
+        } else if sweep.cut_by_budget() {
+            let counts = if sweep.complete() {
+                "the counts are the expected ones all the same, as those ports would have given no \
+                 certificate either way; a live endpoint left that late would be missing from the \
+                 total"
+                    .to_owned()
+            } else {
+                format!(
+                    "{} live endpoints were among the targets left: missing from the total",
+                    sweep
+                        .expected_total
+                        .saturating_sub(usize::try_from(sweep.total).unwrap_or(0))
+                )
+            };
+            writeln!(
+                out,
+                "- {what}: **cut by its {budget} s budget**: the run took {} ({wall:.1} s to Ready). \
+                 It found {} of {} certificates and counts {} unreachable ({} expected), but about \
+                 {} of the filtered ports were still waiting for their turn or their timeout when \
+                 the budget ran out: they count as \"not reached within the time budget\" rather than \
+                 timed out ({counts}). Its floor \
+                 is {:.1} s: sweeping {} filtered ports within {budget} s with a {}s timeout needs a \
+                 concurrency of at least {} (filtered × timeout ÷ budget).",
+                sweep.run_duration,
+                sweep.total,
+                sweep.expected_total,
+                sweep.unreachable,
+                sweep.expected_unreachable,
+                sweep.left_by_budget(),
+                sweep.floor().as_secs_f64(),
+                sweep.filtered,
+                SWEEP_TIMEOUT.as_secs(),
+                sweep.concurrency_needed(),
+            )?;
+        } else if sweep.complete() {
+            writeln!(
+                out,
+                "- {what}: every target read within the budget (the run: {}), but **recorded after \
+                 it**: {wall:.1} s from create to Ready.",
+                sweep.run_duration
+            )?;
+        } else {
+            writeln!(
+                out,
+                "- {what}: **not every target read as expected**: {} of {} certificates, {} \
+                 unreachable against {} (the run: {}, {wall:.1} s to Ready).",
+                sweep.total,
+                sweep.expected_total,
+                sweep.unreachable,
+                sweep.expected_unreachable,
+                sweep.run_duration,
+            )?;
+        }
+    }
+    let peak = sweeps.iter().map(|s| s.peak_after).fold(f64::NAN, f64::max);
+    writeln!(
+        out,
+        "- Operator peak RSS over all sweeps: {peak:.1} MiB, {} the {RSS_TARGET_MIB:.0} MiB peak \
+         target (the operator's sizing).",
+        if peak <= RSS_TARGET_MIB {
+            "within"
+        } else {
+            "**above**"
+        }
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_section;
+
+    #[test]
+    fn a_section_is_replaced_up_to_the_next_heading_or_appended() {
+        let new = "## B\n\nnew\n";
+        assert_eq!(
+            replace_section("# R\n\n## A\n\na\n\n## B\n\nold\n\n## C\n\nc\n", "## B", new),
+            "# R\n\n## A\n\na\n\n## B\n\nnew\n\n## C\n\nc\n"
+        );
+        assert_eq!(
+            replace_section("# R\n\n## B\n\nold\nmore\n", "## B", new),
+            "# R\n\n## B\n\nnew\n"
+        );
+        assert_eq!(
+            replace_section("# R\n\n## Bee\n\nb\n", "## B", new),
+            "# R\n\n## Bee\n\nb\n\n## B\n\nnew\n"
+        );
+        assert_eq!(replace_section("", "## B", new), new);
+    }
 }
