@@ -545,6 +545,31 @@ fn findings_are_reported_to_certmgmt_as_an_agent_host() -> Result<()> {
             service.stats().requests
         );
 
+        // Between runs (the schedule is hourly) the last findings are reported again every
+        // `checkInInterval`, so the service sees the host alive.
+        apply(
+            &ns.name,
+            &task("4s", &service.base_url())
+                .replace("{name}", "reported")
+                .replace(
+                    "hostname: e2e-cluster,",
+                    "hostname: e2e-cluster, checkInInterval: 3s,",
+                ),
+        )?;
+        let reports = service.stats().hosts[0].reports;
+        wait_for("two check-ins between runs", Duration::from_secs(60), || async {
+            (service.stats().hosts[0].reports >= reports + 3).then_some(())
+        })
+        .await
+        .with_context(|| operator.log_text())?;
+        let runs = wait_task(&client, &ns.name, "reported", "its status", |_| true).await?;
+        ensure!(
+            status_of(&runs)
+                .last_run_time
+                .is_some_and(|t| t.0 < jiff::Timestamp::now() - jiff::SignedDuration::from_secs(5)),
+            "the reports came from runs, not check-ins"
+        );
+
         // An unreachable service: Ready=False naming the report, the findings still recorded.
         let closed = format!("https://127.0.0.1:{}", free_port()?);
         apply(&ns.name, &task("3s", &closed).replace("{name}", "unreported"))?;

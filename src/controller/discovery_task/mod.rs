@@ -278,9 +278,19 @@ async fn scheduled(
                     status.run_generation = generation;
                     let next = schedule.next_after(now);
                     status.next_run_time = next.map(time);
-                    let action = match next {
+                    // A reporting task checks in between runs: wake for that too.
+                    let check_in = task.spec.report.as_ref().and_then(|settings| {
+                        let interval =
+                            jiff::SignedDuration::try_from(report::check_in_interval(settings)).ok()?;
+                        finished.checked_add(interval).ok()
+                    });
+                    let wake = match (next, check_in) {
+                        (Some(next), Some(check_in)) => Some(next.min(check_in)),
+                        (next, check_in) => next.or(check_in),
+                    };
+                    let action = match wake {
                         _ if scanning => Action::requeue(scm::POLL),
-                        Some(next) => Action::requeue(wait_until(next, finished).max(Duration::from_secs(1))),
+                        Some(wake) => Action::requeue(wait_until(wake, finished).max(Duration::from_secs(1))),
                         None => Action::await_change(),
                     };
                     (action, true)
