@@ -278,17 +278,7 @@ async fn scheduled(
                     status.run_generation = generation;
                     let next = schedule.next_after(now);
                     status.next_run_time = next.map(time);
-                    // A reporting task checks in between runs: wake for that too.
-                    let check_in = task.spec.report.as_ref().and_then(|settings| {
-                        let interval =
-                            jiff::SignedDuration::try_from(report::check_in_interval(settings)).ok()?;
-                        finished.checked_add(interval).ok()
-                    });
-                    let wake = match (next, check_in) {
-                        (Some(next), Some(check_in)) => Some(next.min(check_in)),
-                        (next, check_in) => next.or(check_in),
-                    };
-                    let action = match wake {
+                    let action = match wake_after_run(task, next, finished) {
                         _ if scanning => Action::requeue(scm::POLL),
                         Some(wake) => Action::requeue(wait_until(wake, finished).max(Duration::from_secs(1))),
                         None => Action::await_change(),
@@ -297,6 +287,23 @@ async fn scheduled(
                 }
             }
         }
+    }
+}
+
+/// When to look again after a run: the next run, or sooner the next check-in of a reporting
+/// task.
+fn wake_after_run(
+    task: &DiscoveryTask,
+    next: Option<jiff::Timestamp>,
+    finished: jiff::Timestamp,
+) -> Option<jiff::Timestamp> {
+    let check_in = task.spec.report.as_ref().and_then(|settings| {
+        let interval = jiff::SignedDuration::try_from(report::check_in_interval(settings)).ok()?;
+        finished.checked_add(interval).ok()
+    });
+    match (next, check_in) {
+        (Some(next), Some(check_in)) => Some(next.min(check_in)),
+        (next, check_in) => next.or(check_in),
     }
 }
 
