@@ -261,8 +261,7 @@ pub(super) async fn adopt_unrecorded_delivery(
 }
 
 /// Whether order `id` at `issuer` holds the certificate in `secret` (for the local `ca`, whose
-/// orders are not kept anywhere: whether that certificate verifies to its chain, which the
-/// caller checked).
+/// orders are not kept anywhere: whether that CA signed the certificate).
 async fn confirm_at_ca(
     cert: &Certificate,
     spec: &ValidatedCertificate,
@@ -271,12 +270,12 @@ async fn confirm_at_ca(
     key: &PrivateKey,
     id: &str,
 ) -> Result<bool, Error> {
-    if issuer.backend.signs_locally() {
-        return Ok(true);
-    }
     let Some((leaf_der, _)) = secret::certificates(secret) else {
         return Ok(false);
     };
+    if let crate::backend::Backend::Ca(ca) = issuer.backend.as_ref() {
+        return Ok(inspect::verify_chain(&leaf_der, &ca.chain_der()).is_ok());
+    }
     let csr = build_csr(key, &spec.subject).map_err(|e| Error::Key(e.to_string()))?;
     let handle = OrderHandle {
         backend: issuer.backend.kind(),
