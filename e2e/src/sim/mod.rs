@@ -497,6 +497,16 @@ impl TlsServer {
         self.local_addr
     }
 
+    /// `https://<address>`: a server bound to every interface is named by loopback, which its
+    /// TLS certificate covers.
+    pub fn https_origin(&self) -> String {
+        let mut addr = self.local_addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
+        }
+        format!("https://{addr}")
+    }
+
     /// Stops accepting, drops every open connection and waits for their tasks.
     pub async fn shutdown(self) {
         self.shutdown.cancel();

@@ -163,14 +163,7 @@ async fn forget_moved_remote(
             "SCM discovery task {id} at {} is no longer this DiscoveryTask's (spec.scm changed); delete it in SCM",
             status.scm_task_issuer.as_deref().unwrap_or_default()
         );
-        ctx.events
-            .publish(
-                task,
-                kube::runtime::events::EventType::Warning,
-                "RemoteTaskLeft",
-                &note,
-            )
-            .await;
+        remote_task_left(ctx, task, &note).await;
         status.scm_task_id = None;
         status.scm_task_issuer = None;
         status.scm_scan_started_time = None;
@@ -530,14 +523,7 @@ async fn finalize(
                         "the SCM discovery task could not be deleted ({}); delete it in SCM",
                         errors::error_chain(&e)
                     );
-                    ctx.events
-                        .publish(
-                            task,
-                            kube::runtime::events::EventType::Warning,
-                            "RemoteTaskLeft",
-                            &note,
-                        )
-                        .await;
+                    remote_task_left(ctx, task, &note).await;
                 }
             }
             Err(failure) => {
@@ -548,14 +534,7 @@ async fn finalize(
                         .map_or_else(|| "(unknown id)".to_owned(), |id| id.to_string()),
                     failure.message
                 );
-                ctx.events
-                    .publish(
-                        task,
-                        kube::runtime::events::EventType::Warning,
-                        "RemoteTaskLeft",
-                        &note,
-                    )
-                    .await;
+                remote_task_left(ctx, task, &note).await;
             }
         }
     }
@@ -566,6 +545,18 @@ async fn finalize(
             source,
         })?;
     Ok(Action::await_change())
+}
+
+/// Says (a Warning Event) that an SCM task is left for a person to delete in SCM.
+async fn remote_task_left(ctx: &Context, task: &DiscoveryTask, note: &str) {
+    ctx.events
+        .publish(
+            task,
+            kube::runtime::events::EventType::Warning,
+            "RemoteTaskLeft",
+            note,
+        )
+        .await;
 }
 
 /// Stops the scan in flight and deletes the remote task (the one in status, else the one found

@@ -256,12 +256,7 @@ impl CertMgmtSimulator {
     /// `https://127.0.0.1:<port>`, no trailing slash (the paths start with `/certmgmt` and
     /// `/certagent`).
     pub fn base_url(&self) -> String {
-        let mut addr = self.server.local_addr();
-        // Bound to every interface: name loopback, which the TLS certificate covers.
-        if addr.ip().is_unspecified() {
-            addr.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
-        }
-        format!("https://{addr}")
+        self.server.https_origin()
     }
 
     /// The bound address.

@@ -201,12 +201,7 @@ impl NexusSimulator {
 
     /// `https://127.0.0.1:<port>/pgwy/api`, no trailing slash.
     pub fn base_url(&self) -> String {
-        let mut addr = self.server.local_addr();
-        // Bound to every interface: name loopback, which the TLS certificate covers.
-        if addr.ip().is_unspecified() {
-            addr.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
-        }
-        format!("https://{addr}{BASE_PATH}")
+        format!("{}{BASE_PATH}", self.server.https_origin())
     }
 
     /// The CA that signed the server's TLS certificate (PEM).

@@ -552,12 +552,7 @@ impl ScmSimulator {
 
     /// `https://127.0.0.1:<port>`: no trailing slash, no `/api`.
     pub fn base_url(&self) -> String {
-        let mut addr = self.server.local_addr();
-        // Bound to every interface: name loopback, which the TLS certificate covers.
-        if addr.ip().is_unspecified() {
-            addr.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
-        }
-        format!("https://{addr}")
+        self.server.https_origin()
     }
 
     /// The CA that signed the server's TLS certificate (PEM).
