@@ -708,6 +708,31 @@ async fn mark_managed(ctx: &Context, found: &mut [analysis::Found]) {
     }
 }
 
+/// The unreachable targets to list, each with the run since which it has been unreachable: a
+/// target listed by the last run keeps its `since`, a new one starts now. Targets listed before
+/// come first so that a long outage is not pushed out of the bounded list by new ones.
+fn unreachable_since(
+    before: &[UnreachableTarget],
+    now_unreachable: &[(String, String)],
+    started: jiff::Timestamp,
+) -> Vec<UnreachableTarget> {
+    let earlier: std::collections::BTreeMap<&str, &Time> = before
+        .iter()
+        .filter_map(|t| Some((t.target.as_str(), t.since.as_ref()?)))
+        .collect();
+    let mut listed: Vec<UnreachableTarget> = now_unreachable
+        .iter()
+        .map(|(target, reason)| UnreachableTarget {
+            target: target.clone(),
+            reason: reason.clone(),
+            since: Some(earlier.get(target.as_str()).map_or_else(|| time(started), |t| (*t).clone())),
+        })
+        .collect();
+    listed.sort_by_key(|t| !earlier.contains_key(t.target.as_str()));
+    listed.truncate(MAX_UNREACHABLE);
+    listed
+}
+
 /// Writes a run's outcome to status, the inventory and the metrics.
 fn record_run(
     status: &mut DiscoveryTaskStatus,
@@ -725,14 +750,7 @@ fn record_run(
     let duration = finished.duration_since(started);
     status.last_run_time = Some(time(started));
     status.last_run_duration = Some(format!("{:.1}s", duration.as_secs_f64()));
-    status.unreachable_targets = unreachable
-        .iter()
-        .take(MAX_UNREACHABLE)
-        .map(|(target, reason)| UnreachableTarget {
-            target: target.clone(),
-            reason: reason.clone(),
-        })
-        .collect();
+    status.unreachable_targets = unreachable_since(&status.unreachable_targets, &unreachable, started);
     let unreachable = i64::try_from(unreachable.len()).unwrap_or(i64::MAX);
     let summary = record_found(status, found, started, ctx, key);
     if let Some(s) = status.summary.as_mut() {

@@ -34,11 +34,16 @@ use super::common::{
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AlertConfigSpec {
-    /// Alert levels; each of INFO, WARN, HIGH and ERROR at most once. A certificate is at the most
-    /// severe enabled level whose `remainingDays` it has reached.
+    /// Alert levels; each of INFO, WARN, HIGH and ERROR at most once, a more severe level never
+    /// with more `remainingDays` than a milder one. A certificate is at the most severe enabled
+    /// level whose `remainingDays` it has reached; an expired certificate is always ERROR.
+    /// Empty or absent: INFO 60, WARN 30, HIGH 14 and ERROR 7 days ([`DEFAULT_LEVELS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(validation = kube::core::Rule::new("self.all(l, self.exists_one(m, m.level == l.level))")
         .message("each level (INFO, WARN, HIGH, ERROR) may appear at most once"))]
-    #[schemars(length(min = 1, max = 4))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(a, self.all(b, !({'INFO': 0, 'WARN': 1, 'HIGH': 2, 'ERROR': 3}[a.level] < {'INFO': 0, 'WARN': 1, 'HIGH': 2, 'ERROR': 3}[b.level]) || a.remainingDays >= b.remainingDays))")
+        .message("remainingDays must not grow with severity: INFO >= WARN >= HIGH >= ERROR"))]
+    #[schemars(length(max = 4))]
     pub levels: Vec<AlertLevel>,
     /// Which certificates are watched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,8 +63,18 @@ pub struct AlertConfigSpec {
     pub cert_mgmt: Option<CertMgmtSync>,
 }
 
-/// Severity level (the CertMgmt service's names).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+/// The levels used when `spec.levels` is empty: `(level, remainingDays)`.
+pub const DEFAULT_LEVELS: [(Level, i32); 4] = [
+    (Level::INFO, 60),
+    (Level::WARN, 30),
+    (Level::HIGH, 14),
+    (Level::ERROR, 7),
+];
+
+/// Severity level (the CertMgmt service's names), in rising severity.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
 #[allow(clippy::upper_case_acronyms)] // CertMgmt's spelling of the levels
 pub enum Level {
     /// Informational.
@@ -150,15 +165,20 @@ pub struct EmailChannel {
     /// `StartTLS` (default), `TLS` or `None`.
     #[serde(default)]
     pub security: SmtpSecurity,
-    /// Secret with `username` and `password` keys for SMTP authentication.
+    /// Secret with `username` and `password` keys for SMTP authentication (none: no AUTH).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credentials_secret_ref: Option<NamespacedSecretKeySelector>,
+    pub credentials_secret_ref: Option<SecretReference>,
     /// Sender address.
     #[schemars(length(min = 3, max = 320))]
     pub from: String,
     /// Recipients.
     #[schemars(length(min = 1, max = 50), inner(length(min = 3, max = 320)))]
     pub to: Vec<String>,
+    /// PEM bundle of CAs trusted for the SMTP server's certificate, in addition to the system
+    /// roots (a relay with a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub ca_bundle: Option<String>,
 }
 
 /// Webhook payload format.
@@ -182,6 +202,13 @@ pub struct WebhookChannel {
     /// `Generic` (default), `Slack` or `Teams`.
     #[serde(default)]
     pub format: WebhookFormat,
+    /// Secret key holding a token sent as `Authorization: Bearer <token>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret_ref: Option<NamespacedSecretKeySelector>,
+    /// PEM bundle of CAs trusted for the webhook's certificate, in addition to the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub ca_bundle: Option<String>,
 }
 
 /// Host-unavailability alerting.
@@ -197,49 +224,86 @@ pub struct HostUnavailability {
     pub max_days_checkin_delay: i32,
 }
 
-/// CertMgmt service synchronisation.
+/// CertMgmt service synchronisation (`scm-discovery-alerts.md` §8.4). The service's alert state
+/// is global, so at most one AlertConfig may sync with one URL; a second is `Ready=False
+/// reason=Conflict`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CertMgmtSync {
-    /// CertMgmt service base URL.
+    /// CertMgmt service base URL, e.g. `https://cc.example.com:8445`.
     #[x_kube(validation = kube::core::Rule::new("self.startsWith('https://')").message("url must start with https://"))]
     #[schemars(length(min = 9, max = 2048))]
     pub url: String,
-    /// Credentials for the service.
-    pub credentials_secret_ref: NamespacedSecretKeySelector,
-    /// Push the levels and the email recipients as an email list owned by this AlertConfig.
-    #[serde(default)]
+    /// A Secret with the service's Basic credentials under the keys `username` and `password`.
+    pub credentials_secret_ref: SecretReference,
+    /// PEM bundle of CAs trusted for the service, in addition to the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub ca_bundle: Option<String>,
+    /// Push the levels, the host-unavailability setting and `channels.email.to` (as the email
+    /// list `emailListName`, owned by this AlertConfig) to the service (default true).
+    #[serde(default = "default_true")]
     pub sync_levels: bool,
-    /// Read the service's generated alerts into status and Events.
-    #[serde(default)]
+    /// Name of the email list this AlertConfig owns at the service (default
+    /// `pki-operator-<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub email_list_name: Option<String>,
+    /// Read the service's generated alerts into status and Events (default true).
+    #[serde(default = "default_true")]
     pub read_alerts: bool,
+    /// How often generated alerts are read and drift is checked (default `15m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "duration_schema")]
+    pub poll_interval: Option<String>,
+}
+
+/// A Secret by name and namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretReference {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Namespace of the Secret.
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
 }
 
 /// Observed state of an AlertConfig.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertConfigStatus {
-    /// `Ready` is True when the last evaluation and delivery succeeded.
+    /// `Ready` is True when the last evaluation and every delivery succeeded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Certificates in scope at the last evaluation (managed and discovered).
+    #[serde(default)]
+    pub evaluated: i64,
     /// Active alerts per level.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counts: Option<AlertCounts>,
-    /// The most severe active alerts (at most 50).
+    /// The most urgent active alerts (at most 20; `counts` counts all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 50))]
+    #[schemars(length(max = 20))]
     pub active_alerts: Vec<ActiveAlert>,
     /// When certificates were last evaluated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_evaluation_time: Option<Time>,
-    /// Failed deliveries since the last success, per channel.
+    /// When the next threshold crossing or repeat is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_evaluation_time: Option<Time>,
+    /// Delivery state per channel (`event`, `email`, `webhook/<index>`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
-    pub delivery_failures: Vec<DeliveryFailure>,
+    pub channels: Vec<ChannelStatus>,
+    /// What the CertMgmt service holds and reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_mgmt: Option<CertMgmtStatus>,
 }
 
 /// Number of active alerts per level.
@@ -252,8 +316,11 @@ pub struct AlertCounts {
     pub warn: i64,
     /// HIGH alerts.
     pub high: i64,
-    /// ERROR alerts.
+    /// ERROR alerts (expiring within the ERROR threshold, or expired).
     pub error: i64,
+    /// Discovery targets unreachable for longer than `hostUnavailability.maxDaysCheckinDelay`.
+    #[serde(default)]
+    pub unavailable_hosts: i64,
 }
 
 /// One active alert.
@@ -262,7 +329,8 @@ pub struct AlertCounts {
 pub struct ActiveAlert {
     /// Severity.
     pub level: Level,
-    /// What the alert is about: `Certificate namespace/name`, a discovered endpoint or a host.
+    /// What the alert is about: `Certificate namespace/name`, `discovered <location>` or
+    /// `host <target>`.
     pub subject: String,
     /// End of validity of the certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -270,20 +338,78 @@ pub struct ActiveAlert {
     /// Whole days of validity left (negative when expired).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remaining_days: Option<i64>,
-    /// When the alert was first raised.
+    /// When the alert was first raised at this level.
     pub since: Time,
 }
 
-/// Delivery failures of one channel.
+/// Delivery state of one channel.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct DeliveryFailure {
-    /// `email`, `webhook/<index>` or `certMgmt`.
+pub struct ChannelStatus {
+    /// `event`, `email` or `webhook/<index>`.
     pub channel: String,
-    /// Consecutive failures.
-    pub count: i64,
+    /// When a notification last went out on this channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivery_time: Option<Time>,
+    /// Notifications sent on this channel since the AlertConfig was created.
+    #[serde(default)]
+    pub delivered: i64,
+    /// Consecutive failed attempts since the last success (retried with backoff).
+    #[serde(default)]
+    pub consecutive_failures: i64,
     /// The last error, without credentials.
-    pub last_error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
     /// When it last failed.
-    pub last_failure_time: Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<Time>,
+    /// Notifications waiting for this channel to work again.
+    #[serde(default)]
+    pub pending: i64,
+}
+
+/// The CertMgmt side of an AlertConfig.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertMgmtStatus {
+    /// The service URL this status describes.
+    pub url: String,
+    /// Id of the email list this AlertConfig owns at the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_list_id: Option<i64>,
+    /// When levels and lists were last pushed and read back unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+    /// Generated alerts were read up to this time (the high-water mark).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_alert_poll: Option<Time>,
+    /// Generated alerts read since the AlertConfig was created, per level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_counts: Option<AlertCounts>,
+    /// The latest generated alerts (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub recent_alerts: Vec<GeneratedAlertSummary>,
+}
+
+/// One alert the CertMgmt service generated.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GeneratedAlertSummary {
+    /// `INFO`, `WARN`, `HIGH`, `ERROR`, or `NODE` for host unavailability.
+    pub level: String,
+    /// The service's time of the alert (as it wrote it).
+    pub datetime: String,
+    /// The host the alert is about.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host_id: String,
+    /// The alert's title (its email subject).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub title: String,
+    /// Common name of the certificate, for certificate alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cn: Option<String>,
+    /// Serial number of the certificate, for certificate alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
 }

@@ -282,6 +282,10 @@ pub struct UnreachableTarget {
     pub target: String,
     /// Why: refused, timed out, not TLS, over the time budget, unreadable certificate.
     pub reason: String,
+    /// The first run of an unbroken series of runs that could not read it (AlertConfig's
+    /// host-unavailability alerts count from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
 }
 
 /// Summary counts of one run.
