@@ -13,6 +13,7 @@
 //! - [`config`]: flags and environment.
 
 pub mod admin;
+pub mod alerting;
 pub mod backend;
 pub mod config;
 pub mod controller;
