@@ -1,7 +1,10 @@
 //! Alerting without Kubernetes: where a certificate stands against the levels of an AlertConfig
-//! ([`levels`]), what an alert says ([`message`]) and how it reaches people ([`email`],
-//! [`webhook`]). The AlertConfig controller (`controller::alert_config`) decides *when* to send
+//! ([`levels`]), what was already told ([`ledger`]), what an alert says (`message`) and how it
+//! reaches people (`email`, `webhook`). The AlertConfig controller (`controller::alert_config`) decides *when* to send
 //! and keeps the record of what was sent.
+
+pub mod ledger;
+pub mod levels;
 
 use jiff::Timestamp;
 
