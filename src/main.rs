@@ -107,6 +107,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             recheck_interval: config.dcv_recheck_interval,
         },
         inventory: pki_operator::discovery::inventory::Inventory::default(),
+        alert_caches: pki_operator::controller::alert_config::Caches::default(),
         solver_service: controller::domain_validation::ingress::SolverService {
             name: config.solver_service.clone(),
             namespace: config.pod_namespace.clone(),

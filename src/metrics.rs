@@ -229,3 +229,11 @@ mod tests {
         assert!(text.contains("pki_operator_build_info{version="), "{text}");
     }
 }
+
+// TEMP until the certificate metrics branch lands.
+impl Metrics {
+    /// Sets the alert level series.
+    pub fn set_certificate_alert_level(&self, _config: &str, _namespace: &str, _name: &str, _level: u8) {}
+    /// Removes the alert level series.
+    pub fn remove_certificate_alert_level(&self, _config: &str, _namespace: &str, _name: &str) {}
+}

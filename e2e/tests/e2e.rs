@@ -12,6 +12,8 @@
 // test code: here a panic is a test failure, and a table of cases is long by nature.
 #![allow(clippy::expect_used, clippy::too_many_lines)]
 
+#[path = "e2e/alerting.rs"]
+mod alerting;
 #[path = "e2e/audit.rs"]
 mod audit;
 #[path = "e2e/ca.rs"]
@@ -30,8 +32,6 @@ mod hostile_ca;
 mod issuer_policy;
 #[path = "e2e/nexus.rs"]
 mod nexus;
-#[path = "e2e/observed_kinds.rs"]
-mod observed_kinds;
 #[path = "e2e/operator_lifecycle.rs"]
 mod operator_lifecycle;
 #[path = "e2e/order_promises.rs"]
@@ -42,6 +42,8 @@ mod scm;
 mod secret_guard;
 #[path = "e2e/support.rs"]
 mod support;
+#[path = "e2e/unusable_issuers.rs"]
+mod unusable_issuers;
 
 use std::time::Instant;
 
@@ -61,9 +63,10 @@ fn main() -> std::process::ExitCode {
         order_promises::trials(),
         secret_guard::trials(),
         hostile_ca::trials(),
-        observed_kinds::trials(),
+        unusable_issuers::trials(),
         domain_validation::trials(),
         discovery::trials(),
+        alerting::trials(),
     ]
     .into_iter()
     .flatten()

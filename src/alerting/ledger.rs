@@ -142,9 +142,9 @@ impl Ledger {
     /// Brings the record to what an evaluation observed at `now` (seconds). A new alert, or one
     /// that reached a more severe level, is owed on every channel; one that fell back to a milder
     /// level (a partial renewal, a level edit) keeps what was sent and is not told again; an
-    /// unobserved key of a source in `complete_sources` is cleared. Observations beyond
+    /// unobserved key of a source that `is_complete` (was read whole) is cleared. Observations beyond
     /// [`MAX_ENTRIES`] are not recorded; the count of them is returned.
-    pub fn observe(&mut self, observed: &[Observed<'_>], complete_sources: &BTreeSet<&str>, now: i64) -> usize {
+    pub fn observe(&mut self, observed: &[Observed<'_>], is_complete: impl Fn(&str) -> bool, now: i64) -> usize {
         let mut seen = BTreeSet::new();
         let mut over_limit = 0;
         for o in observed {
@@ -179,7 +179,7 @@ impl Ledger {
             seen.insert(key);
         }
         self.entries
-            .retain(|key, e| seen.contains(key) || !complete_sources.contains(e.source.as_str()));
+            .retain(|key, e| seen.contains(key) || !is_complete(&e.source));
         over_limit
     }
 
@@ -249,8 +249,8 @@ mod tests {
         vec!["event".into(), "email".into()]
     }
 
-    fn complete() -> BTreeSet<&'static str> {
-        BTreeSet::from(["certificates"])
+    fn complete() -> impl Fn(&str) -> bool {
+        |source| source == "certificates"
     }
 
     fn send_all(ledger: &mut Ledger, now: i64) -> usize {
@@ -264,9 +264,9 @@ mod tests {
     #[test]
     fn a_crossing_is_told_once_per_channel_then_only_as_a_reminder() {
         let mut ledger = Ledger::default();
-        ledger.observe(&[obs("c/a", Level::WARN)], &complete(), 0);
+        ledger.observe(&[obs("c/a", Level::WARN)], complete(), 0);
         assert_eq!(send_all(&mut ledger, 0), 2);
-        ledger.observe(&[obs("c/a", Level::WARN)], &complete(), 60);
+        ledger.observe(&[obs("c/a", Level::WARN)], complete(), 60);
         assert_eq!(send_all(&mut ledger, 60), 0, "nothing new within the repeat interval");
         let reminders = ledger.due(&channels(), DAY, DAY);
         assert_eq!(reminders.len(), 2);
@@ -276,23 +276,23 @@ mod tests {
     #[test]
     fn escalation_is_told_again_and_de_escalation_or_clearing_is_not() {
         let mut ledger = Ledger::default();
-        ledger.observe(&[obs("c/a", Level::WARN)], &complete(), 0);
+        ledger.observe(&[obs("c/a", Level::WARN)], complete(), 0);
         send_all(&mut ledger, 0);
-        ledger.observe(&[obs("c/a", Level::HIGH)], &complete(), 10);
+        ledger.observe(&[obs("c/a", Level::HIGH)], complete(), 10);
         let due = ledger.due(&channels(), 10, DAY);
         assert_eq!(due.len(), 2);
         assert!(due.iter().all(|d| d.level == Level::HIGH && !d.repeat));
         send_all(&mut ledger, 10);
-        ledger.observe(&[obs("c/a", Level::INFO)], &complete(), 20);
+        ledger.observe(&[obs("c/a", Level::INFO)], complete(), 20);
         assert!(ledger.due(&channels(), 20, DAY).is_empty(), "a milder level is not a crossing");
-        ledger.observe(&[], &complete(), 30);
+        ledger.observe(&[], complete(), 30);
         assert!(ledger.is_empty(), "renewed: the alert is cleared");
     }
 
     #[test]
     fn a_failed_channel_stays_owed_without_resending_the_others() {
         let mut ledger = Ledger::default();
-        ledger.observe(&[obs("c/a", Level::ERROR)], &complete(), 0);
+        ledger.observe(&[obs("c/a", Level::ERROR)], complete(), 0);
         let due = ledger.due(&channels(), 0, DAY);
         let event = due.iter().find(|d| d.channel == "event").unwrap();
         ledger.mark_sent(&event.key, "event", 0);
@@ -312,7 +312,7 @@ mod tests {
                 level: Level::ERROR,
             },
         ];
-        ledger.observe(&observed, &complete(), 100);
+        ledger.observe(&observed, complete(), 100);
         send_all(&mut ledger, 100);
         let decoded = Ledger::decode(&ledger.encode());
         assert_eq!(decoded, ledger);
@@ -328,14 +328,14 @@ mod tests {
             key: "d/x",
             level: Level::HIGH,
         };
-        ledger.observe(&[found.clone()], &complete(), 0);
+        ledger.observe(&[found.clone()], complete(), 0);
         send_all(&mut ledger, 0);
         // After a restart the task has not run yet: its source is incomplete.
-        ledger.observe(&[], &complete(), 10);
+        ledger.observe(&[], complete(), 10);
         assert_eq!(ledger.len(), 1);
-        ledger.observe(&[found], &complete(), 20);
+        ledger.observe(&[found], complete(), 20);
         assert!(ledger.due(&channels(), 20, DAY).is_empty(), "no duplicate after the restart");
-        ledger.observe(&[], &BTreeSet::from(["certificates", "discovered/ns/task"]), 30);
+        ledger.observe(&[], |_| true, 30);
         assert!(ledger.is_empty());
     }
 
@@ -344,7 +344,7 @@ mod tests {
         let mut ledger = Ledger::default();
         let keys: Vec<String> = (0..MAX_ENTRIES + 5).map(|i| format!("c/{i}")).collect();
         let observed: Vec<Observed<'_>> = keys.iter().map(|k| obs(k, Level::INFO)).collect();
-        assert_eq!(ledger.observe(&observed, &complete(), 0), 5);
+        assert_eq!(ledger.observe(&observed, complete(), 0), 5);
         assert_eq!(ledger.len(), MAX_ENTRIES);
         send_all(&mut ledger, 0);
         assert!(ledger.encode().len() < 700_000, "{} bytes", ledger.encode().len());

@@ -159,6 +159,7 @@ pub fn reconcile(error: &Error) -> Classification {
         Error::DiscoveryTask(crate::controller::discovery_task::Error::UpdateStatus { source, .. }) => {
             kube(source)
         }
+        Error::AlertConfig(crate::controller::alert_config::Error::Kube { source, .. }) => kube(source),
     }
 }
 

@@ -1,14 +1,12 @@
 //! The controllers, one per kind, and the loop that runs them until shutdown.
 //!
-//! Certificate, Issuer, ClusterIssuer and DomainValidation have their reconcilers
-//! ([`certificate`], [`issuer`], [`domain_validation`]). DiscoveryTask and AlertConfig are still
-//! *observers* ([`observer`]): they
-//! watch their kind and say in status that nothing is done yet (`Ready=False NotImplemented`,
-//! or why their issuer cannot serve them) until their reconcilers land. The wiring here (watch
+//! Every kind has its reconciler: [`certificate`], [`issuer`] (Issuer and ClusterIssuer),
+//! [`domain_validation`], [`discovery_task`] and [`alert_config`]. The wiring here (watch
 //! scope, readiness after cache sync, graceful shutdown, error isolation with
 //! `DeserializeGuard`, metadata-only Secret watches, and the error policy of [`errors`]: retry
 //! with per-object backoff what can pass, wait for a change what cannot) is shared.
 
+pub mod alert_config;
 pub mod backoff;
 pub mod certificate;
 pub mod conditions;
@@ -18,7 +16,6 @@ pub mod errors;
 pub mod events;
 pub mod finalizer;
 pub mod issuer;
-pub mod observer;
 pub mod status;
 
 use std::{fmt::Debug, sync::Arc};
@@ -65,6 +62,8 @@ pub struct Context {
     pub solver_service: domain_validation::ingress::SolverService,
     /// What DiscoveryTasks found, for the metrics and AlertConfig.
     pub inventory: crate::discovery::inventory::Inventory,
+    /// The Certificate and DiscoveryTask caches AlertConfig reads.
+    pub alert_caches: alert_config::Caches,
     /// `--namespace`: the one namespace this operator serves, if any. Cluster-scoped objects
     /// that belong to an issuer are then handled only when that issuer is an Issuer there.
     pub watch_namespace: Option<String>,
@@ -94,6 +93,9 @@ pub enum Error {
     /// The DiscoveryTask reconciler failed.
     #[error(transparent)]
     DiscoveryTask(#[from] discovery_task::Error),
+    /// The AlertConfig reconciler failed.
+    #[error(transparent)]
+    AlertConfig(#[from] alert_config::Error),
     /// Writing the status of an observed kind failed.
     #[error("cannot update the status of {object}")]
     UpdateStatus {
@@ -158,6 +160,13 @@ pub async fn run(ctx: Arc<Context>, scope: &WatchScope, readiness: Readiness, sh
             &shutdown,
             certificate::reconcile,
         ),
+        runner_with::<v1alpha1::AlertConfig, _, _>(
+            "alert_config",
+            alert_config_controller(&client, scope, &ctx),
+            &ctx,
+            &shutdown,
+            alert_config::reconcile,
+        ),
         runner_with::<v1alpha1::Issuer, _, _>(
             "issuer",
             issuer_controller(scope.namespaced(&client), scope.namespaced(&client), &ctx),
@@ -189,13 +198,6 @@ pub async fn run(ctx: Arc<Context>, scope: &WatchScope, readiness: Readiness, sh
             &ctx,
             &shutdown,
             discovery_task::reconcile,
-        ),
-        runner_with::<v1alpha1::AlertConfig, _, _>(
-            "alert_config",
-            controller_for(Api::all(client.clone())),
-            &ctx,
-            &shutdown,
-            observer::reconcile::<v1alpha1::AlertConfig>,
         ),
     ];
     let names: Vec<_> = runners.iter().map(|r| r.name).collect();
@@ -236,6 +238,43 @@ fn certificate_controller(
             Api::<DeserializeGuard<v1alpha1::DomainValidation>>::all(client.clone()),
             watcher::Config::default(),
             by_domain,
+        )
+}
+
+/// The AlertConfig controller: its kind (on spec changes: its status records every pass),
+/// plus every change of a Certificate or a DiscoveryTask, which re-evaluates every AlertConfig
+/// (there are few). The Certificates and DiscoveryTasks are cached here and read by the
+/// reconciler ([`alert_config::Caches`]); each cache is updated before its change triggers.
+fn alert_config_controller(
+    client: &Client,
+    scope: &WatchScope,
+    ctx: &Context,
+) -> Controller<DeserializeGuard<v1alpha1::AlertConfig>> {
+    let controller = spec_controller_for::<v1alpha1::AlertConfig>(Api::all(client.clone()));
+    let configs = controller.store();
+    let every_config = move || {
+        configs
+            .state()
+            .iter()
+            .map(|c| ObjectRef::from_obj(c.as_ref()))
+            .collect::<Vec<_>>()
+    };
+    let (certificates, certificate_writer) = kube::runtime::reflector::store();
+    let (tasks, task_writer) = kube::runtime::reflector::store();
+    // A second start of the controllers (a regained leadership) keeps the first caches' handles
+    // out of the context: the reconciler then waits on the stores that are no longer fed. The
+    // process exits when it loses leadership (leader.rs), so this does not happen.
+    let _ = ctx.alert_caches.certificates.set(certificates);
+    let _ = ctx.alert_caches.discovery_tasks.set(tasks);
+    let for_certificates = every_config.clone();
+    controller
+        .watches_stream(
+            cached_objects(scope.namespaced::<DeserializeGuard<v1alpha1::Certificate>>(client), certificate_writer),
+            move |_| for_certificates(),
+        )
+        .watches_stream(
+            cached_objects(scope.namespaced::<DeserializeGuard<v1alpha1::DiscoveryTask>>(client), task_writer),
+            move |_| every_config(),
         )
 }
 
@@ -521,6 +560,7 @@ mod tests {
             dcv_self_check: domain_validation::self_check::SelfCheckSettings::default(),
             solver_service: domain_validation::ingress::SolverService::default(),
             inventory: crate::discovery::inventory::Inventory::default(),
+            alert_caches: super::alert_config::Caches::default(),
             watch_namespace: None,
         })
     }

@@ -386,6 +386,9 @@ pub struct CertMgmtStatus {
     /// Generated alerts read since the AlertConfig was created, per level.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_counts: Option<AlertCounts>,
+    /// The last sync or poll error, without credentials (cleared by the next success).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
     /// The latest generated alerts (at most 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]

@@ -1,7 +1,6 @@
-//! End-to-end tests of the kinds whose controllers have not landed yet (DomainValidation,
-//! AlertConfig): they are answered in status on the shared machinery, and a
+//! End-to-end tests of a cluster-scoped object naming an issuer that cannot serve it: a
 //! DomainValidation's cluster-scoped issuer reference goes through the shared resolver and the
-//! backend capability check before anything else.
+//! backend capability check before anything else, and status says which issuer and why.
 
 use std::time::Duration;
 
@@ -19,8 +18,8 @@ use crate::support::{apply, block_on, ca_issuer, plane, trial};
 /// This area's trials: a test function not listed here is dead code, which fails the build.
 pub fn trials() -> Vec<Trial> {
     vec![trial(
-        "observed_kinds_say_why_nothing_is_done",
-        observed_kinds_say_why_nothing_is_done,
+        "domain_validations_say_why_their_issuer_cannot_serve_them",
+        domain_validations_say_why_their_issuer_cannot_serve_them,
     )]
 }
 
@@ -43,8 +42,8 @@ fn api(client: &Client, kind: &str, namespace: Option<&str>) -> Api<DynamicObjec
 
 /// A DomainValidation naming a `ca` Issuer is `Unsupported` (the local CA has no domain
 /// validation) and one naming a missing Issuer is `IssuerNotReady`, both naming the
-/// issuer; an AlertConfig says `NotImplemented`. None of them is Ready.
-fn observed_kinds_say_why_nothing_is_done() -> Result<()> {
+/// issuer. Neither is Ready.
+fn domain_validations_say_why_their_issuer_cannot_serve_them() -> Result<()> {
     block_on(async {
         let dir = work_dir("observed")?;
         let client = plane().client().await?;
@@ -53,15 +52,11 @@ fn observed_kinds_say_why_nothing_is_done() -> Result<()> {
         let operator = Operator::start(plane(), &dir, "operator", &["--namespace", &ns.name])?;
         operator.wait_ready(Duration::from_secs(60)).await?;
         // Cluster-scoped names carry the namespace: tests run in parallel on one cluster.
-        let (local, missing, alerts) = (
-            format!("{}-local", ns.name),
-            format!("{}-missing", ns.name),
-            format!("{}-alerts", ns.name),
-        );
+        let (local, missing) = (format!("{}-local", ns.name), format!("{}-missing", ns.name));
         apply(
             &ns.name,
             &format!(
-                "apiVersion: pki-operator.io/v1alpha1\nkind: DomainValidation\nmetadata: {{name: {local}}}\nspec:\n  domain: local.example.com\n  issuerRef: {{kind: Issuer, namespace: {ns}, name: local-ca}}\n  method: EMAIL\n  email: hostmaster@local.example.com\n---\napiVersion: pki-operator.io/v1alpha1\nkind: DomainValidation\nmetadata: {{name: {missing}}}\nspec:\n  domain: missing.example.com\n  issuerRef: {{kind: Issuer, namespace: {ns}, name: missing}}\n  method: EMAIL\n  email: hostmaster@missing.example.com\n---\napiVersion: pki-operator.io/v1alpha1\nkind: AlertConfig\nmetadata: {{name: {alerts}}}\nspec:\n  levels:\n  - {{level: ERROR, remainingDays: 7}}\n",
+                "apiVersion: pki-operator.io/v1alpha1\nkind: DomainValidation\nmetadata: {{name: {local}}}\nspec:\n  domain: local.example.com\n  issuerRef: {{kind: Issuer, namespace: {ns}, name: local-ca}}\n  method: EMAIL\n  email: hostmaster@local.example.com\n---\napiVersion: pki-operator.io/v1alpha1\nkind: DomainValidation\nmetadata: {{name: {missing}}}\nspec:\n  domain: missing.example.com\n  issuerRef: {{kind: Issuer, namespace: {ns}, name: missing}}\n  method: EMAIL\n  email: hostmaster@missing.example.com\n",
                 ns = ns.name
             ),
         )?;
@@ -80,12 +75,6 @@ fn observed_kinds_say_why_nothing_is_done() -> Result<()> {
                 missing.clone(),
                 "IssuerNotReady",
                 vec![format!("Issuer {}/missing not found", ns.name)],
-            ),
-            (
-                api(&client, "AlertConfig", None),
-                alerts.clone(),
-                "NotImplemented",
-                vec!["does not act on them yet".to_owned()],
             ),
         ];
         for (api, name, reason, needles) in &expectations {
@@ -111,7 +100,6 @@ fn observed_kinds_say_why_nothing_is_done() -> Result<()> {
         for (api, name) in [
             (api(&client, "DomainValidation", None), local),
             (api(&client, "DomainValidation", None), missing),
-            (api(&client, "AlertConfig", None), alerts),
         ] {
             api.delete(&name, &DeleteParams::default()).await?;
         }

@@ -1,0 +1,1 @@
+//! TEMP placeholder until the CertMgmt sync branch lands.

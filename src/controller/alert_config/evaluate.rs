@@ -1,0 +1,321 @@
+//! What one AlertConfig sees: every certificate in its scope (managed Certificates from the
+//! cache, discovered certificates from the inventory) and every discovery target unreachable for
+//! too long, each at its level now, with the time the next level change is due. Pure over its
+//! inputs: the controller passes the caches' contents and the clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::{
+    alerting::{AlertSubject, Notification, levels::LevelSet, levels::days_left},
+    controller::issuer::IssuerTarget,
+    crd::v1alpha1::{
+        AlertConfig, Certificate, DiscoveryTask,
+        alert_config::{AlertScope, Level},
+    },
+    discovery::analysis::Found,
+};
+
+/// The level of a discovery target unreachable for longer than `maxDaysCheckinDelay`.
+pub const HOST_UNAVAILABLE_LEVEL: Level = Level::HIGH;
+
+/// The source of managed Certificates (always read whole from the cache).
+pub const CERTIFICATES: &str = "certificates";
+
+/// One subject at a level.
+#[derive(Clone, Debug)]
+pub struct Subject {
+    /// Stable identity within the AlertConfig (the sent-record's key).
+    pub key: String,
+    /// Which source it came from (`certificates`, `discovered/<task>`, `hosts/<task>`).
+    pub source: String,
+    /// The notification to send (with its level).
+    pub notification: Notification,
+    /// The managed Certificate it is about, for its Events.
+    pub certificate: Option<CertificateRef>,
+}
+
+/// A managed Certificate, as an Event names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateRef {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// UID (so that `kubectl describe` finds the Event).
+    pub uid: Option<String>,
+}
+
+/// The outcome of one evaluation.
+#[derive(Debug, Default)]
+pub struct Evaluation {
+    /// Subjects at a level, most urgent first.
+    pub alerting: Vec<Subject>,
+    /// Managed Certificates in scope with their level (`None`: no alert), for the metric.
+    pub managed_levels: BTreeMap<(String, String), Option<Level>>,
+    /// Certificates evaluated (managed with a `notAfter`, plus discovered).
+    pub evaluated: usize,
+    /// Sources read whole: an alert of such a source that was not seen is cleared.
+    pub complete_sources: BTreeSet<String>,
+    /// When the next level change of any subject is due.
+    pub next_change: Option<Timestamp>,
+    /// `namespace/name` of every DiscoveryTask that exists.
+    existing_tasks: BTreeSet<String>,
+    /// Whether discovered certificates are in scope.
+    include_discovered: bool,
+}
+
+impl Evaluation {
+    /// Whether `source` was read whole, so that its alerts not seen now are cleared: the
+    /// Certificates, each task's findings and hosts that were read, and anything of a task that
+    /// no longer exists or of discovered certificates no longer in scope.
+    pub fn is_complete(&self, source: &str) -> bool {
+        if self.complete_sources.contains(source) {
+            return true;
+        }
+        let (kind, task) = source.split_once('/').unwrap_or((source, ""));
+        match kind {
+            "discovered" => !self.include_discovered || !self.existing_tasks.contains(task),
+            "hosts" => !self.existing_tasks.contains(task),
+            _ => false,
+        }
+    }
+}
+
+/// What the evaluation reads.
+pub struct Inputs<'a> {
+    /// Every cached Certificate.
+    pub certificates: &'a [std::sync::Arc<Certificate>],
+    /// Every cached DiscoveryTask.
+    pub discovery_tasks: &'a [std::sync::Arc<DiscoveryTask>],
+    /// Each DiscoveryTask's findings (`namespace/name` → found).
+    pub discovered: &'a BTreeMap<String, std::sync::Arc<Vec<Found>>>,
+}
+
+/// Evaluates `config` over `inputs` at `now`.
+pub fn evaluate(config: &AlertConfig, inputs: &Inputs<'_>, now: Timestamp) -> Evaluation {
+    let levels = LevelSet::from_spec(&config.spec.levels);
+    let scope = config.spec.scope.clone().unwrap_or_default();
+    let name = config.metadata.name.clone().unwrap_or_default();
+    let mut out = Evaluation::default();
+    out.complete_sources.insert(CERTIFICATES.to_owned());
+    for cert in inputs.certificates.iter().filter(|c| in_scope(&scope, c)) {
+        evaluate_certificate(&name, &levels, cert, now, &mut out);
+    }
+    let tasks: BTreeSet<String> = inputs
+        .discovery_tasks
+        .iter()
+        .map(|t| task_key(t.metadata.namespace.as_deref(), t.metadata.name.as_deref()))
+        .collect();
+    if scope.include_discovered {
+        for (task, found) in inputs.discovered {
+            if !namespace_in_scope(&scope, task.split('/').next().unwrap_or_default()) {
+                continue;
+            }
+            out.complete_sources.insert(format!("discovered/{task}"));
+            for f in found.iter().filter(|f| !f.managed) {
+                evaluate_found(&name, &levels, task, f, now, &mut out);
+            }
+        }
+    }
+    out.existing_tasks = tasks;
+    out.include_discovered = scope.include_discovered;
+    evaluate_hosts(config, &scope, inputs.discovery_tasks, now, &mut out);
+    out.alerting.sort_by(|a, b| {
+        b.notification
+            .level
+            .cmp(&a.notification.level)
+            .then(a.notification.not_after.cmp(&b.notification.not_after))
+            .then(a.key.cmp(&b.key))
+    });
+    out
+}
+
+fn task_key(namespace: Option<&str>, name: Option<&str>) -> String {
+    format!("{}/{}", namespace.unwrap_or_default(), name.unwrap_or_default())
+}
+
+fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn evaluate_certificate(config: &str, levels: &LevelSet, cert: &Certificate, now: Timestamp, out: &mut Evaluation) {
+    let namespace = cert.metadata.namespace.clone().unwrap_or_default();
+    let name = cert.metadata.name.clone().unwrap_or_default();
+    let status = cert.status.as_ref();
+    let Some(not_after) = status.and_then(|s| s.not_after.as_ref()).map(|t| t.0) else {
+        out.managed_levels.insert((namespace, name), None);
+        return;
+    };
+    out.evaluated += 1;
+    out.next_change = earliest(out.next_change, levels.next_crossing(not_after, now));
+    let level = levels.level_at(not_after, now);
+    out.managed_levels.insert((namespace.clone(), name.clone()), level);
+    let Some(level) = level else { return };
+    let issuer = IssuerTarget::from_namespaced(&cert.spec.issuer_ref, &namespace).to_string();
+    out.alerting.push(Subject {
+        key: format!("c/{namespace}/{name}"),
+        source: CERTIFICATES.to_owned(),
+        notification: Notification {
+            alert_config: config.to_owned(),
+            level,
+            subject: AlertSubject::Certificate {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                issuer,
+                secret_name: cert.spec.secret_name.clone(),
+            },
+            common_name: cert.spec.common_name.clone(),
+            dns_names: cert.spec.dns_names.clone(),
+            serial: status.and_then(|s| s.serial_number.clone()),
+            not_after: Some(not_after),
+            days_left: Some(days_left(not_after, now)),
+            repeat: false,
+        },
+        certificate: Some(CertificateRef {
+            namespace,
+            name,
+            uid: cert.metadata.uid.clone(),
+        }),
+    });
+}
+
+fn evaluate_found(config: &str, levels: &LevelSet, task: &str, f: &Found, now: Timestamp, out: &mut Evaluation) {
+    let Ok(not_after) = Timestamp::from_second(f.not_after) else {
+        return;
+    };
+    out.evaluated += 1;
+    out.next_change = earliest(out.next_change, levels.next_crossing(not_after, now));
+    let Some(level) = levels.level_at(not_after, now) else {
+        return;
+    };
+    out.alerting.push(Subject {
+        key: format!("d/{task}/{}/{}", f.location, f.serial_hex),
+        source: format!("discovered/{task}"),
+        notification: Notification {
+            alert_config: config.to_owned(),
+            level,
+            subject: AlertSubject::Discovered {
+                location: f.location.clone(),
+                task: task.to_owned(),
+                issuer: f.issuer.clone(),
+            },
+            common_name: f.common_name.clone(),
+            dns_names: Vec::new(),
+            serial: Some(f.serial_hex.clone()),
+            not_after: Some(not_after),
+            days_left: Some(days_left(not_after, now)),
+            repeat: false,
+        },
+        certificate: None,
+    });
+}
+
+/// Discovery targets that have been unreachable for longer than `maxDaysCheckinDelay`
+/// (DiscoveryTask `status.unreachableTargets[].since`, kept across runs and restarts).
+fn evaluate_hosts(
+    config: &AlertConfig,
+    scope: &AlertScope,
+    tasks: &[std::sync::Arc<DiscoveryTask>],
+    now: Timestamp,
+    out: &mut Evaluation,
+) {
+    let Some(hosts) = config.spec.host_unavailability.as_ref().filter(|h| h.enabled) else {
+        out.complete_sources.extend(tasks.iter().map(|t| {
+            format!("hosts/{}", task_key(t.metadata.namespace.as_deref(), t.metadata.name.as_deref()))
+        }));
+        return;
+    };
+    let delay = SignedDuration::from_hours(24 * i64::from(hosts.max_days_checkin_delay));
+    for task in tasks {
+        let namespace = task.metadata.namespace.as_deref().unwrap_or_default();
+        let key = task_key(Some(namespace), task.metadata.name.as_deref());
+        let source = format!("hosts/{key}");
+        out.complete_sources.insert(source.clone());
+        if !namespace_in_scope(scope, namespace) {
+            continue;
+        }
+        let targets = task.status.as_ref().map(|s| s.unreachable_targets.as_slice()).unwrap_or_default();
+        for target in targets {
+            let Some(since) = target.since.as_ref().map(|t| t.0) else {
+                continue;
+            };
+            let Ok(due) = since.checked_add(delay) else { continue };
+            if due > now {
+                out.next_change = earliest(out.next_change, Some(due));
+                continue;
+            }
+            out.alerting.push(Subject {
+                key: format!("h/{key}/{}", target.target),
+                source: source.clone(),
+                notification: Notification {
+                    alert_config: config.metadata.name.clone().unwrap_or_default(),
+                    level: HOST_UNAVAILABLE_LEVEL,
+                    subject: AlertSubject::Host {
+                        target: target.target.clone(),
+                        task: key.clone(),
+                        reason: target.reason.clone(),
+                        unreachable_since: since,
+                    },
+                    common_name: None,
+                    dns_names: Vec::new(),
+                    serial: None,
+                    not_after: None,
+                    days_left: None,
+                    repeat: false,
+                },
+                certificate: None,
+            });
+        }
+    }
+}
+
+fn namespace_in_scope(scope: &AlertScope, namespace: &str) -> bool {
+    scope.namespaces.is_empty() || scope.namespaces.iter().any(|n| n == namespace)
+}
+
+/// Whether a Certificate is in the AlertConfig's scope: namespace, labels and issuer.
+fn in_scope(scope: &AlertScope, cert: &Certificate) -> bool {
+    let namespace = cert.metadata.namespace.as_deref().unwrap_or_default();
+    if !namespace_in_scope(scope, namespace) {
+        return false;
+    }
+    if let Some(selector) = &scope.selector
+        && !selector_matches(selector, cert.metadata.labels.as_ref())
+    {
+        return false;
+    }
+    scope.issuers.is_empty()
+        || scope.issuers.iter().any(|wanted| {
+            IssuerTarget::from_cluster_scoped(wanted) == IssuerTarget::from_namespaced(&cert.spec.issuer_ref, namespace)
+        })
+}
+
+/// Kubernetes label-selector semantics: every `matchLabels` pair and every expression holds
+/// (`In`, `NotIn`, `Exists`, `DoesNotExist`; an unknown operator matches nothing).
+pub fn selector_matches(selector: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> bool {
+    let empty = BTreeMap::new();
+    let labels = labels.unwrap_or(&empty);
+    let pairs = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let expressions = selector.match_expressions.iter().flatten().all(|e| {
+        let value = labels.get(&e.key);
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    pairs && expressions
+}
