@@ -64,7 +64,11 @@ pub struct Ledger {
 /// 10,000 keys has a chance below 1 in 5 million, and would merge two subjects' records).
 pub fn key_hash(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
-    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+    digest[..6].iter().fold(String::with_capacity(12), |mut hex, b| {
+        use std::fmt::Write as _;
+        let _ = write!(hex, "{b:02x}");
+        hex
+    })
 }
 
 fn level_code(level: Level) -> char {
@@ -237,7 +241,7 @@ mod tests {
 
     const DAY: i64 = 86_400;
 
-    fn obs<'a>(key: &'a str, level: Level) -> Observed<'a> {
+    fn obs(key: &str, level: Level) -> Observed<'_> {
         Observed {
             source: "certificates",
             key,
@@ -328,7 +332,7 @@ mod tests {
             key: "d/x",
             level: Level::HIGH,
         };
-        ledger.observe(&[found.clone()], complete(), 0);
+        ledger.observe(std::slice::from_ref(&found), complete(), 0);
         send_all(&mut ledger, 0);
         // After a restart the task has not run yet: its source is incomplete.
         ledger.observe(&[], complete(), 10);

@@ -3,8 +3,12 @@
 //! reaches people (`email`, `webhook`). The AlertConfig controller (`controller::alert_config`) decides *when* to send
 //! and keeps the record of what was sent.
 
+pub mod certmgmt_sync;
+pub mod email;
 pub mod ledger;
 pub mod levels;
+pub mod message;
+pub mod webhook;
 
 use jiff::Timestamp;
 

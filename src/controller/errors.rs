@@ -154,12 +154,10 @@ pub fn reconcile(error: &Error) -> Classification {
         Error::InvalidObject { .. } => Classification::permanent("InvalidObject"),
         Error::Certificate(e) => certificate(e),
         Error::Issuer(e) => issuer(e),
-        Error::UpdateStatus { source, .. } => kube(source),
         Error::DomainValidation(e) => domain_validation(e),
-        Error::DiscoveryTask(crate::controller::discovery_task::Error::UpdateStatus { source, .. }) => {
-            kube(source)
-        }
-        Error::AlertConfig(crate::controller::alert_config::Error::Kube { source, .. }) => kube(source),
+        Error::UpdateStatus { source, .. }
+        | Error::DiscoveryTask(crate::controller::discovery_task::Error::UpdateStatus { source, .. })
+        | Error::AlertConfig(crate::controller::alert_config::Error::Kube { source, .. }) => kube(source),
     }
 }
 

@@ -34,6 +34,14 @@ pub fn trials() -> Vec<Trial> {
             "an_smtp_outage_is_retried_with_backoff_and_nothing_is_doubled",
             an_smtp_outage_is_retried_with_backoff_and_nothing_is_doubled,
         ),
+        trial(
+            "discovered_certificates_and_unreachable_targets_alert",
+            discovered_certificates_and_unreachable_targets_alert,
+        ),
+        trial(
+            "certmgmt_levels_lists_and_generated_alerts_are_kept_in_sync",
+            certmgmt_levels_lists_and_generated_alerts_are_kept_in_sync,
+        ),
     ]
 }
 
@@ -369,6 +377,288 @@ fn an_smtp_outage_is_retried_with_backoff_and_nothing_is_doubled() -> Result<()>
             reasons.iter().filter(|r| *r == "CertificateExpiring").count() == 1,
             "Events {reasons:?}"
         );
+        configs.delete(&config_name, &DeleteParams::default()).await?;
+        Ok(())
+    })
+}
+
+/// With `spec.certMgmt` the simulator holds the AlertConfig's four levels and its email list
+/// (the levels referencing it); a level changed at the service is put back; the alerts the
+/// service generates for a reported certificate appear in status (counted once) and as Events;
+/// a second AlertConfig for the same service is `Conflict` and changes nothing; deleting the
+/// first disables the levels and removes the list.
+#[allow(clippy::too_many_lines, reason = "one scenario, told in order")]
+fn certmgmt_levels_lists_and_generated_alerts_are_kept_in_sync() -> Result<()> {
+    use pki_operator::backend::certmgmt::{AgentCertType, AgentCertificate, CertMgmtClient};
+    use pki_operator_e2e::sim::certmgmt::{CertMgmtSimulator, CertMgmtSimulatorConfig};
+    block_on(async {
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "alerts-certmgmt").await?;
+        let service = CertMgmtSimulator::start(CertMgmtSimulatorConfig::default()).await?;
+        let defaults = CertMgmtSimulatorConfig::default();
+        secret(
+            &ns.name,
+            "certmgmt",
+            &serde_json::json!({"username": defaults.username, "password": defaults.password}),
+        )?;
+        let operator = Operator::start(
+            plane(),
+            &work_dir("alerting-certmgmt")?,
+            "operator",
+            &["--namespace", &ns.name, "--cluster-resource-namespace", &ns.name],
+        )?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        let ca = serde_json::to_string(&service.tls_ca_pem())?;
+        let sync = |name: &str| {
+            format!(
+                "apiVersion: pki-operator.io/v1alpha1\nkind: AlertConfig\nmetadata: {{name: {name}}}\nspec:\n  scope: {{namespaces: [{ns}]}}\n  levels:\n  - {{level: INFO, remainingDays: 90}}\n  - {{level: WARN, remainingDays: 30}}\n  - {{level: HIGH, remainingDays: 14}}\n  - {{level: ERROR, remainingDays: 7}}\n  hostUnavailability: {{enabled: true, maxDaysCheckinDelay: 2}}\n  channels:\n    email: {{smtpHost: 127.0.0.1, smtpPort: 2525, security: None, from: pki@example.com, to: [ops@example.com]}}\n  certMgmt:\n    url: '{url}'\n    credentialsSecretRef: {{name: certmgmt, namespace: {ns}}}\n    caBundle: {ca}\n    pollInterval: 10s\n",
+                ns = ns.name,
+                url = service.base_url(),
+            )
+        };
+        let first = format!("{}-first", ns.name);
+        apply(&ns.name, &sync(&first))?;
+        let configs: Api<AlertConfig> = Api::all(client.clone());
+        let synced = wait_for("levels and list at the service", Duration::from_secs(60), || async {
+            let stats = service.stats();
+            let list = stats.email_lists.iter().find(|l| l.email_list_name == format!("pki-operator-{first}"))?;
+            let levels_ok = stats.levels.values().all(|l| l.enabled && l.email_list_ids == vec![list.email_list_id]);
+            (levels_ok && stats.node_config.enabled && stats.node_config.max_days_checkin_delay == 2)
+                .then(|| (stats.clone(), list.clone()))
+        })
+        .await
+        .with_context(|| operator.log_text())?;
+        let (stats, list) = synced;
+        ensure!(list.to == vec!["ops@example.com".to_owned()], "{list:?}");
+        let days: Vec<i64> = stats.levels.values().map(|l| l.remaining_days).collect();
+        ensure!(days.contains(&90) && days.contains(&30) && days.contains(&14) && days.contains(&7), "{days:?}");
+
+        // A certificate ending in 20 days, reported by an agent host: the service alerts on it.
+        let reporter = CertMgmtClient::new(
+            &service.base_url(),
+            &defaults.username,
+            pki_operator::pki::credentials::SecretString::new(defaults.password.clone()),
+            Some(&service.tls_ca_pem()),
+        )?;
+        let (host, _) = reporter.onboard_host("agent-1", "kubernetes").await?;
+        let now = service.now();
+        let certificate = AgentCertificate {
+            service_name: "web".into(),
+            cert_sn: "0A1B".into(),
+            cert_type: AgentCertType::Public,
+            cert_issuer: "CN=Some CA".into(),
+            cert_subject: "CN=shop.example.com".into(),
+            leaf_cert_cn: "shop.example.com".into(),
+            leaf_cert_sn: "0A1B".into(),
+            cert_cn: "shop.example.com".into(),
+            cert_sans: vec!["shop.example.com".into()],
+            cert_not_before: now,
+            cert_not_after: now.checked_add(jiff::SignedDuration::from_hours(24 * 20))?,
+            cert_modified_date: now,
+            cert_path: "10.0.0.7:443".into(),
+        };
+        reporter.report_certificates(&host.id, &host.secret_key, &[certificate]).await?;
+        let generated = service.evaluate_alerts();
+        ensure!(!generated.is_empty(), "the simulator generated no alert");
+        let status = wait_for("generated alerts in status", Duration::from_secs(60), || async {
+            let status = alert_status(&configs, &first).await?;
+            status
+                .cert_mgmt
+                .as_ref()
+                .filter(|c| c.recent_alerts.iter().any(|a| a.cn.as_deref() == Some("shop.example.com")))?;
+            Some(status)
+        })
+        .await
+        .with_context(|| operator.log_text())?;
+        let counted = status.cert_mgmt.as_ref().and_then(|c| c.alert_counts.clone()).unwrap_or_default();
+        let total = counted.info + counted.warn + counted.high + counted.error + counted.unavailable_hosts;
+        ensure!(
+            usize::try_from(total)? == generated.len(),
+            "{total} counted, {} generated: {status:#?}",
+            generated.len()
+        );
+        let reasons = crate::support::event_reasons(&client, "default", &first).await?;
+        ensure!(reasons.iter().any(|r| r == "CertMgmtAlert"), "Events {reasons:?}");
+        // Polled again: nothing counted twice.
+        let polled = status.cert_mgmt.as_ref().and_then(|c| c.last_alert_poll.clone());
+        wait_for("another poll", Duration::from_secs(40), || async {
+            alert_status(&configs, &first)
+                .await?
+                .cert_mgmt?
+                .last_sync_time
+                .filter(|t| Some(t) > polled.as_ref())
+        })
+        .await?;
+        let again = alert_status(&configs, &first).await.and_then(|s| s.cert_mgmt).and_then(|c| c.alert_counts);
+        ensure!(again == Some(counted), "counts changed on a poll without new alerts: {again:?}");
+
+        // Someone edits WARN at the service: the next poll puts it back and says so.
+        reporter
+            .put_alert_config(
+                pki_operator::backend::certmgmt::AlertLevel::Warn,
+                &pki_operator::backend::certmgmt::LevelConfig {
+                    enabled: false,
+                    email_list_ids: Vec::new(),
+                    remaining_days: 45,
+                },
+            )
+            .await?;
+        wait_for("WARN put back", Duration::from_secs(40), || async {
+            let stats = service.stats();
+            stats
+                .levels
+                .values()
+                .any(|l| l.remaining_days == 30 && l.enabled && l.email_list_ids == vec![list.email_list_id])
+                .then_some(())
+        })
+        .await
+        .with_context(|| operator.log_text())?;
+        let reasons = crate::support::event_reasons(&client, "default", &first).await?;
+        ensure!(reasons.iter().any(|r| r == "CertMgmtDriftCorrected"), "Events {reasons:?}");
+
+        // A second AlertConfig for the same service conflicts and changes nothing there.
+        let second = format!("{}-second", ns.name);
+        let before = service.stats().requests.get("put_alert_config").copied();
+        apply(&ns.name, &sync(&second).replace("ops@example.com", "other@example.com"))?;
+        let conflict = wait_for("Conflict", Duration::from_secs(60), || async {
+            alert_status(&configs, &second)
+                .await?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready" && c.reason == "Conflict")
+        })
+        .await?;
+        ensure!(conflict.message.contains(&first), "{}", conflict.message);
+        ensure!(
+            !service.stats().email_lists.iter().any(|l| l.to.contains(&"other@example.com".to_owned())),
+            "the conflicting AlertConfig wrote a list"
+        );
+        configs.delete(&second, &DeleteParams::default()).await?;
+        crate::support::wait_gone(&configs, &second, "second AlertConfig").await?;
+        let after = service.stats().requests.get("put_alert_config").copied();
+        ensure!(before <= after, "request counts went backwards");
+
+        // Deleting the owner disables the levels and removes its list.
+        configs.delete(&first, &DeleteParams::default()).await?;
+        crate::support::wait_gone(&configs, &first, "first AlertConfig")
+            .await
+            .with_context(|| operator.log_text())?;
+        let stats = service.stats();
+        ensure!(stats.levels.values().all(|l| !l.enabled), "{:#?}", stats.levels);
+        ensure!(!stats.node_config.enabled, "{:#?}", stats.node_config);
+        ensure!(stats.email_lists.is_empty(), "{:#?}", stats.email_lists);
+        service.shutdown().await;
+        Ok(())
+    })
+}
+
+/// A DiscoveryTask reads the TLS fleet (one server expiring in 10 days, one expired) and a
+/// closed port: with `includeDiscovered` they are HIGH and ERROR alerts; the closed port, once
+/// it has been unreachable for longer than `maxDaysCheckinDelay` (its recorded `since` moved two
+/// days back, as if the runs of two days had failed), raises a host alert — each told by one
+/// Event on the AlertConfig.
+fn discovered_certificates_and_unreachable_targets_alert() -> Result<()> {
+    use pki_operator::crd::v1alpha1::DiscoveryTask;
+    use pki_operator_e2e::tls_fleet::{Presented, TlsFleet};
+    block_on(async {
+        let dir = work_dir("alerting-discovered")?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "alerts-found").await?;
+        let fleet = TlsFleet::start(&dir).await?;
+        let closed = pki_operator_e2e::free_port()?;
+        let operator = Operator::start(
+            plane(),
+            &dir,
+            "operator",
+            &["--namespace", &ns.name, "--cluster-resource-namespace", &ns.name],
+        )?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        let ports = [
+            fleet.server(Presented::ExpiringIn10Days).addr.port(),
+            fleet.server(Presented::Expired).addr.port(),
+            closed,
+        ];
+        apply(
+            &ns.name,
+            &format!(
+                "apiVersion: pki-operator.io/v1alpha1\nkind: DiscoveryTask\nmetadata: {{name: sweep}}\nspec:\n  schedule: {{interval: 1h}}\n  cluster:\n    endpoints: {{ranges: [{{cidr: 127.0.0.1/32, ports: [{}, {}, {}]}}], timeout: 3s}}\n",
+                ports[0], ports[1], ports[2]
+            ),
+        )?;
+        let tasks: Api<DiscoveryTask> = Api::namespaced(client.clone(), &ns.name);
+        let target = format!("127.0.0.1:{closed}");
+        wait_for("the closed port listed as unreachable", Duration::from_secs(60), || async {
+            tasks
+                .get_opt("sweep")
+                .await
+                .ok()??
+                .status?
+                .unreachable_targets
+                .into_iter()
+                .find(|t| t.target == target && t.since.is_some())
+        })
+        .await
+        .with_context(|| operator.log_text())?;
+        let config_name = format!("{}-found", ns.name);
+        apply(
+            &ns.name,
+            &format!(
+                "apiVersion: pki-operator.io/v1alpha1\nkind: AlertConfig\nmetadata: {{name: {config_name}}}\nspec:\n  scope: {{namespaces: [{}], includeDiscovered: true}}\n  hostUnavailability: {{enabled: true, maxDaysCheckinDelay: 1}}\n",
+                ns.name
+            ),
+        )?;
+        let configs: Api<AlertConfig> = Api::all(client.clone());
+        let status = wait_for("discovered HIGH and ERROR", Duration::from_secs(60), || async {
+            alert_status(&configs, &config_name)
+                .await
+                .filter(|s| s.counts.as_ref().is_some_and(|c| c.high == 1 && c.error == 1))
+        })
+        .await
+        .with_context(|| operator.log_text())?;
+        ensure!(
+            status.counts.as_ref().is_some_and(|c| c.unavailable_hosts == 0),
+            "a target down for minutes is not yet unavailable: {status:#?}"
+        );
+        let expired = format!("discovered 127.0.0.1:{}", ports[1]);
+        ensure!(
+            status.active_alerts.iter().any(|a| a.subject.starts_with(&expired) && a.level == Level::ERROR && a.remaining_days < Some(0)),
+            "{:#?}",
+            status.active_alerts
+        );
+
+        // Two days of failed runs, as the task would have recorded them.
+        let mut recorded = tasks.get("sweep").await?.status.unwrap_or_default();
+        for t in &mut recorded.unreachable_targets {
+            if t.target == target {
+                let since = t.since.as_ref().map(|s| s.0).context("since")?;
+                t.since = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    since.checked_sub(jiff::SignedDuration::from_hours(48))?,
+                ));
+            }
+        }
+        tasks
+            .patch_status(
+                "sweep",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"status": {"unreachableTargets": recorded.unreachable_targets}})),
+            )
+            .await?;
+        let status = wait_for("a host alert", Duration::from_secs(60), || async {
+            alert_status(&configs, &config_name)
+                .await
+                .filter(|s| s.counts.as_ref().is_some_and(|c| c.unavailable_hosts == 1))
+        })
+        .await
+        .with_context(|| operator.log_text())?;
+        ensure!(
+            status.active_alerts.iter().any(|a| a.subject.starts_with(&format!("host {target}"))),
+            "{:#?}",
+            status.active_alerts
+        );
+        let reasons = crate::support::event_reasons(&client, "default", &config_name).await?;
+        let count = |reason: &str| reasons.iter().filter(|r| *r == reason).count();
+        ensure!(count("HostUnavailable") == 1, "Events {reasons:?}");
+        ensure!(count("CertificateExpiring") + count("CertificateExpired") == 2, "Events {reasons:?}");
         configs.delete(&config_name, &DeleteParams::default()).await?;
         Ok(())
     })

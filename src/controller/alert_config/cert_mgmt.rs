@@ -116,7 +116,7 @@ async fn conflicting_owner(ctx: &Context, config: &AlertConfig, spec: &CertMgmtS
         .filter(|other| other.name_any() != config.name_any() && other.metadata.deletion_timestamp.is_none())
         .filter(|other| other.spec.cert_mgmt.as_ref().is_some_and(|o| same_service(&o.url, &spec.url)))
         .filter(|other| rank(other) < rank(config))
-        .map(|other| other.name_any())
+        .map(kube::ResourceExt::name_any)
         .next()
 }
 
@@ -193,7 +193,7 @@ async fn record_alerts(
             .await;
     }
     let mut recent = new_alerts;
-    recent.extend(state.recent_alerts.drain(..));
+    recent.append(&mut state.recent_alerts);
     recent.truncate(MAX_RECENT);
     state.recent_alerts = recent;
 }

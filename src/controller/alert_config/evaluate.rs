@@ -319,3 +319,262 @@ pub fn selector_matches(selector: &LabelSelector, labels: Option<&BTreeMap<Strin
     });
     pairs && expressions
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, Time};
+
+    use super::*;
+    use crate::{
+        crd::v1alpha1::{
+            AlertConfigSpec,
+            alert_config::HostUnavailability,
+            certificate::{CertificateSpec, CertificateStatus},
+            common::{ClusterScopedIssuerRef, IssuerKind, IssuerRef},
+            discovery_task::{DiscoveryTaskSpec, DiscoveryTaskStatus, UnreachableTarget},
+        },
+        discovery::analysis::Source,
+    };
+
+    const DAY: i64 = 86_400;
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).unwrap()
+    }
+
+    fn in_days(days: i64) -> Timestamp {
+        Timestamp::from_second(now().as_second() + days * DAY).unwrap()
+    }
+
+    fn certificate(namespace: &str, name: &str, days: Option<i64>, issuer: &str, team: &str) -> Arc<Certificate> {
+        let mut cert = Certificate::new(
+            name,
+            CertificateSpec {
+                secret_name: format!("{name}-tls"),
+                issuer_ref: IssuerRef {
+                    name: issuer.into(),
+                    kind: IssuerKind::ClusterIssuer,
+                },
+                dns_names: vec![format!("{name}.example.com")],
+                ..CertificateSpec::default()
+            },
+        );
+        cert.metadata.namespace = Some(namespace.into());
+        cert.metadata.labels = Some(BTreeMap::from([("team".to_owned(), team.to_owned())]));
+        cert.status = Some(CertificateStatus {
+            not_after: days.map(|d| Time(in_days(d))),
+            serial_number: Some("0a1b".into()),
+            ..CertificateStatus::default()
+        });
+        Arc::new(cert)
+    }
+
+    fn config(scope: AlertScope, hosts: bool) -> AlertConfig {
+        AlertConfig::new(
+            "production",
+            AlertConfigSpec {
+                scope: Some(scope),
+                host_unavailability: hosts.then_some(HostUnavailability {
+                    enabled: true,
+                    max_days_checkin_delay: 2,
+                }),
+                ..AlertConfigSpec::default()
+            },
+        )
+    }
+
+    fn found(location: &str, days: i64, managed: bool) -> Found {
+        Found {
+            source: Source::Endpoint,
+            location: location.into(),
+            subject: "CN=x".into(),
+            common_name: Some("x".into()),
+            issuer: "CN=Some CA".into(),
+            serial_hex: "0c".into(),
+            not_before: now().as_second() - DAY,
+            not_after: in_days(days).as_second(),
+            self_signed: false,
+            weakness: None,
+            managed,
+            der: Arc::from(Vec::new()),
+        }
+    }
+
+    fn task(namespace: &str, name: &str, unreachable: Vec<(&str, i64)>) -> Arc<DiscoveryTask> {
+        let mut task = DiscoveryTask::new(name, DiscoveryTaskSpec::default());
+        task.metadata.namespace = Some(namespace.into());
+        task.status = Some(DiscoveryTaskStatus {
+            unreachable_targets: unreachable
+                .into_iter()
+                .map(|(target, days_ago)| UnreachableTarget {
+                    target: target.into(),
+                    reason: "connection refused".into(),
+                    since: Some(Time(in_days(-days_ago))),
+                })
+                .collect(),
+            ..DiscoveryTaskStatus::default()
+        });
+        Arc::new(task)
+    }
+
+    fn levels_of(evaluation: &Evaluation) -> Vec<(String, Level)> {
+        evaluation
+            .alerting
+            .iter()
+            .map(|s| (s.key.clone(), s.notification.level))
+            .collect()
+    }
+
+    #[test]
+    fn certificates_in_scope_are_at_their_level_most_urgent_first() {
+        let certificates = [
+            certificate("web", "in45", Some(45), "corp", "a"),
+            certificate("web", "in3", Some(3), "corp", "a"),
+            certificate("web", "expired", Some(-1), "corp", "a"),
+            certificate("web", "fresh", Some(300), "corp", "a"),
+            certificate("web", "pending", None, "corp", "a"),
+            certificate("other", "in10", Some(10), "corp", "a"),
+        ];
+        let scope = AlertScope {
+            namespaces: vec!["web".into()],
+            ..AlertScope::default()
+        };
+        let discovered = BTreeMap::new();
+        let inputs = Inputs {
+            certificates: &certificates,
+            discovery_tasks: &[],
+            discovered: &discovered,
+        };
+        let evaluation = evaluate(&config(scope, false), &inputs, now());
+        assert_eq!(
+            levels_of(&evaluation),
+            vec![
+                ("c/web/expired".to_owned(), Level::ERROR),
+                ("c/web/in3".to_owned(), Level::ERROR),
+                ("c/web/in45".to_owned(), Level::INFO),
+            ]
+        );
+        assert_eq!(evaluation.evaluated, 4, "the one without notAfter is not evaluated");
+        assert_eq!(evaluation.managed_levels.len(), 5);
+        // in3 expires in 3 days, before in45 reaches WARN (in 15) and fresh INFO (in 240).
+        assert_eq!(evaluation.next_change, Some(in_days(3)));
+        let notification = &evaluation.alerting[1].notification;
+        assert_eq!(notification.days_left, Some(3));
+        assert_eq!(notification.serial.as_deref(), Some("0a1b"));
+        assert!(matches!(&notification.subject, AlertSubject::Certificate { issuer, .. } if issuer == "ClusterIssuer corp"));
+    }
+
+    #[test]
+    fn labels_and_issuers_narrow_the_scope() {
+        let certificates = [
+            certificate("web", "a", Some(3), "corp", "payments"),
+            certificate("web", "b", Some(3), "corp", "search"),
+            certificate("web", "c", Some(3), "other", "payments"),
+        ];
+        let scope = AlertScope {
+            selector: Some(LabelSelector {
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: "team".into(),
+                    operator: "In".into(),
+                    values: Some(vec!["payments".into()]),
+                }]),
+                ..LabelSelector::default()
+            }),
+            issuers: vec![ClusterScopedIssuerRef {
+                name: "corp".into(),
+                kind: IssuerKind::ClusterIssuer,
+                namespace: None,
+            }],
+            ..AlertScope::default()
+        };
+        let discovered = BTreeMap::new();
+        let inputs = Inputs {
+            certificates: &certificates,
+            discovery_tasks: &[],
+            discovered: &discovered,
+        };
+        let evaluation = evaluate(&config(scope, false), &inputs, now());
+        assert_eq!(levels_of(&evaluation), vec![("c/web/a".to_owned(), Level::ERROR)]);
+    }
+
+    #[test]
+    fn discovered_certificates_and_long_unreachable_hosts_alert() {
+        let tasks = [task("ops", "sweep", vec![("10.0.0.9:443", 3), ("10.0.0.8:443", 1)])];
+        let discovered = BTreeMap::from([(
+            "ops/sweep".to_owned(),
+            Arc::new(vec![found("10.0.0.1:443", 10, false), found("10.0.0.2:443", 5, true)]),
+        )]);
+        let scope = AlertScope {
+            include_discovered: true,
+            ..AlertScope::default()
+        };
+        let inputs = Inputs {
+            certificates: &[],
+            discovery_tasks: &tasks,
+            discovered: &discovered,
+        };
+        let evaluation = evaluate(&config(scope, true), &inputs, now());
+        assert_eq!(
+            levels_of(&evaluation),
+            vec![
+                ("h/ops/sweep/10.0.0.9:443".to_owned(), HOST_UNAVAILABLE_LEVEL),
+                ("d/ops/sweep/10.0.0.1:443/0c".to_owned(), Level::HIGH),
+            ],
+            "a managed certificate found again is not told twice; a target down 1 of 2 days is not yet"
+        );
+        // The target down for a day alerts in a day.
+        assert_eq!(evaluation.next_change, Some(in_days(1)));
+        assert!(evaluation.is_complete("discovered/ops/sweep"));
+        assert!(evaluation.is_complete("hosts/ops/sweep"));
+    }
+
+    #[test]
+    fn only_sources_read_whole_clear_their_alerts() {
+        let tasks = [task("ops", "sweep", vec![])];
+        let scope = AlertScope {
+            include_discovered: true,
+            ..AlertScope::default()
+        };
+        let discovered = BTreeMap::new();
+        let inputs = Inputs {
+            certificates: &[],
+            discovery_tasks: &tasks,
+            discovered: &discovered,
+        };
+        let evaluation = evaluate(&config(scope, false), &inputs, now());
+        assert!(evaluation.is_complete(CERTIFICATES));
+        assert!(
+            !evaluation.is_complete("discovered/ops/sweep"),
+            "a task that has not run since the restart keeps its alerts"
+        );
+        assert!(evaluation.is_complete("discovered/ops/deleted"), "a deleted task's alerts go");
+        assert!(evaluation.is_complete("hosts/ops/sweep"));
+    }
+
+    #[test]
+    fn label_selectors_follow_kubernetes_semantics() {
+        let labels = BTreeMap::from([("tier".to_owned(), "prod".to_owned())]);
+        let requirement = |operator: &str, values: &[&str]| LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "tier".into(),
+                operator: operator.into(),
+                values: Some(values.iter().map(|v| (*v).to_owned()).collect()),
+            }]),
+            ..LabelSelector::default()
+        };
+        assert!(selector_matches(&requirement("In", &["prod", "stage"]), Some(&labels)));
+        assert!(!selector_matches(&requirement("NotIn", &["prod"]), Some(&labels)));
+        assert!(selector_matches(&requirement("NotIn", &["prod"]), None));
+        assert!(selector_matches(&requirement("Exists", &[]), Some(&labels)));
+        assert!(!selector_matches(&requirement("DoesNotExist", &[]), Some(&labels)));
+        assert!(!selector_matches(&requirement("Gt", &["1"]), Some(&labels)));
+        let pairs = LabelSelector {
+            match_labels: Some(BTreeMap::from([("tier".to_owned(), "dev".to_owned())])),
+            ..LabelSelector::default()
+        };
+        assert!(!selector_matches(&pairs, Some(&labels)));
+        assert!(selector_matches(&LabelSelector::default(), None));
+    }
+}

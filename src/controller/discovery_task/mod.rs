@@ -816,3 +816,31 @@ fn record_found(
     ctx.metrics.set_discovered(&ctx.inventory.snapshot());
     words
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(second: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_800_000_000 + second).unwrap()
+    }
+
+    #[test]
+    fn an_unreachable_target_keeps_the_start_of_its_outage() {
+        let first = unreachable_since(&[], &[("a:443".into(), "refused".into())], at(0));
+        assert_eq!(first[0].since, Some(time(at(0))));
+        let second = unreachable_since(
+            &first,
+            &[("b:443".into(), "timed out".into()), ("a:443".into(), "refused".into())],
+            at(60),
+        );
+        assert_eq!(second.len(), 2);
+        assert_eq!(second[0].target, "a:443", "a long outage stays in the bounded list first");
+        assert_eq!(second[0].since, Some(time(at(0))));
+        assert_eq!(second[1].since, Some(time(at(60))));
+        let recovered = unreachable_since(&second, &[("b:443".into(), "timed out".into())], at(120));
+        assert_eq!(recovered.len(), 1);
+        let again = unreachable_since(&recovered, &[("a:443".into(), "refused".into())], at(180));
+        assert_eq!(again[0].since, Some(time(at(180))), "a new outage starts anew");
+    }
+}
