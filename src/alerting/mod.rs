@@ -3,6 +3,8 @@
 //! [`webhook`]). The AlertConfig controller (`controller::alert_config`) decides *when* to send
 //! and keeps the record of what was sent.
 
+pub mod certmgmt_sync;
+
 use jiff::Timestamp;
 
 use crate::crd::v1alpha1::alert_config::Level;
