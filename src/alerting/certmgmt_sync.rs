@@ -248,7 +248,8 @@ fn find_list<'a>(lists: &'a [EmailList], name: &str, known_list_id: Option<i64>)
         })
 }
 
-/// Addresses compared as sets: the service may reorder them, and a reorder is not a change.
+/// Addresses compared as sets, ignoring case: the service may reorder or normalise them, and
+/// neither is a change (comparing exactly would turn such a service into endless rewrites).
 fn same_addresses(a: &[String], b: &[String]) -> bool {
     let set = |addresses: &[String]| -> BTreeSet<String> {
         addresses
@@ -562,12 +563,14 @@ pub async fn teardown(
 /// Reads the alerts the service generated since `since` (the previous [`Poll::high_water`];
 /// `None`: the last [`FIRST_POLL_LOOKBACK`]) up to `now`, from each level and the node query.
 ///
-/// The queries are day-granular (`from_dt`/`to_dt`), so the first day is read again each poll:
+/// The queries are day-granular (`from_dt`/`to_dt`), so the days around the mark are read again:
 /// an alert is new when it is not older than `since` and its key `(level, host_id, datetime,
 /// title)` is not in `recent` (the summaries kept in status), which settles alerts at exactly the
 /// high-water mark. The mark is the newest alert time read (the service's clock, so our clock's
 /// skew does not matter), never moving back; with no alerts at all it stays at `since` (or the
-/// lookback start). Alerts without a `datetime` cannot be placed and are skipped.
+/// lookback start). Alerts without a `datetime` cannot be placed and are skipped. An alert stamped
+/// before the mark but published only after a poll read past it would be missed; the service
+/// stamps alerts as it generates them, so that takes a race inside one evaluation.
 pub async fn read_alerts(
     client: &CertMgmtClient,
     since: Option<Timestamp>,
@@ -575,7 +578,10 @@ pub async fn read_alerts(
     now: Timestamp,
 ) -> Result<Poll, SyncError> {
     let start = since.unwrap_or_else(|| now.saturating_sub(FIRST_POLL_LOOKBACK).unwrap_or(now));
-    let (from, to) = (utc_date(start), utc_date(now.max(start)));
+    // Inferred (spec §6.6): whether `from_dt`/`to_dt` are inclusive is undocumented, so the
+    // window is padded by a day on each side; the time filter in `select_new` does the exact cut.
+    let from = utc_date(start).yesterday().unwrap_or(Date::MIN);
+    let to = utc_date(now.max(start)).tomorrow().unwrap_or(Date::MAX);
     let mut fetched = Vec::new();
     for level in AlertLevel::ALL {
         let alerts = client
