@@ -1,7 +1,8 @@
 //! Alerting without Kubernetes: where a certificate stands against the levels of an AlertConfig
-//! ([`levels`]), what was already told ([`ledger`]), what an alert says (`message`) and how it
-//! reaches people (`email`, `webhook`). The AlertConfig controller (`controller::alert_config`) decides *when* to send
-//! and keeps the record of what was sent.
+//! ([`levels`]), what was already told ([`ledger`]), what an alert says ([`message`]), how it
+//! reaches people ([`email`], [`webhook`]) and how a CertMgmt service is kept in step
+//! ([`certmgmt_sync`]). The AlertConfig controller (`controller::alert_config`) decides *when*
+//! to send and keeps the record of what was sent.
 
 pub mod certmgmt_sync;
 pub mod email;

@@ -76,7 +76,7 @@ pub async fn reconcile(ctx: &Context, config: &AlertConfig, status: &mut AlertCo
         .and_then(|t| t.0.checked_add(poll).ok())
         .is_none_or(|at| at <= now);
     if spec_changed || due || state.last_error.is_some() {
-        match sync(ctx, config, spec, &mut state, now).await {
+        match sync(ctx, config, spec, &mut state, (now, spec_changed)).await {
             Ok(()) => state.last_error = None,
             Err(message) => {
                 tracing::warn!(alert_config = %config.name_any(), error = %message, "CertMgmt sync failed");
@@ -138,21 +138,24 @@ async fn sync(
     config: &AlertConfig,
     spec: &CertMgmtSync,
     state: &mut CertMgmtStatus,
-    now: Timestamp,
+    (now, spec_changed): (Timestamp, bool),
 ) -> Result<(), String> {
     let client = client(ctx, spec).await?;
-    let failed = |what: &str, e: &crate::backend::certmgmt::CertMgmtError| {
-        format!("{what} at {}: {}", spec.url, errors::error_chain(e))
-    };
+    let failed = |what: &str, e: &certmgmt_sync::SyncError| format!("{what} at {}: {}", spec.url, errors::error_chain(e));
     if let Some(desired) = certmgmt_sync::desired_from_spec(&config.name_any(), &config.spec) {
         let pushed = certmgmt_sync::push(&client, &desired, state.email_list_id)
             .await
             .map_err(|e| failed("pushing the levels", &e))?;
         state.email_list_id = pushed.email_list_id;
-        for drift in &pushed.corrected {
-            ctx.events
-                .publish(config, EventType::Warning, "CertMgmtDriftCorrected", drift)
-                .await;
+        // Writes after a spec change or the first sync are ours; at any other time the service
+        // was changed behind our back.
+        if !spec_changed && state.last_sync_time.is_some() {
+            for drift in &pushed.corrected {
+                let note = format!("{drift} (changed at the service, put back)");
+                ctx.events
+                    .publish(config, EventType::Warning, "CertMgmtDriftCorrected", &note)
+                    .await;
+            }
         }
     }
     if spec.read_alerts {
@@ -160,29 +163,29 @@ async fn sync(
         let poll = certmgmt_sync::read_alerts(&client, since, &state.recent_alerts, now)
             .await
             .map_err(|e| failed("reading generated alerts", &e))?;
-        record_alerts(ctx, config, state, poll.new_alerts).await;
+        record_alerts(ctx, config, state, poll.new_alerts, &poll.new_counts).await;
         state.last_alert_poll = Some(Time(poll.high_water));
     }
     state.last_sync_time = Some(Time(now));
     Ok(())
 }
 
-/// Counts new generated alerts, keeps the latest in status and publishes an Event for each.
+/// Counts new generated alerts, keeps the latest in status and publishes an Event for each
+/// (for at most the 100 newest of one poll).
 async fn record_alerts(
     ctx: &Context,
     config: &AlertConfig,
     state: &mut CertMgmtStatus,
     new_alerts: Vec<GeneratedAlertSummary>,
+    new_counts: &AlertCounts,
 ) {
     let counts = state.alert_counts.get_or_insert_with(AlertCounts::default);
+    counts.info += new_counts.info;
+    counts.warn += new_counts.warn;
+    counts.high += new_counts.high;
+    counts.error += new_counts.error;
+    counts.unavailable_hosts += new_counts.unavailable_hosts;
     for alert in &new_alerts {
-        match alert.level.as_str() {
-            "INFO" => counts.info += 1,
-            "WARN" => counts.warn += 1,
-            "HIGH" => counts.high += 1,
-            "ERROR" => counts.error += 1,
-            _ => counts.unavailable_hosts += 1,
-        }
         let what = alert
             .cn
             .as_deref()
@@ -207,7 +210,10 @@ pub async fn finalize(ctx: &Context, config: &AlertConfig) {
     if conflicting_owner(ctx, config, spec).await.is_some() {
         return;
     }
-    let list_name = certmgmt_sync::list_name(&config.name_any(), spec);
+    let list_name = spec
+        .email_list_name
+        .clone()
+        .unwrap_or_else(|| format!("pki-operator-{}", config.name_any()));
     let list_id = config
         .status
         .as_ref()
