@@ -3,6 +3,10 @@
 //! [`webhook`]). The AlertConfig controller (`controller::alert_config`) decides *when* to send
 //! and keeps the record of what was sent.
 
+pub mod email;
+pub mod message;
+pub mod webhook;
+
 use jiff::Timestamp;
 
 use crate::crd::v1alpha1::alert_config::Level;
