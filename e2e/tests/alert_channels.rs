@@ -61,7 +61,9 @@ fn settings(port: u16, security: SmtpSecurity) -> EmailSettings {
 
 #[tokio::test]
 async fn an_alert_email_reaches_every_recipient_with_both_bodies() {
-    let smtp = SmtpServer::start(&work_dir("alert-smtp-delivery").unwrap()).await.unwrap();
+    let smtp = SmtpServer::start(&work_dir("alert-smtp-delivery").unwrap())
+        .await
+        .unwrap();
     let sender = EmailSender::new(settings(smtp.port(), SmtpSecurity::None)).unwrap();
     let n = notification();
     sender.send(&n).await.unwrap();
@@ -71,7 +73,11 @@ async fn an_alert_email_reaches_every_recipient_with_both_bodies() {
     let email = &received[0];
     assert_eq!(email.mail_from, "alerts@example.com");
     assert_eq!(email.envelope_to, ["ops@example.com", "sec@example.com"]);
-    assert!(email.to.contains("ops@example.com") && email.to.contains("sec@example.com"), "{}", email.to);
+    assert!(
+        email.to.contains("ops@example.com") && email.to.contains("sec@example.com"),
+        "{}",
+        email.to
+    );
     assert!(email.from.contains("PKI alerts"), "{}", email.from);
     assert_eq!(email.subject, message::email_subject(&n));
     assert_eq!(
@@ -79,9 +85,16 @@ async fn an_alert_email_reaches_every_recipient_with_both_bodies() {
         "[pki-operator HIGH] Certificate payments/api expires in 12 days (2026-12-19)"
     );
     assert_eq!(email.content_type, "multipart/alternative");
+    assert!(email.raw.contains("\r\nMessage-ID: <"), "{}", email.raw);
     let text = email.text.as_deref().expect("a text/plain part");
     assert_eq!(text.replace("\r\n", "\n"), message::email_text(&n));
-    for expected in ["payments", "api-tls", "7f3a9c", "2026-12-19T10:00:00Z", "kubectl describe certificate -n payments api"] {
+    for expected in [
+        "payments",
+        "api-tls",
+        "7f3a9c",
+        "2026-12-19T10:00:00Z",
+        "kubectl describe certificate -n payments api",
+    ] {
         assert!(text.contains(expected), "{expected:?} missing in\n{text}");
     }
     let html = email.html.as_deref().expect("a text/html part");
@@ -92,7 +105,9 @@ async fn an_alert_email_reaches_every_recipient_with_both_bodies() {
 
 #[tokio::test]
 async fn smtp_down_is_a_transient_error_and_delivery_resumes_when_it_is_back() {
-    let smtp = SmtpServer::start(&work_dir("alert-smtp-outage").unwrap()).await.unwrap();
+    let smtp = SmtpServer::start(&work_dir("alert-smtp-outage").unwrap())
+        .await
+        .unwrap();
     let sender = EmailSender::new(EmailSettings {
         credentials: Some(("alerts".into(), SecretString::new(PASSWORD))),
         ..settings(smtp.port(), SmtpSecurity::None)
@@ -106,7 +121,10 @@ async fn smtp_down_is_a_transient_error_and_delivery_resumes_when_it_is_back() {
     assert!(!error.is_permanent(), "{error}");
     let text = error.to_string();
     assert!(text.contains(&format!("127.0.0.1:{}", smtp.port())), "{text}");
-    assert!(!text.contains(PASSWORD) && !format!("{error:?} {sender:?}").contains(PASSWORD), "{text}");
+    assert!(
+        !text.contains(PASSWORD) && !format!("{error:?} {sender:?}").contains(PASSWORD),
+        "{text}"
+    );
 
     smtp.start_again().await.unwrap();
     plain.send(&notification()).await.unwrap();
@@ -116,10 +134,15 @@ async fn smtp_down_is_a_transient_error_and_delivery_resumes_when_it_is_back() {
 #[tokio::test]
 async fn required_starttls_never_falls_back_to_plain_text() {
     // aiosmtpd without a certificate offers no STARTTLS: the sender must refuse to go on.
-    let smtp = SmtpServer::start(&work_dir("alert-smtp-starttls").unwrap()).await.unwrap();
+    let smtp = SmtpServer::start(&work_dir("alert-smtp-starttls").unwrap())
+        .await
+        .unwrap();
     let sender = EmailSender::new(settings(smtp.port(), SmtpSecurity::StartTLS)).unwrap();
     let error = sender.send(&notification()).await.unwrap_err();
-    assert!(smtp.messages().unwrap().is_empty(), "sent in plain text despite StartTLS: {error}");
+    assert!(
+        smtp.messages().unwrap().is_empty(),
+        "sent in plain text despite StartTLS: {error}"
+    );
     let implicit = EmailSender::new(settings(smtp.port(), SmtpSecurity::TLS)).unwrap();
     implicit.send(&notification()).await.unwrap_err();
     assert!(smtp.messages().unwrap().is_empty());
@@ -146,7 +169,10 @@ async fn every_webhook_format_arrives_with_the_bearer_token() {
     for request in &requests {
         assert_eq!(request.method, "POST");
         assert_eq!(request.path, SECRET_PATH);
-        assert_eq!(request.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+        assert_eq!(
+            request.header("authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
         assert_eq!(request.header("content-type"), Some("application/json"));
     }
     let [slack, teams, generic] = [0, 1, 2].map(|i| requests[i].json());
@@ -167,7 +193,10 @@ async fn webhook_errors_are_classified_and_never_show_the_url_or_token() {
 
     receiver.fail_next(1, 500);
     let error = sender.send(&n).await.unwrap_err();
-    assert!(matches!(error, ChannelError::Http { status: 500, .. }), "{error:?}");
+    assert!(
+        matches!(error, ChannelError::Http { status: 500, .. }),
+        "{error:?}"
+    );
     assert!(!error.is_permanent());
     let shown = format!("{error} {error:?} {sender:?}");
     assert!(shown.contains(&format!("http://{}", receiver.addr())), "{shown}");

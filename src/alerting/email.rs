@@ -186,9 +186,12 @@ impl EmailSender {
     }
 
     fn compose(&self, n: &Notification) -> Result<Message, ChannelError> {
+        // A Message-ID (random, at this host's name): relays and spam filters expect one, and
+        // lettre adds it only when asked.
         let mut builder = Message::builder()
             .from(self.from.clone())
-            .subject(message::email_subject(n));
+            .subject(message::email_subject(n))
+            .message_id(None);
         for to in &self.to {
             builder = builder.to(to.clone());
         }
@@ -227,9 +230,10 @@ fn tls(settings: &EmailSettings) -> Result<Tls, ChannelError> {
     }
     let mut parameters = TlsParameters::builder(settings.host.clone());
     if let Some(bundle) = &settings.ca_bundle {
-        let certificate = Certificate::from_pem(bundle.as_bytes()).map_err(|e| ChannelError::InvalidConfig {
-            message: format!("caBundle is not a PEM certificate bundle: {e}"),
-        })?;
+        let certificate =
+            Certificate::from_pem(bundle.as_bytes()).map_err(|e| ChannelError::InvalidConfig {
+                message: format!("caBundle is not a PEM certificate bundle: {e}"),
+            })?;
         parameters = parameters.add_root_certificate(certificate);
     }
     // lettre verifies with rustls and the crypto provider installed for the process (ring, as

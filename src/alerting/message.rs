@@ -121,7 +121,7 @@ pub fn slack_payload(n: &Notification) -> Value {
 
 /// A Microsoft Teams message carrying an Adaptive Card (version 1.4), the format both the
 /// Workflows "post to a channel when a webhook request is received" trigger and the older Office
-/// 365 connector incoming webhooks accept (the legacy MessageCard is connector-only).
+/// 365 connector incoming webhooks accept (the legacy `MessageCard` is connector-only).
 pub fn teams_payload(n: &Notification) -> Value {
     let facts: Vec<Value> = facts(n)
         .into_iter()
@@ -238,9 +238,9 @@ fn teams_colour(level: Level) -> &'static str {
 /// What happened, without the level: `Certificate payments/api expires in 20 days (2026-12-19)`.
 fn headline(n: &Notification) -> String {
     match &n.subject {
-        AlertSubject::Certificate {
-            namespace, name, ..
-        } => format!("Certificate {namespace}/{name} {}", expiry(n)),
+        AlertSubject::Certificate { namespace, name, .. } => {
+            format!("Certificate {namespace}/{name} {}", expiry(n))
+        }
         AlertSubject::Discovered { location, .. } => {
             let cn = n
                 .common_name
@@ -366,9 +366,7 @@ fn dns_names(names: &[String]) -> String {
 /// What the reader should do, one paragraph per entry.
 fn advice(n: &Notification) -> Vec<String> {
     match &n.subject {
-        AlertSubject::Certificate {
-            namespace, name, ..
-        } => vec![
+        AlertSubject::Certificate { namespace, name, .. } => vec![
             format!(
                 "pki-operator renews this certificate by itself; if it has not, its conditions and \
                  Events say why: kubectl describe certificate -n {namespace} {name}"
@@ -573,7 +571,10 @@ mod tests {
             assert!(text.contains(expected), "{expected:?} missing in:\n{text}");
         }
         let discovered = email_text(&discovered());
-        assert!(discovered.contains("replace the certificate at 10.0.0.5:443"), "{discovered}");
+        assert!(
+            discovered.contains("replace the certificate at 10.0.0.5:443"),
+            "{discovered}"
+        );
         assert!(discovered.contains("kubectl describe discoverytask -n infra datacenter"));
         let host = email_text(&host());
         assert!(host.contains("Check that 10.0.0.5:443 is up"), "{host}");
@@ -623,10 +624,16 @@ mod tests {
         assert_eq!(slack_payload(&host())["attachments"][0]["color"], "#C0392B");
         assert_eq!(slack_payload(&discovered())["attachments"][0]["color"], "#E67E22");
         let text = payload.to_string();
-        assert!(text.contains("*Namespace*\\npayments") && text.contains("0a1b2c3d"), "{text}");
+        assert!(
+            text.contains("*Namespace*\\npayments") && text.contains("0a1b2c3d"),
+            "{text}"
+        );
         let hostile = slack_payload(&hostile());
         let blocks = hostile["attachments"][0]["blocks"].to_string();
-        assert!(!blocks.contains("<script>") && blocks.contains("&lt;script&gt;"), "{blocks}");
+        assert!(
+            !blocks.contains("<script>") && blocks.contains("&lt;script&gt;"),
+            "{blocks}"
+        );
     }
 
     #[test]
@@ -634,11 +641,17 @@ mod tests {
         let payload = teams_payload(&certificate(20));
         assert_eq!(payload["type"], "message");
         let attachment = &payload["attachments"][0];
-        assert_eq!(attachment["contentType"], "application/vnd.microsoft.card.adaptive");
+        assert_eq!(
+            attachment["contentType"],
+            "application/vnd.microsoft.card.adaptive"
+        );
         let card = &attachment["content"];
         assert_eq!(card["type"], "AdaptiveCard");
         assert_eq!(card["body"][0]["color"], "Warning");
-        assert_eq!(teams_payload(&host())["attachments"][0]["content"]["body"][0]["color"], "Attention");
+        assert_eq!(
+            teams_payload(&host())["attachments"][0]["content"]["body"][0]["color"],
+            "Attention"
+        );
         let facts = card["body"][1]["facts"].as_array().unwrap();
         assert!(facts.contains(&json!({"title": "Namespace", "value": "payments"})));
         assert!(facts.contains(&json!({"title": "Serial", "value": "0a1b2c3d"})));
@@ -711,23 +724,31 @@ mod tests {
     /// `oneOf`, local `$ref`, and `format: date-time` (checked as RFC 3339). Any other keyword
     /// fails the check, so the schema cannot grow beyond what is verified here unnoticed.
     fn validate(root: &Value, schema: &Value, value: &Value, path: &str) -> Result<(), String> {
-        let schema = schema.as_object().ok_or(format!("{path}: schema is not an object"))?;
+        let schema = schema
+            .as_object()
+            .ok_or(format!("{path}: schema is not an object"))?;
         for (keyword, rule) in schema {
             match keyword.as_str() {
                 "$schema" | "$id" | "$defs" | "title" | "description" | "properties" => {}
                 "type" => {
                     let allowed: Vec<&str> = match rule {
                         Value::String(one) => vec![one.as_str()],
-                        _ => rule.as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect(),
+                        _ => rule
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|t| t.as_str().unwrap())
+                            .collect(),
                     };
                     if !allowed.iter().any(|t| has_type(value, t)) {
                         return Err(format!("{path}: {value} is not of type {allowed:?}"));
                     }
                 }
-                "enum" if !rule.as_array().unwrap().contains(value) => {
-                    return Err(format!("{path}: {value} not in {rule}"));
+                "enum" => {
+                    if !rule.as_array().unwrap().contains(value) {
+                        return Err(format!("{path}: {value} not in {rule}"));
+                    }
                 }
-                "enum" => {}
                 "format" => {
                     assert_eq!(rule, "date-time");
                     if let Some(text) = value.as_str() {

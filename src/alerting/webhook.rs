@@ -61,7 +61,8 @@ impl WebhookSender {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let invalid = |message: String| ChannelError::InvalidConfig { message };
         // The parse error is reqwest's own description; it never repeats the input.
-        let url = Url::parse(url.expose().trim()).map_err(|e| invalid(format!("the webhook URL is not a URL: {e}")))?;
+        let url = Url::parse(url.expose().trim())
+            .map_err(|e| invalid(format!("the webhook URL is not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(invalid(format!(
                 "the webhook URL must be http(s)://host/...; it is {}",
@@ -178,7 +179,10 @@ mod tests {
         .unwrap();
         let debug = format!("{sender:?}");
         assert!(debug.contains("https://hooks.slack.com"), "{debug}");
-        assert!(!debug.contains("XXXXSECRETPATH") && !debug.contains("tok3n"), "{debug}");
+        assert!(
+            !debug.contains("XXXXSECRETPATH") && !debug.contains("tok3n"),
+            "{debug}"
+        );
         let error = ChannelError::Http {
             endpoint: sender.endpoint.clone(),
             status: 404,
@@ -198,7 +202,10 @@ mod tests {
             .unwrap_err()
         };
         let error = new("not a url SECRET", None, None);
-        assert!(error.is_permanent() && !error.to_string().contains("SECRET"), "{error}");
+        assert!(
+            error.is_permanent() && !error.to_string().contains("SECRET"),
+            "{error}"
+        );
         let error = new("ftp://files.example.com/SECRET", None, None);
         assert!(error.to_string().contains("ftp://files.example.com"), "{error}");
         assert!(!error.to_string().contains("SECRET"), "{error}");
@@ -248,7 +255,12 @@ mod tests {
         let error = sender.send(&n).await.unwrap_err();
         let text = error.to_string();
         assert!(!error.is_permanent(), "{text}");
-        assert!(text.starts_with(&format!("cannot deliver to http://127.0.0.1:{port}: cannot connect")), "{text}");
+        assert!(
+            text.starts_with(&format!(
+                "cannot deliver to http://127.0.0.1:{port}: cannot connect"
+            )),
+            "{text}"
+        );
         assert!(!text.contains("SECRETPATH") && !text.contains("tok3n"), "{text}");
     }
 }
