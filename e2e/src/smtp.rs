@@ -2,9 +2,11 @@
 //! `scripts/ensure-packages.sh` installs) on loopback, with a small handler this harness writes
 //! that stores every received message as one JSON file, parsed by Python's `email` package
 //! (multipart decoded, headers unfolded). Tests can take the server down and bring it back on the
-//! same port to see how senders cope with an outage.
+//! same port to see how senders cope with an outage, and can have it speak STARTTLS or implicit
+//! TLS with a certificate from a test CA ([`SmtpServer::start_with_tls`]).
 
 use std::{
+    ffi::OsString,
     fs,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -16,7 +18,7 @@ use anyhow::{Context as _, Result, bail};
 use serde::Deserialize;
 use tokio::{io::AsyncReadExt as _, net::TcpStream};
 
-use crate::{free_port, wait_for};
+use crate::{free_port, sim::TestCa, wait_for};
 
 /// The aiosmtpd handler: one JSON file per message, written under a temporary name and renamed so
 /// a reader never sees half a file. Numbering continues after a restart.
@@ -86,10 +88,23 @@ pub struct ReceivedEmail {
     pub raw: String,
 }
 
+/// How the server offers TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmtpTlsMode {
+    /// STARTTLS offered and required before `MAIL` (aiosmtpd's `--tlscert`/`--tlskey`).
+    StartTls,
+    /// TLS from the first byte, as on port 465 (`--smtpscert`/`--smtpskey`).
+    Implicit,
+}
+
 /// A running aiosmtpd; killed on drop.
 pub struct SmtpServer {
     dir: PathBuf,
     port: u16,
+    /// Extra aiosmtpd arguments (TLS).
+    tls_args: Vec<OsString>,
+    /// Whether it greets in plain text (no implicit TLS), so readiness can wait for the `220`.
+    greets_in_plain_text: bool,
     child: Mutex<Option<Child>>,
 }
 
@@ -106,11 +121,44 @@ impl SmtpServer {
     /// Starts aiosmtpd on a free loopback port with its handler, messages and log in `dir`, and
     /// waits until it greets.
     pub async fn start(dir: &Path) -> Result<Self> {
+        Self::launch(dir, Vec::new(), true).await
+    }
+
+    /// Starts aiosmtpd offering TLS in `mode` with a certificate for `127.0.0.1` and `localhost`
+    /// issued by `ca` (trust `ca.root_pem()` to connect). With STARTTLS, a client that does not
+    /// upgrade is refused (`530`).
+    pub async fn start_with_tls(dir: &Path, ca: &TestCa, mode: SmtpTlsMode) -> Result<Self> {
+        fs::create_dir_all(dir)?;
+        let (chain, key) = ca.loopback_server_identity()?;
+        let chain_pem: String = chain
+            .iter()
+            .map(|der| pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec())))
+            .collect();
+        let key_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", key.secret_der().to_vec()));
+        let (cert_file, key_file) = (dir.join("smtp-tls.crt"), dir.join("smtp-tls.key"));
+        fs::write(&cert_file, chain_pem)?;
+        fs::write(&key_file, key_pem)?;
+        let (cert_flag, key_flag) = match mode {
+            SmtpTlsMode::StartTls => ("--tlscert", "--tlskey"),
+            SmtpTlsMode::Implicit => ("--smtpscert", "--smtpskey"),
+        };
+        let args = vec![
+            cert_flag.into(),
+            cert_file.into_os_string(),
+            key_flag.into(),
+            key_file.into_os_string(),
+        ];
+        Self::launch(dir, args, mode == SmtpTlsMode::StartTls).await
+    }
+
+    async fn launch(dir: &Path, tls_args: Vec<OsString>, greets_in_plain_text: bool) -> Result<Self> {
         fs::create_dir_all(dir.join("messages"))?;
         fs::write(dir.join("pki_e2e_recorder.py"), RECORDER)?;
         let server = Self {
             dir: dir.to_path_buf(),
             port: free_port()?,
+            tls_args,
+            greets_in_plain_text,
             child: Mutex::new(None),
         };
         server.start_again().await?;
@@ -133,6 +181,7 @@ impl SmtpServer {
         let child = Command::new(python())
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{}", self.port))
+            .args(&self.tls_args)
             .args(["-c", "pki_e2e_recorder.Recorder"])
             .arg(self.dir.join("messages"))
             .env("PYTHONPATH", &self.dir)
@@ -142,12 +191,12 @@ impl SmtpServer {
             .spawn()
             .context("starting aiosmtpd (python3-aiosmtpd; run scripts/ensure-packages.sh)")?;
         *self.lock() = Some(child);
-        let port = self.port;
+        let (port, plain) = (self.port, self.greets_in_plain_text);
         let greeted = wait_for("aiosmtpd to greet", Duration::from_secs(30), || async {
             if let Some(status) = self.lock().as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 return Some(Err(status));
             }
-            greets(port).await.then_some(Ok(()))
+            greets(port, plain).await.then_some(Ok(()))
         })
         .await?;
         if let Err(status) = greeted {
@@ -202,10 +251,14 @@ impl Drop for SmtpServer {
     }
 }
 
-/// True when a connection to `port` is answered with an SMTP `220` greeting.
-async fn greets(port: u16) -> bool {
+/// True when a connection to `port` is answered with an SMTP `220` greeting, or, for implicit
+/// TLS (`plain` false), accepted at all: aiosmtpd listens only once it serves.
+async fn greets(port: u16, plain: bool) -> bool {
     let attempt = async {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        if !plain {
+            return Some(true);
+        }
         let mut greeting = [0_u8; 3];
         stream.read_exact(&mut greeting).await.ok()?;
         Some(&greeting == b"220")

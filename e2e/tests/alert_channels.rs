@@ -18,7 +18,8 @@ use pki_operator::{
     pki::credentials::SecretString,
 };
 use pki_operator_e2e::{
-    smtp::SmtpServer,
+    sim::TestCa,
+    smtp::{SmtpServer, SmtpTlsMode},
     webhook_receiver::{SECRET_PATH, WebhookReceiver},
     work_dir,
 };
@@ -146,6 +147,59 @@ async fn required_starttls_never_falls_back_to_plain_text() {
     let implicit = EmailSender::new(settings(smtp.port(), SmtpSecurity::TLS)).unwrap();
     implicit.send(&notification()).await.unwrap_err();
     assert!(smtp.messages().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn tls_email_is_delivered_when_the_ca_bundle_trusts_the_server() {
+    let ca = TestCa::generate("SMTP e2e").unwrap();
+    for (mode, security) in [
+        (SmtpTlsMode::StartTls, SmtpSecurity::StartTLS),
+        (SmtpTlsMode::Implicit, SmtpSecurity::TLS),
+    ] {
+        let dir = work_dir(&format!("alert-smtp-{mode:?}").to_lowercase()).unwrap();
+        let smtp = SmtpServer::start_with_tls(&dir, &ca, mode).await.unwrap();
+        // Without the bundle the test CA is unknown: nothing may be sent.
+        let untrusted = EmailSender::new(settings(smtp.port(), security)).unwrap();
+        let error = untrusted.send(&notification()).await.unwrap_err();
+        assert!(
+            matches!(error, ChannelError::Transport { .. }),
+            "{mode:?}: {error:?}"
+        );
+        assert!(smtp.messages().unwrap().is_empty(), "{mode:?}");
+
+        let trusted = EmailSender::new(EmailSettings {
+            ca_bundle: Some(ca.root_pem()),
+            ..settings(smtp.port(), security)
+        })
+        .unwrap();
+        trusted
+            .send(&notification())
+            .await
+            .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        let received = smtp.wait_for_messages(1, WAIT).await.unwrap();
+        assert_eq!(
+            received[0].subject,
+            message::email_subject(&notification()),
+            "{mode:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_plain_client_is_refused_by_a_server_that_requires_starttls() {
+    let ca = TestCa::generate("SMTP e2e").unwrap();
+    let dir = work_dir("alert-smtp-plain-refused").unwrap();
+    let smtp = SmtpServer::start_with_tls(&dir, &ca, SmtpTlsMode::StartTls)
+        .await
+        .unwrap();
+    let plain = EmailSender::new(settings(smtp.port(), SmtpSecurity::None)).unwrap();
+    let error = plain.send(&notification()).await.unwrap_err();
+    // aiosmtpd answers MAIL with `530 Must issue a STARTTLS command first`.
+    assert!(
+        matches!(error, ChannelError::Rejected { code: 530, .. }),
+        "{error:?}"
+    );
+    assert!(error.is_permanent(), "{error}");
 }
 
 fn webhook(receiver: &WebhookReceiver, format: WebhookFormat) -> WebhookSender {
