@@ -156,7 +156,8 @@ async fn tls_email_is_delivered_when_the_ca_bundle_trusts_the_server() {
         (SmtpTlsMode::StartTls, SmtpSecurity::StartTLS),
         (SmtpTlsMode::Implicit, SmtpSecurity::TLS),
     ] {
-        let dir = work_dir(&format!("alert-smtp-{mode:?}").to_lowercase()).unwrap();
+        // `work_dir` empties a directory of the same name, so each test and mode has its own.
+        let dir = work_dir(&format!("alert-smtp-tls-trust-{mode:?}").to_lowercase()).unwrap();
         let smtp = SmtpServer::start_with_tls(&dir, &ca, mode).await.unwrap();
         // Without the bundle the test CA is unknown: nothing may be sent.
         let untrusted = EmailSender::new(settings(smtp.port(), security)).unwrap();

@@ -32,7 +32,12 @@ pub fn email_subject(n: &Notification) -> String {
     if n.repeat {
         subject.push_str(" (reminder)");
     }
+    // A common name or location is anyone's text; a line break in it must not start a new
+    // header line or break a one-line summary.
     subject
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// The plain-text email body: the headline, the facts, and what to do.
@@ -549,6 +554,25 @@ mod tests {
             ..certificate(0)
         };
         assert!(email_subject(&undated).ends_with("expires on 2026-12-19"));
+    }
+
+    #[test]
+    fn the_subject_is_one_line_whatever_the_names_hold() {
+        let n = Notification {
+            subject: AlertSubject::Discovered {
+                location: "host:443\r\nBcc: victim@example.com".into(),
+                task: "ns/t".into(),
+                issuer: "CN=x".into(),
+            },
+            common_name: Some("a\nb\tc".into()),
+            ..certificate(5)
+        };
+        let subject = email_subject(&n);
+        assert!(!subject.contains(['\r', '\n', '\t']), "{subject:?}");
+        assert!(
+            subject.contains("host:443  Bcc: victim@example.com (CN=a b c)"),
+            "{subject:?}"
+        );
     }
 
     #[test]

@@ -45,7 +45,8 @@ impl fmt::Debug for WebhookSender {
 impl WebhookSender {
     /// A sender posting `format` payloads to `url` (`http://` or `https://`), with
     /// `Authorization: Bearer <bearer_token>` when given, trusting the system roots plus the PEM
-    /// `ca_bundle`.
+    /// `ca_bundle`. Plain `http://` is accepted for a receiver inside the cluster or on a trusted
+    /// network (and the tests' loopback receiver); the URL and token then travel unencrypted.
     #[allow(
         clippy::needless_pass_by_value,
         reason = "the sender takes the secrets over so the caller keeps no copy"
