@@ -10,6 +10,10 @@ command -v named >/dev/null || [ -x /usr/sbin/named ] || missing+=(bind9)
 command -v named-checkconf >/dev/null || [ -x /usr/bin/named-checkconf ] || missing+=(bind9-utils)
 # openssl makes the discovery tests' weak certificates (RSA 1024, SHA-1), which no Rust crate here signs.
 command -v openssl >/dev/null || missing+=(openssl)
+# aiosmtpd is the real SMTP server the alert-channel tests deliver email to (e2e/src/smtp.rs):
+# lettre's SMTP client is tested against a server, not a mock. Debian's python3 is asked (the
+# harness runs /usr/bin/python3 too): a python3 earlier on PATH (pyenv, venv) does not see it.
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0

@@ -6,7 +6,9 @@
 pub mod conformance;
 pub mod dns;
 pub mod sim;
+pub mod smtp;
 pub mod tls_fleet;
+pub mod webhook_receiver;
 
 use std::{
     fs,
