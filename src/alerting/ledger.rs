@@ -148,7 +148,12 @@ impl Ledger {
     /// level (a partial renewal, a level edit) keeps what was sent and is not told again; an
     /// unobserved key of a source that `is_complete` (was read whole) is cleared. Observations beyond
     /// [`MAX_ENTRIES`] are not recorded; the count of them is returned.
-    pub fn observe(&mut self, observed: &[Observed<'_>], is_complete: impl Fn(&str) -> bool, now: i64) -> usize {
+    pub fn observe(
+        &mut self,
+        observed: &[Observed<'_>],
+        is_complete: impl Fn(&str) -> bool,
+        now: i64,
+    ) -> usize {
         let mut seen = BTreeSet::new();
         let mut over_limit = 0;
         for o in observed {
@@ -271,7 +276,11 @@ mod tests {
         ledger.observe(&[obs("c/a", Level::WARN)], complete(), 0);
         assert_eq!(send_all(&mut ledger, 0), 2);
         ledger.observe(&[obs("c/a", Level::WARN)], complete(), 60);
-        assert_eq!(send_all(&mut ledger, 60), 0, "nothing new within the repeat interval");
+        assert_eq!(
+            send_all(&mut ledger, 60),
+            0,
+            "nothing new within the repeat interval"
+        );
         let reminders = ledger.due(&channels(), DAY, DAY);
         assert_eq!(reminders.len(), 2);
         assert!(reminders.iter().all(|d| d.repeat));
@@ -288,7 +297,10 @@ mod tests {
         assert!(due.iter().all(|d| d.level == Level::HIGH && !d.repeat));
         send_all(&mut ledger, 10);
         ledger.observe(&[obs("c/a", Level::INFO)], complete(), 20);
-        assert!(ledger.due(&channels(), 20, DAY).is_empty(), "a milder level is not a crossing");
+        assert!(
+            ledger.due(&channels(), 20, DAY).is_empty(),
+            "a milder level is not a crossing"
+        );
         ledger.observe(&[], complete(), 30);
         assert!(ledger.is_empty(), "renewed: the alert is cleared");
     }
@@ -338,7 +350,10 @@ mod tests {
         ledger.observe(&[], complete(), 10);
         assert_eq!(ledger.len(), 1);
         ledger.observe(&[found], complete(), 20);
-        assert!(ledger.due(&channels(), 20, DAY).is_empty(), "no duplicate after the restart");
+        assert!(
+            ledger.due(&channels(), 20, DAY).is_empty(),
+            "no duplicate after the restart"
+        );
         ledger.observe(&[], |_| true, 30);
         assert!(ledger.is_empty());
     }

@@ -55,7 +55,11 @@ impl LevelSet {
     pub fn next_crossing(&self, not_after: Timestamp, now: Timestamp) -> Option<Timestamp> {
         self.enabled
             .iter()
-            .filter_map(|(_, days)| not_after.checked_sub(SignedDuration::from_secs(days.saturating_mul(DAY))).ok())
+            .filter_map(|(_, days)| {
+                not_after
+                    .checked_sub(SignedDuration::from_secs(days.saturating_mul(DAY)))
+                    .ok()
+            })
             .chain(std::iter::once(not_after))
             .filter(|at| *at > now)
             .min()
@@ -133,7 +137,10 @@ mod tests {
         assert_eq!(days_left(at(3), at(0)), 3);
         let just_under = Timestamp::from_second(at(3).as_second() - 1).unwrap();
         assert_eq!(days_left(just_under, at(0)), 2);
-        assert_eq!(days_left(Timestamp::from_second(at(0).as_second() - 1).unwrap(), at(0)), -1);
+        assert_eq!(
+            days_left(Timestamp::from_second(at(0).as_second() - 1).unwrap(), at(0)),
+            -1
+        );
         assert_eq!(days_left(at(-2), at(0)), -2);
     }
 }

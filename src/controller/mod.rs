@@ -269,11 +269,17 @@ fn alert_config_controller(
     let for_certificates = every_config.clone();
     controller
         .watches_stream(
-            cached_objects(scope.namespaced::<DeserializeGuard<v1alpha1::Certificate>>(client), certificate_writer),
+            cached_objects(
+                scope.namespaced::<DeserializeGuard<v1alpha1::Certificate>>(client),
+                certificate_writer,
+            ),
             move |_| for_certificates(),
         )
         .watches_stream(
-            cached_objects(scope.namespaced::<DeserializeGuard<v1alpha1::DiscoveryTask>>(client), task_writer),
+            cached_objects(
+                scope.namespaced::<DeserializeGuard<v1alpha1::DiscoveryTask>>(client),
+                task_writer,
+            ),
             move |_| every_config(),
         )
 }

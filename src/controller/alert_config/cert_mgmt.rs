@@ -45,7 +45,12 @@ pub struct Synced {
 /// Syncs `config` with its CertMgmt service when its poll is due or its spec changed, updating
 /// `status.certMgmt`. Errors are recorded there (`lastError`), not returned: alerting through the
 /// other channels goes on.
-pub async fn reconcile(ctx: &Context, config: &AlertConfig, status: &mut AlertConfigStatus, now: Timestamp) -> Synced {
+pub async fn reconcile(
+    ctx: &Context,
+    config: &AlertConfig,
+    status: &mut AlertConfigStatus,
+    now: Timestamp,
+) -> Synced {
     let Some(spec) = config.spec.cert_mgmt.as_ref() else {
         status.cert_mgmt = None;
         return Synced::default();
@@ -87,7 +92,10 @@ pub async fn reconcile(ctx: &Context, config: &AlertConfig, status: &mut AlertCo
     let next = if state.last_error.is_some() {
         now.checked_add(jiff::SignedDuration::from_secs(60)).ok()
     } else {
-        state.last_sync_time.as_ref().and_then(|t| t.0.checked_add(poll).ok())
+        state
+            .last_sync_time
+            .as_ref()
+            .and_then(|t| t.0.checked_add(poll).ok())
     };
     status.cert_mgmt = Some(state);
     Synced {
@@ -114,14 +122,21 @@ async fn conflicting_owner(ctx: &Context, config: &AlertConfig, spec: &CertMgmtS
     all.items
         .iter()
         .filter(|other| other.name_any() != config.name_any() && other.metadata.deletion_timestamp.is_none())
-        .filter(|other| other.spec.cert_mgmt.as_ref().is_some_and(|o| same_service(&o.url, &spec.url)))
+        .filter(|other| {
+            other
+                .spec
+                .cert_mgmt
+                .as_ref()
+                .is_some_and(|o| same_service(&o.url, &spec.url))
+        })
         .filter(|other| rank(other) < rank(config))
         .map(kube::ResourceExt::name_any)
         .next()
 }
 
 fn same_service(a: &str, b: &str) -> bool {
-    a.trim_end_matches('/').eq_ignore_ascii_case(b.trim_end_matches('/'))
+    a.trim_end_matches('/')
+        .eq_ignore_ascii_case(b.trim_end_matches('/'))
 }
 
 async fn client(ctx: &Context, spec: &CertMgmtSync) -> Result<CertMgmtClient, String> {
@@ -141,7 +156,9 @@ async fn sync(
     (now, spec_changed): (Timestamp, bool),
 ) -> Result<(), String> {
     let client = client(ctx, spec).await?;
-    let failed = |what: &str, e: &certmgmt_sync::SyncError| format!("{what} at {}: {}", spec.url, errors::error_chain(e));
+    let failed = |what: &str, e: &certmgmt_sync::SyncError| {
+        format!("{what} at {}: {}", spec.url, errors::error_chain(e))
+    };
     if let Some(desired) = certmgmt_sync::desired_from_spec(&config.name_any(), &config.spec) {
         let pushed = certmgmt_sync::push(&client, &desired, state.email_list_id)
             .await
@@ -186,11 +203,14 @@ async fn record_alerts(
     counts.error += new_counts.error;
     counts.unavailable_hosts += new_counts.unavailable_hosts;
     for alert in &new_alerts {
-        let what = alert
-            .cn
-            .as_deref()
-            .map_or_else(|| format!("host {}", alert.host_id), |cn| format!("certificate {cn}"));
-        let note = format!("CertMgmt {} alert for {what}: {} ({})", alert.level, alert.title, alert.datetime);
+        let what = alert.cn.as_deref().map_or_else(
+            || format!("host {}", alert.host_id),
+            |cn| format!("certificate {cn}"),
+        );
+        let note = format!(
+            "CertMgmt {} alert for {what}: {} ({})",
+            alert.level, alert.title, alert.datetime
+        );
         ctx.events
             .publish(config, EventType::Warning, "CertMgmtAlert", &note)
             .await;
@@ -237,7 +257,10 @@ pub async fn finalize(ctx: &Context, config: &AlertConfig) {
                 .await;
         }
         Err(message) => {
-            let note = format!("could not disable the levels at {}: {message}; disable them there by hand", spec.url);
+            let note = format!(
+                "could not disable the levels at {}: {message}; disable them there by hand",
+                spec.url
+            );
             ctx.events
                 .publish(config, EventType::Warning, "CertMgmtCleanupFailed", &note)
                 .await;

@@ -111,11 +111,14 @@ async fn email_settings(
         }
         None => None,
     };
-    let port = email.smtp_port.and_then(|p| u16::try_from(p).ok()).unwrap_or(match email.security {
-        SmtpSecurity::StartTLS => 587,
-        SmtpSecurity::TLS => 465,
-        SmtpSecurity::None => 25,
-    });
+    let port = email
+        .smtp_port
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(match email.security {
+            SmtpSecurity::StartTLS => 587,
+            SmtpSecurity::TLS => 465,
+            SmtpSecurity::None => 25,
+        });
     Ok(EmailSettings {
         host: email.smtp_host.clone(),
         port,
@@ -127,7 +130,11 @@ async fn email_settings(
     })
 }
 
-async fn secret_value(ctx: &Context, r: &NamespacedSecretKeySelector, field: &str) -> Result<SecretString, String> {
+async fn secret_value(
+    ctx: &Context,
+    r: &NamespacedSecretKeySelector,
+    field: &str,
+) -> Result<SecretString, String> {
     let reference = SecretReference {
         name: r.name.clone(),
         namespace: r.namespace.clone(),
@@ -136,7 +143,12 @@ async fn secret_value(ctx: &Context, r: &NamespacedSecretKeySelector, field: &st
 }
 
 /// One key of a Secret, as text. Errors name the field and the Secret, never the value.
-pub(super) async fn secret_key(ctx: &Context, r: &SecretReference, key: &str, field: &str) -> Result<SecretString, String> {
+pub(super) async fn secret_key(
+    ctx: &Context,
+    r: &SecretReference,
+    key: &str,
+    field: &str,
+) -> Result<SecretString, String> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &r.namespace);
     let secret = secrets
         .get_opt(&r.name)
@@ -148,8 +160,12 @@ pub(super) async fn secret_key(ctx: &Context, r: &SecretReference, key: &str, fi
         .as_ref()
         .and_then(|d| d.get(key))
         .ok_or_else(|| format!("{field}: Secret {}/{} has no key {key:?}", r.namespace, r.name))?;
-    let text = String::from_utf8(value.0.clone())
-        .map_err(|_| format!("{field}: key {key:?} of Secret {}/{} is not UTF-8", r.namespace, r.name))?;
+    let text = String::from_utf8(value.0.clone()).map_err(|_| {
+        format!(
+            "{field}: key {key:?} of Secret {}/{} is not UTF-8",
+            r.namespace, r.name
+        )
+    })?;
     Ok(SecretString::new(text.trim().to_owned()))
 }
 

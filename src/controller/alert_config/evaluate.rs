@@ -144,7 +144,13 @@ fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
     }
 }
 
-fn evaluate_certificate(config: &str, levels: &LevelSet, cert: &Certificate, now: Timestamp, out: &mut Evaluation) {
+fn evaluate_certificate(
+    config: &str,
+    levels: &LevelSet,
+    cert: &Certificate,
+    now: Timestamp,
+    out: &mut Evaluation,
+) {
     let namespace = cert.metadata.namespace.clone().unwrap_or_default();
     let name = cert.metadata.name.clone().unwrap_or_default();
     let status = cert.status.as_ref();
@@ -155,7 +161,8 @@ fn evaluate_certificate(config: &str, levels: &LevelSet, cert: &Certificate, now
     out.evaluated += 1;
     out.next_change = earliest(out.next_change, levels.next_crossing(not_after, now));
     let level = levels.level_at(not_after, now);
-    out.managed_levels.insert((namespace.clone(), name.clone()), level);
+    out.managed_levels
+        .insert((namespace.clone(), name.clone()), level);
     let Some(level) = level else { return };
     let issuer = IssuerTarget::from_namespaced(&cert.spec.issuer_ref, &namespace).to_string();
     out.alerting.push(Subject {
@@ -185,7 +192,14 @@ fn evaluate_certificate(config: &str, levels: &LevelSet, cert: &Certificate, now
     });
 }
 
-fn evaluate_found(config: &str, levels: &LevelSet, task: &str, f: &Found, now: Timestamp, out: &mut Evaluation) {
+fn evaluate_found(
+    config: &str,
+    levels: &LevelSet,
+    task: &str,
+    f: &Found,
+    now: Timestamp,
+    out: &mut Evaluation,
+) {
     let Ok(not_after) = Timestamp::from_second(f.not_after) else {
         return;
     };
@@ -227,7 +241,10 @@ fn evaluate_hosts(
 ) {
     let Some(hosts) = config.spec.host_unavailability.as_ref().filter(|h| h.enabled) else {
         out.complete_sources.extend(tasks.iter().map(|t| {
-            format!("hosts/{}", task_key(t.metadata.namespace.as_deref(), t.metadata.name.as_deref()))
+            format!(
+                "hosts/{}",
+                task_key(t.metadata.namespace.as_deref(), t.metadata.name.as_deref())
+            )
         }));
         return;
     };
@@ -240,12 +257,18 @@ fn evaluate_hosts(
         if !namespace_in_scope(scope, namespace) {
             continue;
         }
-        let targets = task.status.as_ref().map(|s| s.unreachable_targets.as_slice()).unwrap_or_default();
+        let targets = task
+            .status
+            .as_ref()
+            .map(|s| s.unreachable_targets.as_slice())
+            .unwrap_or_default();
         for target in targets {
             let Some(since) = target.since.as_ref().map(|t| t.0) else {
                 continue;
             };
-            let Ok(due) = since.checked_add(delay) else { continue };
+            let Ok(due) = since.checked_add(delay) else {
+                continue;
+            };
             if due > now {
                 out.next_change = earliest(out.next_change, Some(due));
                 continue;
@@ -292,7 +315,8 @@ fn in_scope(scope: &AlertScope, cert: &Certificate) -> bool {
     }
     scope.issuers.is_empty()
         || scope.issuers.iter().any(|wanted| {
-            IssuerTarget::from_cluster_scoped(wanted) == IssuerTarget::from_namespaced(&cert.spec.issuer_ref, namespace)
+            IssuerTarget::from_cluster_scoped(wanted)
+                == IssuerTarget::from_namespaced(&cert.spec.issuer_ref, namespace)
         })
 }
 
@@ -348,7 +372,13 @@ mod tests {
         Timestamp::from_second(now().as_second() + days * DAY).unwrap()
     }
 
-    fn certificate(namespace: &str, name: &str, days: Option<i64>, issuer: &str, team: &str) -> Arc<Certificate> {
+    fn certificate(
+        namespace: &str,
+        name: &str,
+        days: Option<i64>,
+        issuer: &str,
+        team: &str,
+    ) -> Arc<Certificate> {
         let mut cert = Certificate::new(
             name,
             CertificateSpec {
@@ -456,14 +486,19 @@ mod tests {
                 ("c/web/in45".to_owned(), Level::INFO),
             ]
         );
-        assert_eq!(evaluation.evaluated, 4, "the one without notAfter is not evaluated");
+        assert_eq!(
+            evaluation.evaluated, 4,
+            "the one without notAfter is not evaluated"
+        );
         assert_eq!(evaluation.managed_levels.len(), 5);
         // in3 expires in 3 days, before in45 reaches WARN (in 15) and fresh INFO (in 240).
         assert_eq!(evaluation.next_change, Some(in_days(3)));
         let notification = &evaluation.alerting[1].notification;
         assert_eq!(notification.days_left, Some(3));
         assert_eq!(notification.serial.as_deref(), Some("0a1b"));
-        assert!(matches!(&notification.subject, AlertSubject::Certificate { issuer, .. } if issuer == "ClusterIssuer corp"));
+        assert!(
+            matches!(&notification.subject, AlertSubject::Certificate { issuer, .. } if issuer == "ClusterIssuer corp")
+        );
     }
 
     #[test]
@@ -501,10 +536,17 @@ mod tests {
 
     #[test]
     fn discovered_certificates_and_long_unreachable_hosts_alert() {
-        let tasks = [task("ops", "sweep", vec![("10.0.0.9:443", 3), ("10.0.0.8:443", 1)])];
+        let tasks = [task(
+            "ops",
+            "sweep",
+            vec![("10.0.0.9:443", 3), ("10.0.0.8:443", 1)],
+        )];
         let discovered = BTreeMap::from([(
             "ops/sweep".to_owned(),
-            Arc::new(vec![found("10.0.0.1:443", 10, false), found("10.0.0.2:443", 5, true)]),
+            Arc::new(vec![
+                found("10.0.0.1:443", 10, false),
+                found("10.0.0.2:443", 5, true),
+            ]),
         )]);
         let scope = AlertScope {
             include_discovered: true,
@@ -549,7 +591,10 @@ mod tests {
             !evaluation.is_complete("discovered/ops/sweep"),
             "a task that has not run since the restart keeps its alerts"
         );
-        assert!(evaluation.is_complete("discovered/ops/deleted"), "a deleted task's alerts go");
+        assert!(
+            evaluation.is_complete("discovered/ops/deleted"),
+            "a deleted task's alerts go"
+        );
         assert!(evaluation.is_complete("hosts/ops/sweep"));
     }
 
@@ -564,11 +609,17 @@ mod tests {
             }]),
             ..LabelSelector::default()
         };
-        assert!(selector_matches(&requirement("In", &["prod", "stage"]), Some(&labels)));
+        assert!(selector_matches(
+            &requirement("In", &["prod", "stage"]),
+            Some(&labels)
+        ));
         assert!(!selector_matches(&requirement("NotIn", &["prod"]), Some(&labels)));
         assert!(selector_matches(&requirement("NotIn", &["prod"]), None));
         assert!(selector_matches(&requirement("Exists", &[]), Some(&labels)));
-        assert!(!selector_matches(&requirement("DoesNotExist", &[]), Some(&labels)));
+        assert!(!selector_matches(
+            &requirement("DoesNotExist", &[]),
+            Some(&labels)
+        ));
         assert!(!selector_matches(&requirement("Gt", &["1"]), Some(&labels)));
         let pairs = LabelSelector {
             match_labels: Some(BTreeMap::from([("tier".to_owned(), "dev".to_owned())])),

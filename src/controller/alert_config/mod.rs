@@ -94,7 +94,9 @@ impl Caches {
             certificates.wait_until_ready().await.ok()?;
             tasks.wait_until_ready().await.ok()
         };
-        tokio::time::timeout(Duration::from_secs(5), synced).await.ok()??;
+        tokio::time::timeout(Duration::from_secs(5), synced)
+            .await
+            .ok()??;
         Some((
             certificates
                 .state()
@@ -129,9 +131,14 @@ pub async fn reconcile(config: Arc<AlertConfig>, ctx: Arc<Context>) -> Result<Ac
     if !served_here(&ctx, &config) {
         return Ok(Action::await_change());
     }
-    super::finalizer::ensure(&api, config.as_ref(), cert_mgmt::FINALIZER, config.spec.cert_mgmt.is_some())
-        .await
-        .map_err(kube_error("set the finalizer"))?;
+    super::finalizer::ensure(
+        &api,
+        config.as_ref(),
+        cert_mgmt::FINALIZER,
+        config.spec.cert_mgmt.is_some(),
+    )
+    .await
+    .map_err(kube_error("set the finalizer"))?;
     let Some((certificates, tasks)) = ctx.alert_caches.snapshot().await else {
         return Ok(Action::requeue(Duration::from_secs(2)));
     };
@@ -172,12 +179,22 @@ pub async fn reconcile(config: Arc<AlertConfig>, ctx: Arc<Context>) -> Result<Ac
     let next_repeat = ledger
         .next_repeat(&channel_names, repeat)
         .and_then(|at| Timestamp::from_second(at).ok());
-    let next = [evaluation.next_change, next_repeat, delivered.retry_at, conflict.next_poll]
-        .into_iter()
-        .flatten()
-        .min();
+    let next = [
+        evaluation.next_change,
+        next_repeat,
+        delivered.retry_at,
+        conflict.next_poll,
+    ]
+    .into_iter()
+    .flatten()
+    .min();
     summarize(&mut status, &evaluation, &ledger, now, next);
-    set_ready(&mut status, config.metadata.generation, over_limit, conflict.conflict);
+    set_ready(
+        &mut status,
+        config.metadata.generation,
+        over_limit,
+        conflict.conflict,
+    );
     super::status::write(&api, &name, &status)
         .await
         .map_err(kube_error("write status"))?;
@@ -230,7 +247,11 @@ fn observe(ledger: &mut Ledger, evaluation: &Evaluation, now: Timestamp) -> usiz
             level: s.notification.level,
         })
         .collect();
-    ledger.observe(&observed, |source| evaluation.is_complete(source), now.as_second())
+    ledger.observe(
+        &observed,
+        |source| evaluation.is_complete(source),
+        now.as_second(),
+    )
 }
 
 /// Counts, the most urgent alerts and the evaluation times.
@@ -288,7 +309,12 @@ fn active_alert(subject: &Subject, ledger: &Ledger, now: Timestamp) -> ActiveAle
 
 /// `Ready`: True when every channel delivers; else a CertMgmt conflict, the failing channels,
 /// a failing CertMgmt sync, or alerts beyond the record's bound.
-fn set_ready(status: &mut AlertConfigStatus, generation: Option<i64>, over_limit: usize, conflict: Option<String>) {
+fn set_ready(
+    status: &mut AlertConfigStatus,
+    generation: Option<i64>,
+    over_limit: usize,
+    conflict: Option<String>,
+) {
     status.observed_generation = generation;
     let failing: Vec<String> = status
         .channels
@@ -322,7 +348,14 @@ fn set_ready(status: &mut AlertConfigStatus, generation: Option<i64>, over_limit
     } else {
         (true, "Evaluated", "every alert in scope was delivered".to_owned())
     };
-    conditions::set(&mut status.conditions, "Ready", ready, reason, message, generation);
+    conditions::set(
+        &mut status.conditions,
+        "Ready",
+        ready,
+        reason,
+        message,
+        generation,
+    );
 }
 
 /// The alert level of each managed Certificate in scope, as the metric
@@ -353,7 +386,8 @@ fn forget_levels(ctx: &Context, name: &str) {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     for (namespace, cert) in published.remove(name).into_iter().flatten() {
-        ctx.metrics.remove_certificate_alert_level(name, &namespace, &cert);
+        ctx.metrics
+            .remove_certificate_alert_level(name, &namespace, &cert);
     }
 }
 

@@ -60,8 +60,12 @@ pub async fn save(ctx: &Context, config: &AlertConfig, ledger: &Ledger) -> Resul
         data: Some(BTreeMap::from([(KEY.to_owned(), ledger.encode())])),
         ..ConfigMap::default()
     };
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&record))
-        .await?;
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&record),
+    )
+    .await?;
     Ok(())
 }
 

@@ -725,7 +725,11 @@ fn unreachable_since(
         .map(|(target, reason)| UnreachableTarget {
             target: target.clone(),
             reason: reason.clone(),
-            since: Some(earlier.get(target.as_str()).map_or_else(|| time(started), |t| (*t).clone())),
+            since: Some(
+                earlier
+                    .get(target.as_str())
+                    .map_or_else(|| time(started), |t| (*t).clone()),
+            ),
         })
         .collect();
     listed.sort_by_key(|t| !earlier.contains_key(t.target.as_str()));
@@ -831,11 +835,17 @@ mod tests {
         assert_eq!(first[0].since, Some(time(at(0))));
         let second = unreachable_since(
             &first,
-            &[("b:443".into(), "timed out".into()), ("a:443".into(), "refused".into())],
+            &[
+                ("b:443".into(), "timed out".into()),
+                ("a:443".into(), "refused".into()),
+            ],
             at(60),
         );
         assert_eq!(second.len(), 2);
-        assert_eq!(second[0].target, "a:443", "a long outage stays in the bounded list first");
+        assert_eq!(
+            second[0].target, "a:443",
+            "a long outage stays in the bounded list first"
+        );
         assert_eq!(second[0].since, Some(time(at(0))));
         assert_eq!(second[1].since, Some(time(at(60))));
         let recovered = unreachable_since(&second, &[("b:443".into(), "timed out".into())], at(120));
