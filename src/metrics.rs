@@ -259,7 +259,8 @@ impl Metrics {
         }
     }
 
-    /// Removes every series of a Certificate (deleted, or being deleted).
+    /// Removes every series of a Certificate (deleted, or being deleted), its alert level too:
+    /// the AlertConfig controller need not learn of deletions for the series not to leak.
     pub fn remove_certificate(&self, namespace: &str, name: &str) {
         let mut known = self
             .certificates
@@ -269,6 +270,7 @@ impl Metrics {
         if let Some(old) = known.remove(&(namespace.to_owned(), name.to_owned())) {
             self.remove_certificate_series(&old);
         }
+        self.remove_certificate_alert_level(namespace, name);
     }
 
     fn remove_certificate_series(&self, labels: &CertificateLabels) {
@@ -560,5 +562,8 @@ mod tests {
             certificate_lines(&metrics),
             [r#"pki_operator_certificate_alert_level{name="api",namespace="apps"} 0"#]
         );
+        // A deleted Certificate's level goes with its other series.
+        metrics.remove_certificate("apps", "api");
+        assert_eq!(certificate_lines(&metrics), Vec::<String>::new());
     }
 }
