@@ -1,5 +1,13 @@
-//! Prometheus metrics. Every label has a bounded set of values (controller names, outcome
-//! categories), never object names, so cardinality does not grow with the cluster.
+//! Prometheus metrics. Operational labels have a bounded set of values (controller names,
+//! outcome categories). Object names appear in two places only, where a series per object is
+//! the point: the per-Certificate series ([`CertificateSeries`], one set per Certificate, the
+//! labels cert-manager's `certmanager_certificate_*` metrics carry so its dashboards and alerts
+//! work with the prefix renamed) and the discovered-certificate series (bounded per task).
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, PoisonError},
+};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -53,6 +61,69 @@ pub struct DiscoveryTaskLabels {
     pub source: &'static str,
 }
 
+/// The `issuer_group` label of every Certificate series: cert-manager's label, which names the
+/// API group of the issuer (here always ours; `issuerRef` has no group).
+pub const ISSUER_GROUP: &str = "pki-operator.io";
+
+/// Labels of the per-Certificate series: cert-manager's, so its dashboards and alerts apply.
+/// Object names as labels, deliberately: a series set per Certificate is the point, and
+/// [`Metrics::remove_certificate`] drops it with the Certificate.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    /// Certificate name.
+    pub name: String,
+    /// Certificate namespace.
+    pub namespace: String,
+    /// `spec.issuerRef.name`.
+    pub issuer_name: String,
+    /// `Issuer` or `ClusterIssuer`.
+    pub issuer_kind: &'static str,
+    /// Always [`ISSUER_GROUP`].
+    pub issuer_group: &'static str,
+}
+
+/// Labels of `certificate_ready_status`: a Certificate's labels and one `condition` value.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateReadyLabels {
+    /// `True`, `False` or `Unknown`; the series of the current status is 1, the others 0.
+    pub condition: &'static str,
+    /// The Certificate's labels.
+    #[prometheus(flatten)]
+    pub certificate: CertificateLabels,
+}
+
+/// Labels of `certificate_alert_level`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateAlertLabels {
+    /// Certificate name.
+    pub name: String,
+    /// Certificate namespace.
+    pub namespace: String,
+}
+
+/// What the per-Certificate series say about one Certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateSeries {
+    /// Certificate namespace.
+    pub namespace: String,
+    /// Certificate name.
+    pub name: String,
+    /// `spec.issuerRef.name`.
+    pub issuer_name: String,
+    /// `Issuer` or `ClusterIssuer`.
+    pub issuer_kind: &'static str,
+    /// `status.notAfter`, Unix seconds; no expiration series while unknown (cert-manager
+    /// exports 0, which would read as long expired).
+    pub not_after: Option<i64>,
+    /// `status.renewalTime`, Unix seconds; no renewal series while unknown.
+    pub renewal: Option<i64>,
+    /// The Ready condition: `None` while it is absent or `Unknown`.
+    pub ready: Option<bool>,
+}
+
+/// The values of `certificate_ready_status`'s `condition` label, as cert-manager has them.
+const READY_CONDITIONS: [&str; 3] = ["True", "False", "Unknown"];
+
 /// The most expiry series one DiscoveryTask exports (its soonest-expiring certificates); the
 /// counts cover everything.
 pub const MAX_DISCOVERED_SERIES_PER_TASK: usize = 1000;
@@ -66,6 +137,7 @@ pub struct Metrics {
     reconcile_duration: Family<ControllerLabels, Histogram>,
     leader: Gauge,
     ready: Gauge,
+    certificates: CertificateFamilies,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -123,6 +195,7 @@ impl Metrics {
             "Certificates each DiscoveryTask found in its last run, by source",
             discovered_count.clone(),
         );
+        let certificates = CertificateFamilies::register(&mut registry);
         Self {
             registry,
             discovered_expiry,
@@ -131,7 +204,101 @@ impl Metrics {
             reconcile_duration,
             leader,
             ready,
+            certificates,
         }
+    }
+
+    /// Sets one Certificate's expiration, renewal and ready series. A label set the
+    /// Certificate had before (another issuer) is removed, and so is a timestamp that is no
+    /// longer known.
+    pub fn set_certificate(&self, c: &CertificateSeries) {
+        let labels = CertificateLabels {
+            name: c.name.clone(),
+            namespace: c.namespace.clone(),
+            issuer_name: c.issuer_name.clone(),
+            issuer_kind: c.issuer_kind,
+            issuer_group: ISSUER_GROUP,
+        };
+        let mut known = self
+            .certificates
+            .labels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let key = (c.namespace.clone(), c.name.clone());
+        if let Some(old) = known.insert(key, labels.clone())
+            && old != labels
+        {
+            self.remove_certificate_series(&old);
+        }
+        for (family, value) in [
+            (&self.certificates.expiration, c.not_after),
+            (&self.certificates.renewal, c.renewal),
+        ] {
+            match value {
+                Some(seconds) => {
+                    family.get_or_create(&labels).set(seconds);
+                }
+                None => {
+                    family.remove(&labels);
+                }
+            }
+        }
+        let current = match c.ready {
+            Some(true) => "True",
+            Some(false) => "False",
+            None => "Unknown",
+        };
+        for condition in READY_CONDITIONS {
+            self.certificates
+                .ready
+                .get_or_create(&CertificateReadyLabels {
+                    condition,
+                    certificate: labels.clone(),
+                })
+                .set(i64::from(condition == current));
+        }
+    }
+
+    /// Removes every series of a Certificate (deleted, or being deleted), its alert level too:
+    /// the AlertConfig controller need not learn of deletions for the series not to leak.
+    pub fn remove_certificate(&self, namespace: &str, name: &str) {
+        let mut known = self
+            .certificates
+            .labels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(old) = known.remove(&(namespace.to_owned(), name.to_owned())) {
+            self.remove_certificate_series(&old);
+        }
+        self.remove_certificate_alert_level(namespace, name);
+    }
+
+    fn remove_certificate_series(&self, labels: &CertificateLabels) {
+        self.certificates.expiration.remove(labels);
+        self.certificates.renewal.remove(labels);
+        for condition in READY_CONDITIONS {
+            self.certificates.ready.remove(&CertificateReadyLabels {
+                condition,
+                certificate: labels.clone(),
+            });
+        }
+    }
+
+    /// Sets a Certificate's alert level: 0 none, 1 INFO, 2 WARN, 3 HIGH, 4 ERROR (the
+    /// AlertConfig controller decides it).
+    pub fn set_certificate_alert_level(&self, namespace: &str, name: &str, level: u8) {
+        self.certificates
+            .alert_level
+            .get_or_create(&alert_labels(namespace, name))
+            .set(i64::from(level));
+    }
+
+    /// Removes a Certificate's alert level series (deleted, or no longer watched by an
+    /// AlertConfig).
+    pub fn remove_certificate_alert_level(&self, namespace: &str, name: &str) {
+        self.certificates
+            .alert_level
+            .remove(&alert_labels(namespace, name));
     }
 
     /// Replaces the discovery series with `inventory` (every task's last run).
@@ -208,6 +375,61 @@ impl Metrics {
     }
 }
 
+fn alert_labels(namespace: &str, name: &str) -> CertificateAlertLabels {
+    CertificateAlertLabels {
+        name: name.to_owned(),
+        namespace: namespace.to_owned(),
+    }
+}
+
+/// The per-Certificate families, and the label set each Certificate's series carry now.
+struct CertificateFamilies {
+    expiration: Family<CertificateLabels, Gauge>,
+    renewal: Family<CertificateLabels, Gauge>,
+    ready: Family<CertificateReadyLabels, Gauge>,
+    alert_level: Family<CertificateAlertLabels, Gauge>,
+    /// Kept so that a changed `issuerRef` removes the old series instead of leaving them
+    /// beside the new ones, and a deletion finds the series to remove.
+    labels: Mutex<HashMap<(String, String), CertificateLabels>>,
+}
+
+impl CertificateFamilies {
+    /// Registers the families under cert-manager's names (prefix aside).
+    fn register(registry: &mut Registry) -> Self {
+        let expiration = Family::<CertificateLabels, Gauge>::default();
+        registry.register(
+            "certificate_expiration_timestamp_seconds",
+            "End of validity (notAfter, Unix seconds) of each Certificate's current certificate",
+            expiration.clone(),
+        );
+        let renewal = Family::<CertificateLabels, Gauge>::default();
+        registry.register(
+            "certificate_renewal_timestamp_seconds",
+            "When each Certificate is due for renewal (status.renewalTime, Unix seconds)",
+            renewal.clone(),
+        );
+        let ready = Family::<CertificateReadyLabels, Gauge>::default();
+        registry.register(
+            "certificate_ready_status",
+            "The Ready condition of each Certificate: 1 on the series of its current status",
+            ready.clone(),
+        );
+        let alert_level = Family::<CertificateAlertLabels, Gauge>::default();
+        registry.register(
+            "certificate_alert_level",
+            "Alert level of each Certificate: 0 none, 1 INFO, 2 WARN, 3 HIGH, 4 ERROR",
+            alert_level.clone(),
+        );
+        Self {
+            expiration,
+            renewal,
+            ready,
+            alert_level,
+            labels: Mutex::default(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +449,122 @@ mod tests {
         );
         assert!(text.contains("pki_operator_leader 1"), "{text}");
         assert!(text.contains("pki_operator_build_info{version="), "{text}");
+    }
+    fn series(issuer: &str, ready: Option<bool>) -> CertificateSeries {
+        CertificateSeries {
+            namespace: "apps".into(),
+            name: "web".into(),
+            issuer_name: issuer.into(),
+            issuer_kind: "ClusterIssuer",
+            not_after: Some(1_900_000_000),
+            renewal: Some(1_899_000_000),
+            ready,
+        }
+    }
+
+    /// The encoded sample lines of the `certificate_*` families.
+    fn certificate_lines(metrics: &Metrics) -> Vec<String> {
+        let text = metrics.encode().unwrap();
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("pki_operator_certificate_"))
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn certificate_series_carry_cert_managers_labels_and_follow_the_ready_condition() {
+        let metrics = Metrics::new();
+        metrics.set_certificate(&series("corp", Some(true)));
+        let labels = r#"name="web",namespace="apps",issuer_name="corp",issuer_kind="ClusterIssuer",issuer_group="pki-operator.io""#;
+        assert_eq!(
+            certificate_lines(&metrics),
+            [
+                format!("pki_operator_certificate_expiration_timestamp_seconds{{{labels}}} 1900000000"),
+                format!(r#"pki_operator_certificate_ready_status{{condition="False",{labels}}} 0"#),
+                format!(r#"pki_operator_certificate_ready_status{{condition="True",{labels}}} 1"#),
+                format!(r#"pki_operator_certificate_ready_status{{condition="Unknown",{labels}}} 0"#),
+                format!("pki_operator_certificate_renewal_timestamp_seconds{{{labels}}} 1899000000"),
+            ]
+        );
+        metrics.set_certificate(&series("corp", Some(false)));
+        let ready: Vec<_> = certificate_lines(&metrics)
+            .into_iter()
+            .filter(|l| l.contains("ready_status") && l.ends_with(" 1"))
+            .collect();
+        assert_eq!(
+            ready,
+            [format!(
+                r#"pki_operator_certificate_ready_status{{condition="False",{labels}}} 1"#
+            )]
+        );
+        // No Ready condition yet, nothing issued: Unknown, and no timestamps rather than 0.
+        metrics.set_certificate(&CertificateSeries {
+            not_after: None,
+            renewal: None,
+            ..series("corp", None)
+        });
+        assert_eq!(
+            certificate_lines(&metrics),
+            [
+                format!(r#"pki_operator_certificate_ready_status{{condition="False",{labels}}} 0"#),
+                format!(r#"pki_operator_certificate_ready_status{{condition="True",{labels}}} 0"#),
+                format!(r#"pki_operator_certificate_ready_status{{condition="Unknown",{labels}}} 1"#),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_issuer_change_replaces_the_series_and_removal_leaves_none() {
+        let metrics = Metrics::new();
+        metrics.set_certificate(&series("old-ca", Some(true)));
+        let other = CertificateSeries {
+            name: "api".into(),
+            ..series("old-ca", Some(true))
+        };
+        metrics.set_certificate(&other);
+        metrics.set_certificate(&series("new-ca", Some(true)));
+        let lines = certificate_lines(&metrics);
+        assert_eq!(lines.len(), 10, "{lines:#?}");
+        assert!(
+            lines
+                .iter()
+                .filter(|l| l.contains(r#"name="web""#))
+                .all(|l| l.contains(r#"issuer_name="new-ca""#)),
+            "{lines:#?}"
+        );
+        metrics.remove_certificate("apps", "web");
+        let lines = certificate_lines(&metrics);
+        assert_eq!(lines.len(), 5, "{lines:#?}");
+        assert!(lines.iter().all(|l| l.contains(r#"name="api""#)), "{lines:#?}");
+        metrics.remove_certificate("apps", "api");
+        metrics.remove_certificate("apps", "never-seen");
+        assert_eq!(certificate_lines(&metrics), Vec::<String>::new());
+    }
+
+    #[test]
+    fn alert_levels_are_set_per_certificate_and_removed() {
+        let metrics = Metrics::new();
+        metrics.set_certificate_alert_level("apps", "web", 3);
+        metrics.set_certificate_alert_level("apps", "api", 1);
+        metrics.set_certificate_alert_level("apps", "api", 0);
+        assert_eq!(
+            certificate_lines(&metrics),
+            [
+                r#"pki_operator_certificate_alert_level{name="api",namespace="apps"} 0"#,
+                r#"pki_operator_certificate_alert_level{name="web",namespace="apps"} 3"#,
+            ]
+        );
+        metrics.remove_certificate_alert_level("apps", "web");
+        assert_eq!(
+            certificate_lines(&metrics),
+            [r#"pki_operator_certificate_alert_level{name="api",namespace="apps"} 0"#]
+        );
+        // A deleted Certificate's level goes with its other series.
+        metrics.remove_certificate("apps", "api");
+        assert_eq!(certificate_lines(&metrics), Vec::<String>::new());
     }
 }
 

@@ -60,6 +60,7 @@ spec:
   issuerRef: {name: local-ca}
   commonName: ecdsa.example.com
   dnsNames: [ecdsa.example.com, www.ecdsa.example.com]
+  revocationPolicy: {onDelete: Revoke}
 ---
 apiVersion: pki-operator.io/v1alpha1
 kind: Certificate
@@ -173,8 +174,76 @@ stringData: {password: changeit}
             row.contains("True") && row.contains("ecdsa-tls") && row.contains("local-ca"),
             "printer columns: {table}"
         );
-        Ok(())
+        certificate_series_follow_status_and_deletion(&client, &ns.name, &operator)
+            .await
+            .with_context(|| operator.log_text())
     })
+}
+
+/// The Ready `ecdsa` Certificate's series carry cert-manager's labels and its status' notAfter,
+/// renewal time and Ready condition; once it is deleted (through its revoke-on-delete
+/// finalizer) none is left.
+async fn certificate_series_follow_status_and_deletion(
+    client: &kube::Client,
+    namespace: &str,
+    operator: &Operator,
+) -> Result<()> {
+    let certs: Api<Certificate> = Api::namespaced(client.clone(), namespace);
+    let status = certs.get("ecdsa").await?.status.unwrap_or_default();
+    let seconds =
+        |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| t.map(|t| t.0.as_second());
+    let labels = format!(
+        r#"name="ecdsa",namespace="{namespace}",issuer_name="local-ca",issuer_kind="Issuer",issuer_group="pki-operator.io""#
+    );
+    let expected = [
+        (
+            format!("pki_operator_certificate_expiration_timestamp_seconds{{{labels}}}"),
+            seconds(status.not_after.as_ref()).context("no notAfter")?,
+        ),
+        (
+            format!("pki_operator_certificate_renewal_timestamp_seconds{{{labels}}}"),
+            seconds(status.renewal_time.as_ref()).context("no renewalTime")?,
+        ),
+        (
+            format!(r#"pki_operator_certificate_ready_status{{condition="True",{labels}}}"#),
+            1,
+        ),
+        (
+            format!(r#"pki_operator_certificate_ready_status{{condition="False",{labels}}}"#),
+            0,
+        ),
+        (
+            format!(r#"pki_operator_certificate_ready_status{{condition="Unknown",{labels}}}"#),
+            0,
+        ),
+    ];
+    // Recorded by the reconcile that follows the status write: wait for it.
+    wait_for(
+        "the Certificate's series with its status",
+        Duration::from_secs(30),
+        || async {
+            let (_, body) = operator.get("/metrics").await?;
+            // Whole lines: integer gauges are encoded as integers.
+            expected
+                .iter()
+                .all(|(series, value)| body.lines().any(|l| l == format!("{series} {value}")))
+                .then_some(())
+        },
+    )
+    .await?;
+    certs.delete("ecdsa", &kube::api::DeleteParams::default()).await?;
+    wait_for(
+        "the deleted Certificate's series to go",
+        Duration::from_secs(30),
+        || async {
+            let (_, body) = operator.get("/metrics").await?;
+            let gone = !body.contains(r#"name="ecdsa""#);
+            // The other Certificate's series stay.
+            (gone && body.contains(r#"pki_operator_certificate_ready_status{condition="True",name="rsa""#))
+                .then_some(())
+        },
+    )
+    .await
 }
 
 /// A Secret the Certificate does not own is left byte-for-byte untouched, and the condition

@@ -9,6 +9,7 @@
 //! the issuer that placed the order ([`issuer_ref`]). A crash at any point resumes from what was
 //! persisted; a crash between ordering and the status write is resolved by
 //! `find_existing_order`, never by a second order.
+//! `metrics` keeps the Certificate's Prometheus series in step with the status it reads.
 
 mod deliver;
 mod error;
@@ -16,6 +17,7 @@ pub mod finalize;
 mod issue;
 pub mod issuer_ref;
 mod load;
+mod metrics;
 pub mod plan;
 pub mod policy;
 mod status;
@@ -136,11 +138,17 @@ pub async fn reconcile(cached: Arc<Certificate>, ctx: Arc<Context>) -> Result<Ac
         .await
         .map_err(kube_error("read the Certificate"))?
     else {
+        // Gone between the cache and this read: nothing renews it any more.
+        metrics::forget(&ctx, &namespace, &name);
         return Ok(Action::await_change());
     };
     if cert.meta().deletion_timestamp.is_some() {
+        // A Certificate being deleted is no longer renewed: its series go now, not after the
+        // revocation the finalizer may wait for.
+        metrics::forget(&ctx, &namespace, &name);
         return finalize::finalize(&cert, &ctx, &certs).await;
     }
+    metrics::record(&ctx, &cert);
     let old_status = cert.status.clone().unwrap_or_default();
     let mut status = old_status.clone();
     status.observed_generation = cert.meta().generation;
