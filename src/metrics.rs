@@ -92,9 +92,12 @@ pub struct CertificateReadyLabels {
     pub certificate: CertificateLabels,
 }
 
-/// Labels of `certificate_alert_level`.
+/// Labels of `certificate_alert_level`: per AlertConfig, as two AlertConfigs may see one
+/// Certificate at different levels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertificateAlertLabels {
+    /// The AlertConfig.
+    pub alert_config: String,
     /// Certificate name.
     pub name: String,
     /// Certificate namespace.
@@ -270,7 +273,6 @@ impl Metrics {
         if let Some(old) = known.remove(&(namespace.to_owned(), name.to_owned())) {
             self.remove_certificate_series(&old);
         }
-        self.remove_certificate_alert_level(namespace, name);
     }
 
     fn remove_certificate_series(&self, labels: &CertificateLabels) {
@@ -284,21 +286,21 @@ impl Metrics {
         }
     }
 
-    /// Sets a Certificate's alert level: 0 none, 1 INFO, 2 WARN, 3 HIGH, 4 ERROR (the
-    /// AlertConfig controller decides it).
-    pub fn set_certificate_alert_level(&self, namespace: &str, name: &str, level: u8) {
+    /// Sets a Certificate's alert level in one AlertConfig: 0 none, 1 INFO, 2 WARN, 3 HIGH,
+    /// 4 ERROR. The AlertConfig controller decides it, and removes it when the Certificate
+    /// leaves its scope or is deleted (it re-evaluates on every Certificate change).
+    pub fn set_certificate_alert_level(&self, alert_config: &str, namespace: &str, name: &str, level: u8) {
         self.certificates
             .alert_level
-            .get_or_create(&alert_labels(namespace, name))
+            .get_or_create(&alert_labels(alert_config, namespace, name))
             .set(i64::from(level));
     }
 
-    /// Removes a Certificate's alert level series (deleted, or no longer watched by an
-    /// AlertConfig).
-    pub fn remove_certificate_alert_level(&self, namespace: &str, name: &str) {
+    /// Removes a Certificate's alert level series of one AlertConfig.
+    pub fn remove_certificate_alert_level(&self, alert_config: &str, namespace: &str, name: &str) {
         self.certificates
             .alert_level
-            .remove(&alert_labels(namespace, name));
+            .remove(&alert_labels(alert_config, namespace, name));
     }
 
     /// Replaces the discovery series with `inventory` (every task's last run).
@@ -375,8 +377,9 @@ impl Metrics {
     }
 }
 
-fn alert_labels(namespace: &str, name: &str) -> CertificateAlertLabels {
+fn alert_labels(alert_config: &str, namespace: &str, name: &str) -> CertificateAlertLabels {
     CertificateAlertLabels {
+        alert_config: alert_config.to_owned(),
         name: name.to_owned(),
         namespace: namespace.to_owned(),
     }
@@ -545,33 +548,25 @@ mod tests {
     }
 
     #[test]
-    fn alert_levels_are_set_per_certificate_and_removed() {
+    fn alert_levels_are_set_per_alert_config_and_certificate_and_removed() {
         let metrics = Metrics::new();
-        metrics.set_certificate_alert_level("apps", "web", 3);
-        metrics.set_certificate_alert_level("apps", "api", 1);
-        metrics.set_certificate_alert_level("apps", "api", 0);
+        metrics.set_certificate_alert_level("prod", "apps", "web", 3);
+        metrics.set_certificate_alert_level("prod", "apps", "api", 1);
+        metrics.set_certificate_alert_level("prod", "apps", "api", 0);
+        metrics.set_certificate_alert_level("audit", "apps", "api", 2);
         assert_eq!(
             certificate_lines(&metrics),
             [
-                r#"pki_operator_certificate_alert_level{name="api",namespace="apps"} 0"#,
-                r#"pki_operator_certificate_alert_level{name="web",namespace="apps"} 3"#,
+                r#"pki_operator_certificate_alert_level{alert_config="audit",name="api",namespace="apps"} 2"#,
+                r#"pki_operator_certificate_alert_level{alert_config="prod",name="api",namespace="apps"} 0"#,
+                r#"pki_operator_certificate_alert_level{alert_config="prod",name="web",namespace="apps"} 3"#,
             ]
         );
-        metrics.remove_certificate_alert_level("apps", "web");
+        metrics.remove_certificate_alert_level("prod", "apps", "web");
+        metrics.remove_certificate_alert_level("prod", "apps", "api");
         assert_eq!(
             certificate_lines(&metrics),
-            [r#"pki_operator_certificate_alert_level{name="api",namespace="apps"} 0"#]
+            [r#"pki_operator_certificate_alert_level{alert_config="audit",name="api",namespace="apps"} 2"#]
         );
-        // A deleted Certificate's level goes with its other series.
-        metrics.remove_certificate("apps", "api");
-        assert_eq!(certificate_lines(&metrics), Vec::<String>::new());
     }
-}
-
-// TEMP until the certificate metrics branch lands.
-impl Metrics {
-    /// Sets the alert level series.
-    pub fn set_certificate_alert_level(&self, _config: &str, _namespace: &str, _name: &str, _level: u8) {}
-    /// Removes the alert level series.
-    pub fn remove_certificate_alert_level(&self, _config: &str, _namespace: &str, _name: &str) {}
 }

@@ -430,6 +430,7 @@ where
     // Consecutive failures per object, for the error policy's backoff.
     let failures = Arc::new(errors::Failures::default());
     let (reconciled, failed) = (failures.clone(), failures.clone());
+    let metrics = ctx.metrics.clone();
     let run = controller
         .run(
             move |obj: Arc<DeserializeGuard<K>>, ctx: Arc<Context>| {
@@ -444,6 +445,12 @@ where
                 // A retry found its object deleted: nothing will fail for it any more.
                 Err(kube::runtime::controller::Error::ObjectNotFound(gone)) => {
                     failures.forget(&(gone.namespace.clone(), gone.name.clone()));
+                    // A Certificate deleted without a finalizer (revocation policy `Retain`) is
+                    // never reconciled again; a trigger after it left the cache (its Secret's
+                    // garbage collection) ends here, and so do its series.
+                    if name == "certificate" {
+                        metrics.remove_certificate(gone.namespace.as_deref().unwrap_or_default(), &gone.name);
+                    }
                 }
                 Err(error) => {
                     tracing::debug!(controller = name, error = %errors::error_chain(error), "reconcile loop event");
