@@ -66,10 +66,16 @@ impl LevelSet {
     }
 }
 
-/// Whole days of validity left at `now`, rounded down (negative once expired: -1 on the first
-/// day after expiry).
+/// Whole days of validity left at `now`, rounded down; once expired, minus the days since
+/// expiry rounded up, so at least -1 from the moment of expiry (an expired certificate never
+/// reads as "0 days left").
 pub fn days_left(not_after: Timestamp, now: Timestamp) -> i64 {
-    (not_after.as_second() - now.as_second()).div_euclid(DAY)
+    let left = not_after.as_second() - now.as_second();
+    if now >= not_after {
+        let elapsed = -left;
+        return -(elapsed.div_euclid(DAY) + i64::from(elapsed.rem_euclid(DAY) != 0)).max(1);
+    }
+    left.div_euclid(DAY)
 }
 
 #[cfg(test)]

@@ -323,7 +323,7 @@ fn alert_levels_are_told_once_per_crossing_across_failover() -> Result<()> {
         .await?;
         for (name, _, level) in CERTIFICATES {
             let sample = format!(
-                "pki_operator_certificate_alert_level{{alert_config=\"{config_name}\",namespace=\"{}\",name=\"{name}\"}}",
+                "pki_operator_certificate_alert_level{{alert_config=\"{config_name}\",name=\"{name}\",namespace=\"{}\"}}",
                 ns.name
             );
             let value = metric_value(&metrics, &sample);
@@ -361,14 +361,28 @@ fn alert_levels_are_told_once_per_crossing_across_failover() -> Result<()> {
         .await
         .with_context(|| b.log_text())?;
 
-        // Renewing into a 90-day certificate clears the WARN alert, without a notification.
+        // Renewing (the manual renew annotation) into a 90-day certificate clears the WARN
+        // alert, without a notification.
         certificates
             .patch(
                 "in20",
                 &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"spec": {"duration": "2160h"}})),
+                &Patch::Merge(serde_json::json!({
+                    "metadata": {"annotations": {"pki-operator.io/renew": jiff::Timestamp::now().as_second().to_string()}},
+                    "spec": {"duration": "2160h"},
+                })),
             )
             .await?;
+        wait_certificate(
+            &client,
+            &ns.name,
+            "in20",
+            "revision 2",
+            Duration::from_secs(60),
+            |c| is_ready(c) && c.status.as_ref().and_then(|s| s.revision) == Some(2),
+        )
+        .await
+        .with_context(|| b.log_text())?;
         wait_for("the WARN alert to clear", Duration::from_secs(60), || async {
             alert_status(&configs, &config_name)
                 .await
@@ -378,7 +392,7 @@ fn alert_levels_are_told_once_per_crossing_across_failover() -> Result<()> {
         .with_context(|| b.log_text())?;
         let metrics = b.get("/metrics").await.map(|(_, body)| body).unwrap_or_default();
         let sample = format!(
-            "pki_operator_certificate_alert_level{{alert_config=\"{config_name}\",namespace=\"{}\",name=\"in20\"}}",
+            "pki_operator_certificate_alert_level{{alert_config=\"{config_name}\",name=\"in20\",namespace=\"{}\"}}",
             ns.name
         );
         ensure!(
@@ -387,7 +401,7 @@ fn alert_levels_are_told_once_per_crossing_across_failover() -> Result<()> {
         );
 
         // The 60-second certificate has expired by now (or soon): still ERROR, told once.
-        wait_for("the expired certificate", Duration::from_secs(90), || async {
+        let expired = wait_for("the expired certificate", Duration::from_secs(90), || async {
             alert_status(&configs, &config_name).await.filter(|s| {
                 s.active_alerts.iter().any(|alert| {
                     alert.subject.ends_with("/expiring")
@@ -396,7 +410,12 @@ fn alert_levels_are_told_once_per_crossing_across_failover() -> Result<()> {
                 })
             })
         })
-        .await?;
+        .await;
+        if expired.is_err() {
+            let last = alert_status(&configs, &config_name).await;
+            let cert = certificates.get("expiring").await?.status;
+            expired.with_context(|| format!("{last:#?}\n{cert:#?}\n{}", b.log_text()))?;
+        }
         let emails = smtp.messages()?;
         ensure!(
             emails.len() == CERTIFICATES.len(),
