@@ -50,7 +50,7 @@ unit: ## Unit tests (no cluster needed)
 	$(CARGO) test --locked --lib --bins
 
 .PHONY: packages
-packages: ## Install the Debian packages the tests run as real peers (BIND9), only when missing
+packages: ## Install the Debian packages the tests and the demo run as real peers (BIND9, aiosmtpd, openssl), only when missing
 	scripts/ensure-packages.sh
 
 .PHONY: e2e
@@ -107,6 +107,6 @@ bench: $(DEVCLUSTER) ## Measure the guide's performance and crash-safety targets
 		$(CARGO) run --release --locked --quiet -p pki-operator-e2e --bin bench -- $(BENCH_ARGS)
 
 .PHONY: demo
-demo: $(DEVCLUSTER) ## The main job: control plane + SCM and Nexus simulators + operator, apply examples/demo, wait Ready, summarise, clean up
+demo: packages $(DEVCLUSTER) ## The main job: control plane + SCM and Nexus simulators + operator, apply examples/demo, wait Ready, email one alert, summarise, clean up
 	$(CARGO) build --locked --bin pki-operator
 	PKI_E2E_DEVCLUSTER=$(CURDIR)/$(DEVCLUSTER) $(CARGO) run --locked --quiet -p pki-operator-e2e --bin demo

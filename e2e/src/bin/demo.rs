@@ -1,8 +1,8 @@
 //! `make demo`: the main job on embedded defaults. Starts the local control plane and the SCM and
 //! Nexus simulators, runs the operator, applies `examples/demo/` (a `ca`, an SCM and a Nexus
-//! ClusterIssuer, an HTTP DomainValidation of the SCM Certificates' domain and several
-//! Certificates), waits until every Certificate and the DomainValidation are Ready, prints a
-//! summary, cleans up.
+//! ClusterIssuer, an HTTP DomainValidation of the SCM Certificates' domain, several Certificates
+//! and an AlertConfig emailing a real SMTP server), waits until every Certificate and the
+//! DomainValidation are Ready and the alert email arrived, prints a summary, cleans up.
 
 use std::{path::Path, time::Duration};
 
@@ -16,6 +16,7 @@ use pki_operator_e2e::{
         nexus::{NexusSimulator, NexusSimulatorConfig},
         scm::{ScmSimulator, ScmSimulatorConfig, SimDomain},
     },
+    smtp::SmtpServer,
     wait_for, work_dir,
 };
 
@@ -78,8 +79,13 @@ async fn run() -> Result<()> {
     )?;
     operator.wait_ready(Duration::from_secs(60)).await?;
 
+    println!("==> starting an SMTP server (aiosmtpd) for the AlertConfig's email");
+    let smtp = SmtpServer::start(&dir.join("smtp")).await?;
     println!("==> applying examples/demo/");
     apply_examples(&plane, &root, &sim, &nexus)?;
+    let alerts = std::fs::read_to_string(root.join("examples/demo/alertconfig.yaml"))?
+        .replace("SMTP_PORT", &smtp.port().to_string());
+    plane.kubectl_ok(&["apply", "-f", "-"], Some(&alerts))?;
 
     let client = plane.client().await?;
     let certs: Api<Certificate> = Api::namespaced(client.clone(), NAMESPACE);
@@ -111,6 +117,7 @@ async fn run() -> Result<()> {
         .with_context(|| format!("operator log:\n{}", operator.log_text()))?;
 
     print_summary(&plane, &client, &sim, &nexus, &names).await?;
+    show_alert_email(&smtp, &operator).await?;
     let status = validated.status.unwrap_or_default();
     println!(
         "\n== DomainValidation demo-example-com: {} validated over HTTP through the operator's solver, {} (expires {})",
@@ -148,6 +155,22 @@ async fn wait_validated(client: &kube::Client) -> Result<DomainValidation> {
 }
 
 /// Applies `examples/demo/` with the simulators' addresses and CAs filled in.
+/// Waits for the AlertConfig's email and shows it as the recipient would see it.
+async fn show_alert_email(smtp: &SmtpServer, operator: &Operator) -> Result<()> {
+    let emails = smtp
+        .wait_for_messages(1, Duration::from_secs(60))
+        .await
+        .with_context(|| format!("operator log:\n{}", operator.log_text()))?;
+    let email = emails.first().context("no email")?;
+    println!("\n== Alert delivered by email (AlertConfig demo, through aiosmtpd)");
+    println!("To:      {}", email.to);
+    println!("Subject: {}", email.subject);
+    for line in email.text.as_deref().unwrap_or_default().lines().take(12) {
+        println!("  {line}");
+    }
+    Ok(())
+}
+
 fn apply_examples(
     plane: &ControlPlane,
     root: &Path,
