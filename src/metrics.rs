@@ -262,8 +262,9 @@ impl Metrics {
         }
     }
 
-    /// Removes every series of a Certificate (deleted, or being deleted), its alert level too:
-    /// the AlertConfig controller need not learn of deletions for the series not to leak.
+    /// Removes the expiration, renewal and Ready series of a Certificate (deleted, or being
+    /// deleted). Its alert-level series belong to the AlertConfigs, which re-evaluate on the
+    /// deletion and remove them.
     pub fn remove_certificate(&self, namespace: &str, name: &str) {
         let mut known = self
             .certificates

@@ -61,8 +61,25 @@ impl Events {
         self.publish(object, type_, &reason, &message).await;
     }
 
-    /// Publishes an Event about `object`.
+    /// Publishes an Event about `object`, best effort (a failure is logged).
     pub async fn publish<K>(&self, object: &K, type_: EventType, reason: &str, note: &str)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        if let Err(error) = self.try_publish(object, type_, reason, note).await {
+            tracing::debug!(%error, "cannot publish event");
+        }
+    }
+
+    /// Publishes an Event about `object`, saying whether the apiserver took it: for Events that
+    /// are themselves the delivery (AlertConfig's Event channel).
+    pub async fn try_publish<K>(
+        &self,
+        object: &K,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+    ) -> Result<(), kube::Error>
     where
         K: Resource<DynamicType = ()>,
     {
@@ -104,8 +121,6 @@ impl Events {
             ..Event::default()
         };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        if let Err(error) = api.create(&PostParams::default(), &event).await {
-            tracing::debug!(%error, "cannot publish event");
-        }
+        api.create(&PostParams::default(), &event).await.map(|_| ())
     }
 }

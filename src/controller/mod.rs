@@ -250,7 +250,26 @@ fn alert_config_controller(
     scope: &WatchScope,
     ctx: &Context,
 ) -> Controller<DeserializeGuard<v1alpha1::AlertConfig>> {
-    let controller = spec_controller_for::<v1alpha1::AlertConfig>(Api::all(client.clone()));
+    let (reader, writer) = kube::runtime::reflector::store();
+    // An AlertConfig deleted without a finalizer (no CertMgmt levels to take back) is never
+    // reconciled again: its alert-level series go when its deletion is watched.
+    let (metrics, published) = (ctx.metrics.clone(), ctx.alert_caches.published.clone());
+    let spec_or_deletion = |object: &DeserializeGuard<v1alpha1::AlertConfig>| {
+        let meta = object.meta();
+        Some(
+            meta.generation.unwrap_or_default().unsigned_abs() * 2
+                + u64::from(meta.deletion_timestamp.is_some()),
+        )
+    };
+    let configs_stream = cached_events(Api::all(client.clone()), writer)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(gone)) = event {
+                alert_config::forget_levels(&metrics, &published, &gone.name_any());
+            }
+        })
+        .applied_objects()
+        .predicate_filter(spec_or_deletion, kube::runtime::PredicateConfig::default());
+    let controller = Controller::for_stream(configs_stream, reader);
     let configs = controller.store();
     let every_config = move || {
         configs
@@ -267,19 +286,23 @@ fn alert_config_controller(
     let _ = ctx.alert_caches.certificates.set(certificates);
     let _ = ctx.alert_caches.discovery_tasks.set(tasks);
     let for_certificates = every_config.clone();
+    // Deletions too (`touched_objects`): a deleted Certificate's alert clears, a deleted
+    // DiscoveryTask's findings and hosts go.
     controller
         .watches_stream(
-            cached_objects(
+            cached_events(
                 scope.namespaced::<DeserializeGuard<v1alpha1::Certificate>>(client),
                 certificate_writer,
-            ),
+            )
+            .touched_objects(),
             move |_| for_certificates(),
         )
         .watches_stream(
-            cached_objects(
+            cached_events(
                 scope.namespaced::<DeserializeGuard<v1alpha1::DiscoveryTask>>(client),
                 task_writer,
-            ),
+            )
+            .touched_objects(),
             move |_| every_config(),
         )
 }
@@ -396,13 +419,24 @@ fn cached_objects<K>(
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
+    cached_events(api, writer).applied_objects()
+}
+
+/// The watch events of `api`, cached in `writer` without their managedFields: for a consumer
+/// that must also see deletions ([`WatchStreamExt::touched_objects`]).
+fn cached_events<K>(
+    api: Api<DeserializeGuard<K>>,
+    writer: kube::runtime::reflector::store::Writer<DeserializeGuard<K>>,
+) -> impl futures::Stream<Item = Result<watcher::Event<DeserializeGuard<K>>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
     // managedFields are the largest part of a cached object and nothing here reads them (every
     // write is a server-side apply that the apiserver merges): they never reach the cache.
     watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(|object| object.managed_fields_mut().clear())
         .reflect(writer)
-        .applied_objects()
 }
 
 /// A controller running a real reconciler over the typed object; objects that fail to

@@ -154,7 +154,6 @@ async fn wait_validated(client: &kube::Client) -> Result<DomainValidation> {
     .await
 }
 
-/// Applies `examples/demo/` with the simulators' addresses and CAs filled in.
 /// Waits for the AlertConfig's email and shows it as the recipient would see it.
 async fn show_alert_email(smtp: &SmtpServer, operator: &Operator) -> Result<()> {
     let emails = smtp
@@ -171,6 +170,7 @@ async fn show_alert_email(smtp: &SmtpServer, operator: &Operator) -> Result<()> 
     Ok(())
 }
 
+/// Applies `examples/demo/` with the simulators' addresses and CAs filled in.
 fn apply_examples(
     plane: &ControlPlane,
     root: &Path,

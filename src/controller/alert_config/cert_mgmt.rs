@@ -33,6 +33,16 @@ const DEFAULT_POLL: Duration = Duration::from_secs(15 * 60);
 /// Recent generated alerts kept in status (the CRD's limit).
 const MAX_RECENT: usize = 10;
 
+/// Whether `config` pushes levels and a list to a CertMgmt service (and so holds the finalizer
+/// that takes them back). A read-only AlertConfig (`syncLevels: false`) leaves the service as it
+/// found it, also when deleted.
+pub fn pushes(config: &AlertConfig) -> bool {
+    config.spec.cert_mgmt.as_ref().is_some_and(|c| c.sync_levels)
+}
+
+/// How soon an AlertConfig in `Conflict` looks again whether the owner is gone.
+const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
+
 /// What the CertMgmt side of a pass left.
 #[derive(Debug, Default)]
 pub struct Synced {
@@ -55,15 +65,31 @@ pub async fn reconcile(
         status.cert_mgmt = None;
         return Synced::default();
     };
-    if let Some(owner) = conflicting_owner(ctx, config, spec).await {
-        status.cert_mgmt = None;
-        return Synced {
-            conflict: Some(format!(
-                "AlertConfig {owner} already syncs {}; one AlertConfig per CertMgmt service (its levels and lists are global): remove spec.certMgmt from one of them",
-                spec.url
-            )),
-            next_poll: None,
-        };
+    match conflicting_owner(ctx, config, spec).await {
+        Ok(None) => {}
+        Ok(Some(owner)) => {
+            status.cert_mgmt = None;
+            return Synced {
+                conflict: Some(format!(
+                    "AlertConfig {owner} already syncs {}; one AlertConfig per CertMgmt service (its levels and lists are global): remove spec.certMgmt from one of them",
+                    spec.url
+                )),
+                next_poll: now.checked_add(CONFLICT_RECHECK).ok(),
+            };
+        }
+        // Without the list nobody can tell whether another AlertConfig owns the service:
+        // nothing is pushed until it can.
+        Err(message) => {
+            let state = status.cert_mgmt.get_or_insert_with(|| CertMgmtStatus {
+                url: spec.url.clone(),
+                ..CertMgmtStatus::default()
+            });
+            state.last_error = Some(message);
+            return Synced {
+                conflict: None,
+                next_poll: now.checked_add(CONFLICT_RECHECK).ok(),
+            };
+        }
     }
     let poll = poll_interval(spec);
     let mut state = status
@@ -115,11 +141,21 @@ fn poll_interval(spec: &CertMgmtSync) -> jiff::SignedDuration {
 }
 
 /// The older AlertConfig (by creation, then name) syncing the same URL, if any.
-async fn conflicting_owner(ctx: &Context, config: &AlertConfig, spec: &CertMgmtSync) -> Option<String> {
+async fn conflicting_owner(
+    ctx: &Context,
+    config: &AlertConfig,
+    spec: &CertMgmtSync,
+) -> Result<Option<String>, String> {
     let api: Api<AlertConfig> = Api::all(ctx.client.clone());
-    let all = api.list(&ListParams::default()).await.ok()?;
+    let all = api.list(&ListParams::default()).await.map_err(|e| {
+        format!(
+            "cannot list AlertConfigs to check that no other one syncs {}: {e}",
+            spec.url
+        )
+    })?;
     let rank = |c: &AlertConfig| (c.metadata.creation_timestamp.clone().map(|t| t.0), c.name_any());
-    all.items
+    Ok(all
+        .items
         .iter()
         .filter(|other| other.name_any() != config.name_any() && other.metadata.deletion_timestamp.is_none())
         .filter(|other| {
@@ -131,7 +167,7 @@ async fn conflicting_owner(ctx: &Context, config: &AlertConfig, spec: &CertMgmtS
         })
         .filter(|other| rank(other) < rank(config))
         .map(kube::ResourceExt::name_any)
-        .next()
+        .next())
 }
 
 fn same_service(a: &str, b: &str) -> bool {
@@ -224,10 +260,12 @@ async fn record_alerts(
 /// On deletion: disable the levels and remove the owned list at the service. Best effort: an
 /// unreachable service does not hold the AlertConfig forever; a Warning says what was left.
 pub async fn finalize(ctx: &Context, config: &AlertConfig) {
-    let Some(spec) = config.spec.cert_mgmt.as_ref() else {
+    let Some(spec) = config.spec.cert_mgmt.as_ref().filter(|_| pushes(config)) else {
         return;
     };
-    if conflicting_owner(ctx, config, spec).await.is_some() {
+    // A conflicting AlertConfig never pushed anything: nothing to take back. If that cannot be
+    // told, the teardown is attempted (it only disables levels and deletes this list).
+    if matches!(conflicting_owner(ctx, config, spec).await, Ok(Some(_))) {
         return;
     }
     let list_name = spec

@@ -21,7 +21,7 @@ use crate::{
     controller::Context,
     crd::v1alpha1::{
         AlertConfig, Certificate,
-        alert_config::{ChannelStatus, Level, SecretReference, SmtpSecurity},
+        alert_config::{ChannelStatus, Level, SecretReference},
         common::NamespacedSecretKeySelector,
     },
     pki::credentials::SecretString,
@@ -90,8 +90,11 @@ pub async fn build(ctx: &Context, config: &AlertConfig) -> Vec<Channel> {
                 .map_err(|e| format!("{field}: {e}"))
         }
         .await;
+        // Named by where its URL comes from, not its position: reordering or removing webhooks
+        // must not move what was sent to one onto another.
+        let r = &hook.url_secret_ref;
         channels.push(Channel {
-            name: format!("webhook/{index}"),
+            name: format!("webhook/{}/{}/{}", r.namespace, r.name, r.key),
             sender: sender.map_or_else(Sender::Broken, |s| Sender::Webhook(Box::new(s))),
         });
     }
@@ -114,11 +117,7 @@ async fn email_settings(
     let port = email
         .smtp_port
         .and_then(|p| u16::try_from(p).ok())
-        .unwrap_or(match email.security {
-            SmtpSecurity::StartTLS => 587,
-            SmtpSecurity::TLS => 465,
-            SmtpSecurity::None => 25,
-        });
+        .unwrap_or_else(|| crate::alerting::email::default_port(email.security));
     Ok(EmailSettings {
         host: email.smtp_host.clone(),
         port,
@@ -230,6 +229,10 @@ pub async fn deliver(
             .filter_map(|d| Some((d, *by_key.get(&d.key)?)))
             .collect();
         status.pending = i64::try_from(owed.len()).unwrap_or(i64::MAX);
+        // Nothing owed (the alerts cleared while it failed): nothing is failing any more.
+        if owed.is_empty() {
+            status.consecutive_failures = 0;
+        }
         let paused = retry_at(&status).filter(|at| *at > now);
         if let Some(at) = paused {
             if !owed.is_empty() {
@@ -275,18 +278,21 @@ async fn send(
     notification: &Notification,
 ) -> Result<(), String> {
     match &channel.sender {
-        Sender::Event => {
-            publish_event(ctx, config, subject, notification).await;
-            Ok(())
-        }
+        Sender::Event => publish_event(ctx, config, subject, notification).await,
         Sender::Email(sender) => sender.send(notification).await.map_err(|e| e.to_string()),
         Sender::Webhook(sender) => sender.send(notification).await.map_err(|e| e.to_string()),
         Sender::Broken(message) => Err(message.clone()),
     }
 }
 
-/// The Event of an alert: on the Certificate it is about, else on the AlertConfig.
-async fn publish_event(ctx: &Context, config: &AlertConfig, subject: &Subject, notification: &Notification) {
+/// The Event of an alert: on the Certificate it is about, else on the AlertConfig. A refused
+/// Event is a failed delivery, retried like any other.
+async fn publish_event(
+    ctx: &Context,
+    config: &AlertConfig,
+    subject: &Subject,
+    notification: &Notification,
+) -> Result<(), String> {
     let type_ = if notification.level == Level::INFO {
         EventType::Normal
     } else {
@@ -314,8 +320,15 @@ async fn publish_event(ctx: &Context, config: &AlertConfig, subject: &Subject, n
                 spec: crate::crd::v1alpha1::certificate::CertificateSpec::default(),
                 status: None,
             };
-            ctx.events.publish(&regarding, type_, reason, &note).await;
+            ctx.events
+                .try_publish(&regarding, type_, reason, &note)
+                .await
+                .map_err(|e| format!("cannot create the Event: {e}"))
         }
-        None => ctx.events.publish(config, type_, reason, &note).await,
+        None => ctx
+            .events
+            .try_publish(config, type_, reason, &note)
+            .await
+            .map_err(|e| format!("cannot create the Event: {e}")),
     }
 }

@@ -65,6 +65,8 @@ pub struct Evaluation {
     existing_tasks: BTreeSet<String>,
     /// Whether discovered certificates are in scope.
     include_discovered: bool,
+    /// `scope.namespaces` (empty: all).
+    namespaces: Vec<String>,
 }
 
 impl Evaluation {
@@ -77,7 +79,11 @@ impl Evaluation {
         }
         let (kind, task) = source.split_once('/').unwrap_or((source, ""));
         match kind {
-            "discovered" => !self.include_discovered || !self.existing_tasks.contains(task),
+            "discovered" => {
+                let namespace = task.split('/').next().unwrap_or_default();
+                let in_scope = self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace);
+                !self.include_discovered || !in_scope || !self.existing_tasks.contains(task)
+            }
             "hosts" => !self.existing_tasks.contains(task),
             _ => false,
         }
@@ -122,6 +128,7 @@ pub fn evaluate(config: &AlertConfig, inputs: &Inputs<'_>, now: Timestamp) -> Ev
     }
     out.existing_tasks = tasks;
     out.include_discovered = scope.include_discovered;
+    out.namespaces.clone_from(&scope.namespaces);
     evaluate_hosts(config, &scope, inputs.discovery_tasks, now, &mut out);
     out.alerting.sort_by(|a, b| {
         b.notification

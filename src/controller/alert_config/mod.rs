@@ -73,7 +73,7 @@ pub struct Caches {
     /// Every DiscoveryTask the operator watches.
     pub discovery_tasks: OnceLock<Store<DeserializeGuard<DiscoveryTask>>>,
     /// `(namespace, name)` of the Certificates each AlertConfig gave an alert-level series.
-    published: Mutex<BTreeMap<String, BTreeSet<(String, String)>>>,
+    pub(super) published: Arc<Published>,
 }
 
 impl std::fmt::Debug for Caches {
@@ -81,6 +81,9 @@ impl std::fmt::Debug for Caches {
         f.debug_struct("Caches").finish_non_exhaustive()
     }
 }
+
+/// The alert-level series each AlertConfig published: `(namespace, name)` per AlertConfig.
+pub type Published = Mutex<BTreeMap<String, BTreeSet<(String, String)>>>;
 
 type Snapshot = (Vec<Arc<Certificate>>, Vec<Arc<DiscoveryTask>>);
 
@@ -120,22 +123,24 @@ pub async fn reconcile(config: Arc<AlertConfig>, ctx: Arc<Context>) -> Result<Ac
         let name = name.clone();
         move |source| Error::Kube { action, name, source }
     };
+    // Not even a deletion is handled for an AlertConfig another operator serves: its CertMgmt
+    // teardown is that operator's.
+    if !served_here(&ctx, &config) {
+        return Ok(Action::await_change());
+    }
     if config.metadata.deletion_timestamp.is_some() {
-        forget_levels(&ctx, &name);
+        forget_levels(&ctx.metrics, &ctx.alert_caches.published, &name);
         cert_mgmt::finalize(&ctx, &config).await;
         super::finalizer::ensure(&api, config.as_ref(), cert_mgmt::FINALIZER, false)
             .await
             .map_err(kube_error("remove the finalizer"))?;
         return Ok(Action::await_change());
     }
-    if !served_here(&ctx, &config) {
-        return Ok(Action::await_change());
-    }
     super::finalizer::ensure(
         &api,
         config.as_ref(),
         cert_mgmt::FINALIZER,
-        config.spec.cert_mgmt.is_some(),
+        cert_mgmt::pushes(&config),
     )
     .await
     .map_err(kube_error("set the finalizer"))?;
@@ -155,8 +160,8 @@ pub async fn reconcile(config: Arc<AlertConfig>, ctx: Arc<Context>) -> Result<Ac
     let mut ledger = record::load(&ctx, &config)
         .await
         .map_err(kube_error("read the sent-record"))?;
-    let over_limit = observe(&mut ledger, &evaluation, now);
     let channels = channels::build(&ctx, &config).await;
+    let over_limit = observe(&mut ledger, &evaluation, (now, channels.len()));
     let old = config.status.clone().unwrap_or_default();
     let mut status = old.clone();
     let repeat = i64::try_from(repeat_interval(&config).as_secs()).unwrap_or(i64::MAX);
@@ -173,27 +178,35 @@ pub async fn reconcile(config: Arc<AlertConfig>, ctx: Arc<Context>) -> Result<Ac
     record::save(&ctx, &config, &ledger)
         .await
         .map_err(kube_error("write the sent-record"))?;
-    let conflict = cert_mgmt::reconcile(&ctx, &config, &mut status, now).await;
+    let synced = cert_mgmt::reconcile(&ctx, &config, &mut status, now).await;
 
-    let channel_names: Vec<String> = channels.iter().map(|c| c.name.clone()).collect();
+    // Reminders of alerts evaluated now, on channels not paused (their retry wakes us instead).
+    let keys: BTreeSet<String> = evaluation.alerting.iter().map(|s| key_hash(&s.key)).collect();
+    let active: Vec<String> = status
+        .channels
+        .iter()
+        .filter(|c| channels::retry_at(c).is_none_or(|at| at <= now))
+        .map(|c| c.channel.clone())
+        .collect();
     let next_repeat = ledger
-        .next_repeat(&channel_names, repeat)
+        .next_repeat(&keys, &active, (now.as_second(), repeat))
         .and_then(|at| Timestamp::from_second(at).ok());
     let next = [
         evaluation.next_change,
         next_repeat,
         delivered.retry_at,
-        conflict.next_poll,
+        synced.next_poll,
     ]
     .into_iter()
     .flatten()
+    .filter(|at| *at > now)
     .min();
     summarize(&mut status, &evaluation, &ledger, now, next);
     set_ready(
         &mut status,
         config.metadata.generation,
         over_limit,
-        conflict.conflict,
+        synced.conflict,
     );
     super::status::write(&api, &name, &status)
         .await
@@ -237,7 +250,7 @@ fn repeat_interval(config: &AlertConfig) -> Duration {
 }
 
 /// Brings the sent-record to the evaluation; returns how many alerts did not fit in it.
-fn observe(ledger: &mut Ledger, evaluation: &Evaluation, now: Timestamp) -> usize {
+fn observe(ledger: &mut Ledger, evaluation: &Evaluation, (now, channels): (Timestamp, usize)) -> usize {
     let observed: Vec<Observed<'_>> = evaluation
         .alerting
         .iter()
@@ -250,7 +263,7 @@ fn observe(ledger: &mut Ledger, evaluation: &Evaluation, now: Timestamp) -> usiz
     ledger.observe(
         &observed,
         |source| evaluation.is_complete(source),
-        now.as_second(),
+        (now.as_second(), channels),
     )
 }
 
@@ -379,15 +392,15 @@ fn publish_levels(ctx: &Context, name: &str, evaluation: &Evaluation) {
     published.insert(name.to_owned(), current);
 }
 
-fn forget_levels(ctx: &Context, name: &str) {
-    let mut published = ctx
-        .alert_caches
-        .published
+/// Removes the alert-level series of the AlertConfig `name` (deleted). Called from its
+/// finalizer, and for one without a finalizer when its deletion is watched
+/// (`controller::alert_config_controller`).
+pub fn forget_levels(metrics: &crate::metrics::Metrics, published: &Published, name: &str) {
+    let mut published = published
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     for (namespace, cert) in published.remove(name).into_iter().flatten() {
-        ctx.metrics
-            .remove_certificate_alert_level(name, &namespace, &cert);
+        metrics.remove_certificate_alert_level(name, &namespace, &cert);
     }
 }
 

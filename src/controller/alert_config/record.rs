@@ -50,7 +50,12 @@ pub async fn save(ctx: &Context, config: &AlertConfig, ledger: &Ledger) -> Resul
         metadata: ObjectMeta {
             name: Some(name.clone()),
             namespace: Some(ctx.cluster_resource_namespace.clone()),
-            owner_references: config.controller_owner_ref(&()).map(|o| vec![o]),
+            // Without blockOwnerDeletion, which would need `update` on alertconfigs/finalizers
+            // where OwnerReferencesPermissionEnforcement is on (e.g. OpenShift).
+            owner_references: config.controller_owner_ref(&()).map(|mut owner| {
+                owner.block_owner_deletion = None;
+                vec![owner]
+            }),
             labels: Some(BTreeMap::from([(
                 "app.kubernetes.io/managed-by".to_owned(),
                 FIELD_MANAGER.to_owned(),

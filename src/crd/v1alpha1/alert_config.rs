@@ -51,9 +51,11 @@ pub struct AlertConfigSpec {
     /// Where alerts go besides Kubernetes Events (always emitted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<AlertChannels>,
-    /// Send an alert that is still active again after this long (default `24h`).
+    /// Send an alert that is still active again after this long (default `24h`, at least
+    /// `1m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "duration_schema")]
+    #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('1m')").message("repeatInterval must be at least 1m"))]
     pub repeat_interval: Option<String>,
     /// Alert when a discovery target has been unreachable for too long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,7 +160,7 @@ pub struct EmailChannel {
     /// SMTP server host name.
     #[schemars(length(min = 1, max = 253))]
     pub smtp_host: String,
-    /// SMTP server port (default 587).
+    /// SMTP server port (default 587 for `StartTLS`, 465 for `TLS`, 25 for `None`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub smtp_port: Option<i32>,
@@ -252,9 +254,11 @@ pub struct CertMgmtSync {
     /// Read the service's generated alerts into status and Events (default true).
     #[serde(default = "default_true")]
     pub read_alerts: bool,
-    /// How often generated alerts are read and drift is checked (default `15m`).
+    /// How often generated alerts are read and drift is checked (default `15m`, at least
+    /// `10s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "duration_schema")]
+    #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('10s')").message("pollInterval must be at least 10s"))]
     pub poll_interval: Option<String>,
 }
 
