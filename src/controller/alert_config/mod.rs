@@ -180,27 +180,13 @@ pub async fn reconcile(config: Arc<AlertConfig>, ctx: Arc<Context>) -> Result<Ac
         .map_err(kube_error("write the sent-record"))?;
     let synced = cert_mgmt::reconcile(&ctx, &config, &mut status, now).await;
 
-    // Reminders of alerts evaluated now, on channels not paused (their retry wakes us instead).
-    let keys: BTreeSet<String> = evaluation.alerting.iter().map(|s| key_hash(&s.key)).collect();
-    let active: Vec<String> = status
-        .channels
-        .iter()
-        .filter(|c| channels::retry_at(c).is_none_or(|at| at <= now))
-        .map(|c| c.channel.clone())
-        .collect();
-    let next_repeat = ledger
-        .next_repeat(&keys, &active, (now.as_second(), repeat))
-        .and_then(|at| Timestamp::from_second(at).ok());
-    let next = [
-        evaluation.next_change,
-        next_repeat,
-        delivered.retry_at,
-        synced.next_poll,
-    ]
-    .into_iter()
-    .flatten()
-    .filter(|at| *at > now)
-    .min();
+    let next = next_wake(
+        &evaluation,
+        &ledger,
+        &status,
+        (now, repeat),
+        [delivered.retry_at, synced.next_poll],
+    );
     summarize(&mut status, &evaluation, &ledger, now, next);
     set_ready(
         &mut status,
@@ -237,6 +223,34 @@ fn served_here(ctx: &Context, config: &AlertConfig) -> bool {
         .scope
         .as_ref()
         .is_some_and(|s| s.namespaces.len() == 1 && s.namespaces[0] == namespace)
+}
+
+/// When the pass after this one is due: the next level change, the next reminder of an alert
+/// evaluated now on a channel not paused (a paused channel's retry wakes us instead), and the
+/// `others` (a channel retry, the CertMgmt poll) — whatever comes first after `now`.
+fn next_wake(
+    evaluation: &Evaluation,
+    ledger: &Ledger,
+    status: &AlertConfigStatus,
+    (now, repeat): (Timestamp, i64),
+    others: [Option<Timestamp>; 2],
+) -> Option<Timestamp> {
+    let keys: BTreeSet<String> = evaluation.alerting.iter().map(|s| key_hash(&s.key)).collect();
+    let active: Vec<String> = status
+        .channels
+        .iter()
+        .filter(|c| channels::retry_at(c).is_none_or(|at| at <= now))
+        .map(|c| c.channel.clone())
+        .collect();
+    let next_repeat = ledger
+        .next_repeat(&keys, &active, (now.as_second(), repeat))
+        .and_then(|at| Timestamp::from_second(at).ok());
+    [evaluation.next_change, next_repeat]
+        .into_iter()
+        .chain(others)
+        .flatten()
+        .filter(|at| *at > now)
+        .min()
 }
 
 fn repeat_interval(config: &AlertConfig) -> Duration {
