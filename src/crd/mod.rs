@@ -12,9 +12,10 @@ pub mod v1alpha1;
 pub const GROUP: &str = "pki-operator.io";
 
 /// Directories (relative to the repository root) that receive the generated manifests: the
-/// plain `crds/` for `kubectl apply`, and the Helm chart's `crds/`, which Helm installs before
-/// the chart's templates.
-pub const OUTPUT_DIRS: [&str; 2] = ["crds", "charts/pki-operator/crds"];
+/// plain `crds/` for `kubectl apply`, and the Helm chart's `files/crds/`, which its
+/// `templates/crds.yaml` renders when `crds.enabled` (a chart's `crds/` folder could be neither
+/// turned off nor kept on uninstall).
+pub const OUTPUT_DIRS: [&str; 2] = ["crds", "charts/pki-operator/files/crds"];
 
 /// Header written at the top of every generated manifest.
 const GENERATED_HEADER: &str =
