@@ -382,6 +382,22 @@ pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// The uid and gid of distroless' `nonroot` user, which the container image runs as.
+pub const NONROOT_UID: u32 = 65532;
+
+/// The tests' effective uid: `/proc/self` belongs to it.
+fn effective_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// Where and as whom [`Operator::start_confined`] runs the operator.
+struct Confinement<'a> {
+    cwd: &'a Path,
+    /// `None`: the tests' own uid.
+    uid: Option<u32>,
+}
+
 /// The operator running as a child process.
 pub struct Operator {
     child: Child,
@@ -417,7 +433,51 @@ impl Operator {
         Self::spawn(plane.kubeconfig(), dir, name, args, env)
     }
 
+    /// Starts the operator against `plane` the way the container image runs it: working
+    /// directory, `HOME` and `TMPDIR` are `root`, made read-only (0555) with a copy of the
+    /// kubeconfig in it, and when the tests run as root the process runs as uid/gid 65532 (the
+    /// image's `nonroot` user), so the mode binds (root bypasses it). `Operator::confined_uid`
+    /// says which uid the process got.
+    pub fn start_confined(
+        plane: &ControlPlane,
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+        root: &Path,
+    ) -> Result<Self> {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::create_dir_all(root)?;
+        let kubeconfig = root.join("kubeconfig");
+        fs::copy(plane.kubeconfig(), &kubeconfig)?;
+        fs::set_permissions(&kubeconfig, fs::Permissions::from_mode(0o444))?;
+        fs::set_permissions(root, fs::Permissions::from_mode(0o555))?;
+        let home = root.to_string_lossy();
+        let env = [("HOME", &*home), ("TMPDIR", &*home)];
+        let confined = Confinement {
+            cwd: root,
+            uid: (effective_uid() == Some(0)).then_some(NONROOT_UID),
+        };
+        Self::spawn_confined(&kubeconfig, dir, name, args, &env, Some(confined))
+    }
+
+    /// The uid [`Operator::start_confined`] runs the operator as: the image's nonroot 65532 when
+    /// the tests run as root, else the tests' own uid (which cannot switch).
+    pub fn confined_uid() -> Option<u32> {
+        effective_uid().map(|uid| if uid == 0 { NONROOT_UID } else { uid })
+    }
+
     fn spawn(kubeconfig: &Path, dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        Self::spawn_confined(kubeconfig, dir, name, args, env, None)
+    }
+
+    fn spawn_confined(
+        kubeconfig: &Path,
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        confined: Option<Confinement<'_>>,
+    ) -> Result<Self> {
         let binary = operator_binary();
         if !binary.exists() {
             bail!(
@@ -443,7 +503,15 @@ impl Operator {
         };
         let log = dir.join(format!("{name}.log"));
         let file = fs::File::create(&log)?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(confined) = confined {
+            use std::os::unix::process::CommandExt as _;
+            command.current_dir(confined.cwd);
+            if let Some(uid) = confined.uid {
+                command.uid(uid).gid(uid);
+            }
+        }
+        let child = command
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args([

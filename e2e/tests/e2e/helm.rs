@@ -1,7 +1,8 @@
-//! End-to-end test of the Helm chart: it lints, renders, applies, and its RBAC is all the
-//! operator needs.
+//! End-to-end tests of the Helm chart: it lints and renders with default and full values, the
+//! apiserver accepts what it renders, its values schema rejects bad values naming them, an
+//! uninstall keeps the CRDs and users' resources, and its RBAC is all the operator needs.
 
-use std::time::Duration;
+use std::{path::PathBuf, process::Output, time::Duration};
 
 use anyhow::{Context as _, Result, ensure};
 use libtest_mimic::Trial;
@@ -11,12 +12,374 @@ use crate::support::{
     apply, block_on, ca_issuer, certificate_yaml, is_ready, plane, trial, wait_certificate,
 };
 
+/// The CRDs the chart ships (its `files/crds/`, generated like `crds/`).
+const CRDS: [&str; 6] = [
+    "alertconfigs.pki-operator.io",
+    "certificates.pki-operator.io",
+    "clusterissuers.pki-operator.io",
+    "discoverytasks.pki-operator.io",
+    "domainvalidations.pki-operator.io",
+    "issuers.pki-operator.io",
+];
+
 /// This area's trials: a test function not listed here is dead code, which fails the build.
 pub fn trials() -> Vec<Trial> {
-    vec![trial(
-        "helm_chart_renders_applies_and_its_rbac_suffices",
-        helm_chart_rbac_suffices,
-    )]
+    vec![
+        trial(
+            "helm_chart_renders_applies_and_its_rbac_suffices",
+            helm_chart_rbac_suffices,
+        ),
+        trial(
+            "helm_chart_lints_and_renders_with_default_and_full_values",
+            helm_chart_renders_default_and_full_values,
+        ),
+        trial(
+            "helm_chart_manifests_pass_a_server_side_dry_run",
+            helm_chart_server_dry_run,
+        ),
+        trial(
+            "helm_chart_schema_rejects_invalid_values_naming_them",
+            helm_chart_rejects_invalid_values,
+        ),
+        trial(
+            "helm_uninstall_keeps_the_crds_and_certificates",
+            helm_uninstall_keeps_crds_and_certificates,
+        ),
+    ]
+}
+
+/// The helm binary (`make` builds it; `make e2e` passes it as `PKI_E2E_HELM`).
+fn helm_binary() -> Result<String> {
+    std::env::var("PKI_E2E_HELM").context("PKI_E2E_HELM is not set; run the e2e tests with `make e2e`")
+}
+
+fn chart() -> PathBuf {
+    repo_root().join("charts/pki-operator")
+}
+
+/// Runs helm with `args`, its state (cache, config, data) in `dir` rather than `$HOME`.
+fn helm(dir: &std::path::Path, args: &[&str]) -> Result<Output> {
+    let home = dir.join("helm-home");
+    Ok(std::process::Command::new(helm_binary()?)
+        .args(args)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .output()?)
+}
+
+/// `helm <args>`'s stdout; its stderr and stdout in the error when it fails.
+fn helm_ok(dir: &std::path::Path, args: &[&str]) -> Result<String> {
+    let out = helm(dir, args)?;
+    ensure!(
+        out.status.success(),
+        "helm {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The `kind:` of every document in a rendered stream.
+fn kinds(rendered: &str) -> Vec<&str> {
+    rendered
+        .lines()
+        .filter_map(|l| l.strip_prefix("kind: "))
+        .map(str::trim)
+        .collect()
+}
+
+/// `helm lint` passes with the default values and with `ci/full-values.yaml` (every optional
+/// feature on); `helm template` renders both, the defaults with the CRDs annotated to be kept and
+/// a Pod Disruption Budget (two replicas), the full values with every optional object.
+fn helm_chart_renders_default_and_full_values() -> Result<()> {
+    let dir = work_dir("helm-render")?;
+    let chart = chart();
+    let chart = chart.to_string_lossy();
+    let full = repo_root().join("charts/pki-operator/ci/full-values.yaml");
+    let full = full.to_string_lossy();
+    helm_ok(&dir, &["lint", "--strict", &chart])?;
+    helm_ok(&dir, &["lint", "--strict", &chart, "-f", &full])?;
+
+    let default = helm_ok(&dir, &["template", "rel", &chart, "--namespace", "pki"])?;
+    let found = kinds(&default);
+    for kind in [
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "Deployment",
+        "PodDisruptionBudget",
+    ] {
+        ensure!(found.contains(&kind), "default render lacks a {kind}: {found:?}");
+    }
+    for kind in ["ServiceMonitor", "NetworkPolicy", "PrometheusRule", "ConfigMap"] {
+        ensure!(!found.contains(&kind), "default render has an optional {kind}");
+    }
+    let crds = found.iter().filter(|k| **k == "CustomResourceDefinition").count();
+    ensure!(crds == CRDS.len(), "{crds} CRDs rendered, not {}", CRDS.len());
+    let kept = default.matches("helm.sh/resource-policy: keep").count();
+    ensure!(
+        kept == CRDS.len(),
+        "{kept} objects annotated resource-policy keep, not the {crds} CRDs"
+    );
+    ensure!(
+        default.contains("topologyKey: kubernetes.io/hostname")
+            && default.contains("terminationGracePeriodSeconds: 30"),
+        "default render lacks the hostname spread or the grace period:\n{default}"
+    );
+
+    let rendered = helm_ok(
+        &dir,
+        &["template", "rel", &chart, "--namespace", "pki", "-f", &full],
+    )?;
+    let found = kinds(&rendered);
+    for kind in [
+        "CustomResourceDefinition",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+        "NetworkPolicy",
+        "PrometheusRule",
+        "ConfigMap",
+    ] {
+        ensure!(found.contains(&kind), "full render lacks a {kind}: {found:?}");
+    }
+    ensure!(
+        !rendered.contains("helm.sh/resource-policy"),
+        "crds.keep=false still annotates resource-policy keep"
+    );
+    for expected in [
+        "priorityClassName: \"system-cluster-critical\"",
+        "- name: regcred",
+        "\"--dcv-recheck-interval=3600\"",
+        "name: HTTPS_PROXY",
+        "--log-format=text",
+        "--max-concurrent-reconciles=4",
+        "topologyKey: topology.kubernetes.io/zone",
+    ] {
+        ensure!(rendered.contains(expected), "full render lacks {expected:?}");
+    }
+
+    // crds.enabled=false renders no CRD; one replica no PodDisruptionBudget.
+    let bare = helm_ok(
+        &dir,
+        &[
+            "template",
+            "rel",
+            &chart,
+            "--set",
+            "crds.enabled=false",
+            "--set",
+            "replicaCount=1",
+        ],
+    )?;
+    let found = kinds(&bare);
+    ensure!(
+        !found.contains(&"CustomResourceDefinition") && !found.contains(&"PodDisruptionBudget"),
+        "crds.enabled=false, replicaCount=1 rendered {found:?}"
+    );
+    Ok(())
+}
+
+/// The rendered manifests, default values and full values, pass `kubectl apply --dry-run=server`
+/// against the local control plane (schema validation of every object, admission included). The
+/// full values' `ServiceMonitor` and `PrometheusRule` are left out: their monitoring.coreos.com CRDs
+/// belong to the Prometheus Operator, which the local control plane does not have.
+fn helm_chart_server_dry_run() -> Result<()> {
+    block_on(async {
+        let dir = work_dir("helm-dry-run")?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "helm-dry").await?;
+        let chart = chart();
+        let chart = chart.to_string_lossy();
+        let full = repo_root().join("charts/pki-operator/ci/full-values.yaml");
+        let full = full.to_string_lossy();
+        let default = helm_ok(&dir, &["template", "dry", &chart, "--namespace", &ns.name])?;
+        let namespaces = [
+            format!("serviceMonitor.namespace={}", ns.name),
+            format!("prometheusRule.namespace={}", ns.name),
+            format!("grafanaDashboard.namespace={}", ns.name),
+        ];
+        let mut args = vec!["template", "dry", &*chart, "--namespace", &ns.name, "-f", &*full];
+        for set in &namespaces {
+            args.extend(["--set", set.as_str()]);
+        }
+        let full = helm_ok(&dir, &args)?;
+        let full: Vec<&str> = full
+            .split("\n---\n")
+            .filter(|doc| !doc.contains("apiVersion: monitoring.coreos.com/"))
+            .collect();
+        for (name, manifests) in [("default", default), ("full", full.join("\n---\n"))] {
+            let out = plane().kubectl(
+                &["apply", "--dry-run=server", "-n", &ns.name, "-f", "-"],
+                Some(&manifests),
+            )?;
+            ensure!(
+                out.status.success(),
+                "server dry run of the {name} values' manifests: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let applied = String::from_utf8_lossy(&out.stdout);
+            ensure!(
+                applied.contains("deployment.apps/dry-pki-operator") && applied.contains("(server dry run)"),
+                "the {name} dry run did not cover the Deployment:\n{applied}"
+            );
+        }
+        Ok(())
+    })
+}
+
+/// Values files the schema must reject, each with the value its message must name.
+const INVALID_VALUES: [(&str, &str); 7] = [
+    ("logFormat: xml\n", "logFormat"),
+    ("replicaCount: -1\n", "replicaCount"),
+    ("replicas: 2\n", "replicas"),
+    ("image:\n  pullPolicy: Sometimes\n", "pullPolicy"),
+    ("maxConcurrentReconciles: many\n", "maxConcurrentReconciles"),
+    ("adminPort: 70000\n", "adminPort"),
+    ("crds:\n  keep: \"yes\"\n", "keep"),
+];
+
+/// Each invalid values file makes `helm template` and `helm lint` fail with a message naming the
+/// value, so a typo or a wrong type fails at install instead of being ignored. A grace period
+/// shorter than the lease, which JSON schema cannot compare, fails `helm template` from the
+/// chart's own check (`helm lint` only reports a template's `fail` as INFO).
+fn helm_chart_rejects_invalid_values() -> Result<()> {
+    let dir = work_dir("helm-invalid")?;
+    let chart = chart();
+    let chart = chart.to_string_lossy();
+    let cases = INVALID_VALUES
+        .iter()
+        .map(|(values, key)| (*values, *key, true))
+        .chain([(
+            "terminationGracePeriodSeconds: 5\n",
+            "terminationGracePeriodSeconds",
+            false,
+        )]);
+    for (i, (values, key, lint)) in cases.enumerate() {
+        let file = dir.join(format!("invalid-{i}.yaml"));
+        std::fs::write(&file, values)?;
+        let file = file.to_string_lossy();
+        let template = ["template", "rel", &*chart, "-f", &*file];
+        let linted = ["lint", &*chart, "-f", &*file];
+        let commands: &[&[&str]] = if lint { &[&template, &linted] } else { &[&template] };
+        for args in commands {
+            let out = helm(&dir, args)?;
+            let message = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            );
+            ensure!(
+                !out.status.success(),
+                "helm {} accepted {values:?}:\n{message}",
+                args[0]
+            );
+            ensure!(
+                message.contains(key),
+                "helm {} rejected {values:?} without naming {key}:\n{message}",
+                args[0]
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `helm install` into the local control plane, a Certificate created, `helm uninstall`: with
+/// `crds.keep=true` (the default) the CRDs and the Certificate are still there, while the
+/// release's other objects are gone. The control plane's CRDs were applied by the test harness,
+/// so they are first labelled and annotated as the release's, which lets helm adopt them; the
+/// other tests keep using them throughout.
+fn helm_uninstall_keeps_crds_and_certificates() -> Result<()> {
+    block_on(async {
+        let dir = work_dir("helm-uninstall")?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "helm-keep").await?;
+        let release = format!("keep-{}", pki_operator_e2e::random_suffix());
+        let kubeconfig = plane().kubeconfig().to_string_lossy().into_owned();
+        let chart = chart();
+        let chart = chart.to_string_lossy();
+        for crd in CRDS {
+            plane().kubectl_ok(
+                &[
+                    "label",
+                    "--overwrite",
+                    "crd",
+                    crd,
+                    "app.kubernetes.io/managed-by=Helm",
+                ],
+                None,
+            )?;
+            plane().kubectl_ok(
+                &[
+                    "annotate",
+                    "--overwrite",
+                    "crd",
+                    crd,
+                    &format!("meta.helm.sh/release-name={release}"),
+                    &format!("meta.helm.sh/release-namespace={}", ns.name),
+                ],
+                None,
+            )?;
+        }
+        helm_ok(
+            &dir,
+            &[
+                "install",
+                &release,
+                &chart,
+                "--kubeconfig",
+                &kubeconfig,
+                "--namespace",
+                &ns.name,
+                "--set",
+                "replicaCount=1",
+            ],
+        )?;
+        let deployment = format!("deployment/{release}-pki-operator");
+        plane().kubectl_ok(&["get", "-n", &ns.name, &deployment], None)?;
+        for crd in CRDS {
+            let annotations = plane().kubectl_ok(
+                &["get", "crd", crd, "-o", "jsonpath={.metadata.annotations}"],
+                None,
+            )?;
+            ensure!(
+                annotations.contains("\"helm.sh/resource-policy\":\"keep\""),
+                "the installed CRD {crd} is not annotated to be kept: {annotations}"
+            );
+        }
+        apply(&ns.name, &certificate_yaml("kept", "nobody", ""))?;
+
+        let out = helm_ok(
+            &dir,
+            &[
+                "uninstall",
+                &release,
+                "--kubeconfig",
+                &kubeconfig,
+                "--namespace",
+                &ns.name,
+            ],
+        )?;
+        ensure!(
+            out.contains("uninstalled") && out.contains("kept due to the resource policy"),
+            "helm uninstall said: {out}"
+        );
+        let gone = plane().kubectl(&["get", "-n", &ns.name, &deployment], None)?;
+        ensure!(
+            !gone.status.success(),
+            "the uninstalled release's Deployment is still there"
+        );
+        for crd in CRDS {
+            plane().kubectl_ok(&["get", "crd", crd], None)?;
+        }
+        plane().kubectl_ok(&["get", "-n", &ns.name, "certificate", "kept"], None)?;
+        Ok(())
+    })
 }
 
 /// The chart lints and renders with helm, every object it renders is accepted by the apiserver,
@@ -24,8 +387,7 @@ pub fn trials() -> Vec<Trial> {
 /// the chart's RBAC issues a Certificate.
 fn helm_chart_rbac_suffices() -> Result<()> {
     block_on(async {
-        let helm = std::env::var("PKI_E2E_HELM")
-            .context("PKI_E2E_HELM is not set; run the e2e tests with `make e2e`")?;
+        let helm = helm_binary()?;
         let dir = work_dir("helm")?;
         let client = plane().client().await?;
         let ns = TestNamespace::create(&client, "helm").await?;
@@ -40,7 +402,15 @@ fn helm_chart_rbac_suffices() -> Result<()> {
             String::from_utf8_lossy(&lint.stdout)
         );
         let rendered = std::process::Command::new(&helm)
-            .args(["template", "pki-operator", "--namespace", &ns.name, "--skip-crds"])
+            // The control plane has the CRDs already (from crds/), shared by every test.
+            .args([
+                "template",
+                "pki-operator",
+                "--namespace",
+                &ns.name,
+                "--set",
+                "crds.enabled=false",
+            ])
             .arg(&chart)
             .output()?;
         ensure!(

@@ -1,5 +1,6 @@
 //! End-to-end tests of the operator process: readiness, metrics and logs, leader election and
-//! takeover, graceful shutdown, and the exit when the CRDs are missing.
+//! takeover, graceful shutdown, the exit when the CRDs are missing, and running as the container
+//! image does (nonroot, read-only working directory).
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,9 @@ use pki_operator_e2e::{
     ControlPlane, Operator, TestNamespace, metric_value, random_suffix, repo_root, wait_for, work_dir,
 };
 
-use crate::support::{block_on, plane, trial};
+use crate::support::{
+    apply, block_on, ca_issuer, certificate_yaml, is_ready, plane, trial, wait_certificate,
+};
 
 /// This area's trials: a test function not listed here is dead code, which fails the build.
 pub fn trials() -> Vec<Trial> {
@@ -27,6 +30,10 @@ pub fn trials() -> Vec<Trial> {
         trial(
             "operator_without_crds_exits_naming_the_missing_crd",
             operator_without_crds_exits,
+        ),
+        trial(
+            "operator_runs_as_nonroot_with_a_read_only_working_directory_and_writes_no_files",
+            operator_runs_confined,
         ),
     ]
 }
@@ -246,6 +253,64 @@ fn operator_without_crds_exits() -> Result<()> {
         ensure!(
             log.contains("kubectl apply -f crds/"),
             "exit message does not say how to install:\n{log}"
+        );
+        Ok(())
+    })
+}
+
+/// What the container image can be checked for without a container engine: the operator, run
+/// as the image's nonroot uid 65532 (when the tests run as root; else as the tests' own uid) with
+/// its working directory, `HOME` and `TMPDIR` a read-only directory, becomes ready and issues a
+/// Certificate, and leaves that directory as it found it (no file written), so the image's
+/// read-only root filesystem holds.
+fn operator_runs_confined() -> Result<()> {
+    block_on(async {
+        let dir = work_dir("confined")?;
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "confined").await?;
+        ca_issuer(&ns.name, "confined-ca")?;
+        let root = dir.join("readonly");
+        let operator =
+            Operator::start_confined(plane(), &dir, "operator", &["--namespace", &ns.name], &root)?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        let uid = Operator::confined_uid().context("the tests' uid is unknown")?;
+        let (status, body) = operator
+            .get("/metrics")
+            .await
+            .context("/metrics does not answer")?;
+        ensure!(status == 200, "/metrics answered {status}: {body}");
+        let process_uid = std::fs::read_to_string(format!("/proc/{}/status", operator.pid()))?
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().next().map(str::to_owned))
+            .context("no Uid line")?;
+        ensure!(
+            process_uid == uid.to_string(),
+            "the operator runs as uid {process_uid}, not {uid}"
+        );
+        apply(&ns.name, &certificate_yaml("confined", "confined-ca", ""))?;
+        wait_certificate(
+            &client,
+            &ns.name,
+            "confined",
+            "Ready from a confined operator",
+            Duration::from_secs(60),
+            is_ready,
+        )
+        .await
+        .with_context(|| operator.log_text())?;
+        let mut left: Vec<_> = std::fs::read_dir(&root)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()?;
+        left.sort();
+        ensure!(
+            left == ["kubeconfig"],
+            "the operator wrote files into its working directory: {left:?}"
+        );
+        let log = operator.log_text();
+        ensure!(
+            !log.contains("Permission denied") && !log.contains("Read-only file system"),
+            "the operator tried to write a file:\n{log}"
         );
         Ok(())
     })
