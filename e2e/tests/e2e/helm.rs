@@ -90,6 +90,92 @@ fn kinds(rendered: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The writes the issuing test does not make through the operator, made with the chart's service
+/// account token the way the operator makes them: server-side apply creating the HTTP solver's
+/// Ingress and `ExternalName` Service and the `AlertConfig` sent-record `ConfigMap`, then deleting
+/// the route. Apply of a new object needs `create` as well as `patch`.
+fn writes_the_operator_makes_are_allowed(dir: &std::path::Path, token: &str, namespace: &str) -> Result<()> {
+    let objects = format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{name: rbac-record, namespace: {namespace}}}
+data: {{record: ""}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: rbac-route, namespace: {namespace}}}
+spec:
+  type: ExternalName
+  externalName: pki-operator-solver.{namespace}.svc
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: rbac-route, namespace: {namespace}}}
+spec:
+  rules:
+    - host: rbac.example.com
+      http:
+        paths:
+          - path: /.well-known/pki-validation/x.txt
+            pathType: Exact
+            backend: {{service: {{name: rbac-route, port: {{number: 80}}}}}}
+"#
+    );
+    let file = dir.join("operator-writes.yaml");
+    std::fs::write(&file, objects)?;
+    let file = file.to_string_lossy();
+    for args in [
+        vec![
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "pki-operator",
+            "-f",
+            &*file,
+        ],
+        vec![
+            "delete",
+            "-n",
+            namespace,
+            "ingress/rbac-route",
+            "service/rbac-route",
+        ],
+    ] {
+        let out = plane().kubectl_with_token(token, &args)?;
+        ensure!(
+            out.status.success(),
+            "the chart's ServiceAccount cannot `kubectl {}`: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Verbs the chart used to grant and the operator's code never uses are denied.
+fn verbs_the_operator_never_uses_are_not_granted(namespace: &str) -> Result<()> {
+    let user = format!("system:serviceaccount:{namespace}:pki-operator");
+    for (verb, resource) in [
+        ("update", "secrets"),
+        ("update", "certificates.pki-operator.io"),
+        ("patch", "issuers.pki-operator.io"),
+        ("update", "certificates.pki-operator.io/status"),
+        ("create", "events"),
+    ] {
+        let out = plane().kubectl(
+            &["auth", "can-i", verb, resource, "-n", namespace, "--as", &user],
+            None,
+        )?;
+        let answer = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            answer.trim() == "no",
+            "the chart grants {verb} on {resource}, which the operator never uses: {answer}"
+        );
+    }
+    Ok(())
+}
+
 /// `helm lint` passes with the default values and with `ci/full-values.yaml` (every optional
 /// feature on); `helm template` renders both, the defaults with the CRDs annotated to be kept and
 /// a Pod Disruption Budget (two replicas), the full values with every optional object.
@@ -474,6 +560,8 @@ fn helm_chart_rbac_suffices() -> Result<()> {
             !log.to_lowercase().contains("forbidden"),
             "the operator hit RBAC denials:\n{log}"
         );
+        writes_the_operator_makes_are_allowed(&dir, &token, &ns.name)?;
+        verbs_the_operator_never_uses_are_not_granted(&ns.name)?;
         Ok(())
     })
 }
