@@ -464,6 +464,25 @@ fn helm_uninstall_keeps_crds_and_certificates() -> Result<()> {
             plane().kubectl_ok(&["get", "crd", crd], None)?;
         }
         plane().kubectl_ok(&["get", "-n", &ns.name, "certificate", "kept"], None)?;
+        // README's "remove everything" selects the chart's CRDs by this label (not run here: the
+        // other tests share the CRDs).
+        let labelled = plane().kubectl_ok(
+            &[
+                "get",
+                "crd",
+                "-l",
+                "app.kubernetes.io/name=pki-operator",
+                "-o",
+                "name",
+            ],
+            None,
+        )?;
+        for crd in CRDS {
+            ensure!(
+                labelled.contains(crd),
+                "the kept CRD {crd} lacks the label README deletes by: {labelled}"
+            );
+        }
         Ok(())
     })
 }
