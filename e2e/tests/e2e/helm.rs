@@ -218,6 +218,12 @@ fn helm_chart_renders_default_and_full_values() -> Result<()> {
             && default.contains("terminationGracePeriodSeconds: 30"),
         "default render lacks the hostname spread or the grace period:\n{default}"
     );
+    // Readiness is /livez: the leader-only /readyz would make every pod but the leader
+    // unavailable, so a rollout could never replace it nor a drain evict it.
+    ensure!(
+        default.contains("readinessProbe:\n            httpGet: {path: /livez, port: admin}"),
+        "the pods' readiness is not /livez:\n{default}"
+    );
 
     let rendered = helm_ok(
         &dir,
