@@ -375,7 +375,8 @@ fn alert_levels_are_told_once_per_crossing_across_failover() -> Result<()> {
             alert_status(&configs, &config_name)
                 .await
                 .and_then(|s| s.last_evaluation_time)
-                .filter(|t| t.0 > before)
+                // Status times are whole seconds.
+                .filter(|t| t.0.as_second() >= before.as_second())
         })
         .await
         .with_context(|| b.log_text())?;
@@ -499,7 +500,8 @@ fn alert_levels_are_told_once_per_crossing_across_failover() -> Result<()> {
 
 /// SMTP down: the email channel's failures show in status and `Ready=False DeliveryFailed`, its
 /// attempts back off (10 s, 20 s, 40 s: at most 3 failures in 35 s, asserted), Events still go
-/// out; once SMTP is back the owed email is delivered exactly once.
+/// out; once SMTP is back the owed email is delivered exactly once, and a restarted operator
+/// sends nothing again.
 fn an_smtp_outage_is_retried_with_backoff_and_nothing_is_doubled() -> Result<()> {
     block_on(async {
         let dir = work_dir("alerting-outage")?;
@@ -590,6 +592,41 @@ fn an_smtp_outage_is_retried_with_backoff_and_nothing_is_doubled() -> Result<()>
         );
         ensure!(smtp.messages()?.len() == 1, "{:#?}", smtp.messages()?);
         ensure!(hooks.requests().len() == 2, "{:#?}", hooks.requests());
+        // A restarted operator (a new process, nothing in memory) reads the record and sends
+        // nothing again.
+        let mut operator = operator;
+        operator.kill();
+        let restarted_at = jiff::Timestamp::now();
+        let operator = Operator::start(
+            plane(),
+            &dir,
+            "operator-restarted",
+            &["--namespace", &ns.name, "--cluster-resource-namespace", &ns.name],
+        )?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        wait_for(
+            "an evaluation after the restart",
+            Duration::from_secs(30),
+            || async {
+                alert_status(&configs, &config_name)
+                    .await
+                    .and_then(|s| s.last_evaluation_time)
+                    // Status times are whole seconds.
+                    .filter(|t| t.0.as_second() >= restarted_at.as_second())
+            },
+        )
+        .await
+        .with_context(|| operator.log_text())?;
+        ensure!(
+            smtp.messages()?.len() == 1,
+            "after the restart: {:#?}",
+            smtp.messages()?
+        );
+        ensure!(
+            hooks.requests().len() == 2,
+            "after the restart: {:#?}",
+            hooks.requests()
+        );
         let reasons = crate::support::event_reasons(&client, &ns.name, "in20").await?;
         ensure!(
             reasons.iter().filter(|r| *r == "CertificateExpiring").count() == 1,
