@@ -19,7 +19,7 @@ use pki_operator_e2e::{
     webhook_receiver::WebhookReceiver, work_dir,
 };
 
-use crate::support::{apply, block_on, ca_issuer, is_ready, plane, trial, wait_certificate};
+use crate::support::{apply, block_on, ca_issuer, events_of, is_ready, plane, trial, wait_certificate};
 
 /// This area's trials: a test function not listed here is dead code, which fails the build.
 pub fn trials() -> Vec<Trial> {
@@ -54,19 +54,6 @@ const CERTIFICATES: [(&str, &str, Level); 6] = [
     ("expiring", "60s", Level::ERROR),
     ("crossing", "168h1m30s", Level::HIGH),
 ];
-
-/// `(reason, type)` of the Events about `name` in `namespace`.
-async fn events_of(client: &kube::Client, namespace: &str, name: &str) -> Result<Vec<(String, String)>> {
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), namespace);
-    Ok(events
-        .list(&kube::api::ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| (e.reason.unwrap_or_default(), e.type_.unwrap_or_default()))
-        .collect())
-}
 
 fn certificate(name: &str, issuer: &str, duration: &str) -> String {
     format!(
