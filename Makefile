@@ -97,6 +97,11 @@ cluster-down: ## Stop the local control plane started by `make cluster`
 	else echo "not running"; fi
 
 .PHONY: run
+NAMESPACE ?= demo
+.PHONY: demo-ca
+demo-ca: $(DEVCLUSTER) ## Create the CA key pair Secret demo-ca that examples/issuer-ca.yaml uses, in $(NAMESPACE) (default demo)
+	KUBECTL="$(CURDIR)/target/devcluster/kubectl" scripts/demo-ca.sh $(NAMESPACE)
+
 run: ## Run the operator against $KUBECONFIG (e.g. the one `make cluster` prints)
 	$(CARGO) run --locked --bin pki-operator -- --admin-address 127.0.0.1:8080
 

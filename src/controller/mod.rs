@@ -290,10 +290,14 @@ fn alert_config_controller(
     // DiscoveryTask's findings and hosts go.
     controller
         .watches_stream(
-            cached_events(
+            // Trimmed to what an evaluation reads (managedFields too).
+            watcher(
                 scope.namespaced::<DeserializeGuard<v1alpha1::Certificate>>(client),
-                certificate_writer,
+                watcher::Config::default().any_semantic(),
             )
+            .default_backoff()
+            .modify(alert_config::trim_certificate)
+            .reflect(certificate_writer)
             .touched_objects(),
             move |_| for_certificates(),
         )

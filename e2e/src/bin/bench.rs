@@ -23,7 +23,14 @@
 //!    on loopback among 1,000 ports that give no certificate (closed and filtered), with
 //!    concurrency 64 and the default 32; the wall time against the sweep's budget, the counts in
 //!    status, the operator's peak RSS and CPU. `--only discovery` runs just these on a control
-//!    plane of their own and replaces only their section of the report.
+//!    plane of their own and replaces only their section of the report;
+//! 7. AlertConfig evaluation: `--scale` Certificates at known lifetimes (a quarter INFO, a
+//!    quarter WARN, half not alerting), a fresh operator's RSS without an AlertConfig, then one
+//!    cluster-wide AlertConfig with the Event channel only: apply → first evaluation in status,
+//!    apply → every alert delivered, the reconcile pass's duration (the operator's histogram),
+//!    RSS and CPU, the sent-record's size, and how soon a changed Certificate is re-evaluated.
+//!    `--only alerting` runs just this on a control plane of its own and replaces only its
+//!    section of the report.
 //!
 //! Each throughput run also reports the next-key Secrets (private keys kept while an order is
 //! open) still present once everything is Ready: none should outlive its issuance.
@@ -40,15 +47,15 @@ use clap::{Parser, ValueEnum};
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 use k8s_openapi::{
     ByteString,
-    api::core::v1::{Namespace, Secret},
+    api::core::v1::{ConfigMap, Event, Namespace, Secret},
 };
 use kube::{
     Api, Client, Resource, ResourceExt as _,
-    api::{DeleteParams, ListParams, ObjectMeta, PostParams},
+    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
     runtime::{WatchStreamExt as _, watcher},
 };
 use pki_operator::{
-    crd::v1alpha1::{Certificate, DiscoveryTask},
+    crd::v1alpha1::{AlertConfig, AlertConfigStatus, Certificate, DiscoveryTask, alert_config::Level},
     pki::{inspect, key::PrivateKey},
 };
 use pki_operator_e2e::{
@@ -112,6 +119,9 @@ struct Args {
 enum Part {
     /// The DiscoveryTask endpoint sweeps (the report's "Discovery sweep" section).
     Discovery,
+    /// One AlertConfig over `--scale` Certificates (the report's "AlertConfig evaluation"
+    /// section).
+    Alerting,
 }
 
 /// One line of the report.
@@ -222,8 +232,10 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: &Args) -> Result<()> {
-    if args.only == Some(Part::Discovery) {
-        return run_discovery_only(args).await;
+    match args.only {
+        Some(Part::Discovery) => return run_discovery_only(args).await,
+        Some(Part::Alerting) => return run_alerting_only(args).await,
+        None => {}
     }
     if args.repeats == 0 {
         bail!("--repeats must be at least 1");
@@ -287,12 +299,17 @@ async fn run(args: &Args) -> Result<()> {
     println!("==> discovery sweeps");
     let discovery = discovery_sweeps(&plane, &client, &dir, args).await?;
 
+    println!("==> one AlertConfig over {} Certificates", args.scale);
+    let alerting = alerting(&plane, &client, &dir, args.scale).await?;
+
     scm.shutdown().await;
     crash_scm.shutdown().await;
     plane.stop();
     let mut report = render(&rows, &writes, &profile, args, started.elapsed())?;
     writeln!(report)?;
     report.push_str(&render_discovery(&discovery)?);
+    writeln!(report)?;
+    report.push_str(&render_alerting(&alerting)?);
     let path = repo_root().join(&args.output);
     std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
     println!("\n{report}");
@@ -1174,20 +1191,7 @@ fn render(
         args.repeats
     )?;
     writeln!(out)?;
-    writeln!(out, "| measurement | target | measured | met |")?;
-    writeln!(out, "|---|---|---|---|")?;
-    for row in rows {
-        let met = match row.met {
-            Some(true) => "yes",
-            Some(false) => "**no**",
-            None => "-",
-        };
-        writeln!(
-            out,
-            "| {} | {} | {} | {met} |",
-            row.name, row.target, row.measured
-        )?;
-    }
+    render_rows(&mut out, rows)?;
     writeln!(out)?;
     writeln!(out, "## API writes per issuance")?;
     writeln!(out)?;
@@ -1682,17 +1686,23 @@ async fn run_discovery_only(args: &Args) -> Result<()> {
     let discovery = discovery_sweeps(&plane, &client, &dir, args).await;
     plane.stop();
     let section = render_discovery(&discovery?)?;
+    write_section(args, DISCOVERY_HEADING, &section)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Replaces the section under `heading` of the report file with `section`, keeping the rest.
+fn write_section(args: &Args, heading: &str, section: &str) -> Result<()> {
     let path = repo_root().join(&args.output);
     let existing = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
     };
-    let report = replace_section(&existing, DISCOVERY_HEADING, &section);
+    let report = replace_section(&existing, heading, section);
     std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
     println!("\n{section}");
     println!("written to {} (its other sections kept)", path.display());
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
@@ -2132,6 +2142,776 @@ fn render_targets(out: &mut String, sweeps: &[Sweep]) -> Result<()> {
             "**above**"
         }
     )?;
+    Ok(())
+}
+
+/// The AlertConfig the alerting part applies: cluster-scoped, every namespace, default levels,
+/// the Event channel only.
+const ALERT_CONFIG: &str = "bench-alerts";
+/// The namespace of the alerting part's Certificates.
+const ALERT_NAMESPACE: &str = "alerting";
+/// Lifetimes of the alerting part's Certificates, by index modulo 4, and the default level each
+/// is at once issued: 45 days is INFO (≤ 60), 20 days WARN (≤ 30), 90 days none.
+const ALERT_LIFETIMES: [(&str, Option<Level>); 4] = [
+    ("1080h", Some(Level::INFO)),
+    ("480h", Some(Level::WARN)),
+    ("2160h", None),
+    ("2160h", None),
+];
+/// The controller's bound on notifications per channel per pass, and its wait between passes
+/// while more are owed (`MAX_SENDS_PER_PASS`, `NEXT_BATCH`).
+const SENDS_PER_PASS: usize = 50;
+const BETWEEN_PASSES: Duration = Duration::from_secs(1);
+/// How long the bench waits for every alert to be delivered before reporting what was.
+const DELIVERY_DEADLINE: Duration = Duration::from_secs(900);
+/// Changed Certificates timed for re-evaluation.
+const REEVALUATIONS: usize = 5;
+/// Targets: one evaluation pass over `--scale` Certificates, and what one AlertConfig may add to
+/// the operator's resident memory.
+const PASS_TARGET: Duration = Duration::from_secs(2);
+const RSS_INCREASE_TARGET_MIB: f64 = 50.0;
+/// A ConfigMap's size limit (etcd's object limit, as the apiserver enforces it).
+const CONFIGMAP_LIMIT: usize = 1024 * 1024;
+/// The heading of the alerting section, which `--only alerting` replaces.
+const ALERTING_HEADING: &str = "## AlertConfig evaluation";
+
+/// `pki_operator_reconcile_duration_seconds{controller="alert_config"}` as read once.
+#[derive(Clone, Debug, Default)]
+struct PassTimes {
+    sum: f64,
+    count: f64,
+    /// `(le, cumulative count)`, in the exposition's order (rising `le`).
+    buckets: Vec<(f64, f64)>,
+    /// The whole `/metrics` exposition's size, bytes: it holds series per Certificate.
+    exposition_bytes: usize,
+    /// Its `pki_operator_certificate_alert_level` series.
+    alert_level_series: usize,
+}
+
+impl PassTimes {
+    /// Reads the histogram from the operator's `/metrics` (all zero before the first pass).
+    async fn read(operator: &Operator) -> Result<Self> {
+        let (status, body) = operator
+            .get("/metrics")
+            .await
+            .context("the operator's /metrics")?;
+        if status != 200 {
+            bail!("/metrics answered {status}");
+        }
+        let mut times = Self {
+            exposition_bytes: body.len(),
+            alert_level_series: body
+                .lines()
+                .filter(|l| l.starts_with("pki_operator_certificate_alert_level{"))
+                .count(),
+            ..Self::default()
+        };
+        let name = "pki_operator_reconcile_duration_seconds";
+        for line in body
+            .lines()
+            .filter(|l| l.contains(r#"controller="alert_config""#))
+        {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let value: f64 = value.trim().parse()?;
+            if series.starts_with(&format!("{name}_sum{{")) {
+                times.sum = value;
+            } else if series.starts_with(&format!("{name}_count{{")) {
+                times.count = value;
+            } else if series.starts_with(&format!("{name}_bucket{{")) {
+                let le = series
+                    .split_once(r#"le=""#)
+                    .and_then(|(_, rest)| rest.split_once('"'))
+                    .map(|(le, _)| le)
+                    .context("a bucket without le")?;
+                let le = if le == "+Inf" { f64::INFINITY } else { le.parse()? };
+                times.buckets.push((le, value));
+            }
+        }
+        Ok(times)
+    }
+
+    /// The passes since `before`, once there is one: the histogram records a pass as it returns,
+    /// a moment after the status it wrote.
+    async fn after(operator: &Operator, before: &Self) -> Result<Self> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let passes = Self::read(operator).await?.since(before);
+            if passes.count > 0.0 || Instant::now() > deadline {
+                return Ok(passes);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The passes since `before`.
+    fn since(&self, before: &Self) -> Self {
+        let earlier = |le: f64| {
+            before
+                .buckets
+                .iter()
+                .find(|(b, _)| b.total_cmp(&le).is_eq())
+                .map_or(0.0, |(_, n)| *n)
+        };
+        Self {
+            sum: self.sum - before.sum,
+            count: self.count - before.count,
+            buckets: self
+                .buckets
+                .iter()
+                .map(|(le, n)| (*le, n - earlier(*le)))
+                .collect(),
+            exposition_bytes: self.exposition_bytes,
+            alert_level_series: self.alert_level_series,
+        }
+    }
+
+    fn mean(&self) -> Duration {
+        if self.count > 0.0 {
+            Duration::from_secs_f64(self.sum / self.count)
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// The least bucket bound holding every pass: the longest pass took at most this long.
+    fn max_bound(&self) -> f64 {
+        self.buckets
+            .iter()
+            .find(|(_, n)| *n >= self.count)
+            .map_or(f64::INFINITY, |(le, _)| *le)
+    }
+
+    /// `mean s over n passes, each ≤ bound s`.
+    fn show(&self) -> String {
+        format!(
+            "{:.3} s mean over {:.0} pass(es), each ≤ {} s (histogram bucket)",
+            self.mean().as_secs_f64(),
+            self.count,
+            self.max_bound()
+        )
+    }
+}
+
+/// A watch of the bench's AlertConfig: each status it is seen with, and when.
+struct StatusWatch {
+    seen: tokio::sync::mpsc::UnboundedReceiver<(Instant, AlertConfigStatus)>,
+    task: tokio::task::JoinHandle<()>,
+    /// The status last seen.
+    last: AlertConfigStatus,
+}
+
+impl StatusWatch {
+    /// Returns once the watch's initial list is done, so nothing later is missed.
+    async fn start(client: &Client) -> Result<Self> {
+        let api: Api<AlertConfig> = Api::all(client.clone());
+        let config = watcher::Config::default().fields(&format!("metadata.name={ALERT_CONFIG}"));
+        let (sender, seen) = tokio::sync::mpsc::unbounded_channel();
+        let (listed, initialised) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut listed = Some(listed);
+            let mut events = watcher(api, config).default_backoff().boxed();
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(listed) = listed.take() {
+                            let _ = listed.send(());
+                        }
+                    }
+                    Ok(watcher::Event::Apply(config) | watcher::Event::InitApply(config)) => {
+                        if sender
+                            .send((Instant::now(), config.status.unwrap_or_default()))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => eprintln!("watch: {error}; retrying"),
+                }
+            }
+        });
+        initialised
+            .await
+            .context("the AlertConfig watch ended before its initial list")?;
+        Ok(Self {
+            seen,
+            task,
+            last: AlertConfigStatus::default(),
+        })
+    }
+
+    /// When a status with `done` true was first seen; `None` if none was by `deadline`.
+    async fn until(
+        &mut self,
+        deadline: Instant,
+        done: impl Fn(&AlertConfigStatus) -> bool,
+    ) -> Option<Instant> {
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let (at, status) = tokio::time::timeout(left, self.seen.recv()).await.ok()??;
+            let met = done(&status);
+            self.last = status;
+            if met {
+                return Some(at);
+            }
+        }
+    }
+}
+
+impl Drop for StatusWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The Event channel's `(delivered, pending)` in `status`.
+fn event_channel(status: &AlertConfigStatus) -> (i64, i64) {
+    status
+        .channels
+        .iter()
+        .find(|c| c.channel == "event")
+        .map_or((0, 0), |c| (c.delivered, c.pending))
+}
+
+/// `lastEvaluationTime`, whole seconds (its precision in the API).
+fn evaluated_second(status: &AlertConfigStatus) -> i64 {
+    status
+        .last_evaluation_time
+        .as_ref()
+        .map_or(i64::MIN, |t| t.0.as_second())
+}
+
+/// The alerting part before its AlertConfig.
+struct Baseline {
+    /// Certificates expected at INFO and WARN (the rest do not alert).
+    expected_info: usize,
+    expected_warn: usize,
+    /// First create to the last Certificate Ready.
+    issued_in: Duration,
+    /// The fresh operator's start to its CPU going quiet (its startup reconciles done).
+    settled_in: Duration,
+    /// The 1-minute load average at the apply: other work on the machine shows here.
+    load: f64,
+    /// The fresh operator's RSS and split with every Certificate Ready, no AlertConfig.
+    rss_before: f64,
+    split_before: String,
+    /// Whether `VmHWM` could be reset before the apply (`/proc/<pid>/clear_refs`): the peak is
+    /// then the AlertConfig's alone.
+    peak_reset: bool,
+}
+
+/// What the alerting part measured.
+struct Alerting {
+    scale: usize,
+    baseline: Baseline,
+    /// The operator's `/metrics` size just before the apply, bytes (after: `delivery_passes`).
+    exposition_before: usize,
+    /// Apply → `status.evaluated == scale` seen, and the passes by then.
+    first_visible: Option<Duration>,
+    first_passes: PassTimes,
+    /// Apply → every alert delivered as an Event, and all passes by then.
+    delivered_in: Option<Duration>,
+    delivery_passes: PassTimes,
+    /// The status once delivered (or at the deadline).
+    status: AlertConfigStatus,
+    /// Events with reason `CertificateExpiring` in the Certificates' namespace.
+    events: usize,
+    /// The operator's CPU time from the apply to every alert delivered (or the deadline).
+    cpu: Duration,
+    rss_after: f64,
+    split_after: String,
+    peak: f64,
+    /// The sent-record: its `sent` value and the whole ConfigMap as JSON, bytes.
+    record_bytes: usize,
+    configmap_bytes: usize,
+    /// Label change → `lastEvaluationTime` past it, seconds; and those passes.
+    reevaluations: Vec<f64>,
+    reevaluation_passes: PassTimes,
+    commit: String,
+    at: jiff::Timestamp,
+}
+
+/// `--only alerting`: the alerting part on a control plane of its own; only its section of the
+/// report is replaced.
+async fn run_alerting_only(args: &Args) -> Result<()> {
+    let dir = work_dir("bench-alerting")?;
+    println!("==> starting the local control plane");
+    let plane = ControlPlane::start(&dir.join("cluster")).await?;
+    let client = plane.client().await?;
+    install(&plane)?;
+    println!("==> one AlertConfig over {} Certificates", args.scale);
+    let alerting = alerting(&plane, &client, &dir, args.scale).await;
+    plane.stop();
+    let section = render_alerting(&alerting?)?;
+    write_section(args, ALERTING_HEADING, &section)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The `Certificate` of the alerting part at `index`: its lifetime from [`ALERT_LIFETIMES`].
+fn alerting_certificate(index: usize) -> Result<Certificate> {
+    let name = format!("c-{index:05}");
+    let (duration, _) = ALERT_LIFETIMES[index % ALERT_LIFETIMES.len()];
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "pki-operator.io/v1alpha1", "kind": "Certificate",
+        "metadata": {"name": name},
+        "spec": {
+            "secretName": format!("{name}-tls"),
+            "issuerRef": {"name": "bench-ca", "kind": "ClusterIssuer"},
+            "dnsNames": [format!("{name}.alerts.bench.example.com")],
+            "duration": duration,
+            "renewBefore": "1h",
+        },
+    }))?)
+}
+
+/// Issues `scale` Certificates of [`alerting_certificate`] into [`ALERT_NAMESPACE`]: first create
+/// to the last seen Ready.
+async fn issue_alerting(client: &Client, scale: usize) -> Result<Duration> {
+    create_namespace(client, ALERT_NAMESPACE).await?;
+    let api: Api<Certificate> = Api::namespaced(client.clone(), ALERT_NAMESPACE);
+    let ready = watch_until(api.clone(), scale, is_ready).await?;
+    let started = Instant::now();
+    stream::iter(0..scale)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &alerting_certificate(i)?)
+                    .await?;
+                Ok::<_, anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let timeout = Duration::from_secs(120 + u64::try_from(scale / 5).unwrap_or(u64::MAX));
+    ready
+        .finish(timeout)
+        .await
+        .context("alerting Certificates Ready")?;
+    Ok(started.elapsed())
+}
+
+/// Namespaces holding Certificates (those of earlier parts): deleted before the alerting part, so
+/// that its AlertConfig, scoped to every namespace, sees only its own.
+async fn delete_certificate_namespaces(client: &Client) -> Result<()> {
+    let namespaces: std::collections::BTreeSet<String> = Api::<Certificate>::all(client.clone())
+        .list_metadata(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter_map(|c| c.metadata.namespace.clone())
+        .collect();
+    if namespaces.is_empty() {
+        return Ok(());
+    }
+    println!("    deleting {namespaces:?}");
+    delete_namespaces(client, &namespaces.into_iter().collect::<Vec<_>>()).await
+}
+
+/// Waits (at most 10 minutes) until the operator's CPU goes quiet — under 0.1 s in 2 s, twice
+/// running — after a 20 s start; how long after the call that was.
+async fn settle(operator: &Operator) -> Result<Duration> {
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let mut quiet = 0;
+    let mut cpu = cpu_time(operator.pid())?;
+    while quiet < 2 && started.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = cpu_time(operator.pid())?;
+        quiet = if now.saturating_sub(cpu) < Duration::from_millis(100) {
+            quiet + 1
+        } else {
+            0
+        };
+        cpu = now;
+    }
+    Ok(started.elapsed())
+}
+
+/// The alerting part: `scale` Certificates issued, a fresh operator's RSS without an AlertConfig,
+/// then one AlertConfig applied and followed until every alert is delivered; then the
+/// re-evaluation of changed Certificates.
+async fn alerting(plane: &ControlPlane, client: &Client, dir: &Path, scale: usize) -> Result<Alerting> {
+    delete_certificate_namespaces(client).await?;
+    let issuer = serde_json::json!({"apiVersion": "pki-operator.io/v1alpha1", "kind": "ClusterIssuer",
+        "metadata": {"name": "bench-ca"}, "spec": {"ca": {"secretName": "bench-ca"}}});
+    plane.kubectl_ok(&["apply", "-f", "-"], Some(&issuer.to_string()))?;
+    let issuing = start_operator(plane, dir, "operator-alerting-issue").await?;
+    let issued_in = issue_alerting(client, scale).await?;
+    println!(
+        "    {scale} Certificates Ready in {:.0} s",
+        issued_in.as_secs_f64()
+    );
+    // A fresh operator: its memory is the caches of what is there, without the issuance burst.
+    drop(issuing);
+    let operator = start_operator(plane, dir, "operator-alerting").await?;
+    // A fresh operator reconciles every Certificate once: it is measured once that is over.
+    let settled_in = settle(&operator).await?;
+    let (rss_before, _) = memory(operator.pid())?;
+    let split_before = resident_split(operator.pid())?;
+    println!(
+        "    operator RSS {rss_before:.1} MiB without an AlertConfig, settled {:.0} s after its start",
+        settled_in.as_secs_f64()
+    );
+    let level_count = |level| {
+        (0..scale)
+            .filter(|i| ALERT_LIFETIMES[i % ALERT_LIFETIMES.len()].1 == Some(level))
+            .count()
+    };
+    let baseline = Baseline {
+        expected_info: level_count(Level::INFO),
+        expected_warn: level_count(Level::WARN),
+        issued_in,
+        settled_in,
+        rss_before,
+        split_before,
+        load: load_average()?,
+        // Resets VmHWM (Linux ≥ 4.0), so the peak read later is the AlertConfig's.
+        peak_reset: std::fs::write(format!("/proc/{}/clear_refs", operator.pid()), "5").is_ok(),
+    };
+    apply_alert_config(client, &operator, scale, baseline).await
+}
+
+/// Applies the AlertConfig and measures it (see [`Alerting`]).
+async fn apply_alert_config(
+    client: &Client,
+    operator: &Operator,
+    scale: usize,
+    baseline: Baseline,
+) -> Result<Alerting> {
+    let api: Api<AlertConfig> = Api::all(client.clone());
+    let config: AlertConfig = serde_json::from_value(serde_json::json!({
+        "apiVersion": "pki-operator.io/v1alpha1", "kind": "AlertConfig",
+        "metadata": {"name": ALERT_CONFIG}, "spec": {},
+    }))?;
+    let mut watch = StatusWatch::start(client).await?;
+    let before = PassTimes::read(operator).await?;
+    let exposition_before = before.exposition_bytes;
+    let cpu_before = cpu_time(operator.pid())?;
+    let started = Instant::now();
+    api.create(&PostParams::default(), &config).await?;
+    let everything = i64::try_from(scale)?;
+    let first_visible = watch
+        .until(started + DELIVERY_DEADLINE, |s| s.evaluated == everything)
+        .await
+        .map(|at| at.duration_since(started));
+    let first_passes = PassTimes::after(operator, &before).await?;
+    println!(
+        "    first evaluation visible after {first_visible:?} ({})",
+        first_passes.show()
+    );
+    let owed = i64::try_from(baseline.expected_info + baseline.expected_warn)?;
+    let delivered_in = watch
+        .until(started + DELIVERY_DEADLINE, |s| {
+            let (delivered, pending) = event_channel(s);
+            delivered >= owed && pending == 0
+        })
+        .await
+        .map(|at| at.duration_since(started));
+    let cpu = cpu_time(operator.pid())?.saturating_sub(cpu_before);
+    let status = watch.last.clone();
+    // The histogram records a pass as it returns, after its status: read once they are done.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let delivery_passes = PassTimes::read(operator).await?.since(&before);
+    println!(
+        "    every alert delivered after {delivered_in:?} ({})",
+        delivery_passes.show()
+    );
+    let (rss_after, peak) = memory(operator.pid())?;
+    let split_after = resident_split(operator.pid())?;
+    let record = Api::<ConfigMap>::namespaced(client.clone(), OPERATOR_NAMESPACE)
+        .get(&format!("pki-operator-alerts-{ALERT_CONFIG}"))
+        .await?;
+    let record_bytes = record
+        .data
+        .as_ref()
+        .and_then(|d| d.get("sent"))
+        .map_or(0, String::len);
+    let configmap_bytes = serde_json::to_vec(&record)?.len();
+    let events = Api::<Event>::namespaced(client.clone(), ALERT_NAMESPACE)
+        .list_metadata(&ListParams::default().fields("reason=CertificateExpiring"))
+        .await?
+        .items
+        .len();
+    let before = PassTimes::read(operator).await?;
+    let reevaluations = reevaluate(client, &mut watch).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let reevaluation_passes = PassTimes::read(operator).await?.since(&before);
+    Ok(Alerting {
+        scale,
+        baseline,
+        exposition_before,
+        first_visible,
+        first_passes,
+        delivered_in,
+        delivery_passes,
+        status,
+        events,
+        cpu,
+        rss_after,
+        split_after,
+        peak,
+        record_bytes,
+        configmap_bytes,
+        reevaluations,
+        reevaluation_passes,
+        commit: commit(),
+        at: jiff::Timestamp::now(),
+    })
+}
+
+/// [`REEVALUATIONS`] times: a label changed on one Certificate, timed until `lastEvaluationTime`
+/// moves past the last pass before the change; seconds each.
+async fn reevaluate(client: &Client, watch: &mut StatusWatch) -> Result<Vec<f64>> {
+    let api: Api<Certificate> = Api::namespaced(client.clone(), ALERT_NAMESPACE);
+    let mut latencies = Vec::new();
+    for round in 0..REEVALUATIONS {
+        // `lastEvaluationTime` has whole seconds: the change is made in a later second than the
+        // last pass, so any pass after it shows.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        while let Ok(Some((_, status))) = tokio::time::timeout(Duration::ZERO, watch.seen.recv()).await {
+            watch.last = status;
+        }
+        let previous = evaluated_second(&watch.last);
+        let name = format!("c-{:05}", round * 7);
+        let patch =
+            serde_json::json!({"metadata": {"labels": {"bench.pki-operator.io/touched": round.to_string()}}});
+        let started = Instant::now();
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        let seen = watch
+            .until(started + Duration::from_secs(60), |s| {
+                evaluated_second(s) > previous
+            })
+            .await
+            .context("no re-evaluation within 60 s of a changed Certificate")?;
+        let latency = seen.duration_since(started).as_secs_f64();
+        println!("    re-evaluated {latency:.2} s after a change of {name}");
+        latencies.push(latency);
+    }
+    Ok(latencies)
+}
+
+/// The report's rows of the alerting part: memory before, then the times to evaluate and deliver.
+#[allow(clippy::cast_precision_loss)]
+fn alerting_rows(a: &Alerting) -> Vec<Row> {
+    let b = &a.baseline;
+    let alerting = b.expected_info + b.expected_warn;
+    let target = format!("≤ {} s", PASS_TARGET.as_secs());
+    let (delivered, pending) = event_channel(&a.status);
+    let passes = alerting.div_ceil(SENDS_PER_PASS);
+    let floor = BETWEEN_PASSES.as_secs_f64() * passes.saturating_sub(1) as f64;
+    let within = |passes: &PassTimes| passes.count > 0.0 && passes.mean() <= PASS_TARGET;
+    let mut rows = vec![
+        Row {
+            name: format!(
+                "Operator RSS, {} Certificates Ready with their Secrets, no AlertConfig (fresh operator)",
+                a.scale
+            ),
+            target: format!("≤ {RSS_TARGET_MIB:.0} MiB"),
+            measured: format!(
+                "{:.1} MiB ({}; `/metrics` {} KiB; settled {:.0} s after its start)",
+                b.rss_before,
+                b.split_before,
+                a.exposition_before / 1024,
+                b.settled_in.as_secs_f64()
+            ),
+            met: Some(b.rss_before <= RSS_TARGET_MIB),
+        },
+        Row {
+            name: format!(
+                "Apply → first evaluation in status (`status.evaluated` = {})",
+                a.scale
+            ),
+            target: "-".into(),
+            measured: a.first_visible.map_or_else(
+                || format!("not seen within {} s", DELIVERY_DEADLINE.as_secs()),
+                |d| format!("{:.2} s", d.as_secs_f64()),
+            ),
+            met: None,
+        },
+        Row {
+            name: format!(
+                "Evaluation time: reconcile pass over {} Certificates, first pass(es) (evaluation, \
+                 sent-record read and write, the first {SENDS_PER_PASS} Events, status)",
+                a.scale
+            ),
+            target: target.clone(),
+            measured: a.first_passes.show(),
+            met: Some(within(&a.first_passes)),
+        },
+        Row {
+            name: "Reconcile passes from apply until every alert was delivered (mean)".into(),
+            target: target.clone(),
+            measured: a.delivery_passes.show(),
+            met: Some(within(&a.delivery_passes)),
+        },
+        Row {
+            name: format!(
+                "Apply → every alert delivered as an Event ({alerting} alerting, ≤ {SENDS_PER_PASS} per \
+                 pass, {} s between passes)",
+                BETWEEN_PASSES.as_secs()
+            ),
+            target: "-".into(),
+            measured: match a.delivered_in {
+                Some(d) => format!(
+                    "{:.1} s (the limits' floor: {passes} passes, {floor:.0} s of waits between them); \
+                     operator CPU {:.1} s",
+                    d.as_secs_f64(),
+                    a.cpu.as_secs_f64()
+                ),
+                None => format!(
+                    "**not done within {} s**: {delivered} delivered, {pending} pending; operator CPU {:.1} s",
+                    DELIVERY_DEADLINE.as_secs(),
+                    a.cpu.as_secs_f64()
+                ),
+            },
+            met: None,
+        },
+    ];
+    rows.extend(outcome_rows(a));
+    rows
+}
+
+/// The alerting part's rows on what the AlertConfig left: counts, Events, memory, its record and
+/// its re-evaluation.
+#[allow(clippy::cast_precision_loss)]
+fn outcome_rows(a: &Alerting) -> Vec<Row> {
+    let b = &a.baseline;
+    let alerting = b.expected_info + b.expected_warn;
+    let (delivered, pending) = event_channel(&a.status);
+    let counts = a.status.counts.clone().unwrap_or_default();
+    let increase = a.rss_after - b.rss_before;
+    let reevaluation = Spread::of(a.reevaluations.iter().copied());
+    vec![
+        Row {
+            name: "`status.counts` INFO / WARN / HIGH / ERROR".into(),
+            target: format!("{} / {} / 0 / 0", b.expected_info, b.expected_warn),
+            measured: format!(
+                "{} / {} / {} / {}",
+                counts.info, counts.warn, counts.high, counts.error
+            ),
+            met: Some(
+                usize::try_from(counts.info).is_ok_and(|n| n == b.expected_info)
+                    && usize::try_from(counts.warn).is_ok_and(|n| n == b.expected_warn)
+                    && counts.high == 0
+                    && counts.error == 0,
+            ),
+        },
+        Row {
+            name:
+                "Events: `status.channels[event].delivered` / `CertificateExpiring` Events in the namespace"
+                    .into(),
+            target: format!("{alerting} / {alerting} (one per alert)"),
+            measured: format!("{delivered} / {} (pending {pending})", a.events),
+            met: Some(usize::try_from(delivered).is_ok_and(|n| n == alerting) && a.events == alerting),
+        },
+        Row {
+            name: "Operator RSS once every alert was delivered (increase over no AlertConfig)".into(),
+            target: format!("increase ≤ {RSS_INCREASE_TARGET_MIB:.0} MiB"),
+            measured: format!(
+                "{:.1} MiB (+{increase:.1} MiB; {}; `/metrics` {} KiB with {} alert-level series)",
+                a.rss_after,
+                a.split_after,
+                a.delivery_passes.exposition_bytes / 1024,
+                a.delivery_passes.alert_level_series
+            ),
+            met: Some(increase <= RSS_INCREASE_TARGET_MIB),
+        },
+        Row {
+            name: if b.peak_reset {
+                "Operator peak RSS (VmHWM, reset at the apply) until every alert was delivered".into()
+            } else {
+                "Operator peak RSS (VmHWM since its start: the reset at the apply failed)".into()
+            },
+            target: format!("≤ {RSS_TARGET_MIB:.0} MiB"),
+            measured: format!("{:.1} MiB", a.peak),
+            met: Some(a.peak <= RSS_TARGET_MIB),
+        },
+        Row {
+            name: format!("Sent-record ConfigMap `pki-operator-alerts-{ALERT_CONFIG}`"),
+            target: "< 1 MiB (a ConfigMap's limit)".into(),
+            measured: format!(
+                "{} bytes in `sent` ({:.0} per alert), {} bytes as JSON",
+                a.record_bytes,
+                a.record_bytes as f64 / alerting.max(1) as f64,
+                a.configmap_bytes
+            ),
+            met: Some(a.configmap_bytes < CONFIGMAP_LIMIT),
+        },
+        Row {
+            name: format!(
+                "Re-evaluation: a label changed on one Certificate → `lastEvaluationTime` past the change \
+                 ({REEVALUATIONS} changes)"
+            ),
+            target: format!("≤ {} s each", PASS_TARGET.as_secs()),
+            measured: format!("{}; {}", reevaluation.show(2, " s"), a.reevaluation_passes.show()),
+            met: Some(reevaluation.max <= PASS_TARGET.as_secs_f64()),
+        },
+    ]
+}
+
+fn render_alerting(a: &Alerting) -> Result<String> {
+    let (cpus, model) = machine();
+    let b = &a.baseline;
+    let mut out = String::new();
+    writeln!(out, "{ALERTING_HEADING}")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Measured {} at commit `{}` on {cpus} CPU(s) ({model}); `make bench BENCH_ARGS='--only \
+         alerting'` measures this section alone, on a control plane of its own (a full `make \
+         bench` measures it after the discovery sweeps, once the earlier parts' Certificates are \
+         deleted).",
+        a.at.strftime("%Y-%m-%d %H:%M UTC"),
+        a.commit
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{} Certificates in one namespace, issued by the `ca` ClusterIssuer (ECDSA P-256) in \
+         {:.0} s at known lifetimes: a quarter `duration: 1080h` (45 days left: INFO), a quarter \
+         `480h` (20 days: WARN), half `2160h` (90 days: no alert), all `renewBefore: 1h`. Then a \
+         fresh release operator (the caches of what is there, without the issuance behind it) and, \
+         once its startup reconciles are done (its CPU quiet), one cluster-scoped AlertConfig with an empty spec: every namespace, \
+         the default levels (INFO 60, WARN 30, HIGH 14, ERROR 7 days), Events only. The \
+         controller sends at most {SENDS_PER_PASS} notifications per channel per pass and runs the \
+         next pass {} s after one that left some owed, re-evaluating every Certificate each time. \
+         Times are from the AlertConfig's create to the watch event showing its status; pass \
+         durations are the operator's `pki_operator_reconcile_duration_seconds{{controller=\"alert_config\"}}` \
+         (sum ÷ count over the passes in question; the longest pass is known only to its \
+         histogram bucket). RSS is `/proc/<pid>/status`, 10 s after the last alert was delivered. \
+         Machine load (1-minute average) at the apply: {:.1} on {cpus} CPU(s); other work sharing \
+         the cores lengthens the passes.",
+        a.scale,
+        b.issued_in.as_secs_f64(),
+        BETWEEN_PASSES.as_secs(),
+        b.load
+    )?;
+    writeln!(out)?;
+    render_rows(&mut out, &alerting_rows(a))?;
+    Ok(out)
+}
+
+/// The table of `rows`.
+fn render_rows(out: &mut String, rows: &[Row]) -> Result<()> {
+    writeln!(out, "| measurement | target | measured | met |")?;
+    writeln!(out, "|---|---|---|---|")?;
+    for row in rows {
+        let met = match row.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "-",
+        };
+        writeln!(
+            out,
+            "| {} | {} | {} | {met} |",
+            row.name, row.target, row.measured
+        )?;
+    }
     Ok(())
 }
 

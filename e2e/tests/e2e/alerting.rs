@@ -19,7 +19,7 @@ use pki_operator_e2e::{
     webhook_receiver::WebhookReceiver, work_dir,
 };
 
-use crate::support::{apply, block_on, ca_issuer, is_ready, plane, trial, wait_certificate};
+use crate::support::{apply, block_on, ca_issuer, events_of, is_ready, plane, trial, wait_certificate};
 
 /// This area's trials: a test function not listed here is dead code, which fails the build.
 pub fn trials() -> Vec<Trial> {
@@ -54,19 +54,6 @@ const CERTIFICATES: [(&str, &str, Level); 6] = [
     ("expiring", "60s", Level::ERROR),
     ("crossing", "168h1m30s", Level::HIGH),
 ];
-
-/// `(reason, type)` of the Events about `name` in `namespace`.
-async fn events_of(client: &kube::Client, namespace: &str, name: &str) -> Result<Vec<(String, String)>> {
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), namespace);
-    Ok(events
-        .list(&kube::api::ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| (e.reason.unwrap_or_default(), e.type_.unwrap_or_default()))
-        .collect())
-}
 
 fn certificate(name: &str, issuer: &str, duration: &str) -> String {
     format!(
@@ -375,7 +362,8 @@ fn alert_levels_are_told_once_per_crossing_across_failover() -> Result<()> {
             alert_status(&configs, &config_name)
                 .await
                 .and_then(|s| s.last_evaluation_time)
-                .filter(|t| t.0 > before)
+                // Status times are whole seconds.
+                .filter(|t| t.0.as_second() >= before.as_second())
         })
         .await
         .with_context(|| b.log_text())?;
@@ -499,7 +487,8 @@ fn alert_levels_are_told_once_per_crossing_across_failover() -> Result<()> {
 
 /// SMTP down: the email channel's failures show in status and `Ready=False DeliveryFailed`, its
 /// attempts back off (10 s, 20 s, 40 s: at most 3 failures in 35 s, asserted), Events still go
-/// out; once SMTP is back the owed email is delivered exactly once.
+/// out; once SMTP is back the owed email is delivered exactly once, and a restarted operator
+/// sends nothing again.
 fn an_smtp_outage_is_retried_with_backoff_and_nothing_is_doubled() -> Result<()> {
     block_on(async {
         let dir = work_dir("alerting-outage")?;
@@ -590,6 +579,41 @@ fn an_smtp_outage_is_retried_with_backoff_and_nothing_is_doubled() -> Result<()>
         );
         ensure!(smtp.messages()?.len() == 1, "{:#?}", smtp.messages()?);
         ensure!(hooks.requests().len() == 2, "{:#?}", hooks.requests());
+        // A restarted operator (a new process, nothing in memory) reads the record and sends
+        // nothing again.
+        let mut operator = operator;
+        operator.kill();
+        let restarted_at = jiff::Timestamp::now();
+        let operator = Operator::start(
+            plane(),
+            &dir,
+            "operator-restarted",
+            &["--namespace", &ns.name, "--cluster-resource-namespace", &ns.name],
+        )?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        wait_for(
+            "an evaluation after the restart",
+            Duration::from_secs(30),
+            || async {
+                alert_status(&configs, &config_name)
+                    .await
+                    .and_then(|s| s.last_evaluation_time)
+                    // Status times are whole seconds.
+                    .filter(|t| t.0.as_second() >= restarted_at.as_second())
+            },
+        )
+        .await
+        .with_context(|| operator.log_text())?;
+        ensure!(
+            smtp.messages()?.len() == 1,
+            "after the restart: {:#?}",
+            smtp.messages()?
+        );
+        ensure!(
+            hooks.requests().len() == 2,
+            "after the restart: {:#?}",
+            hooks.requests()
+        );
         let reasons = crate::support::event_reasons(&client, &ns.name, "in20").await?;
         ensure!(
             reasons.iter().filter(|r| *r == "CertificateExpiring").count() == 1,

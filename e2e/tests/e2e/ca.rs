@@ -34,7 +34,93 @@ pub fn trials() -> Vec<Trial> {
             "unreadable_certificate_is_reported_and_recovers_when_fixed",
             unreadable_certificate_is_reported_and_recovers_when_fixed,
         ),
+        trial(
+            "the_readme_walkthrough_ends_with_the_example_certificate_ready",
+            the_readme_walkthrough_ends_with_the_example_certificate_ready,
+        ),
     ]
+}
+
+/// README's "Try it on a local control plane", as a new user runs it: `scripts/demo-ca.sh` (what
+/// `make demo-ca` runs) creates the CA Secret, the two examples are applied unchanged, and
+/// `kubectl wait` sees the example Certificate Ready; running the script again keeps the Secret.
+fn the_readme_walkthrough_ends_with_the_example_certificate_ready() -> Result<()> {
+    block_on(async {
+        let client = plane().client().await?;
+        let ns = TestNamespace::create(&client, "walkthrough").await?;
+        let root = pki_operator_e2e::repo_root();
+        let devcluster = std::env::var("PKI_E2E_DEVCLUSTER").unwrap_or_else(|_| {
+            root.join("target/devcluster/devcluster")
+                .to_string_lossy()
+                .into_owned()
+        });
+        let kubectl = format!(
+            "{devcluster} kubectl --kubeconfig {}",
+            plane().kubeconfig().display()
+        );
+        let script = |expect: &str| -> Result<()> {
+            let out = std::process::Command::new(root.join("scripts/demo-ca.sh"))
+                .arg(&ns.name)
+                .env("KUBECTL", &kubectl)
+                .output()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            ensure!(
+                out.status.success() && text.contains(expect),
+                "demo-ca.sh: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(())
+        };
+        script("secret/demo-ca created")?;
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns.name);
+        let first = secrets.get("demo-ca").await?.metadata.uid;
+        script("already exists")?;
+        ensure!(
+            secrets.get("demo-ca").await?.metadata.uid == first,
+            "the Secret was replaced"
+        );
+
+        let operator = Operator::start(
+            plane(),
+            &work_dir("walkthrough")?,
+            "operator",
+            &["--namespace", &ns.name],
+        )?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        let examples = |file: &str| root.join("examples").join(file).to_string_lossy().into_owned();
+        plane().kubectl_ok(
+            &[
+                "apply",
+                "-n",
+                &ns.name,
+                "-f",
+                &examples("issuer-ca.yaml"),
+                "-f",
+                &examples("certificate-minimal.yaml"),
+            ],
+            None,
+        )?;
+        plane()
+            .kubectl_ok(
+                &[
+                    "wait",
+                    "-n",
+                    &ns.name,
+                    "--for=condition=Ready",
+                    "certificate/web",
+                    "--timeout=60s",
+                ],
+                None,
+            )
+            .with_context(|| operator.log_text())?;
+        let listed = plane().kubectl_ok(&["get", "pki", "-n", &ns.name], None)?;
+        ensure!(
+            listed.contains("certificate.pki-operator.io/web")
+                && listed.contains("issuer.pki-operator.io/demo-ca"),
+            "{listed}"
+        );
+        Ok(())
+    })
 }
 
 /// A `ca` Issuer and Certificates with different keys and formats become Ready; each Secret's

@@ -208,6 +208,15 @@ pub fn verify_tls_secret(
 
 /// Reasons of the Events recorded for `name` in `namespace`.
 pub async fn event_reasons(client: &Client, namespace: &str, name: &str) -> Result<Vec<String>> {
+    Ok(events_of(client, namespace, name)
+        .await?
+        .into_iter()
+        .map(|(reason, _)| reason)
+        .collect())
+}
+
+/// `(reason, type)` of the Events recorded for `name` in `namespace`.
+pub async fn events_of(client: &Client, namespace: &str, name: &str) -> Result<Vec<(String, String)>> {
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), namespace);
     Ok(events
         .list(&kube::api::ListParams::default())
@@ -215,7 +224,7 @@ pub async fn event_reasons(client: &Client, namespace: &str, name: &str) -> Resu
         .items
         .into_iter()
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .filter_map(|e| e.reason)
+        .map(|e| (e.reason.unwrap_or_default(), e.type_.unwrap_or_default()))
         .collect())
 }
 

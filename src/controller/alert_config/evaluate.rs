@@ -92,10 +92,10 @@ impl Evaluation {
 
 /// What the evaluation reads.
 pub struct Inputs<'a> {
-    /// Every cached Certificate.
-    pub certificates: &'a [std::sync::Arc<Certificate>],
+    /// Every cached Certificate (borrowed from the cache: a pass copies none).
+    pub certificates: &'a [&'a Certificate],
     /// Every cached DiscoveryTask.
-    pub discovery_tasks: &'a [std::sync::Arc<DiscoveryTask>],
+    pub discovery_tasks: &'a [&'a DiscoveryTask],
     /// Each DiscoveryTask's findings (`namespace/name` → found).
     pub discovered: &'a BTreeMap<String, std::sync::Arc<Vec<Found>>>,
 }
@@ -242,7 +242,7 @@ fn evaluate_found(
 fn evaluate_hosts(
     config: &AlertConfig,
     scope: &AlertScope,
-    tasks: &[std::sync::Arc<DiscoveryTask>],
+    tasks: &[&DiscoveryTask],
     now: Timestamp,
     out: &mut Evaluation,
 ) {
@@ -479,6 +479,7 @@ mod tests {
             ..AlertScope::default()
         };
         let discovered = BTreeMap::new();
+        let certificates: Vec<&Certificate> = certificates.iter().map(AsRef::as_ref).collect();
         let inputs = Inputs {
             certificates: &certificates,
             discovery_tasks: &[],
@@ -532,6 +533,7 @@ mod tests {
             ..AlertScope::default()
         };
         let discovered = BTreeMap::new();
+        let certificates: Vec<&Certificate> = certificates.iter().map(AsRef::as_ref).collect();
         let inputs = Inputs {
             certificates: &certificates,
             discovery_tasks: &[],
@@ -561,7 +563,7 @@ mod tests {
         };
         let inputs = Inputs {
             certificates: &[],
-            discovery_tasks: &tasks,
+            discovery_tasks: &tasks.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
             discovered: &discovered,
         };
         let evaluation = evaluate(&config(scope, true), &inputs, now());
@@ -589,7 +591,7 @@ mod tests {
         let discovered = BTreeMap::new();
         let inputs = Inputs {
             certificates: &[],
-            discovery_tasks: &tasks,
+            discovery_tasks: &tasks.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
             discovered: &discovered,
         };
         let evaluation = evaluate(&config(scope, false), &inputs, now());

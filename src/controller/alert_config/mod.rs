@@ -45,8 +45,9 @@ const MAX_LISTED: usize = 20;
 /// Default `repeatInterval`.
 const DEFAULT_REPEAT: Duration = Duration::from_secs(24 * 3600);
 
-/// How soon a pass runs again when a channel had more owed than one pass sends.
-const NEXT_BATCH: Duration = Duration::from_secs(1);
+/// How soon a pass runs again when a channel had more owed than one pass sends: at once, but
+/// after other objects' reconciles queued meanwhile.
+const NEXT_BATCH: Duration = Duration::from_millis(100);
 
 /// Why an AlertConfig reconcile failed (what is not a reason in its status).
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +86,10 @@ impl std::fmt::Debug for Caches {
 /// The alert-level series each AlertConfig published: `(namespace, name)` per AlertConfig.
 pub type Published = Mutex<BTreeMap<String, BTreeSet<(String, String)>>>;
 
-type Snapshot = (Vec<Arc<Certificate>>, Vec<Arc<DiscoveryTask>>);
+type Snapshot = (
+    Vec<Arc<DeserializeGuard<Certificate>>>,
+    Vec<Arc<DeserializeGuard<DiscoveryTask>>>,
+);
 
 impl Caches {
     /// The cached Certificates and DiscoveryTasks that could be read, once both caches synced
@@ -100,19 +104,37 @@ impl Caches {
         tokio::time::timeout(Duration::from_secs(5), synced)
             .await
             .ok()??;
-        Some((
-            certificates
-                .state()
-                .iter()
-                .filter_map(|g| g.0.as_ref().ok().map(|c| Arc::new(c.clone())))
-                .collect(),
-            tasks
-                .state()
-                .iter()
-                .filter_map(|g| g.0.as_ref().ok().map(|t| Arc::new(t.clone())))
-                .collect(),
-        ))
+        // The store's own objects (reference-counted), not copies.
+        Some((certificates.state(), tasks.state()))
     }
+}
+
+/// Reduces a cached Certificate to what an evaluation reads (identity, labels, issuer, Secret
+/// name, names, `notAfter`, serial): this cache holds every Certificate a second time, beside the
+/// Certificate controller's, so it keeps only that.
+pub fn trim_certificate(guard: &mut DeserializeGuard<Certificate>) {
+    let Ok(cert) = guard.0.as_mut() else { return };
+    let meta = &mut cert.metadata;
+    meta.annotations = None;
+    meta.managed_fields = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    let spec = std::mem::take(&mut cert.spec);
+    cert.spec = crate::crd::v1alpha1::certificate::CertificateSpec {
+        secret_name: spec.secret_name,
+        issuer_ref: spec.issuer_ref,
+        common_name: spec.common_name,
+        dns_names: spec.dns_names,
+        ..Default::default()
+    };
+    cert.status = cert
+        .status
+        .take()
+        .map(|status| crate::crd::v1alpha1::certificate::CertificateStatus {
+            not_after: status.not_after,
+            serial_number: status.serial_number,
+            ..Default::default()
+        });
 }
 
 /// Reconciles one AlertConfig.
@@ -149,6 +171,8 @@ pub async fn reconcile(config: Arc<AlertConfig>, ctx: Arc<Context>) -> Result<Ac
     };
     let now = Timestamp::now();
     let discovered = ctx.inventory.snapshot();
+    let certificates: Vec<&Certificate> = certificates.iter().filter_map(|g| g.0.as_ref().ok()).collect();
+    let tasks: Vec<&DiscoveryTask> = tasks.iter().filter_map(|g| g.0.as_ref().ok()).collect();
     let inputs = evaluate::Inputs {
         certificates: &certificates,
         discovery_tasks: &tasks,
@@ -426,5 +450,60 @@ pub fn level_value(level: Option<Level>) -> u8 {
         Some(Level::WARN) => 2,
         Some(Level::HIGH) => 3,
         Some(Level::ERROR) => 4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::crd::v1alpha1::{
+        certificate::{CertificateSpec, CertificateStatus},
+        common::IssuerRef,
+    };
+
+    #[test]
+    fn the_alert_cache_keeps_what_an_evaluation_reads_and_nothing_else() {
+        let mut cert = Certificate::new(
+            "web",
+            CertificateSpec {
+                secret_name: "web-tls".into(),
+                issuer_ref: IssuerRef {
+                    name: "corp".into(),
+                    ..IssuerRef::default()
+                },
+                common_name: Some("web".into()),
+                dns_names: vec!["web.example.com".into()],
+                duration: Some("2160h".into()),
+                ..CertificateSpec::default()
+            },
+        );
+        cert.metadata.labels = Some(BTreeMap::from([("tier".to_owned(), "prod".to_owned())]));
+        cert.metadata.annotations = Some(BTreeMap::from([("big".to_owned(), "x".repeat(4096))]));
+        let not_after = Time(Timestamp::from_second(1_800_000_000).unwrap());
+        cert.status = Some(CertificateStatus {
+            not_after: Some(not_after.clone()),
+            serial_number: Some("0a".into()),
+            revision: Some(3),
+            ..CertificateStatus::default()
+        });
+        let mut guard = DeserializeGuard(Ok(cert.clone()));
+        trim_certificate(&mut guard);
+        let trimmed = guard.0.unwrap();
+        assert_eq!(trimmed.metadata.labels, cert.metadata.labels);
+        assert_eq!(trimmed.metadata.annotations, None);
+        assert_eq!(trimmed.spec.secret_name, "web-tls");
+        assert_eq!(trimmed.spec.issuer_ref, cert.spec.issuer_ref);
+        assert_eq!(trimmed.spec.dns_names, cert.spec.dns_names);
+        assert_eq!(trimmed.spec.common_name.as_deref(), Some("web"));
+        assert_eq!(trimmed.spec.duration, None);
+        let status = trimmed.status.unwrap();
+        assert_eq!(
+            (status.not_after, status.serial_number.as_deref(), status.revision),
+            (Some(not_after), Some("0a"), None)
+        );
     }
 }
