@@ -10,7 +10,7 @@ use super::{
     CliError, Context, Outcome,
     decode::{SecretView, decode_secret},
     get_error, now,
-    render::Report,
+    render::{Report, or_dash},
 };
 
 impl Report for SecretView {
@@ -25,7 +25,7 @@ pub fn describe_secret(secret: &SecretView) -> String {
     for (i, cert) in secret.certificates.iter().enumerate() {
         let role = if i == 0 { "leaf" } else { "chain" };
         let _ = writeln!(out, "[{i}] {role}");
-        let _ = writeln!(out, "  Subject:    {}", cert.subject);
+        let _ = writeln!(out, "  Subject:    {}", or_dash(Some(&cert.subject)));
         let _ = writeln!(out, "  Issuer:     {}", cert.issuer);
         let _ = writeln!(out, "  Serial:     {}", cert.serial);
         if !cert.sans.is_empty() {

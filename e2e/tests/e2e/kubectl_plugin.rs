@@ -2,13 +2,13 @@
 //! command README shows, its `-o json` parsed and its exit code asserted (0 Ready, 1 not
 //! Ready, 2 error).
 
-use std::{process::Output, time::Duration};
+use std::{path::PathBuf, process::Output, time::Duration};
 
 use anyhow::{Context as _, Result, ensure};
 use kube::Api;
 use libtest_mimic::Trial;
 use pki_operator::crd::v1alpha1::{Certificate, ClusterIssuer};
-use pki_operator_e2e::{Operator, TestNamespace, plugin_binary, wait_for, work_dir};
+use pki_operator_e2e::{Operator, TestNamespace, plugin_binary, repo_root, wait_for, work_dir};
 use serde_json::Value;
 
 use crate::support::{
@@ -44,6 +44,31 @@ fn pki(args: &[&str]) -> Result<Output> {
         .arg(plane().kubeconfig())
         .args(args)
         .env_remove("KUBECONFIG")
+        .output()?)
+}
+
+/// Runs `kubectl pki args...` as a user would: kubectl (the plane's) finds `kubectl-pki` on
+/// `PATH`, and the plugin reads the cluster from `KUBECONFIG` (kubectl passes no flags on).
+fn kubectl_pki(args: &[&str]) -> Result<Output> {
+    kubectl_with_plugin(&[&["pki"], args].concat())
+}
+
+/// Runs the plane's `kubectl args...` with the plugin's directory first on `PATH`.
+fn kubectl_with_plugin(args: &[&str]) -> Result<Output> {
+    let plugin_dir = plugin_binary()
+        .parent()
+        .context("the plugin's directory")?
+        .to_path_buf();
+    let path = std::env::join_paths(std::iter::once(plugin_dir).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))?;
+    let devcluster = std::env::var_os("PKI_E2E_DEVCLUSTER")
+        .map_or_else(|| repo_root().join("target/devcluster/devcluster"), PathBuf::from);
+    Ok(std::process::Command::new(devcluster)
+        .arg("kubectl")
+        .args(args)
+        .env("PATH", path)
+        .env("KUBECONFIG", plane().kubeconfig())
         .output()?)
 }
 
@@ -101,7 +126,11 @@ fn ready_certificate() -> Result<()> {
         let status = cert.status.clone().unwrap_or_default();
         let n = ns.name.as_str();
 
-        let table = pki_exit(&["status", "web", "-n", n], 0)?;
+        let out = kubectl_pki(&["status", "web", "-n", n])?;
+        ensure!(out.status.success(), "kubectl pki status: {out:?}");
+        let table = String::from_utf8_lossy(&out.stdout);
+        // Kept with the run's logs: what a user sees, for reading a failure.
+        std::fs::write(dir.join("status.txt"), table.as_bytes())?;
         for wanted in [
             "Ready:    true",
             "Issuer:   Issuer/local-ca",
@@ -132,6 +161,7 @@ fn ready_certificate() -> Result<()> {
 
         let table = pki_exit(&["inspect", "secret", "web-tls", "-n", n], 0)?;
         ensure!(table.contains("tls.key matches the leaf"), "{table}");
+        std::fs::write(dir.join("inspect.txt"), &table)?;
         let json = pki_json(&["inspect", "secret", "web-tls", "-n", n], 0)?;
         ensure!(json["keyMatches"] == true, "{json:#}");
         ensure!(
@@ -155,11 +185,14 @@ fn ready_certificate() -> Result<()> {
                 .any(|i| i["kind"] == "Issuer" && i["name"] == "local-ca"),
             "{json:#}"
         );
+        let yaml: Value = serde_yaml::from_str(&pki_exit(&["list", "-n", n, "-o", "yaml"], 0)?)?;
+        ensure!(yaml == json, "YAML {yaml:#} differs from JSON {json:#}");
         // Every namespace: other tests' objects may be anything, so only the shape is checked.
         let all = pki(&["list", "-A", "--sort", "expiry"])?;
         let text = String::from_utf8_lossy(&all.stdout);
         ensure!(matches!(all.status.code(), Some(0 | 1)), "list -A: {all:?}");
         ensure!(text.starts_with("KIND") && text.contains(n), "{text}");
+        std::fs::write(dir.join("list.txt"), text.as_bytes())?;
 
         let json = pki_json(&["check", "issuer", "local-ca", "-n", n], 0)?;
         ensure!(
@@ -314,6 +347,18 @@ fn explain_reason() -> Result<()> {
     );
     let json = pki_json(&["explain-reason", "IssuerNotReady"], 0)?;
     ensure!(json["reason"] == "IssuerNotReady", "{json:#}");
+    let out = kubectl_pki(&["explain-reason", "IssuerNotReady"])?;
+    ensure!(
+        out.status.success() && out.stdout.starts_with(b"IssuerNotReady\n"),
+        "{out:?}"
+    );
+    // `kubectl plugin list` also warns about cargo's `kubectl-pki.d` next to the debug binary
+    // (not executable), so only its listing is checked, not its exit code.
+    let out = kubectl_with_plugin(&["plugin", "list"])?;
+    ensure!(
+        String::from_utf8_lossy(&out.stdout).contains("/kubectl-pki\n"),
+        "{out:?}"
+    );
     let out = pki(&["explain-reason", "Nope"])?;
     ensure!(out.status.code() == Some(2), "{out:?}");
     ensure!(
