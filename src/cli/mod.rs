@@ -34,7 +34,7 @@ pub const EXIT_ERROR: u8 = 2;
 
 /// `kubectl pki`: inspect and operate pki-operator resources.
 #[derive(Debug, Parser)]
-#[command(name = "kubectl-pki", bin_name = "kubectl pki", version, about)]
+#[command(name = "kubectl-pki", bin_name = "kubectl pki", version)]
 pub struct Cli {
     /// Path to the kubeconfig file (default: `KUBECONFIG`, then `~/.kube/config`, then in-cluster).
     #[arg(long, global = true)]
