@@ -55,7 +55,7 @@ packages: ## Install the Debian packages the tests and the demo run as real peer
 
 .PHONY: e2e
 e2e: packages $(DEVCLUSTER) $(HELM) ## End-to-end tests against a real local control plane (and the e2e crate's own tests: simulators, BIND9)
-	$(CARGO) build --locked --bin pki-operator
+	$(CARGO) build --locked --bin pki-operator --bin kubectl-pki
 	PKI_E2E_DEVCLUSTER=$(CURDIR)/$(DEVCLUSTER) PKI_E2E_HELM=$(CURDIR)/$(HELM) \
 		$(CARGO) test --locked -p pki-operator-e2e -- $(E2E_ARGS)
 

@@ -10,11 +10,14 @@
 //! - [`startup`]: checks made before any controller starts (CRDs installed);
 //! - [`leader`]: Lease-based leader election for HA deployments;
 //! - [`admin`], [`metrics`], [`telemetry`]: health endpoints, Prometheus metrics and logging;
-//! - [`config`]: flags and environment.
+//! - [`config`]: flags and environment;
+//! - [`cli`]: the `kubectl pki` plugin (`src/bin/kubectl-pki.rs`), with [`reasons`] the
+//!   troubleshooting text it shares with README.
 
 pub mod admin;
 pub mod alerting;
 pub mod backend;
+pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod crd;
@@ -22,6 +25,7 @@ pub mod discovery;
 pub mod leader;
 pub mod metrics;
 pub mod pki;
+pub mod reasons;
 pub mod secret;
 pub mod solver;
 pub mod startup;

@@ -41,6 +41,13 @@ fn operator_binary() -> PathBuf {
         .map_or_else(|| repo_root().join("target/debug/pki-operator"), PathBuf::from)
 }
 
+/// The `kubectl-pki` plugin binary, like the operator's: `PKI_E2E_PLUGIN`, else the debug build
+/// (`make e2e` builds it).
+pub fn plugin_binary() -> PathBuf {
+    std::env::var_os("PKI_E2E_PLUGIN")
+        .map_or_else(|| repo_root().join("target/debug/kubectl-pki"), PathBuf::from)
+}
+
 /// A self-signed ECDSA P-256 CA named `common_name` for a `ca` issuer: certificate and PKCS#8 key
 /// PEM.
 pub fn self_signed_ca(common_name: &str) -> Result<(String, String)> {

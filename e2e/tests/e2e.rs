@@ -30,6 +30,8 @@ mod helm;
 mod hostile_ca;
 #[path = "e2e/issuer_policy.rs"]
 mod issuer_policy;
+#[path = "e2e/kubectl_plugin.rs"]
+mod kubectl_plugin;
 #[path = "e2e/nexus.rs"]
 mod nexus;
 #[path = "e2e/operator_lifecycle.rs"]
@@ -67,6 +69,7 @@ fn main() -> std::process::ExitCode {
         domain_validation::trials(),
         discovery::trials(),
         alerting::trials(),
+        kubectl_plugin::trials(),
     ]
     .into_iter()
     .flatten()
