@@ -2159,9 +2159,9 @@ const ALERT_LIFETIMES: [(&str, Option<Level>); 4] = [
     ("2160h", None),
 ];
 /// The controller's bound on notifications per channel per pass, and its wait between passes
-/// while more are owed (`MAX_SENDS_PER_PASS`, `NEXT_BATCH`).
-const SENDS_PER_PASS: usize = 50;
-const BETWEEN_PASSES: Duration = Duration::from_secs(1);
+/// while more are owed: the controller's own constants, so the report cannot drift from them.
+const SENDS_PER_PASS: usize = pki_operator::controller::alert_config::channels::MAX_SENDS_PER_PASS;
+const BETWEEN_PASSES: Duration = pki_operator::controller::alert_config::NEXT_BATCH;
 /// How long the bench waits for every alert to be delivered before reporting what was.
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(900);
 /// Changed Certificates timed for re-evaluation.
@@ -2752,13 +2752,13 @@ fn alerting_rows(a: &Alerting) -> Vec<Row> {
         Row {
             name: format!(
                 "Apply → every alert delivered as an Event ({alerting} alerting, ≤ {SENDS_PER_PASS} per \
-                 pass, {} s between passes)",
-                BETWEEN_PASSES.as_secs()
+                 pass, {} ms between passes)",
+                BETWEEN_PASSES.as_millis()
             ),
             target: "-".into(),
             measured: match a.delivered_in {
                 Some(d) => format!(
-                    "{:.1} s (the limits' floor: {passes} passes, {floor:.0} s of waits between them); \
+                    "{:.1} s (the limits' floor: {passes} passes, {floor:.1} s of waits between them); \
                      operator CPU {:.1} s",
                     d.as_secs_f64(),
                     a.cpu.as_secs_f64()
@@ -2879,7 +2879,7 @@ fn render_alerting(a: &Alerting) -> Result<String> {
          once its startup reconciles are done (its CPU quiet), one cluster-scoped AlertConfig with an empty spec: every namespace, \
          the default levels (INFO 60, WARN 30, HIGH 14, ERROR 7 days), Events only. The \
          controller sends at most {SENDS_PER_PASS} notifications per channel per pass and runs the \
-         next pass {} s after one that left some owed, re-evaluating every Certificate each time. \
+         next pass {} ms after one that left some owed, re-evaluating every Certificate each time. \
          Times are from the AlertConfig's create to the watch event showing its status; pass \
          durations are the operator's `pki_operator_reconcile_duration_seconds{{controller=\"alert_config\"}}` \
          (sum ÷ count over the passes in question; the longest pass is known only to its \
@@ -2888,7 +2888,7 @@ fn render_alerting(a: &Alerting) -> Result<String> {
          the cores lengthens the passes.",
         a.scale,
         b.issued_in.as_secs_f64(),
-        BETWEEN_PASSES.as_secs(),
+        BETWEEN_PASSES.as_millis(),
         b.load
     )?;
     writeln!(out)?;

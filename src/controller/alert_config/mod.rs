@@ -47,7 +47,7 @@ const DEFAULT_REPEAT: Duration = Duration::from_secs(24 * 3600);
 
 /// How soon a pass runs again when a channel had more owed than one pass sends: at once, but
 /// after other objects' reconciles queued meanwhile.
-const NEXT_BATCH: Duration = Duration::from_millis(100);
+pub const NEXT_BATCH: Duration = Duration::from_millis(100);
 
 /// Why an AlertConfig reconcile failed (what is not a reason in its status).
 #[derive(Debug, thiserror::Error)]
