@@ -1,6 +1,7 @@
 //! `kubectl pki list`: every pki-operator resource with its readiness, and for Certificates the
-//! expiry, as one table. Cluster-scoped kinds (ClusterIssuers, DomainValidations, AlertConfigs)
-//! are always listed; namespaced ones from `-n` or, with `-A`, every namespace.
+//! expiry, as one table: the namespaced kinds of `-n`, or with `-A` of every namespace plus the
+//! cluster-scoped kinds (ClusterIssuers, DomainValidations, AlertConfigs). A namespace's list,
+//! and so its exit code, is about that namespace alone, not about what other teams run.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{Api, Resource, ResourceExt as _, api::ListParams};
@@ -157,17 +158,19 @@ pub async fn run(
     for i in all(issuers).await? {
         items.push(row(&i, i.status.as_ref().map(|s| s.conditions.as_slice())));
     }
-    for i in all(Api::<ClusterIssuer>::all(client.clone())).await? {
-        items.push(row(&i, i.status.as_ref().map(|s| s.conditions.as_slice())));
-    }
-    for d in all(Api::<DomainValidation>::all(client.clone())).await? {
-        items.push(row(&d, d.status.as_ref().map(|s| s.conditions.as_slice())));
-    }
     for t in all(tasks).await? {
         items.push(row(&t, t.status.as_ref().map(|s| s.conditions.as_slice())));
     }
-    for a in all(Api::<AlertConfig>::all(client.clone())).await? {
-        items.push(row(&a, a.status.as_ref().map(|s| s.conditions.as_slice())));
+    if all_namespaces {
+        for i in all(Api::<ClusterIssuer>::all(client.clone())).await? {
+            items.push(row(&i, i.status.as_ref().map(|s| s.conditions.as_slice())));
+        }
+        for d in all(Api::<DomainValidation>::all(client.clone())).await? {
+            items.push(row(&d, d.status.as_ref().map(|s| s.conditions.as_slice())));
+        }
+        for a in all(Api::<AlertConfig>::all(client.clone())).await? {
+            items.push(row(&a, a.status.as_ref().map(|s| s.conditions.as_slice())));
+        }
     }
     sort(&mut items, key);
     let ok = items.iter().all(|r| r.ready);

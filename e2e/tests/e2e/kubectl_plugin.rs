@@ -185,6 +185,9 @@ fn ready_certificate() -> Result<()> {
                 .any(|i| i["kind"] == "Issuer" && i["name"] == "local-ca"),
             "{json:#}"
         );
+        // A namespace's list is that namespace's: other tests' cluster-scoped objects (in any
+        // state) would otherwise decide its exit code.
+        ensure!(items.iter().all(|i| i["namespace"] == n), "{json:#}");
         let yaml: Value = serde_yaml::from_str(&pki_exit(&["list", "-n", n, "-o", "yaml"], 0)?)?;
         ensure!(yaml == json, "YAML {yaml:#} differs from JSON {json:#}");
         // Every namespace: other tests' objects may be anything, so only the shape is checked.
