@@ -254,13 +254,6 @@ fn alert_config_controller(
     // An AlertConfig deleted without a finalizer (no CertMgmt levels to take back) is never
     // reconciled again: its alert-level series go when its deletion is watched.
     let (metrics, published) = (ctx.metrics.clone(), ctx.alert_caches.published.clone());
-    let spec_or_deletion = |object: &DeserializeGuard<v1alpha1::AlertConfig>| {
-        let meta = object.meta();
-        Some(
-            meta.generation.unwrap_or_default().unsigned_abs() * 2
-                + u64::from(meta.deletion_timestamp.is_some()),
-        )
-    };
     let configs_stream = cached_events(Api::all(client.clone()), writer)
         .inspect(move |event| {
             if let Ok(watcher::Event::Delete(gone)) = event {
@@ -268,7 +261,10 @@ fn alert_config_controller(
             }
         })
         .applied_objects()
-        .predicate_filter(spec_or_deletion, kube::runtime::PredicateConfig::default());
+        .predicate_filter(
+            spec_or_deletion::<v1alpha1::AlertConfig>,
+            kube::runtime::PredicateConfig::default(),
+        );
     let controller = Controller::for_stream(configs_stream, reader);
     let configs = controller.store();
     let every_config = move || {
@@ -401,18 +397,26 @@ where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = kube::runtime::reflector::store();
-    // The generation, and whether deletion started: a finalizer must run even if the
-    // apiserver did not bump the generation when it set `deletionTimestamp`.
-    let spec_or_deletion = |object: &DeserializeGuard<K>| {
-        let meta = object.meta();
-        Some(
-            meta.generation.unwrap_or_default().unsigned_abs() * 2
-                + u64::from(meta.deletion_timestamp.is_some()),
-        )
-    };
     let objects = cached_objects(api, writer)
-        .predicate_filter(spec_or_deletion, kube::runtime::PredicateConfig::default());
+        .predicate_filter(spec_or_deletion::<K>, kube::runtime::PredicateConfig::default());
     Controller::for_stream(objects, reader)
+}
+
+/// The predicate of a spec-only controller: the generation, and whether deletion started (a
+/// finalizer must run even if the apiserver did not bump the generation when it set
+/// `deletionTimestamp`).
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "the shape kube-runtime's predicate_filter takes"
+)]
+fn spec_or_deletion<K>(object: &DeserializeGuard<K>) -> Option<u64>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let meta = object.meta();
+    Some(
+        meta.generation.unwrap_or_default().unsigned_abs() * 2 + u64::from(meta.deletion_timestamp.is_some()),
+    )
 }
 
 /// The watched objects, cached in `writer` without their managedFields.

@@ -112,6 +112,23 @@ fn expected_generic(config: &str, cert: &Certificate, body: &serde_json::Value) 
     Ok(generic_payload(&notification))
 }
 
+/// An operator serving `namespace` (and keeping its alert records there), started and ready.
+async fn serving_operator(dir: &std::path::Path, name: &str, namespace: &str) -> Result<Operator> {
+    let operator = Operator::start(
+        plane(),
+        dir,
+        name,
+        &[
+            "--namespace",
+            namespace,
+            "--cluster-resource-namespace",
+            namespace,
+        ],
+    )?;
+    operator.wait_ready(Duration::from_secs(60)).await?;
+    Ok(operator)
+}
+
 fn operator_args<'a>(namespace: &'a str, lease: &'a str, id: &'a str) -> Vec<&'a str> {
     vec![
         "--namespace",
@@ -507,13 +524,7 @@ fn an_smtp_outage_is_retried_with_backoff_and_nothing_is_doubled() -> Result<()>
             }),
         )?;
         ca_issuer(&ns.name, "local")?;
-        let operator = Operator::start(
-            plane(),
-            &dir,
-            "operator",
-            &["--namespace", &ns.name, "--cluster-resource-namespace", &ns.name],
-        )?;
-        operator.wait_ready(Duration::from_secs(60)).await?;
+        let operator = serving_operator(&dir, "operator", &ns.name).await?;
         apply(&ns.name, &certificate("in20", "local", "480h"))?;
         wait_certificate(
             &client,
@@ -584,13 +595,7 @@ fn an_smtp_outage_is_retried_with_backoff_and_nothing_is_doubled() -> Result<()>
         let mut operator = operator;
         operator.kill();
         let restarted_at = jiff::Timestamp::now();
-        let operator = Operator::start(
-            plane(),
-            &dir,
-            "operator-restarted",
-            &["--namespace", &ns.name, "--cluster-resource-namespace", &ns.name],
-        )?;
-        operator.wait_ready(Duration::from_secs(60)).await?;
+        let operator = serving_operator(&dir, "operator-restarted", &ns.name).await?;
         wait_for(
             "an evaluation after the restart",
             Duration::from_secs(30),
@@ -643,13 +648,7 @@ fn certmgmt_levels_lists_and_generated_alerts_are_kept_in_sync() -> Result<()> {
             "certmgmt",
             &serde_json::json!({"username": defaults.username, "password": defaults.password}),
         )?;
-        let operator = Operator::start(
-            plane(),
-            &work_dir("alerting-certmgmt")?,
-            "operator",
-            &["--namespace", &ns.name, "--cluster-resource-namespace", &ns.name],
-        )?;
-        operator.wait_ready(Duration::from_secs(60)).await?;
+        let operator = serving_operator(&work_dir("alerting-certmgmt")?, "operator", &ns.name).await?;
         let ca = serde_json::to_string(&service.tls_ca_pem())?;
         let sync = |name: &str| {
             format!(
@@ -844,13 +843,7 @@ fn discovered_certificates_and_unreachable_targets_alert() -> Result<()> {
         let ns = TestNamespace::create(&client, "alerts-found").await?;
         let fleet = TlsFleet::start(&dir).await?;
         let closed = pki_operator_e2e::free_port()?;
-        let operator = Operator::start(
-            plane(),
-            &dir,
-            "operator",
-            &["--namespace", &ns.name, "--cluster-resource-namespace", &ns.name],
-        )?;
-        operator.wait_ready(Duration::from_secs(60)).await?;
+        let operator = serving_operator(&dir, "operator", &ns.name).await?;
         let ports = [
             fleet.server(Presented::ExpiringIn10Days).addr.port(),
             fleet.server(Presented::Expired).addr.port(),
