@@ -32,8 +32,19 @@ pub struct Config {
 
     /// Only watch namespaced resources in this namespace (cluster-scoped kinds are always
     /// watched). Empty: all namespaces.
-    #[arg(long, env = "PKI_OPERATOR_NAMESPACE")]
+    #[arg(long, env = "PKI_OPERATOR_NAMESPACE", conflicts_with = "watch_namespaces")]
     pub namespace: Option<String>,
+
+    /// Namespace-scoped mode: serve only these namespaces (comma-separated), each with its own
+    /// watches, and no cluster-scoped kind (ClusterIssuer, DomainValidation, AlertConfig), so
+    /// Roles in these namespaces are all the permissions needed. Empty: not in this mode.
+    #[arg(
+        long,
+        env = "PKI_OPERATOR_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        value_parser = parse_namespace
+    )]
+    pub watch_namespaces: Vec<String>,
 
     /// Namespace in which Secrets referenced by ClusterIssuers are looked up. Defaults to the
     /// namespace the operator runs in (`POD_NAMESPACE`).
@@ -162,6 +173,26 @@ impl fmt::Display for LabelRequirement {
     }
 }
 
+/// A namespace name (an RFC 1123 label), so a typo fails at start-up instead of watching a
+/// namespace that cannot exist.
+fn parse_namespace(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let valid = !text.is_empty()
+        && text.len() <= 63
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a namespace name (lowercase letters, digits and '-', at most 63)"
+        ))
+    }
+}
+
 /// A label name or value: at most 63 characters, alphanumeric at both ends, `-`, `_`, `.` inside.
 fn valid_label_part(part: &str) -> bool {
     let bytes = part.as_bytes();
@@ -212,6 +243,19 @@ fn parse_seconds(value: &str) -> Result<Duration, String> {
 }
 
 impl Config {
+    /// The namespaces served: `--watch-namespaces` (namespace-scoped mode), else `--namespace`
+    /// (one namespace plus the cluster-scoped kinds), else everything.
+    pub fn watch_scope(&self) -> crate::controller::WatchScope {
+        use crate::controller::WatchScope;
+        match &self.namespace {
+            _ if !self.watch_namespaces.is_empty() => {
+                WatchScope::only_namespaces(self.watch_namespaces.iter().cloned())
+            }
+            Some(namespace) if !namespace.is_empty() => WatchScope::namespace(namespace),
+            _ => WatchScope::cluster(),
+        }
+    }
+
     /// Namespace of the leader Lease.
     pub fn lease_namespace(&self) -> String {
         self.leader_election_namespace
@@ -246,6 +290,31 @@ mod tests {
         assert_eq!(config.lease_duration, Duration::from_secs(15));
         assert_eq!(config.max_concurrent_reconciles, 16);
         assert!(Config::try_parse_from(["pki-operator", "--max-concurrent-reconciles=0"]).is_err());
+    }
+
+    #[test]
+    fn watch_namespaces_select_namespace_scoped_mode() {
+        let config = Config::try_parse_from(["pki-operator", "--watch-namespaces=team-a,team-b"]).unwrap();
+        let scope = config.watch_scope();
+        assert!(!scope.serves_cluster_scoped());
+        assert_eq!(
+            scope.namespaces(),
+            Some(&["team-a".to_owned(), "team-b".to_owned()][..])
+        );
+        let one = Config::try_parse_from(["pki-operator", "--namespace=team-a"]).unwrap();
+        assert!(one.watch_scope().serves_cluster_scoped());
+        assert_eq!(
+            Config::try_parse_from(["pki-operator"]).unwrap().watch_scope(),
+            crate::controller::WatchScope::cluster()
+        );
+        let typo = Config::try_parse_from(["pki-operator", "--watch-namespaces=team-a,Team_B"])
+            .unwrap_err()
+            .to_string();
+        assert!(typo.contains("\"Team_B\" is not a namespace name"), "{typo}");
+        assert!(
+            Config::try_parse_from(["pki-operator", "--namespace=a", "--watch-namespaces=b"]).is_err(),
+            "the two modes exclude each other"
+        );
     }
 
     #[test]

@@ -50,14 +50,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await?;
     let admin = tokio::spawn(admin);
-    // Every replica answers HTTP challenges: the route to the operator may reach any pod.
-    let solver = solver::http::serve(
-        config.solver_address,
-        client.clone(),
-        shutdown.clone().cancelled_owned(),
-    )
-    .await?;
-    let solver = tokio::spawn(solver);
+    let scope = config.watch_scope();
+    // Every replica answers HTTP challenges: the route to the operator may reach any pod. A
+    // namespace-scoped operator serves no DomainValidation (cluster-scoped), so no solver.
+    let solver = if scope.serves_cluster_scoped() {
+        let solver = solver::http::serve(
+            config.solver_address,
+            client.clone(),
+            shutdown.clone().cancelled_owned(),
+        )
+        .await?;
+        Some(tokio::spawn(solver))
+    } else {
+        None
+    };
 
     startup::check_crds_installed(&client).await?;
 
@@ -81,43 +87,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     metrics.set_leader(true);
 
-    let events = controller::events::Events::new(
-        client.clone(),
-        Reporter {
-            controller: "pki-operator".into(),
-            instance: Some(config.lease_identity()),
-        },
-    );
-    let cluster_resource_namespace = config
-        .cluster_resource_namespace
-        .clone()
-        .or_else(|| config.pod_namespace.clone())
-        .unwrap_or_else(|| "default".into());
-    let ctx = Arc::new(Context {
-        client,
-        metrics: metrics.clone(),
-        events,
-        cluster_resource_namespace,
-        max_concurrent_reconciles: config.max_concurrent_reconciles,
-        issuer_secret_label: config.issuer_secret_label.clone(),
-        backends: controller::issuer::cache::BackendCache::default(),
-        dcv_self_check: controller::domain_validation::self_check::SelfCheckSettings {
-            http_address: config.dcv_http_self_check_address,
-            dns_server: config.dcv_dns_self_check_server,
-            recheck_interval: config.dcv_recheck_interval,
-        },
-        inventory: pki_operator::discovery::inventory::Inventory::default(),
-        alert_caches: pki_operator::controller::alert_config::Caches::default(),
-        solver_service: controller::domain_validation::ingress::SolverService {
-            name: config.solver_service.clone(),
-            namespace: config.pod_namespace.clone(),
-        },
-        watch_namespace: config.namespace.clone(),
-    });
-    let scope = WatchScope {
-        namespace: config.namespace.clone(),
-    };
-    let controllers = controller::run(ctx, &scope, readiness.clone(), shutdown.clone());
+    let ctx = context(&config, client, metrics.clone(), scope);
+    let controllers = controller::run(ctx, readiness.clone(), shutdown.clone());
 
     let result = if let Some(elector) = elector.as_mut() {
         // The controllers stop before the Lease can expire for a standby; after a loss the
@@ -138,9 +109,48 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("admin server task")?
         .context("admin server")?;
-    solver.await.context("HTTP solver task")?.context("HTTP solver")?;
+    if let Some(solver) = solver {
+        solver.await.context("HTTP solver task")?.context("HTTP solver")?;
+    }
     tracing::info!("shut down");
     result
+}
+
+/// The state every reconcile shares, from the configuration.
+fn context(config: &Config, client: Client, metrics: Arc<Metrics>, scope: WatchScope) -> Arc<Context> {
+    let events = controller::events::Events::new(
+        client.clone(),
+        Reporter {
+            controller: "pki-operator".into(),
+            instance: Some(config.lease_identity()),
+        },
+    );
+    let cluster_resource_namespace = config
+        .cluster_resource_namespace
+        .clone()
+        .or_else(|| config.pod_namespace.clone())
+        .unwrap_or_else(|| "default".into());
+    Arc::new(Context {
+        client,
+        metrics,
+        events,
+        cluster_resource_namespace,
+        max_concurrent_reconciles: config.max_concurrent_reconciles,
+        issuer_secret_label: config.issuer_secret_label.clone(),
+        backends: controller::issuer::cache::BackendCache::default(),
+        dcv_self_check: controller::domain_validation::self_check::SelfCheckSettings {
+            http_address: config.dcv_http_self_check_address,
+            dns_server: config.dcv_dns_self_check_server,
+            recheck_interval: config.dcv_recheck_interval,
+        },
+        inventory: pki_operator::discovery::inventory::Inventory::default(),
+        alert_caches: pki_operator::controller::alert_config::Caches::default(),
+        solver_service: controller::domain_validation::ingress::SolverService {
+            name: config.solver_service.clone(),
+            namespace: config.pod_namespace.clone(),
+        },
+        scope,
+    })
 }
 
 async fn kube_client(config: &Config) -> anyhow::Result<Client> {

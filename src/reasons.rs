@@ -13,6 +13,13 @@ pub const REASONS: &[(&str, &str)] = &[
          Ready) and the Certificate, DomainValidation or DiscoveryTask follows.",
     ),
     (
+        "ClusterIssuerDisabled",
+        "The operator runs namespace-scoped (`--watch-namespaces`, the chart's `watchNamespaces`) \
+         and serves no cluster-scoped kind, so a Certificate cannot use a ClusterIssuer. Point \
+         `issuerRef` at an Issuer in the Certificate's own namespace (`kind: Issuer`), or run \
+         the operator cluster-wide.",
+    ),
+    (
         "DeliveryFailed",
         "AlertConfig: a channel could not deliver; the message names each failing channel with \
          its last error and failure count (`status.channels` has the details). SMTP: check \

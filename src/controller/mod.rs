@@ -16,7 +16,10 @@ pub mod errors;
 pub mod events;
 pub mod finalizer;
 pub mod issuer;
+pub mod scope;
 pub mod status;
+
+pub use scope::WatchScope;
 
 use std::{fmt::Debug, sync::Arc};
 
@@ -64,9 +67,10 @@ pub struct Context {
     pub inventory: crate::discovery::inventory::Inventory,
     /// The Certificate and DiscoveryTask caches AlertConfig reads.
     pub alert_caches: alert_config::Caches,
-    /// `--namespace`: the one namespace this operator serves, if any. Cluster-scoped objects
-    /// that belong to an issuer are then handled only when that issuer is an Issuer there.
-    pub watch_namespace: Option<String>,
+    /// The namespaces this operator serves (`--namespace`, `--watch-namespaces`). Under
+    /// `--namespace`, cluster-scoped objects that belong to an issuer are handled only when that
+    /// issuer is an Issuer there; under `--watch-namespaces` they are not served at all.
+    pub scope: WatchScope,
 }
 
 /// Why a reconcile run failed.
@@ -115,26 +119,6 @@ impl Error {
     }
 }
 
-/// Which objects the namespaced controllers watch.
-#[derive(Clone, Debug, Default)]
-pub struct WatchScope {
-    /// `Some(ns)`: only this namespace; `None`: all namespaces.
-    pub namespace: Option<String>,
-}
-
-impl WatchScope {
-    fn namespaced<K>(&self, client: &Client) -> Api<K>
-    where
-        K: Resource<Scope = kube::core::NamespaceResourceScope>,
-        K::DynamicType: Default,
-    {
-        match &self.namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
-    }
-}
-
 /// One controller ready to run: its cache (to await sync) and its event loop.
 struct Runner {
     name: &'static str,
@@ -143,63 +127,76 @@ struct Runner {
 }
 
 /// Runs every controller until `shutdown` is cancelled. Marks `readiness` once every cache has
-/// synced.
-pub async fn run(ctx: Arc<Context>, scope: &WatchScope, readiness: Readiness, shutdown: CancellationToken) {
+/// synced. In namespace-scoped mode the kinds that are cluster-scoped (ClusterIssuer,
+/// DomainValidation, AlertConfig) have no controller.
+pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: CancellationToken) {
     let client = ctx.client.clone();
-    // Metadata only (`PartialObjectMeta`), and only Secrets we label: never cache Secret data.
-    let owned_secrets: Api<PartialObjectMeta<Secret>> = match &scope.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let secret_watch = watcher::Config::default().labels(secret::CERTIFICATE_NAME_LABEL);
-    let runners = vec![
+    let scope = ctx.scope.clone();
+    let mut runners = vec![
         runner_with::<v1alpha1::Certificate, _, _>(
             "certificate",
-            certificate_controller(&client, scope).owns(owned_secrets, secret_watch),
+            certificate_controller(&client, &scope),
             &ctx,
             &shutdown,
             certificate::reconcile,
         ),
-        runner_with::<v1alpha1::AlertConfig, _, _>(
-            "alert_config",
-            alert_config_controller(&client, scope, &ctx),
-            &ctx,
-            &shutdown,
-            alert_config::reconcile,
-        ),
         runner_with::<v1alpha1::Issuer, _, _>(
             "issuer",
-            issuer_controller(scope.namespaced(&client), scope.namespaced(&client), &ctx),
+            issuer::controller(
+                controller_for(|cache| scope.cached_watch(&client, &cache_config(), cache)),
+                scope.trigger_watch::<PartialObjectMeta<Secret>>(&client, &watcher::Config::default()),
+                ctx.cluster_resource_namespace.clone(),
+            ),
             &ctx,
             &shutdown,
             issuer::reconcile::<v1alpha1::Issuer>,
         ),
-        runner_with::<v1alpha1::ClusterIssuer, _, _>(
-            "cluster_issuer",
-            issuer_controller(
-                Api::all(client.clone()),
-                Api::namespaced(client.clone(), &ctx.cluster_resource_namespace),
-                &ctx,
-            ),
-            &ctx,
-            &shutdown,
-            issuer::reconcile::<v1alpha1::ClusterIssuer>,
-        ),
-        runner_with::<v1alpha1::DomainValidation, _, _>(
-            "domain_validation",
-            spec_controller_for(Api::all(client.clone())),
-            &ctx,
-            &shutdown,
-            domain_validation::reconcile,
-        ),
         runner_with::<v1alpha1::DiscoveryTask, _, _>(
             "discovery_task",
-            spec_controller_for(scope.namespaced(&client)),
+            spec_controller_for(|cache| scope.cached_watch(&client, &cache_config(), cache)),
             &ctx,
             &shutdown,
             discovery_task::reconcile,
         ),
     ];
+    if scope.serves_cluster_scoped() {
+        let cluster_resource_secrets =
+            Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &ctx.cluster_resource_namespace);
+        runners.extend([
+            runner_with::<v1alpha1::ClusterIssuer, _, _>(
+                "cluster_issuer",
+                issuer::controller(
+                    controller_for(|_| cluster_watch(&client)),
+                    watcher(cluster_resource_secrets, watcher::Config::default())
+                        .default_backoff()
+                        .boxed(),
+                    ctx.cluster_resource_namespace.clone(),
+                ),
+                &ctx,
+                &shutdown,
+                issuer::reconcile::<v1alpha1::ClusterIssuer>,
+            ),
+            runner_with::<v1alpha1::DomainValidation, _, _>(
+                "domain_validation",
+                spec_controller_for(|_| cluster_watch(&client)),
+                &ctx,
+                &shutdown,
+                domain_validation::reconcile,
+            ),
+            runner_with::<v1alpha1::AlertConfig, _, _>(
+                "alert_config",
+                alert_config_controller(&client, &scope, &ctx),
+                &ctx,
+                &shutdown,
+                alert_config::reconcile,
+            ),
+        ]);
+    } else {
+        tracing::info!(
+            namespaces = ?scope.namespaces().unwrap_or_default(),
+            "namespace-scoped mode: ClusterIssuers, DomainValidations and AlertConfigs are not served"
+        );
+    }
     let names: Vec<_> = runners.iter().map(|r| r.name).collect();
     let (synced, loops): (Vec<_>, Vec<_>) = runners.into_iter().map(|r| (r.synced, r.run)).unzip();
     let metrics = ctx.metrics.clone();
@@ -212,23 +209,54 @@ pub async fn run(ctx: Arc<Context>, scope: &WatchScope, readiness: Readiness, sh
     tokio::join!(mark_ready, futures::future::join_all(loops));
 }
 
-/// The Certificate controller's watches: its kind, plus Issuers, ClusterIssuers and
-/// DomainValidations, so a Certificate waiting for its issuer or its domain moves on as soon as
-/// that turns Ready.
+/// How the caches list and watch: `any_semantic` lets the initial list be served from the
+/// apiserver's watch cache instead of a quorum read of etcd, which is cheaper and enough for a
+/// controller that resyncs.
+fn cache_config() -> watcher::Config {
+    watcher::Config::default().any_semantic()
+}
+
+/// The watch events of a cluster-scoped kind, for a cache.
+fn cluster_watch<K>(client: &Client) -> scope::Events<DeserializeGuard<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    watcher(Api::all(client.clone()), cache_config())
+        .default_backoff()
+        .boxed()
+}
+
+/// The Certificate controller's watches: its kind and the metadata of the Secrets it issued,
+/// plus Issuers — and, when cluster-scoped kinds are served, ClusterIssuers and
+/// DomainValidations — so a Certificate waiting for its issuer or its domain moves on as soon
+/// as that turns Ready.
 fn certificate_controller(
     client: &Client,
     scope: &WatchScope,
 ) -> Controller<DeserializeGuard<v1alpha1::Certificate>> {
-    let controller = controller_for::<v1alpha1::Certificate>(scope.namespaced(client));
+    let controller =
+        controller_for::<v1alpha1::Certificate>(|cache| scope.cached_watch(client, &cache_config(), cache));
     let by_issuer = certificates_referencing::<v1alpha1::Issuer>(controller.store());
+    // Metadata only, and only Secrets we label: never Secret data.
+    let issued_secrets = watcher::Config::default().labels(secret::CERTIFICATE_NAME_LABEL);
+    let controller = controller
+        .owns_stream(
+            scope
+                .trigger_watch::<PartialObjectMeta<Secret>>(client, &issued_secrets)
+                .touched_objects(),
+        )
+        .watches_stream(
+            scope
+                .trigger_watch::<DeserializeGuard<v1alpha1::Issuer>>(client, &watcher::Config::default())
+                .touched_objects(),
+            by_issuer,
+        );
+    if !scope.serves_cluster_scoped() {
+        return controller;
+    }
     let by_cluster_issuer = certificates_referencing::<v1alpha1::ClusterIssuer>(controller.store());
     let by_domain = certificates_under_domain(controller.store());
     controller
-        .watches(
-            scope.namespaced::<DeserializeGuard<v1alpha1::Issuer>>(client),
-            watcher::Config::default(),
-            by_issuer,
-        )
         .watches(
             Api::<DeserializeGuard<v1alpha1::ClusterIssuer>>::all(client.clone()),
             watcher::Config::default(),
@@ -254,7 +282,7 @@ fn alert_config_controller(
     // An AlertConfig deleted without a finalizer (no CertMgmt levels to take back) is never
     // reconciled again: its alert-level series go when its deletion is watched.
     let (metrics, published) = (ctx.metrics.clone(), ctx.alert_caches.published.clone());
-    let configs_stream = cached_events(Api::all(client.clone()), writer)
+    let configs_stream = cached_events(cluster_watch(client), writer)
         .inspect(move |event| {
             if let Ok(watcher::Event::Delete(gone)) = event {
                 alert_config::forget_levels(&metrics, &published, &gone.name_any());
@@ -276,6 +304,8 @@ fn alert_config_controller(
     };
     let (certificates, certificate_writer) = kube::runtime::reflector::store();
     let (tasks, task_writer) = kube::runtime::reflector::store();
+    let certificate_events = scope.cached_watch(client, &cache_config(), certificates.clone());
+    let task_events = scope.cached_watch(client, &cache_config(), tasks.clone());
     // A second start of the controllers (a regained leadership) keeps the first caches' handles
     // out of the context: the reconciler then waits on the stores that are no longer fed. The
     // process exits when it loses leadership (leader.rs), so this does not happen.
@@ -287,22 +317,14 @@ fn alert_config_controller(
     controller
         .watches_stream(
             // Trimmed to what an evaluation reads (managedFields too).
-            watcher(
-                scope.namespaced::<DeserializeGuard<v1alpha1::Certificate>>(client),
-                watcher::Config::default().any_semantic(),
-            )
-            .default_backoff()
-            .modify(alert_config::trim_certificate)
-            .reflect(certificate_writer)
-            .touched_objects(),
+            certificate_events
+                .modify(alert_config::trim_certificate)
+                .reflect(certificate_writer)
+                .touched_objects(),
             move |_| for_certificates(),
         )
         .watches_stream(
-            cached_events(
-                scope.namespaced::<DeserializeGuard<v1alpha1::DiscoveryTask>>(client),
-                task_writer,
-            )
-            .touched_objects(),
+            cached_events(task_events, task_writer).touched_objects(),
             move |_| every_config(),
         )
 }
@@ -363,41 +385,32 @@ fn certificates_referencing<K: issuer::IssuerObject>(
     }
 }
 
-/// An issuer kind's controller: its kind plus the metadata of the Secrets in `secrets`
-/// ([`issuer::controller`]).
-fn issuer_controller<K: issuer::IssuerObject>(
-    issuers: Api<DeserializeGuard<K>>,
-    secrets: Api<PartialObjectMeta<Secret>>,
-    ctx: &Context,
-) -> Controller<DeserializeGuard<K>> {
-    issuer::controller(
-        controller_for(issuers),
-        secrets,
-        ctx.cluster_resource_namespace.clone(),
-    )
-}
-
-/// A controller for `api` that tolerates objects it cannot deserialize (they are reported, not
-/// fatal) and caches them without their managedFields. `any_semantic` lets the initial list be
-/// served from the apiserver's watch cache instead of a quorum read of etcd, which is cheaper and
-/// enough for a controller that resyncs.
-fn controller_for<K>(api: Api<DeserializeGuard<K>>) -> Controller<DeserializeGuard<K>>
+/// A controller over a cache fed by `watch` (given the cache's reader), which tolerates objects
+/// it cannot deserialize (they are reported, not fatal) and caches them without their
+/// managedFields.
+fn controller_for<K>(
+    watch: impl FnOnce(Store<DeserializeGuard<K>>) -> scope::Events<DeserializeGuard<K>>,
+) -> Controller<DeserializeGuard<K>>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = kube::runtime::reflector::store();
-    Controller::for_stream(cached_objects(api, writer), reader)
+    let objects = cached_events(watch(reader.clone()), writer).applied_objects();
+    Controller::for_stream(objects, reader)
 }
 
 /// [`controller_for`] reconciling only on spec changes (a new `metadata.generation`), deletion
 /// and its own requeues, not on its status writes: for a reconciler that calls a CA on every run and writes
 /// status it computed from that call, each status write would otherwise be another CA call.
-fn spec_controller_for<K>(api: Api<DeserializeGuard<K>>) -> Controller<DeserializeGuard<K>>
+fn spec_controller_for<K>(
+    watch: impl FnOnce(Store<DeserializeGuard<K>>) -> scope::Events<DeserializeGuard<K>>,
+) -> Controller<DeserializeGuard<K>>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = kube::runtime::reflector::store();
-    let objects = cached_objects(api, writer)
+    let objects = cached_events(watch(reader.clone()), writer)
+        .applied_objects()
         .predicate_filter(spec_or_deletion::<K>, kube::runtime::PredicateConfig::default());
     Controller::for_stream(objects, reader)
 }
@@ -419,21 +432,10 @@ where
     )
 }
 
-/// The watched objects, cached in `writer` without their managedFields.
-fn cached_objects<K>(
-    api: Api<DeserializeGuard<K>>,
-    writer: kube::runtime::reflector::store::Writer<DeserializeGuard<K>>,
-) -> impl futures::Stream<Item = Result<DeserializeGuard<K>, watcher::Error>> + Send + 'static
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
-{
-    cached_events(api, writer).applied_objects()
-}
-
-/// The watch events of `api`, cached in `writer` without their managedFields: for a consumer
-/// that must also see deletions ([`WatchStreamExt::touched_objects`]).
+/// The watch `events`, cached in `writer` without their managedFields: for a consumer that must
+/// also see deletions ([`WatchStreamExt::touched_objects`]).
 fn cached_events<K>(
-    api: Api<DeserializeGuard<K>>,
+    events: scope::Events<DeserializeGuard<K>>,
     writer: kube::runtime::reflector::store::Writer<DeserializeGuard<K>>,
 ) -> impl futures::Stream<Item = Result<watcher::Event<DeserializeGuard<K>>, watcher::Error>> + Send + 'static
 where
@@ -441,8 +443,7 @@ where
 {
     // managedFields are the largest part of a cached object and nothing here reads them (every
     // write is a server-side apply that the apiserver merges): they never reach the cache.
-    watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
+    events
         .modify(|object| object.managed_fields_mut().clear())
         .reflect(writer)
 }
@@ -616,7 +617,7 @@ mod tests {
             solver_service: domain_validation::ingress::SolverService::default(),
             inventory: crate::discovery::inventory::Inventory::default(),
             alert_caches: super::alert_config::Caches::default(),
-            watch_namespace: None,
+            scope: WatchScope::cluster(),
         })
     }
 

@@ -235,18 +235,18 @@ pub async fn reconcile(config: Arc<AlertConfig>, ctx: Arc<Context>) -> Result<Ac
 }
 
 /// An operator serving one namespace (`--namespace`) sees only that namespace's Certificates and
-/// DiscoveryTasks, so it acts on an AlertConfig only when that is exactly its scope
+/// DiscoveryTasks, so it acts on an AlertConfig only when its scope lists that namespace alone
 /// (`spec.scope.namespaces: [<namespace>]`); others are left, untouched, to an operator that
 /// sees what they cover.
 fn served_here(ctx: &Context, config: &AlertConfig) -> bool {
-    let Some(namespace) = ctx.watch_namespace.as_deref() else {
+    let Some(served) = ctx.scope.namespaces() else {
         return true;
     };
     config
         .spec
         .scope
         .as_ref()
-        .is_some_and(|s| s.namespaces.len() == 1 && s.namespaces[0] == namespace)
+        .is_some_and(|s| !s.namespaces.is_empty() && s.namespaces.iter().all(|n| served.contains(n)))
 }
 
 /// When the pass after this one is due: the next level change, the next reminder of an alert

@@ -14,6 +14,7 @@ use crate::controller::issuer::ResolvedIssuer;
 use crate::controller::{Context, conditions};
 use crate::crd::v1alpha1::Certificate;
 use crate::crd::v1alpha1::certificate::CertificateStatus;
+use crate::crd::v1alpha1::common::IssuerKind;
 use crate::pki::credentials::SecretString;
 use crate::pki::key::PrivateKey;
 use crate::secret;
@@ -125,6 +126,9 @@ pub(super) async fn admit(
             return Ok(Admission::Stop(Action::requeue(wait)));
         }
     }
+    if cert.spec.issuer_ref.kind == IssuerKind::ClusterIssuer && !ctx.scope.serves_cluster_scoped() {
+        return cluster_issuer_disabled(cert, ctx, certs, old_status, status).await;
+    }
     let issuer = match issuer_ref::resolve_spec(ctx, &cert.spec.issuer_ref, &namespace).await {
         Ok(issuer) => issuer,
         Err(unusable) => {
@@ -176,6 +180,47 @@ pub(super) async fn admit(
     Ok(Admission::Proceed(Box::new((spec, issuer))))
 }
 
+/// `ClusterIssuerDisabled`: a namespace-scoped operator (`--watch-namespaces`) serves no
+/// cluster-scoped kind and may not read ClusterIssuers. The mode changes only with a restart;
+/// an edit of `issuerRef` is watched.
+async fn cluster_issuer_disabled(
+    cert: &Certificate,
+    ctx: &Context,
+    certs: &Api<Certificate>,
+    old_status: &CertificateStatus,
+    status: &mut CertificateStatus,
+) -> Result<Admission, Error> {
+    let generation = cert.meta().generation;
+    let message = format!(
+        "ClusterIssuer {} is not available: this operator is namespace-scoped (--watch-namespaces {}) and serves no cluster-scoped kind; use an Issuer in namespace {}",
+        cert.spec.issuer_ref.name,
+        ctx.scope.namespaces().unwrap_or_default().join(","),
+        cert.namespace().unwrap_or_default()
+    );
+    let reason = "ClusterIssuerDisabled";
+    conditions::set(
+        &mut status.conditions,
+        "Ready",
+        false,
+        reason,
+        message.clone(),
+        generation,
+    );
+    let issuing = "no order is placed: the issuer is not available";
+    conditions::set(
+        &mut status.conditions,
+        "Issuing",
+        false,
+        reason,
+        issuing,
+        generation,
+    );
+    if write_status(certs, &cert.name_any(), old_status, status).await? {
+        publish(ctx, cert, EventType::Warning, reason, &message).await;
+    }
+    Ok(Admission::Stop(Action::await_change()))
+}
+
 /// Why the issuer refuses this request before any CA call, as (reason, message): its policy
 /// does not serve this namespace or these names (`PolicyViolation`), or its backend cannot
 /// issue (`Unsupported`). Revocation policies are not required to be backed: the `ca` backend
@@ -206,9 +251,12 @@ async fn awaiting_domain_validation(
     spec: &ValidatedCertificate,
 ) -> Result<Option<(&'static str, String)>, Error> {
     let backend = &issuer.backend;
+    // Namespace-scoped: DomainValidations (cluster-scoped) are not served and cannot be read;
+    // the CA's own refusal (SCM -107) then says a domain is not validated.
     if !backend
         .capabilities()
         .contains(crate::backend::Capability::DomainValidation)
+        || !ctx.scope.serves_cluster_scoped()
     {
         return Ok(None);
     }

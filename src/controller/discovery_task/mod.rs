@@ -662,7 +662,21 @@ fn forget(ctx: &Context, key: &str) {
 async fn collect(ctx: &Context, task: &DiscoveryTask, namespace: &str) -> Collected {
     let mut collected = Collected::default();
     if let Some(cluster) = &task.spec.cluster {
-        let namespaces = sources::namespaces(cluster, namespace);
+        // A namespace-scoped operator may not read namespaces it does not serve: say so instead
+        // of a permission error per namespace.
+        let (namespaces, unserved): (Vec<_>, Vec<_>) = sources::namespaces(cluster, namespace)
+            .into_iter()
+            .partition(|ns| ctx.scope.serves_namespace(ns));
+        if !unserved.is_empty() {
+            collected.failures.push(sources::SourceFailure {
+                reason: "InvalidSpec",
+                message: format!(
+                    "spec.cluster.namespaces: {} not served by this operator, which watches {} only (--watch-namespaces)",
+                    unserved.join(", "),
+                    ctx.scope.namespaces().unwrap_or_default().join(", ")
+                ),
+            });
+        }
         if cluster.secrets
             && let Err(failure) = sources::secrets(&ctx.client, &namespaces, &mut collected).await
         {
@@ -685,18 +699,17 @@ async fn collect(ctx: &Context, task: &DiscoveryTask, namespace: &str) -> Collec
 
 /// Marks the certificates this operator delivered: by the serial each Certificate it serves
 /// records in status (a Secret found in the cluster is recognised by its owner
-/// already). Certificates this operator cannot read (another namespace under `--namespace`)
-/// are not marked.
+/// already). Certificates this operator cannot read (a namespace it does not serve) are not
+/// marked.
 async fn mark_managed(ctx: &Context, found: &mut [analysis::Found]) {
-    let certificates: Api<Certificate> = match &ctx.watch_namespace {
-        Some(namespace) => Api::namespaced(ctx.client.clone(), namespace),
-        None => Api::all(ctx.client.clone()),
-    };
-    let Ok(list) = certificates.list(&kube::api::ListParams::default()).await else {
-        return;
-    };
-    let serials: std::collections::HashSet<String> = list
-        .items
+    let mut certificates = Vec::new();
+    for api in ctx.scope.apis::<Certificate>(&ctx.client) {
+        let Ok(list) = api.list(&kube::api::ListParams::default()).await else {
+            return;
+        };
+        certificates.extend(list.items);
+    }
+    let serials: std::collections::HashSet<String> = certificates
         .iter()
         .filter_map(|c| c.status.as_ref()?.serial_number.clone())
         .map(|serial| serial.trim_start_matches('0').to_ascii_lowercase())

@@ -171,7 +171,7 @@ pub async fn reconcile(dv: Arc<DomainValidation>, ctx: Arc<Context>) -> Result<A
     let name = dv.name_any();
     let generation = dv.metadata.generation;
     let target = IssuerTarget::from_cluster_scoped(&dv.spec.issuer_ref);
-    if !serves(ctx.watch_namespace.as_deref(), &target) {
+    if !serves(&ctx.scope, &target) {
         // Another operator's: one watching a single namespace leaves every other issuer's
         // validations (and every ClusterIssuer's) to the operator that serves it, so two never
         // drive one domain's order.
@@ -235,12 +235,15 @@ pub async fn reconcile(dv: Arc<DomainValidation>, ctx: Arc<Context>) -> Result<A
 
 /// Whether this operator serves DomainValidations of the issuer `target`: every issuer without
 /// `--namespace`, else only Issuers in that namespace.
-pub fn serves(watch_namespace: Option<&str>, target: &IssuerTarget) -> bool {
-    match watch_namespace {
+pub fn serves(scope: &crate::controller::WatchScope, target: &IssuerTarget) -> bool {
+    match scope.namespaces() {
         None => true,
-        Some(namespace) => {
+        Some(_) => {
             target.kind == crate::crd::v1alpha1::common::IssuerKind::Issuer
-                && target.namespace.as_deref() == Some(namespace)
+                && target
+                    .namespace
+                    .as_deref()
+                    .is_some_and(|namespace| scope.serves_namespace(namespace))
         }
     }
 }
@@ -905,11 +908,13 @@ mod tests {
         let team_issuer = target(IssuerKind::Issuer, Some("team"));
         let other_issuer = target(IssuerKind::Issuer, Some("other"));
         let cluster_issuer = target(IssuerKind::ClusterIssuer, None);
-        assert!(serves(None, &team_issuer) && serves(None, &cluster_issuer));
-        assert!(serves(Some("team"), &team_issuer));
-        assert!(!serves(Some("team"), &other_issuer));
+        let all = crate::controller::WatchScope::cluster();
+        let team = crate::controller::WatchScope::namespace("team");
+        assert!(serves(&all, &team_issuer) && serves(&all, &cluster_issuer));
+        assert!(serves(&team, &team_issuer));
+        assert!(!serves(&team, &other_issuer));
         assert!(
-            !serves(Some("team"), &cluster_issuer),
+            !serves(&team, &cluster_issuer),
             "ClusterIssuers belong to a cluster-wide operator"
         );
     }

@@ -17,7 +17,7 @@ use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time
 use kube::{
     Api, Client, Resource, ResourceExt,
     core::{DeserializeGuard, PartialObjectMeta},
-    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
+    runtime::{Controller, WatchStreamExt as _, controller::Action, reflector::ObjectRef},
 };
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -221,15 +221,16 @@ impl IssuerObject for ClusterIssuer {
     }
 }
 
-/// The issuer controller's watches besides its kind: the metadata of the Secrets in `secrets`,
-/// so fixing a credentials Secret re-checks the issuers that reference it at once.
+/// The issuer controller's watches besides its kind: the watch events of the Secrets' metadata
+/// in the namespaces its issuers take Secrets from, so fixing a credentials Secret re-checks
+/// the issuers that reference it at once.
 pub fn controller<K: IssuerObject>(
     controller: Controller<DeserializeGuard<K>>,
-    secrets: Api<PartialObjectMeta<Secret>>,
+    secrets: crate::controller::scope::Events<PartialObjectMeta<Secret>>,
     cluster_resource_namespace: String,
 ) -> Controller<DeserializeGuard<K>> {
     let store = controller.store();
-    controller.watches(secrets, watcher::Config::default(), move |secret| {
+    controller.watches_stream(secrets.touched_objects(), move |secret| {
         let (name, namespace) = (
             secret.metadata.name.clone().unwrap_or_default(),
             secret.metadata.namespace.clone().unwrap_or_default(),
