@@ -32,6 +32,8 @@ mod hostile_ca;
 mod issuer_policy;
 #[path = "e2e/kubectl_plugin.rs"]
 mod kubectl_plugin;
+#[path = "e2e/namespace_scoped.rs"]
+mod namespace_scoped;
 #[path = "e2e/nexus.rs"]
 mod nexus;
 #[path = "e2e/operator_lifecycle.rs"]
@@ -59,6 +61,7 @@ fn main() -> std::process::ExitCode {
         ca::trials(),
         audit::trials(),
         helm::trials(),
+        namespace_scoped::trials(),
         scm::trials(),
         nexus::trials(),
         issuer_policy::trials(),

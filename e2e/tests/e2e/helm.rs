@@ -53,12 +53,12 @@ fn helm_binary() -> Result<String> {
     std::env::var("PKI_E2E_HELM").context("PKI_E2E_HELM is not set; run the e2e tests with `make e2e`")
 }
 
-fn chart() -> PathBuf {
+pub(crate) fn chart() -> PathBuf {
     repo_root().join("charts/pki-operator")
 }
 
 /// Runs helm with `args`, its state (cache, config, data) in `dir` rather than `$HOME`.
-fn helm(dir: &std::path::Path, args: &[&str]) -> Result<Output> {
+pub(crate) fn helm(dir: &std::path::Path, args: &[&str]) -> Result<Output> {
     let home = dir.join("helm-home");
     Ok(std::process::Command::new(helm_binary()?)
         .args(args)
@@ -69,7 +69,7 @@ fn helm(dir: &std::path::Path, args: &[&str]) -> Result<Output> {
 }
 
 /// `helm <args>`'s stdout; its stderr and stdout in the error when it fails.
-fn helm_ok(dir: &std::path::Path, args: &[&str]) -> Result<String> {
+pub(crate) fn helm_ok(dir: &std::path::Path, args: &[&str]) -> Result<String> {
     let out = helm(dir, args)?;
     ensure!(
         out.status.success(),
@@ -252,8 +252,26 @@ fn helm_chart_renders_default_and_full_values() -> Result<()> {
         "--log-format=text",
         "--max-concurrent-reconciles=4",
         "topologyKey: topology.kubernetes.io/zone",
+        "- --watch-namespaces=pki,pki-apps",
     ] {
         ensure!(rendered.contains(expected), "full render lacks {expected:?}");
+    }
+    // Namespace-scoped mode (full values watch pki and pki-apps): a Role and RoleBinding in
+    // each, no ClusterRole.
+    ensure!(
+        !found.contains(&"ClusterRole") && !found.contains(&"ClusterRoleBinding"),
+        "watchNamespaces still renders cluster-wide RBAC: {found:?}"
+    );
+    for namespace in ["pki", "pki-apps"] {
+        let in_namespace = rendered
+            .split("\n---\n")
+            .filter(|doc| doc.contains(&format!("\n  namespace: {namespace}\n")))
+            .filter(|doc| doc.contains("\nkind: Role\n") || doc.contains("\nkind: RoleBinding\n"))
+            .count();
+        ensure!(
+            in_namespace == 2,
+            "{in_namespace} Role/RoleBinding objects in {namespace}, not 2"
+        );
     }
 
     // crds.enabled=false renders no CRD; one replica no PodDisruptionBudget.
@@ -292,6 +310,7 @@ fn helm_chart_server_dry_run() -> Result<()> {
         let full = full.to_string_lossy();
         let default = helm_ok(&dir, &["template", "dry", &chart, "--namespace", &ns.name])?;
         let namespaces = [
+            format!("watchNamespaces={{{}}}", ns.name),
             format!("serviceMonitor.namespace={}", ns.name),
             format!("prometheusRule.namespace={}", ns.name),
             format!("grafanaDashboard.namespace={}", ns.name),
@@ -326,7 +345,7 @@ fn helm_chart_server_dry_run() -> Result<()> {
 }
 
 /// Values files the schema must reject, each with the value its message must name.
-const INVALID_VALUES: [(&str, &str); 7] = [
+const INVALID_VALUES: [(&str, &str); 8] = [
     ("logFormat: xml\n", "logFormat"),
     ("replicaCount: -1\n", "replicaCount"),
     ("replicas: 2\n", "replicas"),
@@ -334,6 +353,7 @@ const INVALID_VALUES: [(&str, &str); 7] = [
     ("maxConcurrentReconciles: many\n", "maxConcurrentReconciles"),
     ("adminPort: 70000\n", "adminPort"),
     ("crds:\n  keep: \"yes\"\n", "keep"),
+    ("watchNamespaces: [team-a, Team_B]\n", "watchNamespaces"),
 ];
 
 /// Each invalid values file makes `helm template` and `helm lint` fail with a message naming the
@@ -493,6 +513,40 @@ fn helm_uninstall_keeps_crds_and_certificates() -> Result<()> {
     })
 }
 
+/// A kubeconfig holding only a token of ServiceAccount `account` in `namespace`, from the
+/// TokenRequest API (`kubectl create token`), and the token.
+pub(crate) fn service_account_kubeconfig(
+    dir: &std::path::Path,
+    namespace: &str,
+    account: &str,
+) -> Result<(PathBuf, String)> {
+    let out = plane().kubectl(&["create", "token", account, "-n", namespace], None)?;
+    ensure!(
+        out.status.success(),
+        "create token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout)?.trim().to_owned();
+    let admin = std::fs::read_to_string(plane().kubeconfig())?;
+    let server = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .context("server")?;
+    let ca = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate-authority-data: "))
+        .context("ca")?;
+    let kubeconfig = dir.join(format!("{account}-kubeconfig"));
+    let config = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": server, "certificate-authority-data": ca}}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "sa"}}],
+    });
+    std::fs::write(&kubeconfig, serde_json::to_string(&config)?)?;
+    Ok((kubeconfig, token))
+}
+
 /// The chart lints and renders with helm, every object it renders is accepted by the apiserver,
 /// and an operator running as the chart's service account (a token, no admin certificate) with only
 /// the chart's RBAC issues a Certificate.
@@ -531,32 +585,7 @@ fn helm_chart_rbac_suffices() -> Result<()> {
         );
         apply(&ns.name, &String::from_utf8(rendered.stdout)?)?;
 
-        // A kubeconfig holding only the ServiceAccount's token.
-        let out = plane().kubectl(&["create", "token", "pki-operator", "-n", &ns.name], None)?;
-        ensure!(
-            out.status.success(),
-            "create token: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let token = String::from_utf8(out.stdout)?.trim().to_owned();
-        let admin = std::fs::read_to_string(plane().kubeconfig())?;
-        let server = admin
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("server: "))
-            .context("server")?;
-        let ca = admin
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("certificate-authority-data: "))
-            .context("ca")?;
-        let kubeconfig = dir.join("sa-kubeconfig");
-        let config = serde_json::json!({
-            "apiVersion": "v1", "kind": "Config", "current-context": "c",
-            "clusters": [{"name": "c", "cluster": {"server": server, "certificate-authority-data": ca}}],
-            "users": [{"name": "sa", "user": {"token": token}}],
-            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "sa"}}],
-        });
-        std::fs::write(&kubeconfig, serde_json::to_string(&config)?)?;
-
+        let (kubeconfig, token) = service_account_kubeconfig(&dir, &ns.name, "pki-operator")?;
         ca_issuer(&ns.name, "local-ca")?;
         let args = [
             "--namespace",
