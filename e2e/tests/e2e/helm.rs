@@ -264,9 +264,6 @@ fn helm_chart_renders_default_and_full_values() -> Result<()> {
         "{pruned_never} CRDs carry crds.annotations, not {}",
         CRDS.len()
     );
-    for expected in ["--log-format=text"] {
-        ensure!(rendered.contains(expected), "full render lacks {expected:?}");
-    }
     // Namespace-scoped mode (full values watch pki and pki-apps): a Role and RoleBinding in
     // each, no ClusterRole.
     ensure!(
