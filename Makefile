@@ -19,7 +19,7 @@ GO_LDFLAGS := -s -w \
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 .PHONY: test
 test: fmt-check clippy crds-check unit e2e demo ## Everything CI checks: fmt, clippy, CRDs up to date, unit and e2e tests, the demo

@@ -5,6 +5,7 @@
 
 pub mod conformance;
 pub mod dns;
+pub mod readme;
 pub mod sim;
 pub mod smtp;
 pub mod tls_fleet;
@@ -31,7 +32,7 @@ pub fn repo_root() -> PathBuf {
         .map_or_else(|| PathBuf::from(".."), Path::to_path_buf)
 }
 
-fn devcluster_binary() -> PathBuf {
+pub(crate) fn devcluster_binary() -> PathBuf {
     std::env::var_os("PKI_E2E_DEVCLUSTER")
         .map_or_else(|| repo_root().join("target/devcluster/devcluster"), PathBuf::from)
 }

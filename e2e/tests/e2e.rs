@@ -40,6 +40,8 @@ mod nexus;
 mod operator_lifecycle;
 #[path = "e2e/order_promises.rs"]
 mod order_promises;
+#[path = "e2e/readme.rs"]
+mod readme;
 #[path = "e2e/scm.rs"]
 mod scm;
 #[path = "e2e/secret_guard.rs"]
@@ -53,9 +55,9 @@ use std::time::Instant;
 
 use libtest_mimic::Arguments;
 
-fn main() -> std::process::ExitCode {
-    let args = Arguments::from_args();
-    let trials: Vec<_> = [
+/// Every trial of the binary, in the order they are listed.
+fn all_trials() -> Vec<libtest_mimic::Trial> {
+    [
         control_plane::trials(),
         operator_lifecycle::trials(),
         ca::trials(),
@@ -73,10 +75,21 @@ fn main() -> std::process::ExitCode {
         discovery::trials(),
         alerting::trials(),
         kubectl_plugin::trials(),
+        readme::trials(),
     ]
     .into_iter()
     .flatten()
-    .collect();
+    .collect()
+}
+
+/// The names of every trial (the README ledger checks the trials it names exist).
+pub fn trial_names() -> Vec<String> {
+    all_trials().iter().map(|t| t.name().to_owned()).collect()
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Arguments::from_args();
+    let trials = all_trials();
     if !args.list {
         let started = Instant::now();
         if let Err(error) = support::start_plane() {

@@ -108,6 +108,16 @@ fn namespace_scoped_install() -> Result<()> {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let operator = Operator::start_with_kubeconfig(&sa_kubeconfig, &dir, "operator", &args)?;
         operator.wait_ready(Duration::from_secs(60)).await?;
+        // README's way to see which replica leads, as written.
+        let lease = crate::support::run_readme_command(
+            &dir,
+            "kubectl get lease -n <ns> pki-operator-leader -o yaml",
+            &[("<ns>", &release_ns.name)],
+        )?;
+        ensure!(
+            lease.contains("holderIdentity:"),
+            "the Lease names no holder:\n{lease}"
+        );
 
         for ns in [&team_a.name, &team_b.name, &other.name] {
             apply(ns, &certificate_yaml("web", "team-ca", ""))?;

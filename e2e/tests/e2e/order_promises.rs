@@ -560,16 +560,13 @@ fn failed_repair_backs_off_instead_of_ordering_again() -> Result<()> {
             "a repair placed an order: {:?}",
             sim.stats().orders_per_csr
         );
-        // A person asks for a new certificate: that is an order.
-        certs
-            .patch(
-                "fragile",
-                &PatchParams::default(),
-                &Patch::Merge(
-                    serde_json::json!({"metadata": {"annotations": {"pki-operator.io/renew": "1"}}}),
-                ),
-            )
-            .await?;
+        // A person asks for a new certificate, with README's command: that is an order.
+        let target = format!("fragile -n {}", ns.name);
+        crate::support::run_readme_command(
+            &work_dir("failed-repair-readme")?,
+            "kubectl annotate certificate <name> pki-operator.io/renew=",
+            &[("<name>", &target)],
+        )?;
         wait_certificate(
             &client,
             &ns.name,

@@ -568,7 +568,6 @@ fn scm_tampered_secret_repaired() -> Result<()> {
 /// `pki-operator.io/skip-revoke=true` it goes without a revocation, and the certificate is still
 /// valid at the CA.
 fn scm_skip_revoke_annotation_releases_a_certificate_whose_revocation_fails() -> Result<()> {
-    use kube::api::{Patch, PatchParams};
     block_on(async {
         let ScmScene {
             client,
@@ -634,11 +633,13 @@ fn scm_skip_revoke_annotation_releases_a_certificate_whose_revocation_fails() ->
             held.metadata
         );
 
-        let annotate =
-            serde_json::json!({"metadata": {"annotations": {"pki-operator.io/skip-revoke": "true"}}});
-        certs
-            .patch("stuck", &PatchParams::default(), &Patch::Merge(&annotate))
-            .await?;
+        // README's escape hatch, as written.
+        let target = format!("stuck -n {}", ns.name);
+        crate::support::run_readme_command(
+            &work_dir("scm-skip-revoke-readme")?,
+            "kubectl annotate certificate <name> pki-operator.io/skip-revoke=true",
+            &[("<name>", &target)],
+        )?;
         wait_gone(&certs, "stuck", "the annotated Certificate to be gone")
             .await
             .with_context(|| operator.log_text())?;

@@ -299,3 +299,19 @@ pub fn certificate_yaml(name: &str, issuer: &str, extra: &str) -> String {
 pub fn total_orders(sim: &ScmSimulator) -> u32 {
     sim.stats().orders_per_csr.values().sum()
 }
+
+/// Runs README's inline command starting with `start` as written against the shared control
+/// plane, each placeholder of `fill` (e.g. `("<name>", "web -n team")`) filled in, and returns
+/// its output. An unfilled placeholder fails rather than reaching the shell.
+pub fn run_readme_command(dir: &std::path::Path, start: &str, fill: &[(&str, &str)]) -> Result<String> {
+    let text = pki_operator_e2e::readme::readme()?;
+    let mut command = pki_operator_e2e::readme::inline_command(&text, start)?;
+    for (placeholder, value) in fill {
+        command = command.replace(placeholder, value);
+    }
+    ensure!(
+        !command.contains('<'),
+        "README's command has a placeholder left: {command}"
+    );
+    pki_operator_e2e::readme::Shell::new(dir, plane().kubeconfig())?.run(&command, Duration::from_secs(60))
+}
