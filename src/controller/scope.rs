@@ -171,11 +171,17 @@ where
             .enumerate()
             .map(|(index, events)| events.map(move |event| (index, event))),
     );
-    let mut merged = NamespaceMerge::new(namespaces);
+    let mut merged = NamespaceMerge::new(namespaces.clone());
     tagged
         .flat_map(move |(index, event)| {
             let out: Vec<_> = match event {
-                Err(error) => vec![Err(error)],
+                Err(error) => {
+                    // Named here: until every namespace has listed, no cache is ready and
+                    // nothing is reconciled, so a namespace whose Role is missing must say so.
+                    let namespace = namespaces.get(index).map_or("", String::as_str);
+                    tracing::warn!(namespace, %error, "watch failed; retrying with backoff");
+                    vec![Err(error)]
+                }
                 Ok(event) => merged
                     .step(index, event, |namespace| cached_in(&cache, namespace))
                     .into_iter()

@@ -270,6 +270,21 @@ fn helm_chart_renders_default_and_full_values() -> Result<()> {
         !found.contains(&"ClusterRole") && !found.contains(&"ClusterRoleBinding"),
         "watchNamespaces still renders cluster-wide RBAC: {found:?}"
     );
+    // Nor the HTTP solver, which serves DomainValidations (cluster-scoped, not served).
+    for solver in [
+        "name: rel-pki-operator-solver",
+        "--solver-service",
+        "{port: solver",
+    ] {
+        ensure!(
+            !rendered.contains(solver),
+            "namespace-scoped mode renders {solver:?}"
+        );
+    }
+    ensure!(
+        default.contains("name: rel-pki-operator-solver"),
+        "the default render lacks the solver Service"
+    );
     for namespace in ["pki", "pki-apps"] {
         let in_namespace = rendered
             .split("\n---\n")

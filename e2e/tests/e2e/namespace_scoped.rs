@@ -9,8 +9,8 @@ use anyhow::{Result, ensure};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use kube::{Api, api::PostParams};
 use libtest_mimic::Trial;
-use pki_operator::crd::v1alpha1::Certificate;
-use pki_operator_e2e::{Operator, TestNamespace, work_dir};
+use pki_operator::crd::v1alpha1::{Certificate, DiscoveryTask};
+use pki_operator_e2e::{Operator, TestNamespace, wait_for, work_dir};
 
 use crate::helm::{chart, helm_ok, service_account_kubeconfig};
 use crate::support::{
@@ -29,7 +29,8 @@ pub fn trials() -> Vec<Trial> {
 /// harness), then the operator as the chart's ServiceAccount — a TokenRequest token and
 /// nothing else — with the arguments the chart's Deployment passes: a Certificate in each
 /// watched namespace becomes Ready; one naming a ClusterIssuer is `Ready=False
-/// ClusterIssuerDisabled`; one in a third namespace is never touched; the release grants no
+/// ClusterIssuerDisabled`; one in a third namespace is never touched; a DiscoveryTask reads its
+/// namespace and refuses the third by name; the release grants no
 /// cluster-wide role, and the identity is forbidden to read a Secret in the third namespace
 /// (a SubjectAccessReview and a real request) while allowed in the watched ones.
 fn namespace_scoped_install() -> Result<()> {
@@ -164,6 +165,32 @@ fn namespace_scoped_install() -> Result<()> {
             untouched.status.is_none(),
             "a Certificate outside the watched namespaces was served: {:?}",
             untouched.status
+        );
+
+        // A DiscoveryTask reading its own namespace and one not served: the first is read, the
+        // second refused with a message naming the field (no permission error).
+        apply(
+            &team_a.name,
+            &format!(
+                "apiVersion: pki-operator.io/v1alpha1\nkind: DiscoveryTask\nmetadata: {{name: secrets}}\nspec:\n  schedule: {{interval: 6h}}\n  cluster: {{secrets: true, namespaces: [{}, {}]}}\n",
+                team_a.name, other.name
+            ),
+        )?;
+        let tasks: Api<DiscoveryTask> = Api::namespaced(client.clone(), &team_a.name);
+        let message = wait_for(
+            "the DiscoveryTask's first run",
+            Duration::from_secs(60),
+            || async {
+                let task = tasks.get_opt("secrets").await.ok().flatten()?;
+                let ready = task.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+                Some(ready.message)
+            },
+        )
+        .await?;
+        ensure!(
+            message.contains(&format!("spec.cluster.namespaces: {} not served", other.name))
+                && message.contains("certificates found"),
+            "the DiscoveryTask did not read its namespace and refuse the other: {message}"
         );
 
         // The same identity: allowed in a watched namespace, forbidden in the third.

@@ -110,24 +110,17 @@ pub(super) async fn admit(
     };
     ensure_finalizer(cert, certs, spec.revoke_on_delete.is_some()).await?;
     // A spec change resets the backoff; otherwise honour the persisted one (survives restarts).
-    if old_status.observed_generation != generation {
+    let spec_changed = old_status.observed_generation != generation;
+    if spec_changed {
         status.failed_issuance_attempts = None;
         status.last_failure_time = None;
-    } else if let (Some(attempts), Some(failed_at)) =
-        (old_status.failed_issuance_attempts, &old_status.last_failure_time)
-    {
-        let due = crate::controller::backoff::persisted_until(
-            attempts.max(1).unsigned_abs(),
-            failed_at.0.as_second(),
-            MAX_ISSUANCE_BACKOFF,
-        );
-        if attempts > 0 && now() < due {
-            let wait = Duration::from_secs((due - now()).unsigned_abs());
-            return Ok(Admission::Stop(Action::requeue(wait)));
-        }
     }
+    // Before the backoff: a failure count left from a cluster-wide run must not hide the reason.
     if cert.spec.issuer_ref.kind == IssuerKind::ClusterIssuer && !ctx.scope.serves_cluster_scoped() {
         return cluster_issuer_disabled(cert, ctx, certs, old_status, status).await;
+    }
+    if let Some(wait) = persisted_backoff(old_status).filter(|_| !spec_changed) {
+        return Ok(Admission::Stop(Action::requeue(wait)));
     }
     let issuer = match issuer_ref::resolve_spec(ctx, &cert.spec.issuer_ref, &namespace).await {
         Ok(issuer) => issuer,
@@ -178,6 +171,20 @@ pub(super) async fn admit(
         return Ok(Admission::Stop(Action::await_change()));
     }
     Ok(Admission::Proceed(Box::new((spec, issuer))))
+}
+
+/// How long the failure backoff recorded in status still holds, if it does.
+fn persisted_backoff(old_status: &CertificateStatus) -> Option<Duration> {
+    let (attempts, failed_at) = (
+        old_status.failed_issuance_attempts?,
+        old_status.last_failure_time.as_ref()?,
+    );
+    let due = crate::controller::backoff::persisted_until(
+        attempts.max(1).unsigned_abs(),
+        failed_at.0.as_second(),
+        MAX_ISSUANCE_BACKOFF,
+    );
+    (attempts > 0 && now() < due).then(|| Duration::from_secs((due - now()).unsigned_abs()))
 }
 
 /// `ClusterIssuerDisabled`: a namespace-scoped operator (`--watch-namespaces`) serves no

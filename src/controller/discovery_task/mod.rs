@@ -663,10 +663,11 @@ async fn collect(ctx: &Context, task: &DiscoveryTask, namespace: &str) -> Collec
     let mut collected = Collected::default();
     if let Some(cluster) = &task.spec.cluster {
         // A namespace-scoped operator may not read namespaces it does not serve: say so instead
-        // of a permission error per namespace.
+        // of a permission error per namespace. (Under `--namespace` the ClusterRole lets a task
+        // inspect other namespaces.)
         let (namespaces, unserved): (Vec<_>, Vec<_>) = sources::namespaces(cluster, namespace)
             .into_iter()
-            .partition(|ns| ctx.scope.serves_namespace(ns));
+            .partition(|ns| ctx.scope.serves_cluster_scoped() || ctx.scope.serves_namespace(ns));
         if !unserved.is_empty() {
             collected.failures.push(sources::SourceFailure {
                 reason: "InvalidSpec",

@@ -43,7 +43,7 @@ pub async fn backend(
 ) -> Result<std::sync::Arc<Backend>, SourceFailure> {
     let target = IssuerTarget::from_namespaced(&source.issuer_ref, namespace);
     let issuer = resolve(ctx, &target, None).await.map_err(|e| SourceFailure {
-        reason: "IssuerNotReady",
+        reason: e.reason(),
         message: format!("spec.scm.issuerRef: {}", errors::error_chain(&e)),
     })?;
     if !matches!(issuer.backend.as_ref(), Backend::Scm(_)) {

@@ -248,7 +248,7 @@ pub async fn nexus(
     let target = IssuerTarget::from_namespaced(&source.issuer_ref, namespace);
     let issuer = resolve(ctx, &target, None).await.map_err(|e| {
         SourceFailure::new(
-            "IssuerNotReady",
+            e.reason(),
             format!("spec.nexus.issuerRef: {}", errors::error_chain(&e)),
         )
     })?;

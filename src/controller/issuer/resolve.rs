@@ -134,6 +134,15 @@ pub enum ResolveError {
         /// The issuer.
         target: IssuerTarget,
     },
+    /// A ClusterIssuer, asked of an operator in namespace-scoped mode (`--watch-namespaces`),
+    /// which serves no cluster-scoped kind and may not read one.
+    #[error(
+        "{target} is not available: this operator is namespace-scoped (--watch-namespaces) and serves no ClusterIssuer"
+    )]
+    ClusterIssuerDisabled {
+        /// The issuer.
+        target: IssuerTarget,
+    },
     /// The issuer's own check has not passed (its `Ready` condition).
     #[error("{target} is not ready: {message} ({reason})")]
     NotReady {
@@ -166,7 +175,8 @@ pub enum ResolveError {
 
 impl ResolveError {
     /// Whether the issuer that was asked for will never be reachable again: it does not exist,
-    /// is being deleted, is another object than the one that placed an order, or another backend.
+    /// is being deleted, is another object than the one that placed an order, or another backend,
+    /// or it is a ClusterIssuer and this operator is namespace-scoped.
     /// Everything else may pass (a check that has not run yet, an apiserver or Secret problem).
     pub fn is_gone(&self) -> bool {
         matches!(
@@ -176,7 +186,17 @@ impl ResolveError {
                 | Self::Replaced { .. }
                 | Self::BackendChanged { .. }
                 | Self::NamespaceMissing { .. }
+                | Self::ClusterIssuerDisabled { .. }
         )
+    }
+
+    /// The condition reason for an object that cannot use the issuer: `ClusterIssuerDisabled`
+    /// for a ClusterIssuer in namespace-scoped mode, else `IssuerNotReady`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::ClusterIssuerDisabled { .. } => "ClusterIssuerDisabled",
+            _ => "IssuerNotReady",
+        }
     }
 }
 
@@ -203,6 +223,14 @@ pub async fn resolve(
 ) -> Result<ResolvedIssuer, ResolveError> {
     match target.kind {
         IssuerKind::Issuer => resolve_as::<Issuer>(ctx, target, expected_uid).await,
+        // Never read: the namespace-scoped operator's Roles do not allow it. Counted as gone,
+        // so a deletion waiting to revoke through it releases its finalizer with a Warning
+        // instead of retrying a forbidden read forever.
+        IssuerKind::ClusterIssuer if !ctx.scope.serves_cluster_scoped() => {
+            Err(ResolveError::ClusterIssuerDisabled {
+                target: target.clone(),
+            })
+        }
         IssuerKind::ClusterIssuer => resolve_as::<ClusterIssuer>(ctx, target, expected_uid).await,
     }
 }
@@ -303,6 +331,41 @@ fn ready(target: &IssuerTarget, conditions: &[Condition]) -> Result<(), ResolveE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A namespace-scoped operator never reads a ClusterIssuer (its Roles forbid it): the
+    /// typed error comes without an API call, says why, and counts as gone, so a deletion
+    /// waiting to revoke through it is released instead of retrying a forbidden read.
+    #[tokio::test]
+    async fn a_namespace_scoped_operator_refuses_cluster_issuers_without_asking_the_apiserver() {
+        let (service, mut apiserver) =
+            tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        let client = kube::Client::new(service, "team");
+        let mut ctx =
+            std::sync::Arc::into_inner(crate::controller::tests::context(client)).expect("sole owner");
+        ctx.scope = crate::controller::WatchScope::only_namespaces(["team".to_owned()]);
+        let target = IssuerTarget::from_namespaced(
+            &IssuerRef {
+                name: "corp".into(),
+                kind: IssuerKind::ClusterIssuer,
+            },
+            "team",
+        );
+        let Err(error) = resolve(&ctx, &target, None).await else {
+            panic!("a ClusterIssuer resolved in namespace-scoped mode");
+        };
+        assert!(
+            matches!(error, ResolveError::ClusterIssuerDisabled { .. }),
+            "{error:?}"
+        );
+        assert!(error.is_gone());
+        assert_eq!(error.reason(), "ClusterIssuerDisabled");
+        assert!(error.to_string().contains("--watch-namespaces"), "{error}");
+        drop(ctx);
+        assert!(
+            apiserver.next_request().await.is_none(),
+            "the apiserver was asked for the ClusterIssuer"
+        );
+    }
 
     #[test]
     fn references_from_namespaced_and_cluster_scoped_objects_name_the_same_targets() {
