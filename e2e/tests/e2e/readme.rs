@@ -25,6 +25,7 @@ pub fn trials() -> Vec<Trial> {
             helm_lifecycle,
         ),
         trial("readme_reference_commands_run_as_written", reference_commands),
+        trial("readme_kubectl_pki_block_runs_as_written", plugin_block),
         trial(
             "every_readme_instruction_is_run_by_a_test",
             every_instruction_is_run,
@@ -152,9 +153,8 @@ const LEDGER: &[(&str, RunBy)] = &[
         RunBy::Trial("readme_reference_commands_run_as_written"),
     ),
     (
-        // Each line with its own namespace and names; explain-reason in its own trial.
         "kubectl pki status web -n demo",
-        RunBy::Trial("kubectl_plugin_status_renew_inspect_list_check_a_ready_certificate"),
+        RunBy::Trial("readme_kubectl_pki_block_runs_as_written"),
     ),
     (
         "kubectl label secret -n <ns> <name> pki-operator.io/issuer-secret=true",
@@ -498,6 +498,108 @@ fn helm_lifecycle_on(private: &ControlPlane, dir: &Path) -> Result<()> {
             != Some(0),
         "the Certificate outlived its CRD"
     );
+    Ok(())
+}
+
+/// README's `kubectl pki` block, every line as written, on a control plane of its own holding
+/// exactly what the block names: namespace `demo` with the `ca` Issuer `local-ca` and the
+/// Certificate `web` (label `team=payments`, Secret `web-tls`), and the ClusterIssuer `corp-ca`
+/// whose Secret is in `pki-operator`, served by an operator reading ClusterIssuer Secrets there.
+/// Each line must exit 0 (the block runs under `set -e`); the output shows the decoded leaf,
+/// both renewals, the chain, both listings, both checks and the reason's explanation, and the
+/// renewals are carried out.
+fn plugin_block() -> Result<()> {
+    block_on(async {
+        let dir = work_dir("readme-plugin")?;
+        let private = ControlPlane::start(&dir.join("plane")).await?;
+        let result = plugin_block_on(&private, &dir).await;
+        private.stop();
+        result
+    })
+}
+
+async fn plugin_block_on(private: &ControlPlane, dir: &Path) -> Result<()> {
+    use pki_operator::crd::v1alpha1::Certificate;
+    crate::support::install_crds(private)?;
+    let apply =
+        |namespace: &str, yaml: &str| private.kubectl_ok(&["apply", "-n", namespace, "-f", "-"], Some(yaml));
+    for namespace in ["demo", "pki-operator"] {
+        private.kubectl_ok(&["create", "namespace", namespace], None)?;
+    }
+    for (namespace, name) in [("demo", "local-ca"), ("pki-operator", "corp-ca")] {
+        let (cert, key) = pki_operator_e2e::self_signed_ca(&format!("{name} test CA"))?;
+        let secret = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": name},
+            "stringData": {"tls.crt": cert, "tls.key": key},
+        });
+        apply(namespace, &serde_json::to_string(&secret)?)?;
+    }
+    apply(
+        "demo",
+        "apiVersion: pki-operator.io/v1alpha1\nkind: Issuer\nmetadata: {name: local-ca}\nspec: {ca: {secretName: local-ca}}\n---\napiVersion: pki-operator.io/v1alpha1\nkind: Certificate\nmetadata: {name: web, labels: {team: payments}}\nspec:\n  secretName: web-tls\n  issuerRef: {name: local-ca}\n  dnsNames: [web.example.com]\n",
+    )?;
+    apply(
+        "pki-operator",
+        "apiVersion: pki-operator.io/v1alpha1\nkind: ClusterIssuer\nmetadata: {name: corp-ca}\nspec: {ca: {secretName: corp-ca}}\n",
+    )?;
+    let operator = pki_operator_e2e::Operator::start(
+        private,
+        dir,
+        "operator",
+        &["--cluster-resource-namespace", "pki-operator"],
+    )?;
+    operator.wait_ready(Duration::from_secs(60)).await?;
+    let certificates: kube::Api<Certificate> = kube::Api::namespaced(private.client().await?, "demo");
+    let revision = |cert: &Certificate| cert.status.as_ref().and_then(|s| s.revision).unwrap_or_default();
+    let ready = |cert: &Certificate| crate::support::is_ready(cert);
+    pki_operator_e2e::wait_for("web Ready", Duration::from_secs(60), || async {
+        certificates
+            .get_opt("web")
+            .await
+            .ok()
+            .flatten()
+            .filter(|c| ready(c))
+    })
+    .await
+    .with_context(|| operator.log_text())?;
+
+    let block = readme::block_containing(&readme::readme()?, "kubectl pki status web -n demo")?;
+    let plugin = dir.join("plugin");
+    std::fs::create_dir_all(&plugin)?;
+    let link = plugin.join("kubectl-pki");
+    if !link.exists() {
+        std::os::unix::fs::symlink(pki_operator_e2e::plugin_binary(), &link)?;
+    }
+    let out = Shell::new(dir, private.kubeconfig())?
+        .run(
+            &format!("export PATH={}:$PATH\n{block}", plugin.display()),
+            Duration::from_secs(120),
+        )
+        .with_context(|| operator.log_text())?;
+    for expected in [
+        "web.example.com",         // status: the Secret decoded
+        "\"daysLeft\"",            // status -o json
+        "local-ca test CA",        // inspect: the chain's issuer
+        "corp-ca",                 // check issuer --cluster
+        "Fix the issuer's Secret", // explain-reason
+    ] {
+        ensure!(
+            out.contains(expected),
+            "the block's output lacks {expected:?}:\n{out}"
+        );
+    }
+    // Two renewals asked for (by name, then by label): the Certificate moves past revision 1.
+    pki_operator_e2e::wait_for("web renewed", Duration::from_secs(60), || async {
+        certificates
+            .get_opt("web")
+            .await
+            .ok()
+            .flatten()
+            .filter(|c| ready(c) && revision(c) >= 2)
+    })
+    .await
+    .with_context(|| operator.log_text())?;
     Ok(())
 }
 
