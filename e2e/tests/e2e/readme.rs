@@ -527,13 +527,7 @@ async fn plugin_block_on(private: &ControlPlane, dir: &Path) -> Result<()> {
         private.kubectl_ok(&["create", "namespace", namespace], None)?;
     }
     for (namespace, name) in [("demo", "local-ca"), ("pki-operator", "corp-ca")] {
-        let (cert, key) = pki_operator_e2e::self_signed_ca(&format!("{name} test CA"))?;
-        let secret = serde_json::json!({
-            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-            "metadata": {"name": name},
-            "stringData": {"tls.crt": cert, "tls.key": key},
-        });
-        apply(namespace, &serde_json::to_string(&secret)?)?;
+        apply(namespace, &crate::support::ca_secret(name)?.0)?;
     }
     apply(
         "demo",

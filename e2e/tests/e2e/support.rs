@@ -93,15 +93,22 @@ pub fn apply(namespace: &str, yaml: &str) -> Result<()> {
     Ok(())
 }
 
-/// Creates the CA Secret and a `ca` Issuer named `name` in `namespace`; returns the CA PEM.
-pub fn ca_issuer(namespace: &str, name: &str) -> Result<String> {
+/// A `kubernetes.io/tls` Secret `name` holding a new self-signed CA (`<name> test CA`), as JSON,
+/// and the CA's PEM.
+pub fn ca_secret(name: &str) -> Result<(String, String)> {
     let (cert, key) = pki_operator_e2e::self_signed_ca(&format!("{name} test CA"))?;
     let secret = serde_json::json!({
         "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
         "metadata": {"name": name},
         "stringData": {"tls.crt": cert, "tls.key": key},
     });
-    apply(namespace, &serde_json::to_string(&secret)?)?;
+    Ok((serde_json::to_string(&secret)?, cert))
+}
+
+/// Creates the CA Secret and a `ca` Issuer named `name` in `namespace`; returns the CA PEM.
+pub fn ca_issuer(namespace: &str, name: &str) -> Result<String> {
+    let (secret, cert) = ca_secret(name)?;
+    apply(namespace, &secret)?;
     apply(
         namespace,
         &format!(
