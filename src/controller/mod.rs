@@ -132,10 +132,17 @@ struct Runner {
 pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: CancellationToken) {
     let client = ctx.client.clone();
     let scope = ctx.scope.clone();
+    // AlertConfig evaluates the Certificate controller's own cache (one copy of every
+    // Certificate, not two) and every change that cache takes re-evaluates every AlertConfig.
+    let (certificate_changed, certificate_changes) = tokio::sync::watch::channel(());
+    let certificates = certificate_controller(&client, &scope, certificate_changed);
+    // A second start of the controllers (a regained leadership) would keep the first cache's
+    // handle here; the process exits when it loses leadership (leader.rs), so it does not.
+    let _ = ctx.alert_caches.certificates.set(certificates.store());
     let mut runners = vec![
         runner_with::<v1alpha1::Certificate, _, _>(
             "certificate",
-            certificate_controller(&client, &scope),
+            certificates,
             &ctx,
             &shutdown,
             certificate::reconcile,
@@ -185,7 +192,7 @@ pub async fn run(ctx: Arc<Context>, readiness: Readiness, shutdown: Cancellation
             ),
             runner_with::<v1alpha1::AlertConfig, _, _>(
                 "alert_config",
-                alert_config_controller(&client, &scope, &ctx),
+                alert_config_controller(&client, &scope, &ctx, certificate_changes),
                 &ctx,
                 &shutdown,
                 alert_config::reconcile,
@@ -229,13 +236,28 @@ where
 /// The Certificate controller's watches: its kind and the metadata of the Secrets it issued,
 /// plus Issuers — and, when cluster-scoped kinds are served, ClusterIssuers and
 /// DomainValidations — so a Certificate waiting for its issuer or its domain moves on as soon
-/// as that turns Ready.
+/// as that turns Ready. `changed` is told of every change its cache takes, after the cache took
+/// it.
 fn certificate_controller(
     client: &Client,
     scope: &WatchScope,
+    changed: tokio::sync::watch::Sender<()>,
 ) -> Controller<DeserializeGuard<v1alpha1::Certificate>> {
-    let controller =
-        controller_for::<v1alpha1::Certificate>(|cache| scope.cached_watch(client, &cache_config(), cache));
+    let (reader, writer) = kube::runtime::reflector::store();
+    let events = cached_events(
+        scope.cached_watch(client, &cache_config(), reader.clone()),
+        writer,
+    )
+    .inspect(move |event| {
+        if matches!(
+            event,
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone)
+        ) {
+            changed.send_replace(());
+        }
+    })
+    .applied_objects();
+    let controller = Controller::for_stream(events, reader);
     let by_issuer = certificates_referencing::<v1alpha1::Issuer>(controller.store());
     // Metadata only, and only Secrets we label: never Secret data.
     let issued_secrets = watcher::Config::default().labels(secret::CERTIFICATE_NAME_LABEL);
@@ -270,13 +292,15 @@ fn certificate_controller(
 }
 
 /// The AlertConfig controller: its kind (on spec changes: its status records every pass),
-/// plus every change of a Certificate or a DiscoveryTask, which re-evaluates every AlertConfig
-/// (there are few). The Certificates and DiscoveryTasks are cached here and read by the
-/// reconciler ([`alert_config::Caches`]); each cache is updated before its change triggers.
+/// plus every change of a Certificate (`certificate_changes`, from the Certificate controller's
+/// cache, which the reconciler reads) or a DiscoveryTask (cached here), which re-evaluates every
+/// AlertConfig (there are few). Each cache is updated before its change triggers
+/// ([`alert_config::Caches`]).
 fn alert_config_controller(
     client: &Client,
     scope: &WatchScope,
     ctx: &Context,
+    certificate_changes: tokio::sync::watch::Receiver<()>,
 ) -> Controller<DeserializeGuard<v1alpha1::AlertConfig>> {
     let (reader, writer) = kube::runtime::reflector::store();
     // An AlertConfig deleted without a finalizer (no CertMgmt levels to take back) is never
@@ -302,31 +326,24 @@ fn alert_config_controller(
             .map(|c| ObjectRef::from_obj(c.as_ref()))
             .collect::<Vec<_>>()
     };
-    let (certificates, certificate_writer) = kube::runtime::reflector::store();
     let (tasks, task_writer) = kube::runtime::reflector::store();
-    let certificate_events = scope.cached_watch(client, &cache_config(), certificates.clone());
     let task_events = scope.cached_watch(client, &cache_config(), tasks.clone());
-    // A second start of the controllers (a regained leadership) keeps the first caches' handles
-    // out of the context: the reconciler then waits on the stores that are no longer fed. The
+    // A second start of the controllers (a regained leadership) keeps the first cache's handle
+    // out of the context: the reconciler then waits on the store that is no longer fed. The
     // process exits when it loses leadership (leader.rs), so this does not happen.
-    let _ = ctx.alert_caches.certificates.set(certificates);
     let _ = ctx.alert_caches.discovery_tasks.set(tasks);
-    let for_certificates = every_config.clone();
-    // Deletions too (`touched_objects`): a deleted Certificate's alert clears, a deleted
-    // DiscoveryTask's findings and hosts go.
-    controller
-        .watches_stream(
-            // Trimmed to what an evaluation reads (managedFields too).
-            certificate_events
-                .modify(alert_config::trim_certificate)
-                .reflect(certificate_writer)
-                .touched_objects(),
-            move |_| for_certificates(),
-        )
-        .watches_stream(
-            cached_events(task_events, task_writer).touched_objects(),
-            move |_| every_config(),
-        )
+    // A burst of Certificate changes (thousands at start-up or in a mass renewal) is one wake:
+    // the watch channel keeps only that something changed since the last look.
+    let certificate_changes = futures::stream::unfold(certificate_changes, |mut changes| async move {
+        changes.changed().await.ok()?;
+        Some(((), changes))
+    });
+    // Deletions too: a deleted Certificate's alert clears (the Certificate cache tells of its
+    // deletions), a deleted DiscoveryTask's findings and hosts go (`touched_objects`).
+    controller.reconcile_all_on(certificate_changes).watches_stream(
+        cached_events(task_events, task_writer).touched_objects(),
+        move |_| every_config(),
+    )
 }
 
 /// Maps a DomainValidation to the cached Certificates with a name under its domain, so a

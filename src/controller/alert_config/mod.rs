@@ -69,7 +69,7 @@ pub enum Error {
 /// alert-level series it published per AlertConfig (to remove them when they go).
 #[derive(Default)]
 pub struct Caches {
-    /// Every Certificate the operator watches.
+    /// Every Certificate the operator watches: the Certificate controller's own cache.
     pub certificates: OnceLock<Store<DeserializeGuard<Certificate>>>,
     /// Every DiscoveryTask the operator watches.
     pub discovery_tasks: OnceLock<Store<DeserializeGuard<DiscoveryTask>>>,
@@ -107,34 +107,6 @@ impl Caches {
         // The store's own objects (reference-counted), not copies.
         Some((certificates.state(), tasks.state()))
     }
-}
-
-/// Reduces a cached Certificate to what an evaluation reads (identity, labels, issuer, Secret
-/// name, names, `notAfter`, serial): this cache holds every Certificate a second time, beside the
-/// Certificate controller's, so it keeps only that.
-pub fn trim_certificate(guard: &mut DeserializeGuard<Certificate>) {
-    let Ok(cert) = guard.0.as_mut() else { return };
-    let meta = &mut cert.metadata;
-    meta.annotations = None;
-    meta.managed_fields = None;
-    meta.owner_references = None;
-    meta.finalizers = None;
-    let spec = std::mem::take(&mut cert.spec);
-    cert.spec = crate::crd::v1alpha1::certificate::CertificateSpec {
-        secret_name: spec.secret_name,
-        issuer_ref: spec.issuer_ref,
-        common_name: spec.common_name,
-        dns_names: spec.dns_names,
-        ..Default::default()
-    };
-    cert.status = cert
-        .status
-        .take()
-        .map(|status| crate::crd::v1alpha1::certificate::CertificateStatus {
-            not_after: status.not_after,
-            serial_number: status.serial_number,
-            ..Default::default()
-        });
 }
 
 /// Reconciles one AlertConfig.
@@ -450,60 +422,5 @@ pub fn level_value(level: Option<Level>) -> u8 {
         Some(Level::WARN) => 2,
         Some(Level::HIGH) => 3,
         Some(Level::ERROR) => 4,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-    use super::*;
-    use crate::crd::v1alpha1::{
-        certificate::{CertificateSpec, CertificateStatus},
-        common::IssuerRef,
-    };
-
-    #[test]
-    fn the_alert_cache_keeps_what_an_evaluation_reads_and_nothing_else() {
-        let mut cert = Certificate::new(
-            "web",
-            CertificateSpec {
-                secret_name: "web-tls".into(),
-                issuer_ref: IssuerRef {
-                    name: "corp".into(),
-                    ..IssuerRef::default()
-                },
-                common_name: Some("web".into()),
-                dns_names: vec!["web.example.com".into()],
-                duration: Some("2160h".into()),
-                ..CertificateSpec::default()
-            },
-        );
-        cert.metadata.labels = Some(BTreeMap::from([("tier".to_owned(), "prod".to_owned())]));
-        cert.metadata.annotations = Some(BTreeMap::from([("big".to_owned(), "x".repeat(4096))]));
-        let not_after = Time(Timestamp::from_second(1_800_000_000).unwrap());
-        cert.status = Some(CertificateStatus {
-            not_after: Some(not_after.clone()),
-            serial_number: Some("0a".into()),
-            revision: Some(3),
-            ..CertificateStatus::default()
-        });
-        let mut guard = DeserializeGuard(Ok(cert.clone()));
-        trim_certificate(&mut guard);
-        let trimmed = guard.0.unwrap();
-        assert_eq!(trimmed.metadata.labels, cert.metadata.labels);
-        assert_eq!(trimmed.metadata.annotations, None);
-        assert_eq!(trimmed.spec.secret_name, "web-tls");
-        assert_eq!(trimmed.spec.issuer_ref, cert.spec.issuer_ref);
-        assert_eq!(trimmed.spec.dns_names, cert.spec.dns_names);
-        assert_eq!(trimmed.spec.common_name.as_deref(), Some("web"));
-        assert_eq!(trimmed.spec.duration, None);
-        let status = trimmed.status.unwrap();
-        assert_eq!(
-            (status.not_after, status.serial_number.as_deref(), status.revision),
-            (Some(not_after), Some("0a"), None)
-        );
     }
 }
