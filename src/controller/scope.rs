@@ -20,6 +20,22 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 
+/// A namespaced kind this module can watch.
+pub trait Watched:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + 'static
+{
+}
+
 /// The watch events of one kind, as a controller's cache or trigger consumes them.
 pub type Events<K> = BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
 
@@ -107,13 +123,7 @@ impl WatchScope {
     /// ([`NamespaceMerge`]).
     pub fn cached_watch<K>(&self, client: &Client, config: &watcher::Config, cache: Store<K>) -> Events<K>
     where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + Debug
-            + DeserializeOwned
-            + Send
-            + Sync
-            + 'static,
+        K: Watched + Sync,
     {
         let mut watches = self.watches(client, config);
         if watches.len() == 1 {
@@ -128,12 +138,7 @@ impl WatchScope {
     /// data).
     pub fn trigger_watch<K>(&self, client: &Client, config: &watcher::Config) -> Events<K>
     where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + Debug
-            + DeserializeOwned
-            + Send
-            + 'static,
+        K: Watched,
     {
         let streams = self.watches(client, config).into_iter().map(|(_, events)| events);
         futures::stream::select_all(streams).boxed()
@@ -141,12 +146,7 @@ impl WatchScope {
 
     fn watches<K>(&self, client: &Client, config: &watcher::Config) -> Vec<(String, Events<K>)>
     where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + Debug
-            + DeserializeOwned
-            + Send
-            + 'static,
+        K: Watched,
     {
         self.apis::<K>(client)
             .into_iter()

@@ -117,7 +117,9 @@ pub(super) async fn admit(
     }
     // Before the backoff: a failure count left from a cluster-wide run must not hide the reason.
     if cert.spec.issuer_ref.kind == IssuerKind::ClusterIssuer && !ctx.scope.serves_cluster_scoped() {
-        return cluster_issuer_disabled(cert, ctx, certs, old_status, status).await;
+        let refusal = ("ClusterIssuerDisabled", cluster_issuer_disabled(cert, ctx));
+        let issuing = "no order is placed: the issuer is not available";
+        return refuse(cert, ctx, certs, (old_status, status), refusal, issuing).await;
     }
     if let Some(wait) = persisted_backoff(old_status).filter(|_| !spec_changed) {
         return Ok(Admission::Stop(Action::requeue(wait)));
@@ -142,33 +144,13 @@ pub(super) async fn admit(
         Some(refusal) => Some(refusal),
         None => awaiting_domain_validation(ctx, &issuer, &spec).await?,
     };
-    if let Some((reason, message)) = refusal {
-        let issuing = if reason == "DomainNotValidated" {
+    if let Some(refusal) = refusal {
+        let issuing = if refusal.0 == "DomainNotValidated" {
             "no order is placed until the domain is validated"
         } else {
             "no order is placed while the issuer refuses the request"
         };
-        conditions::set(
-            &mut status.conditions,
-            "Ready",
-            false,
-            reason,
-            message.clone(),
-            generation,
-        );
-        conditions::set(
-            &mut status.conditions,
-            "Issuing",
-            false,
-            reason,
-            issuing,
-            generation,
-        );
-        if write_status(certs, &name, old_status, status).await? {
-            publish(ctx, cert, EventType::Warning, reason, &message).await;
-        }
-        // Waits for a change of the Certificate, the issuer or a DomainValidation (all watched).
-        return Ok(Admission::Stop(Action::await_change()));
+        return refuse(cert, ctx, certs, (old_status, status), refusal, issuing).await;
     }
     Ok(Admission::Proceed(Box::new((spec, issuer))))
 }
@@ -187,24 +169,18 @@ fn persisted_backoff(old_status: &CertificateStatus) -> Option<Duration> {
     (attempts > 0 && now() < due).then(|| Duration::from_secs((due - now()).unsigned_abs()))
 }
 
-/// `ClusterIssuerDisabled`: a namespace-scoped operator (`--watch-namespaces`) serves no
-/// cluster-scoped kind and may not read ClusterIssuers. The mode changes only with a restart;
-/// an edit of `issuerRef` is watched.
-async fn cluster_issuer_disabled(
+/// `Ready=False` and `Issuing=False` with `reason`, a Warning when that is news, and no order:
+/// the Certificate waits for a change of itself, its issuer or a DomainValidation (all watched;
+/// the operator's mode changes only with a restart).
+async fn refuse(
     cert: &Certificate,
     ctx: &Context,
     certs: &Api<Certificate>,
-    old_status: &CertificateStatus,
-    status: &mut CertificateStatus,
+    (old_status, status): (&CertificateStatus, &mut CertificateStatus),
+    (reason, message): (&'static str, String),
+    issuing: &'static str,
 ) -> Result<Admission, Error> {
     let generation = cert.meta().generation;
-    let message = format!(
-        "ClusterIssuer {} is not available: this operator is namespace-scoped (--watch-namespaces {}) and serves no cluster-scoped kind; use an Issuer in namespace {}",
-        cert.spec.issuer_ref.name,
-        ctx.scope.namespaces().unwrap_or_default().join(","),
-        cert.namespace().unwrap_or_default()
-    );
-    let reason = "ClusterIssuerDisabled";
     conditions::set(
         &mut status.conditions,
         "Ready",
@@ -213,7 +189,6 @@ async fn cluster_issuer_disabled(
         message.clone(),
         generation,
     );
-    let issuing = "no order is placed: the issuer is not available";
     conditions::set(
         &mut status.conditions,
         "Issuing",
@@ -226,6 +201,17 @@ async fn cluster_issuer_disabled(
         publish(ctx, cert, EventType::Warning, reason, &message).await;
     }
     Ok(Admission::Stop(Action::await_change()))
+}
+
+/// Why a Certificate cannot use its ClusterIssuer: a namespace-scoped operator
+/// (`--watch-namespaces`) serves no cluster-scoped kind and may not read ClusterIssuers.
+fn cluster_issuer_disabled(cert: &Certificate, ctx: &Context) -> String {
+    format!(
+        "ClusterIssuer {} is not available: this operator is namespace-scoped (--watch-namespaces {}) and serves no cluster-scoped kind; use an Issuer in namespace {}",
+        cert.spec.issuer_ref.name,
+        ctx.scope.namespaces().unwrap_or_default().join(","),
+        cert.namespace().unwrap_or_default()
+    )
 }
 
 /// Why the issuer refuses this request before any CA call, as (reason, message): its policy
